@@ -1,0 +1,198 @@
+"""Domain values shared by the engine, the state store and the cockpit.
+
+Times are epoch milliseconds (UTC) everywhere. Quantities are signed only on
+positions (long > 0, short < 0); orders and fills carry a side and a positive qty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
+
+
+class OrderStatus(StrEnum):
+    NEW = "NEW"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_open(self) -> bool:
+        return self in _OPEN_STATUSES
+
+
+_OPEN_STATUSES = frozenset(
+    {OrderStatus.NEW, OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED}
+)
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    HALTED = "HALTED"
+
+
+class Regime(StrEnum):
+    TREND_UP = "trend_up"
+    TREND_DOWN = "trend_down"
+    RANGE = "range"
+    HIGH_VOL = "high_vol"
+    CRASH = "crash"
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class Purpose(StrEnum):
+    """Why an order exists; the risk gate treats exposure-reducing purposes differently."""
+
+    ENTRY = "ENTRY"
+    EXIT = "EXIT"  # strategy exit, stop-loss, take-profit, trailing or time stop
+    FLATTEN = "FLATTEN"  # operator flatten, emergency stop, kill switch
+
+    @property
+    def reduces_exposure(self) -> bool:
+        return self is not Purpose.ENTRY
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    symbol: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    true_regime: Regime | None = None  # ground truth, only from the simulator
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What the strategy (or an operator command, or the monitor) wants to trade."""
+
+    symbol: str
+    side: Side
+    qty: float
+    purpose: Purpose
+    order_type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
+    stop_price: float | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    strength: float = 0.0
+    model_version: str | None = None
+    reason: str = ""
+    sizing: dict[str, object] = field(default_factory=dict)  # method and inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    check: str
+    reason: str = ""
+    until: int | None = None  # epoch ms, for locks such as a cooldown
+
+    @staticmethod
+    def ok(check: str) -> Verdict:
+        return Verdict(True, check)
+
+    @staticmethod
+    def deny(check: str, reason: str, until: int | None = None) -> Verdict:
+        return Verdict(False, check, reason, until)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    order_type: OrderType
+    purpose: Purpose
+    status: OrderStatus = OrderStatus.NEW
+    limit_price: float | None = None
+    stop_price: float | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    broker_order_id: str | None = None
+    created_at: int = 0
+    expires_at: int | None = None
+    reason: str = ""
+
+    @property
+    def remaining(self) -> float:
+        return self.qty - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    client_order_id: str
+    exec_id: str
+    symbol: str
+    side: Side
+    ts: int
+    qty: float
+    price: float
+    commission: float
+    ref_price: float | None = None  # the price the order was decided at, for slippage
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """A broker's word about one order: a status change, optionally with a fill."""
+
+    client_order_id: str
+    status: OrderStatus
+    ts: int
+    fill: Fill | None = None
+    broker_order_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    qty: float  # signed: long > 0, short < 0
+    avg_price: float
+    realized_pnl: float = 0.0
+    stop: float | None = None
+    target: float | None = None
+    opened_at: int | None = None
