@@ -1,0 +1,58 @@
+# `make run` and `make test` work on a fresh machine: they build .venv first.
+PY      := .venv/bin/python
+RUN_OK  := .venv/.run-installed
+DEV_OK  := .venv/.dev-installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test test-fast test-browser check lint bench clean engine
+
+$(PY):
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+
+$(RUN_OK): requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(DEV_OK): requirements.txt requirements-dev.txt $(RUN_OK)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+## Start the engine and the cockpit on http://127.0.0.1:8501 (Ctrl-C stops both).
+run: $(RUN_OK)
+	$(PY) -m engine up
+
+## Headless engine only, for a marathon.
+engine: $(RUN_OK)
+	$(PY) -m engine run
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi
+
+## Unit and integration tests, then the browser tests.
+test: $(DEV_OK) $(CHROMIUM)
+	$(PY) -m pytest -m "not browser"
+	COCKPIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:randomly
+
+test-fast: $(DEV_OK)
+	$(PY) -m pytest -m "not browser"
+
+lint: $(DEV_OK)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+## Everything CI runs, plus lint and types.
+check: lint test
+
+bench: $(DEV_OK)
+	$(PY) bench/cycle.py
+	$(PY) bench/oms.py
+	$(PY) bench/estop.py
+	$(PY) bench/model.py
+	$(PY) bench/ui.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The broker seam: one small protocol with a paper and an Interactive Brokers side.
+
+The OMS owns the order lifecycle and persists every order before a broker sees
+it; a broker only executes and reports. Everything a broker says comes back as
+`ExecutionReport`s, which the OMS applies in order.
+
+Exceptions:
+
+    BrokerError                 base
+    ├── BrokerUnavailable       transient (disconnected, timeout): retry next cycle
+    └── BrokerFatal             the broker's state cannot be trusted: halt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from engine.domain import Bar, ExecutionReport, Order, OrderStatus
+
+
+class BrokerError(Exception):
+    pass
+
+
+class BrokerUnavailable(BrokerError):
+    pass
+
+
+class BrokerFatal(BrokerError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderState:
+    """What the broker knows about one order, looked up by client order id."""
+
+    client_order_id: str
+    broker_order_id: str
+    status: OrderStatus
+    filled_qty: float
+    avg_price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAccount:
+    cash: float
+    positions: dict[str, float]  # signed quantities
+
+
+@runtime_checkable
+class Broker(Protocol):
+    name: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    def submit(self, order: Order, now: int) -> list[ExecutionReport]:
+        """Send an order already persisted as NEW; returns SUBMITTED/ACCEPTED/REJECTED
+        and any immediate fills. Raises BrokerUnavailable when it cannot be sent."""
+        ...
+
+    def cancel(self, client_order_id: str, now: int) -> list[ExecutionReport]: ...
+
+    def on_bar(self, bar: Bar) -> list[ExecutionReport]:
+        """A new bar: resting orders that trade through it fill (paper), or pending
+        reports are collected (IB)."""
+        ...
+
+    def lookup(self, client_order_id: str) -> BrokerOrderState | None:
+        """For reconciliation after a restart; None if the broker never saw it."""
+        ...
+
+    def account(self) -> BrokerAccount: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,234 @@
+"""Configuration: defaults, then `cockpit.toml`, then `COCKPIT_*` environment variables,
+then command-line overrides. Validated once at start; a bad value stops the start
+with one message naming the key, the value and what is allowed.
+
+Environment variables use `__` between section and key, e.g.
+`COCKPIT_ENGINE__CYCLE_SECONDS=2` or `COCKPIT_RISK__DAILY_LOSS=0.05`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from state.db import PROJECT_ROOT
+
+DEFAULT_TOML = PROJECT_ROOT / "cockpit.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names key, value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSettings(_Section):
+    cycle_seconds: float = Field(1.0, ge=0.05, le=3600)
+    seed: int = Field(7, ge=0)
+    symbols: int | tuple[str, ...] = Field(
+        5, description="how many simulated symbols, or their names"
+    )
+    feed: Literal["sim", "csv"] = "sim"
+    data_dir: Path | None = None
+    broker: Literal["paper", "ib"] = "paper"
+    starting_cash: float = Field(100_000.0, gt=0)
+    warmup_bars: int = Field(200, ge=0, le=10_000)
+    max_jump: float = Field(10.0, gt=0, description="bar jump limit, in mean ranges")
+    order_timeout_seconds: float = Field(300.0, gt=0)
+    failure_pause_after: int = Field(5, ge=1, description="consecutive failed cycles")
+    heartbeat_seconds: float = Field(1.0, gt=0, le=60)
+    lease_stale_seconds: float = Field(10.0, gt=0)
+    keep_cycles_days: float = Field(30.0, gt=0)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: int | tuple[str, ...]) -> int | tuple[str, ...]:
+        if isinstance(value, int):
+            if not 1 <= value <= 500:
+                raise ValueError("a symbol count must be between 1 and 500")
+            return value
+        names = tuple(s.strip().upper() for s in value if s.strip())
+        if not names:
+            raise ValueError("give at least one symbol name")
+        if len(set(names)) != len(names):
+            raise ValueError("symbol names must be unique")
+        return names
+
+
+class PaperSettings(_Section):
+    slippage_bps: float = Field(1.0, ge=0, le=1000)
+    slippage_range_share: float = Field(0.02, ge=0, le=1, description="share of bar range")
+    commission_per_share: float = Field(0.005, ge=0)
+    commission_min: float = Field(1.0, ge=0)
+    max_participation: float = Field(
+        0.25, gt=0, le=1, description="largest share of a bar's volume one order fills"
+    )
+
+
+class RiskSettings(_Section):
+    risk_per_trade: float = Field(0.02, gt=0, le=0.2)
+    daily_loss: float = Field(0.06, gt=0, le=1)
+    max_drawdown: float = Field(0.15, gt=0, le=1)
+    max_open_positions: int = Field(5, ge=1, le=500)
+    max_position_qty: float = Field(100_000, gt=0)
+    max_position_notional: float = Field(0.25, gt=0, le=10, description="share of equity")
+    max_gross_exposure: float = Field(1.5, gt=0, le=20, description="multiple of equity")
+    max_net_exposure: float = Field(1.0, gt=0, le=20, description="multiple of equity")
+    min_reward_risk: float = Field(2.0, ge=0, le=100)
+    max_trades_per_day: int = Field(15, ge=1)
+    max_consecutive_losses: int = Field(4, ge=1)
+    cooldown_minutes: float = Field(5.0, ge=0)
+    price_band: float = Field(0.10, gt=0, le=1, description="max distance from last price")
+    max_atr_pct: float = Field(0.025, gt=0, le=1)
+
+
+class MlSettings(_Section):
+    enabled: bool = True
+    override_confidence: float = Field(0.7, ge=0.5, le=1)
+    horizon_bars: int = Field(10, ge=1, le=1000)
+    retrain_cron: str = "0 3 * * *"
+    auto_promote: bool = False
+    bootstrap: bool = True
+
+
+class IbSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7497, ge=1, le=65535)
+    client_id: int = Field(17, ge=0)
+    account: str = ""
+    timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+
+class CockpitSettings(_Section):
+    autostart: bool = True
+    timezone: str = "UTC"
+    refresh_seconds: float = Field(2.0, ge=0.5, le=60)
+    password_hash: SecretStr | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone such as UTC or Europe/Zurich") from None
+        return value
+
+
+class AlertSettings(_Section):
+    min_severity: Literal["INFO", "WARNING", "HIGH", "CRITICAL"] = "HIGH"
+    webhook_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "cockpit@localhost"
+    smtp_to: tuple[str, ...] = ()
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COCKPIT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    engine: EngineSettings = EngineSettings()
+    paper: PaperSettings = PaperSettings()
+    risk: RiskSettings = RiskSettings()
+    ml: MlSettings = MlSettings()
+    ib: IbSettings = IbSettings()
+    cockpit: CockpitSettings = CockpitSettings()
+    alerts: AlertSettings = AlertSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = Path(os.environ.get("COCKPIT_CONFIG", "") or DEFAULT_TOML)
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml),
+        )
+
+
+_SECTIONS = {
+    "engine": EngineSettings,
+    "paper": PaperSettings,
+    "risk": RiskSettings,
+    "ml": MlSettings,
+    "ib": IbSettings,
+    "cockpit": CockpitSettings,
+    "alerts": AlertSettings,
+}
+# Variables that belong to the process, not to the settings tree.
+_PROCESS_VARIABLES = {"COCKPIT_DB", "COCKPIT_CONFIG", "COCKPIT_NO_AUTOSTART", "COCKPIT_PASSWORD_HASH"}
+
+
+def _allowed(loc: tuple[str | int, ...]) -> str:
+    if len(loc) == 1:
+        return "sections: " + ", ".join(_SECTIONS)
+    section = _SECTIONS.get(str(loc[0]))
+    return "keys: " + ", ".join(section.model_fields) if section else ""
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(p for p in error["loc"] if not isinstance(p, int) or len(error["loc"]) < 3)
+    key = ".".join(str(p) for p in loc)
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{key} = {value!r}: unknown key; allowed {_allowed(loc)}"
+    return f"{key} = {value!r}: {error['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate; `overrides` are sections of keys from the command line."""
+    env = {k for k in os.environ if k.startswith("COCKPIT_") and k not in _PROCESS_VARIABLES}
+    for name in env:
+        section = name.removeprefix("COCKPIT_").split("__", 1)[0].lower()
+        if section not in _SECTIONS or "__" not in name:
+            raise ConfigError(
+                f"{name} = {os.environ[name]!r}: unknown variable; use COCKPIT_<SECTION>__<KEY>"
+                f" with a section among {', '.join(_SECTIONS)}"
+            )
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+    if settings.engine.feed == "csv" and settings.engine.data_dir is None:
+        raise ConfigError("engine.data_dir = None: the csv feed needs a folder of SYMBOL.csv files")
+    if os.environ.get("COCKPIT_PASSWORD_HASH") and settings.cockpit.password_hash is None:
+        settings = settings.model_copy(
+            update={
+                "cockpit": settings.cockpit.model_copy(
+                    update={"password_hash": SecretStr(os.environ["COCKPIT_PASSWORD_HASH"])}
+                )
+            }
+        )
+    return settings
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked (for `engine config`)."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,84 @@
+"""Connections to the state store.
+
+One writer (the engine, one connection, one thread) and any number of short-lived
+read-only readers (pages, CLI, tests). WAL lets readers run while the engine
+writes; `synchronous=NORMAL` is durable across process crashes, which is what a
+trading engine on one machine needs, at a fraction of FULL's fsync cost.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from state.schema import migrate
+
+BUSY_TIMEOUT_MS = 5_000
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = PROJECT_ROOT / "var" / "cockpit.db"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The database file: an explicit path, else $COCKPIT_DB, else var/cockpit.db."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("COCKPIT_DB")
+    return Path(env) if env else DEFAULT_DB
+
+
+def _tune(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def open_writer(path: str | os.PathLike[str] | None = None) -> Database:
+    """The engine's single writer connection, with the schema migrated.
+
+    check_same_thread is off because the connection is made on the main thread
+    and used on the trading executor's one thread; nothing else touches it.
+    """
+    file = db_path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(file, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    _tune(conn)
+    db = Database(conn)
+    migrate(db)
+    return db
+
+
+def ensure_schema(path: str | os.PathLike[str] | None = None) -> Path:
+    """Create the file and schema if needed (used by the CLI and the cockpit's first start)."""
+    db = open_writer(path)
+    db.conn.close()
+    return db_path(path)
+
+
+def open_reader(path: str | os.PathLike[str] | None = None) -> sqlite3.Connection:
+    """A read-only connection; raises FileNotFoundError when there is no database yet."""
+    file = db_path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"no state database at {file}; start the engine first")
+    conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@contextmanager
+def reader(path: str | os.PathLike[str] | None = None) -> Iterator[sqlite3.Connection]:
+    conn = open_reader(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
