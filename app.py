@@ -1,0 +1,254 @@
+"""Cockpit entry point: password gate, autostart, navigation and the shared sidebar.
+
+The sidebar's facts refresh in a fragment; its controls live outside that fragment
+so an open dialog is not torn down by the next refresh. Every control writes one
+`commands` row (state.commands) and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="Cockpit", page_icon=":material/flight:", layout="wide")
+
+from pages import ui  # noqa: E402  (set_page_config must come first)
+from state import auth, engine_control, views  # noqa: E402
+
+log = logging.getLogger("cockpit.app")
+ROOT = Path(__file__).resolve().parent
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+# --------------------------------------------------------------------------- access
+
+
+def _gate() -> None:
+    """Stop the run unless the operator may see the cockpit."""
+    password_hash = auth.password_hash_from_config()
+    if password_hash is None:
+        address = str(st.get_option("server.address") or "")
+        # None for loopback connections (AppTest puts a stand-in there, not a str).
+        remote = st.context.ip_address
+        if address not in LOOPBACK or isinstance(remote, str):
+            st.error(
+                "No cockpit password is set, so the cockpit only serves on 127.0.0.1."
+                " Set one with `python -m engine set-password`, or bind to 127.0.0.1."
+            )
+            st.stop()
+        st.warning(
+            "No password set: the cockpit is open to anyone on this machine."
+            " Set one with `python -m engine set-password`.",
+            icon=":material/lock_open:",
+        )
+        return
+    if st.session_state.get("authenticated"):
+        return
+    _login_form(password_hash)
+    st.stop()
+
+
+def _login_form(password_hash: str) -> None:
+    st.title("Cockpit")
+    with st.form("login"):
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Log in")
+    if not submitted:
+        return
+    wait = auth.throttle.wait_seconds(time.monotonic())
+    if wait > 0:
+        st.error(f"Too many failed attempts: try again in {wait:.0f} s.")
+        return
+    if auth.verify_password(password_hash, password):
+        auth.throttle.record_success()
+        st.session_state["authenticated"] = True
+        log.info("operator logged in")
+        st.rerun()
+    delay = auth.throttle.record_failure(time.monotonic())
+    log.warning("failed login; next attempt allowed in %.0f s", delay)
+    st.error(f"Wrong password. Next attempt allowed in {delay:.0f} s.")
+
+
+# --------------------------------------------------------------------------- autostart
+
+
+def _autostart() -> None:
+    """Once per browser session: start an engine if none is alive."""
+    if "autostart" not in st.session_state:
+        enabled = engine_control.autostart_enabled(ui.settings().cockpit.autostart)
+        result = engine_control.ensure_engine(ui.db(), enabled=enabled)
+        st.session_state["autostart"] = result
+    result = st.session_state["autostart"]
+    if result.outcome in {engine_control.Outcome.STARTED, engine_control.Outcome.STARTING}:
+        st.toast(result.message, icon=":material/rocket_launch:")
+        st.session_state["autostart_note"] = result.message
+    elif result.outcome is engine_control.Outcome.FAILED:
+        st.session_state["autostart_note"] = result.message
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def _status_panel() -> None:
+    s = views.engine_status(ui.db(), ui.now())
+    st.session_state["engine_state"] = s.trading_state
+    if not s.present:
+        st.markdown("**No engine has run on this database yet.**")
+        st.caption(f"Database: `{ui.db()}`")
+        note = st.session_state.get("autostart_note")
+        st.caption(note or ui.no_engine_hint())
+        return
+    ui.state_badge(s.trading_state, s.state_reason)
+    mode_color = "red" if s.mode == "LIVE" else "blue"
+    st.markdown(f"Mode **:{mode_color}[{s.mode}]** · broker {s.broker or '—'}")
+    beat = f"heartbeat {ui.age(s.heartbeat_age_s)}"
+    st.markdown(f":red[**{beat} — engine not running**]" if s.stale else f":green[{beat}]")
+    broker = ":green[connected]" if s.broker_connected else ":red[disconnected]"
+    market = "open" if s.market_open else "closed"
+    st.markdown(f"Broker {broker} · market {market}")
+    st.caption(f"Last cycle {ui.fmt_ts(s.last_cycle_at)} ({ui.tz_name()})")
+    if s.unacked_total:
+        st.markdown(
+            "Unacknowledged alerts: "
+            + " ".join(
+                f":{_SEVERITY_BADGE[sev]}-badge[{sev} {s.unacked[sev]}]"
+                for sev in views.SEVERITIES
+                if s.unacked.get(sev)
+            )
+        )
+    else:
+        st.caption("No unacknowledged alerts")
+    if s.stale and st.session_state.get("autostart_note"):
+        st.caption(st.session_state["autostart_note"])
+    _estop_progress(s)
+
+
+_SEVERITY_BADGE = {"CRITICAL": "red", "HIGH": "orange", "WARNING": "yellow", "INFO": "gray"}
+
+
+def _estop_progress(s: views.EngineStatus) -> None:
+    started = st.session_state.get("estop")
+    if not started:
+        return
+    initial = max(started["positions"] + started["orders"], 1)
+    remaining = s.open_positions + s.open_orders
+    if remaining == 0 and s.trading_state == "HALTED":
+        st.success(
+            f"Emergency stop complete: flat and HALTED ({ui.fmt_ts(s.state_changed_at)}).",
+            icon=":material/check_circle:",
+        )
+        return
+    st.progress(
+        min(1.0, max(0.0, 1 - remaining / initial)),
+        text=f"Emergency stop: {s.trading_state}, {s.open_positions} positions and"
+        f" {s.open_orders} orders still open",
+    )
+
+
+@st.dialog("Emergency stop")
+def _estop_dialog() -> None:
+    s = views.engine_status(ui.db(), ui.now())
+    st.markdown(
+        "This will, at once:\n"
+        f"1. **cancel all open orders** ({s.open_orders} now),\n"
+        f"2. **close all positions at market** ({s.open_positions} now), retried until flat,\n"
+        "3. **halt trading** until you resume it with a reason."
+    )
+    typed = st.text_input("Type STOP to confirm", key="estop_typed", placeholder="STOP")
+    confirmed = st.button(
+        "Confirm emergency stop",
+        type="primary",
+        disabled=typed.strip() != "STOP",
+        key="estop_confirm",
+        width="stretch",
+    )
+    if confirmed:
+        ui.send_command("emergency_stop", {})
+        st.session_state["estop"] = {"positions": s.open_positions, "orders": s.open_orders}
+        st.rerun()
+
+
+@st.dialog("Resume from HALTED")
+def _resume_dialog() -> None:
+    st.markdown(
+        "Trading is **HALTED**. Resuming lets the strategy open new positions again."
+        " Say why it is safe; the reason goes into the audit log."
+    )
+    reason = st.text_input("Reason", key="resume_reason")
+    if st.button(
+        "Resume trading", type="primary", disabled=not reason.strip(), key="resume_confirm"
+    ):
+        ui.send_command("resume", {"confirm": True, "reason": reason.strip()})
+        st.session_state.pop("estop", None)
+        st.rerun()
+
+
+@st.dialog("Flatten positions")
+def _flatten_dialog() -> None:
+    symbols = views.symbols_with_positions(ui.db())
+    if not symbols:
+        st.info("There are no open positions.")
+    choice = st.selectbox("What to close at market", ["All positions", *symbols], key="flat_sym")
+    st.caption("Flattening pauses new entries; resume when you are ready.")
+    if st.button("Confirm flatten", type="primary", key="flatten_confirm"):
+        args = {} if choice == "All positions" else {"symbol": choice}
+        ui.send_command("flatten", args)
+        st.rerun()
+
+
+def _controls() -> None:
+    col1, col2, col3 = st.columns(3)
+    if col1.button("Pause", key="ctl_pause", width="stretch"):
+        ui.send_command("pause", {})
+        st.toast("Pause sent")
+    if col2.button("Resume", key="ctl_resume", width="stretch"):
+        state = views.engine_status(ui.db(), ui.now()).trading_state
+        if state == "HALTED":
+            _resume_dialog()
+        elif state == "ACTIVE":
+            st.toast("Trading is already ACTIVE")
+        else:
+            ui.send_command("resume", {})
+            st.toast("Resume sent")
+    if col3.button("Flatten", key="ctl_flatten", width="stretch"):
+        _flatten_dialog()
+    if st.button("EMERGENCY STOP", key="ctl_estop", type="primary", width="stretch"):
+        st.session_state.pop("estop_typed", None)
+        _estop_dialog()
+
+
+def _sidebar() -> None:
+    with st.sidebar:
+        st.fragment(_status_panel, run_every=ui.refresh_seconds())()
+        st.divider()
+        _controls()
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _pages() -> list[st.Page]:
+    spec = [
+        ("overview.py", "Overview", ":material/dashboard:"),
+        ("regime.py", "Regime", ":material/insights:"),
+        ("orders.py", "Orders", ":material/receipt_long:"),
+        ("models.py", "Models", ":material/model_training:"),
+        ("alerts.py", "Alerts", ":material/notifications:"),
+        ("risk.py", "Risk", ":material/shield:"),
+        ("marathon.py", "Marathon", ":material/timer:"),
+    ]
+    return [
+        st.Page(f"pages/{name}", title=title, icon=icon, default=name == "overview.py")
+        for name, title, icon in spec
+        if (ROOT / "pages" / name).exists()
+    ]
+
+
+_gate()
+_autostart()
+page = st.navigation(_pages())
+_sidebar()
+page.run()

@@ -1,0 +1,243 @@
+"""Shared drawing helpers for every cockpit page: theme, plotly template, time zone,
+money formatting, empty states and the guarded command button.
+
+Pages import this module; it never talks SQL (read models live in state/views.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import streamlit as st
+
+from engine.config import ConfigError, Settings, load_settings
+from state.commands import enqueue_command
+from state.db import db_path, now_ms
+
+log = logging.getLogger(__name__)
+
+# One palette for the whole cockpit; state colours mean the same on every page.
+COLORS = {
+    "bg": "#0e1117",
+    "panel": "#161b24",
+    "grid": "#2a3040",
+    "text": "#d7dce5",
+    "muted": "#8a93a6",
+    "up": "#26a69a",
+    "down": "#ef5350",
+    "accent": "#4f8bf9",
+    "warn": "#f5a623",
+}
+STATE_COLORS = {"ACTIVE": "green", "PAUSED": "orange", "HALTED": "red", "UNKNOWN": "gray"}
+SEVERITY_COLORS = {
+    "CRITICAL": "#d32f2f",
+    "HIGH": "#ef6c00",
+    "WARNING": "#f9a825",
+    "INFO": "#607d8b",
+}
+REGIME_COLORS = {
+    "trend_up": "rgba(38,166,154,0.22)",
+    "trend_down": "rgba(239,83,80,0.22)",
+    "range": "rgba(138,147,166,0.18)",
+    "high_vol": "rgba(245,166,35,0.22)",
+    "crash": "rgba(183,28,28,0.35)",
+}
+
+# Set the default template once per process: every figure gets the same theme.
+pio.templates["cockpit"] = go.layout.Template(
+    layout=go.Layout(
+        paper_bgcolor=COLORS["bg"],
+        plot_bgcolor=COLORS["panel"],
+        font={"color": COLORS["text"], "size": 12},
+        colorway=[
+            COLORS["accent"],
+            COLORS["up"],
+            COLORS["down"],
+            COLORS["warn"],
+            "#ab47bc",
+            "#26c6da",
+            "#8d6e63",
+        ],
+        xaxis={"gridcolor": COLORS["grid"], "zerolinecolor": COLORS["grid"]},
+        yaxis={"gridcolor": COLORS["grid"], "zerolinecolor": COLORS["grid"]},
+        margin={"l": 50, "r": 20, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.15},
+        hovermode="x unified",
+    )
+)
+pio.templates.default = "plotly_dark+cockpit"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@st.cache_resource(ttl=30, show_spinner=False)
+def _settings_cached() -> Settings:
+    return load_settings()
+
+
+def settings() -> Settings:
+    """The validated settings; a bad configuration stops the page with its message."""
+    try:
+        return _settings_cached()
+    except ConfigError as exc:
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+        raise  # unreachable: st.stop raises
+
+
+def db() -> str:
+    """The state database this cockpit reads (COCKPIT_DB or var/cockpit.db)."""
+    return str(db_path())
+
+
+def now() -> int:
+    return now_ms()
+
+
+def refresh_seconds() -> float:
+    return float(settings().cockpit.refresh_seconds)
+
+
+def tz_name() -> str:
+    return settings().cockpit.timezone
+
+
+def tz() -> ZoneInfo:
+    return ZoneInfo(tz_name())
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_ts(ms: int | float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An epoch-ms instant as wall time in the operator's time zone."""
+    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz()).strftime(fmt)
+
+
+def local_times(ms: pd.Series) -> pd.Series:
+    """Epoch ms as naive wall-clock datetimes in the operator's zone.
+
+    Naive on purpose: plotly.js drops offsets, so a tz-aware series would be drawn
+    in the browser's zone instead of the configured one.
+    """
+    ts = pd.to_datetime(ms.astype("int64"), unit="ms", utc=True)
+    return ts.dt.tz_convert(tz_name()).dt.tz_localize(None)
+
+
+def with_local_times(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    out = df.copy()
+    for c in columns:
+        if c in out and len(out):
+            mask = out[c].notna()
+            converted = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns]")
+            converted[mask] = local_times(out.loc[mask, c])
+            out[c] = converted
+    return out
+
+
+def money(x: float | None, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    sign = "+" if signed and x > 0 else ""
+    return f"{sign}{x:,.2f}".replace("-", "−") if x < 0 else f"{sign}{x:,.2f}"
+
+
+def pct(x: float | None, signed: bool = False, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    sign = "+" if signed and x > 0 else ""
+    return f"{sign}{x * 100:.{digits}f}%"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h {m}m"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {s}s"
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def empty_state(message: str, hint: str = "") -> None:
+    """What a page shows where data would be: say why there is none and what to do."""
+    st.info(message + (f"  \n{hint}" if hint else ""), icon=":material/hourglass_empty:")
+
+
+def no_engine_hint() -> str:
+    return "Start the engine with `python -m engine run` (or `make run`)."
+
+
+def chart(fig: go.Figure, *, height: int = 360, key: str | None = None) -> None:
+    """Draw a plotly figure with the cockpit template (not Streamlit's theme)."""
+    fig.update_layout(height=height)
+    st.plotly_chart(fig, theme=None, width="stretch", key=key, config={"displaylogo": False})
+
+
+def state_badge(state: str, reason: str = "") -> None:
+    color = STATE_COLORS.get(state, "gray")
+    st.badge(state, color=color)  # type: ignore[arg-type]
+    if reason:
+        st.caption(reason)
+
+
+# --------------------------------------------------------------------------- commands
+
+_GUARD_SECONDS = 3.0
+
+
+def send_command(
+    kind: str, args: dict[str, Any] | None = None, *, by: str = "cockpit"
+) -> int | None:
+    """Queue one command; a repeat of the same command within a few seconds is dropped.
+
+    enqueue_command already returns the pending row for an identical command, but a
+    fast engine may have finished the first one before the second click arrives;
+    the session guard covers that window.
+    """
+    key = (kind, tuple(sorted((args or {}).items())))
+    last = st.session_state.get("_last_command")
+    t = time.monotonic()
+    if last and last[0] == key and t - last[1] < _GUARD_SECONDS:
+        log.info("dropped a repeated %s command from the same session", kind)
+        return None
+    command_id = enqueue_command(kind, args or {}, requested_by=by, db=db())
+    st.session_state["_last_command"] = (key, t, command_id)
+    log.info("queued command %s %s as #%d", kind, args or {}, command_id)
+    return command_id
+
+
+def page_header(title: str, caption: str = "") -> None:
+    st.title(title)
+    if caption:
+        st.caption(caption)
