@@ -91,6 +91,60 @@ class RiskSettings(_Section):
     cooldown_minutes: float = Field(5.0, ge=0)
     price_band: float = Field(0.10, gt=0, le=1, description="max distance from last price")
     max_atr_pct: float = Field(0.025, gt=0, le=1)
+    # Added by the risk layer (issue 4); every key has a default.
+    margin_requirement: float = Field(
+        1.0, gt=0, le=1, description="share of notional set aside per position; 1 = no leverage"
+    )
+    lot_size: float = Field(1.0, gt=0, description="default quantity step")
+    lot_sizes: dict[str, float] = Field(default_factory=dict, description="per-symbol steps")
+    max_correlated_exposure: float = Field(
+        0.5, gt=0, le=20, description="share of equity in one group of correlated symbols"
+    )
+    correlation_threshold: float = Field(0.8, gt=0, le=1)
+    correlation_min_obs: int = Field(30, ge=3, le=100_000)
+    max_orders_per_minute: int = Field(30, ge=1)
+    max_order_fill_ratio: float = Field(10.0, ge=1)
+    order_fill_min_orders: int = Field(20, ge=1, description="orders before the ratio counts")
+    max_position_loss: float = Field(
+        0.03, gt=0, le=1, description="open loss of one position, share of equity"
+    )
+    trailing_stop: Literal["off", "atr", "percent"] = "atr"
+    trail_atr: float = Field(3.0, gt=0, le=100, description="trailing distance in ATRs")
+    trail_percent: float = Field(0.05, gt=0, le=1)
+    time_stop_minutes: float = Field(0.0, ge=0, description="0 = no time stop")
+    stale_bar_intervals: float = Field(5.0, ge=1, description="cycles without a bar")
+    stale_flatten_seconds: float = Field(0.0, ge=0, description="0 = never flatten on stale data")
+    disconnect_flatten_seconds: float = Field(0.0, ge=0, description="0 = never flatten")
+    deadman_intervals: float = Field(10.0, ge=2, description="cycle intervals without a cycle")
+    sizing: Literal["fixed_fractional", "volatility", "kelly"] = "fixed_fractional"
+    vol_atr_multiple: float = Field(2.0, gt=0, le=100, description="volatility sizing risk unit")
+    kelly_fraction: float = Field(0.5, gt=0, le=1)
+    kelly_cap: float = Field(0.02, gt=0, le=0.2, description="largest risk share Kelly may give")
+    kelly_min_trades: int = Field(30, ge=5)
+    exchanges: dict[str, str] = Field(
+        default_factory=dict, description='exchange calendar per symbol, e.g. {AAPL = "XNYS"}'
+    )
+    events_file: Path | None = Field(None, description="event blackouts; None = events.csv")
+
+    @field_validator("exchanges")
+    @classmethod
+    def _exchanges(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            return value
+        import exchange_calendars
+
+        known = set(exchange_calendars.get_calendar_names(include_aliases=True))
+        unknown = sorted({v for v in value.values() if v not in known})
+        if unknown:
+            raise ValueError(f"unknown exchange calendar {', '.join(unknown)}; use e.g. XNYS")
+        return {k.upper(): v for k, v in value.items()}
+
+    @field_validator("lot_sizes")
+    @classmethod
+    def _lot_sizes(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not v > 0 for v in value.values()):
+            raise ValueError("lot sizes must be positive")
+        return {k.upper(): v for k, v in value.items()}
 
 
 class MlSettings(_Section):
@@ -183,7 +237,12 @@ _SECTIONS = {
     "alerts": AlertSettings,
 }
 # Variables that belong to the process, not to the settings tree.
-_PROCESS_VARIABLES = {"COCKPIT_DB", "COCKPIT_CONFIG", "COCKPIT_NO_AUTOSTART", "COCKPIT_PASSWORD_HASH"}
+_PROCESS_VARIABLES = {
+    "COCKPIT_DB",
+    "COCKPIT_CONFIG",
+    "COCKPIT_NO_AUTOSTART",
+    "COCKPIT_PASSWORD_HASH",
+}
 
 
 def _allowed(loc: tuple[str | int, ...]) -> str:

@@ -1,0 +1,21 @@
+"""The risk layer: a gate of pure checks before every order.
+
+gate = RiskGate(settings.risk, MarketCalendar.from_settings(...))
+facts = load_risk_facts(conn, now)
+ctx = facts.context(equity=..., cash=..., positions=..., last_prices=..., ...)
+verdicts = gate.evaluate(intent, ctx)   # every check, stable order
+verdict = gate.check(intent, ctx)       # first denial, else Verdict(True, "all")
+"""
+
+from engine.risk.context import RiskContext, reduces_exposure
+from engine.risk.facts import RiskFacts, load_risk_facts
+from engine.risk.gate import CHECK_NAMES, RiskGate
+
+__all__ = [
+    "CHECK_NAMES",
+    "RiskContext",
+    "RiskFacts",
+    "RiskGate",
+    "load_risk_facts",
+    "reduces_exposure",
+]

@@ -1,0 +1,173 @@
+"""What the risk checks see: one frozen snapshot of the account and its recent history.
+
+The checks are pure functions of an intent and a `RiskContext`; nothing here reads
+the database. `RiskFacts` (engine/risk/facts.py) carries the part of the context
+that comes from the state store; the cycle adds the live part (equity, positions,
+prices, indicators) and calls `facts.context(...)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+from engine.calendar import Blackout
+from engine.domain import Intent, Order, OrderType, Position, Side, TradingState
+
+
+@dataclass(frozen=True, slots=True)
+class RiskContext:
+    """The account as the gate sees it at `now` (epoch ms UTC).
+
+    Only `now` and `equity` are required; every other field has a neutral default
+    so a caller (or a test) can build a minimal context.
+
+    - cash: None means "same as equity" (no positions).
+    - day_start_equity / peak_equity: None means "same as equity" (no loss yet).
+    - open_orders: the orders still working at the broker; entries among them
+      count against exposure and position limits as if filled.
+    - atr_pct: ATR / close per symbol; an entry on a symbol without one is denied.
+    - trades_today: entries opened today; realized_today: closed P&L today.
+    - consecutive_losses: losing round trips in a row since the last state change.
+    - last_exit_at: when each symbol last went flat (for the cooldown).
+    - order_times: submission times of recent orders (the last minute at least).
+    - returns: recent bar returns per symbol, aligned at the end, for correlation.
+    - market_open: per symbol; None lets the gate ask its calendar (or assume open);
+      closed_reasons: why a closed market is closed, for the denial's text.
+    - blackouts: event windows; None lets the gate ask its calendar.
+    - broker_connected / stale_symbols / entries_blocked: health, usually from the
+      monitor; any of them blocks entries (never exits).
+    """
+
+    now: int
+    equity: float
+    trading_state: TradingState = TradingState.ACTIVE
+    cash: float | None = None
+    day_start_equity: float | None = None
+    peak_equity: float | None = None
+    positions: Mapping[str, Position] = field(default_factory=dict)
+    last_prices: Mapping[str, float] = field(default_factory=dict)
+    open_orders: Sequence[Order] = ()
+    atr_pct: Mapping[str, float] = field(default_factory=dict)
+    trades_today: int = 0
+    realized_today: float = 0.0
+    consecutive_losses: int = 0
+    last_exit_at: Mapping[str, int] = field(default_factory=dict)
+    order_times: Sequence[int] = ()
+    orders_today: int = 0
+    fills_today: int = 0
+    returns: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    market_open: Mapping[str, bool] | None = None
+    closed_reasons: Mapping[str, str] = field(default_factory=dict)
+    blackouts: Sequence[Blackout] | None = None
+    broker_connected: bool = True
+    stale_symbols: Set[str] = frozenset()
+    entries_blocked: str = ""
+
+    # Derived figures, shared by checks, the monitor and the usage report.
+
+    @property
+    def start_equity(self) -> float:
+        return self.equity if self.day_start_equity is None else self.day_start_equity
+
+    @property
+    def peak(self) -> float:
+        return self.equity if self.peak_equity is None else max(self.peak_equity, self.equity)
+
+    def position_qty(self, symbol: str) -> float:
+        pos = self.positions.get(symbol)
+        return pos.qty if pos else 0.0
+
+    def price(self, symbol: str) -> float | None:
+        """The last price, else the position's average price; None when unknown."""
+        last = self.last_prices.get(symbol)
+        if last is not None and _usable(last):
+            return last
+        pos = self.positions.get(symbol)
+        return pos.avg_price if pos and _usable(pos.avg_price) else None
+
+    def exposure(self, symbol: str) -> float:
+        """Signed notional of the position at the last price."""
+        qty = self.position_qty(symbol)
+        if qty == 0:
+            return 0.0
+        price = self.price(symbol)
+        return qty * price if price is not None else 0.0
+
+    def pending_entries(self, symbol: str | None = None) -> list[Order]:
+        return [
+            o
+            for o in self.open_orders
+            if o.status.is_open
+            and not o.purpose.reduces_exposure
+            and (symbol is None or o.symbol == symbol)
+        ]
+
+    def pending_exposure(self, symbol: str) -> float:
+        """Signed notional that working entry orders on `symbol` would add."""
+        total = 0.0
+        for o in self.pending_entries(symbol):
+            price = order_price(o.order_type, o.limit_price, o.stop_price, self.price(symbol))
+            if price is not None:
+                total += o.side.sign * o.remaining * price
+        return total
+
+    def symbols_held(self) -> set[str]:
+        return {s for s, p in self.positions.items() if p.qty != 0}
+
+    def gross_exposure(self) -> float:
+        return sum(abs(self.exposure(s) + self.pending_exposure(s)) for s in self._symbols())
+
+    def net_exposure(self) -> float:
+        return sum(self.exposure(s) + self.pending_exposure(s) for s in self._symbols())
+
+    def _symbols(self) -> set[str]:
+        return self.symbols_held() | {o.symbol for o in self.pending_entries()}
+
+
+def _usable(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def order_price(
+    order_type: OrderType, limit_price: float | None, stop_price: float | None, last: float | None
+) -> float | None:
+    """The price an order is expected to trade at: its limit, its stop, else the last."""
+    if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and limit_price is not None:
+        return limit_price
+    if order_type is OrderType.STOP and stop_price is not None:
+        return stop_price
+    return last
+
+
+def intent_price(intent: Intent, ctx: RiskContext) -> float | None:
+    return order_price(
+        intent.order_type, intent.limit_price, intent.stop_price, ctx.price(intent.symbol)
+    )
+
+
+def reduces_exposure(intent: Intent, ctx: RiskContext) -> bool:
+    """An exit or flatten on the side that shrinks an existing position.
+
+    Whether it stays within the position (never beyond flat) is the `exit_size`
+    check's business; this only decides which family of checks applies.
+    """
+    if not intent.purpose.reduces_exposure:
+        return False
+    qty = ctx.position_qty(intent.symbol)
+    return qty != 0 and (qty > 0) == (intent.side is Side.SELL)
+
+
+def fmt_money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def fmt_pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+def fmt_qty(x: float) -> str:
+    if math.isfinite(x) and x == int(x):
+        return f"{int(x):,}"
+    return f"{x:,.8g}"

@@ -1,0 +1,102 @@
+"""The risk gate: every check on one intent, in a stable order, as typed verdicts.
+
+Checks are pure functions `(intent, ctx, settings) -> Verdict`, one module per
+family. Sanity checks (`trading_state`, `quantity`, `price`, `exit_size`) apply
+to every intent. The others guard against new exposure; an intent that shrinks an
+existing position (an EXIT or FLATTEN within it) passes them with the reason
+"reduces exposure", so no loss limit can ever keep the engine in a position.
+A check that raises is a denial (fail closed), logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from engine.calendar import MarketCalendar
+from engine.config import RiskSettings
+from engine.domain import Intent, Verdict
+from engine.risk import capital, limits, market, state, trade
+from engine.risk.context import RiskContext, reduces_exposure
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[Intent, RiskContext, RiskSettings], Verdict]
+
+ALWAYS: tuple[tuple[str, Check], ...] = (
+    ("trading_state", state.trading_state),
+    ("quantity", trade.quantity),
+    ("price", trade.price),
+    ("exit_size", trade.exit_size),
+)
+ENTRY_ONLY: tuple[tuple[str, Check], ...] = (
+    ("health", state.health),
+    ("stop_loss", trade.stop_loss),
+    ("risk_per_trade", trade.risk_per_trade),
+    ("reward_risk", trade.reward_risk),
+    ("daily_loss", limits.daily_loss),
+    ("max_drawdown", limits.max_drawdown),
+    ("consecutive_losses", limits.consecutive_losses),
+    ("trades_per_day", limits.trades_per_day),
+    ("order_rate", limits.order_rate),
+    ("order_fill_ratio", limits.order_fill_ratio),
+    ("cooldown", limits.cooldown),
+    ("volatility", market.volatility),
+    ("market_hours", market.market_hours),
+    ("blackout", market.blackout),
+    ("buying_power", capital.buying_power_check),
+    ("position_qty", capital.position_qty),
+    ("position_notional", capital.position_notional),
+    ("open_positions", capital.open_positions),
+    ("gross_exposure", capital.gross_exposure),
+    ("net_exposure", capital.net_exposure),
+    ("correlated_exposure", capital.correlated_exposure),
+)
+CHECK_NAMES: tuple[str, ...] = tuple(n for n, _ in ALWAYS + ENTRY_ONLY)
+REDUCES_EXPOSURE = "reduces exposure"
+
+
+class RiskGate:
+    """`RiskGate(settings.risk, calendar)`; the calendar is optional (no calendar:
+    markets always open, no blackouts, unless the context says otherwise)."""
+
+    def __init__(self, settings: RiskSettings, calendar: MarketCalendar | None = None):
+        self.settings = settings
+        self.calendar = calendar
+
+    def evaluate(self, intent: Intent, ctx: RiskContext) -> list[Verdict]:
+        """One verdict per check, in `CHECK_NAMES` order."""
+        ctx = self._with_calendar(intent, ctx)
+        out = [self._run(name, fn, intent, ctx) for name, fn in ALWAYS]
+        if reduces_exposure(intent, ctx):
+            out.extend(Verdict(True, name, REDUCES_EXPOSURE) for name, _ in ENTRY_ONLY)
+        else:
+            out.extend(self._run(name, fn, intent, ctx) for name, fn in ENTRY_ONLY)
+        return out
+
+    def check(self, intent: Intent, ctx: RiskContext) -> Verdict:
+        """The first denial, else an allowed verdict named "all"."""
+        for verdict in self.evaluate(intent, ctx):
+            if not verdict.allowed:
+                return verdict
+        return Verdict.ok("all")
+
+    def _run(self, name: str, fn: Check, intent: Intent, ctx: RiskContext) -> Verdict:
+        try:
+            return fn(intent, ctx, self.settings)
+        except Exception as exc:
+            logger.exception("risk check %s failed on %s %s", name, intent.side, intent.symbol)
+            return Verdict.deny(name, f"check failed: {type(exc).__name__}: {exc}")
+
+    def _with_calendar(self, intent: Intent, ctx: RiskContext) -> RiskContext:
+        if self.calendar is None:
+            return ctx
+        changes: dict[str, object] = {}
+        if ctx.market_open is None:
+            why = self.calendar.closed_reason(intent.symbol, ctx.now)
+            changes["market_open"] = {intent.symbol: why is None}
+            changes["closed_reasons"] = {intent.symbol: why} if why else {}
+        if ctx.blackouts is None:
+            changes["blackouts"] = self.calendar.blackouts()
+        return dataclasses.replace(ctx, **changes) if changes else ctx  # type: ignore[arg-type]

@@ -1,0 +1,109 @@
+"""The gate: the trading-state rule, exits past entry-only checks, order and first denial."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.calendar import Blackout, MarketCalendar
+from engine.config import RiskSettings
+from engine.domain import Intent, Position, Purpose, Side, TradingState
+from engine.risk import CHECK_NAMES, RiskContext, RiskGate
+
+NOW = 1_700_000_000_000
+GATE = RiskGate(RiskSettings())
+
+
+def ctx(**kw: object) -> RiskContext:
+    base: dict[str, object] = {
+        "now": NOW,
+        "equity": 100_000.0,
+        "last_prices": {"A": 100.0, "B": 50.0},
+        "atr_pct": {"A": 0.01, "B": 0.01},
+        "positions": {"A": Position("A", 100, 100.0)},
+    }
+    base.update(kw)
+    return RiskContext(**base)  # type: ignore[arg-type]
+
+
+def entry(symbol: str = "B", qty: float = 100, side: Side = Side.BUY) -> Intent:
+    sign = side.sign
+    return Intent(symbol, side, qty, Purpose.ENTRY, stop_loss=50 - sign, take_profit=50 + 3 * sign)
+
+
+def exit_a(qty: float = 100, purpose: Purpose = Purpose.EXIT) -> Intent:
+    return Intent("A", Side.SELL, qty, purpose)
+
+
+def test_a_sound_entry_passes_every_check() -> None:
+    assert GATE.check(entry(), ctx()).allowed
+
+
+def test_evaluate_returns_one_verdict_per_check_in_a_stable_order() -> None:
+    names = [v.check for v in GATE.evaluate(entry(qty=10**9), ctx())]
+    assert names == list(CHECK_NAMES)
+
+
+def test_check_returns_the_first_denial() -> None:
+    verdicts = GATE.evaluate(entry(qty=5_000), ctx())
+    first = next(v for v in verdicts if not v.allowed)
+    assert GATE.check(entry(qty=5_000), ctx()) == first
+
+
+@pytest.mark.parametrize("state", [TradingState.PAUSED, TradingState.HALTED])
+def test_paused_and_halted_deny_entries(state: TradingState) -> None:
+    verdict = GATE.check(entry(), ctx(trading_state=state))
+    assert (verdict.allowed, verdict.check) == (False, "trading_state")
+
+
+def test_paused_allows_an_exit() -> None:
+    assert GATE.check(exit_a(), ctx(trading_state=TradingState.PAUSED)).allowed
+
+
+def test_halted_denies_an_exit_that_is_not_a_flatten() -> None:
+    verdict = GATE.check(exit_a(), ctx(trading_state=TradingState.HALTED))
+    assert not verdict.allowed
+
+
+def test_halted_allows_a_flatten() -> None:
+    assert GATE.check(
+        exit_a(purpose=Purpose.FLATTEN), ctx(trading_state=TradingState.HALTED)
+    ).allowed
+
+
+def test_an_exit_passes_the_daily_loss_limit_an_entry_cannot() -> None:
+    losing = ctx(day_start_equity=120_000.0)
+    assert not GATE.check(entry(), losing).allowed
+    assert GATE.check(exit_a(), losing).allowed
+
+
+def test_an_exit_beyond_flat_is_denied() -> None:
+    verdict = GATE.check(exit_a(qty=101), ctx())
+    assert (verdict.allowed, verdict.check) == (False, "exit_size")
+
+
+def test_an_exit_without_a_position_is_denied() -> None:
+    verdict = GATE.check(Intent("B", Side.SELL, 1, Purpose.EXIT), ctx())
+    assert (verdict.allowed, verdict.check) == (False, "exit_size")
+
+
+def test_an_exit_with_a_nan_quantity_is_denied() -> None:
+    verdict = GATE.check(exit_a(qty=float("nan")), ctx())
+    assert (verdict.allowed, verdict.check) == (False, "quantity")
+
+
+def test_the_gate_asks_its_calendar_for_blackouts() -> None:
+    cal = MarketCalendar(blackouts=[Blackout("FOMC", NOW - 1, NOW + 1000)])
+    verdict = RiskGate(RiskSettings(), cal).check(entry(), ctx())
+    assert (verdict.check, verdict.until) == ("blackout", NOW + 1000)
+
+
+def test_a_context_that_says_the_market_is_open_overrides_the_calendar() -> None:
+    cal = MarketCalendar(blackouts=[Blackout("FOMC", NOW - 1, NOW + 1000)])
+    assert RiskGate(RiskSettings(), cal).check(entry(), ctx(blackouts=())).allowed
+
+
+def test_a_check_that_raises_denies_instead_of_crashing_the_cycle() -> None:
+    broken = ctx(returns={"B": 5, "A": [0.1] * 40})  # not a sequence: correlation raises
+    verdict = GATE.check(entry(), broken)
+    assert (verdict.allowed, verdict.check) == (False, "correlated_exposure")
+    assert verdict.reason.startswith("check failed: TypeError")
