@@ -313,7 +313,13 @@ class _Path:
         rows = self._rows[self._cursor : self._cursor + n]
         self._cursor += len(rows)
         if len(rows) < n:
-            rows += _rows_of(self.generate(n - len(rows)))
+            # Also fill the live buffer now, so the first live cycle after a warm-up
+            # does not pay for every symbol's first block at once.
+            more = _rows_of(self.generate(n - len(rows) + self._block))
+            self._block = _LIVE_BLOCK
+            split = n - len(rows)
+            rows += more[:split]
+            self._rows, self._cursor = more, split
         return rows
 
     def next_row(self) -> tuple[float, float, float, float, float, int]:
@@ -471,12 +477,15 @@ class CsvReplayFeed:
                 raise FeedError(f"CSV data dir {data_dir} has no SYMBOL.csv files")
             symbols = [f.stem for f in files]
         self.symbols: tuple[str, ...] = tuple(symbols)
-        self._bars = {s: _read_csv(data_dir / f"{s}.csv", s) for s in self.symbols}
+        twice = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
+        if twice:
+            raise FeedError(f"CSV symbols {', '.join(twice)} are listed more than once")
+        self._rows = {s: _read_csv(data_dir / f"{s}.csv", s) for s in self.symbols}
         self._cursor = dict.fromkeys(self.symbols, 0)
 
     @property
     def exhausted(self) -> bool:
-        return all(self._cursor[s] >= len(self._bars[s]) for s in self.symbols)
+        return all(self._cursor[s] >= len(self._rows[s].ts) for s in self.symbols)
 
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
         """The first n rows per symbol (the file's own times; end_ts and interval_ms
@@ -484,23 +493,41 @@ class CsvReplayFeed:
         out = {}
         for s in self.symbols:
             start = self._cursor[s]
-            out[s] = self._bars[s][start : start + max(n, 0)]
-            self._cursor[s] = start + len(out[s])
+            stop = min(start + max(n, 0), len(self._rows[s].ts))
+            out[s] = [self._rows[s].bar(s, i) for i in range(start, stop)]
+            self._cursor[s] = stop
         return out
 
     def next_bars(self, now_ms: int) -> list[Bar]:
         bars = []
         for s in self.symbols:
             i = self._cursor[s]
-            if i < len(self._bars[s]):
-                bars.append(self._bars[s][i])
+            if i < len(self._rows[s].ts):
+                bars.append(self._rows[s].bar(s, i))
                 self._cursor[s] = i + 1
         return bars
 
 
-def _read_csv(path: Path, symbol: str) -> list[Bar]:
+class _Rows(NamedTuple):
+    """A file's rows as columns: a year of minutes as Bar objects would not fit."""
+
+    ts: IntArray
+    values: FloatArray  # open, high, low, close, volume
+
+    def bar(self, symbol: str, i: int) -> Bar:
+        o, h, lo, c, v = self.values[i].tolist()
+        return Bar(symbol, int(self.ts[i]), o, h, lo, c, v)
+
+
+_LOGGED_ROW_PROBLEMS = 10
+
+
+def _read_csv(path: Path, symbol: str) -> _Rows:
     if not path.is_file():
         raise FeedError(f"{path}: no such file for symbol {symbol}")
+    stamps: list[int] = []
+    values: list[list[float]] = []
+    problems = 0
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -515,42 +542,46 @@ def _read_csv(path: Path, symbol: str) -> list[Bar]:
                     f"found {', '.join(names) or 'none'}, need {', '.join(CSV_COLUMNS)}"
                 )
             index = [names.index(c) for c in CSV_COLUMNS]
-            bars = []
             for row in reader:
                 if not any(cell.strip() for cell in row):
                     continue  # a blank line carries no data
-                bars.append(
-                    _parse_row(
-                        row, index, symbol, width=len(names), path=path, line=reader.line_num
-                    )
-                )
+                ts, row_values, problem = _parse_row(row, index, len(names))
+                stamps.append(ts)
+                values.append(row_values)
+                if problem is not None:
+                    problems += 1
+                    if problems <= _LOGGED_ROW_PROBLEMS:
+                        logger.warning("%s line %d: %s", path, reader.line_num, problem)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise FeedError(f"{path}: not a readable UTF-8 CSV file ({exc})") from exc
-    if not bars:
+    if problems > _LOGGED_ROW_PROBLEMS:
+        logger.warning("%s: %d unreadable rows in all", path, problems)
+    if not stamps:
         logger.warning("%s: header only, no rows to replay", path)
-    return bars
+    return _Rows(
+        np.array(stamps, dtype=np.int64), np.array(values, dtype=np.float64).reshape(-1, 5)
+    )
 
 
-def _parse_row(
-    row: list[str], index: list[int], symbol: str, *, width: int, path: Path, line: int
-) -> Bar:
+def _parse_row(row: list[str], index: list[int], width: int) -> tuple[int, list[float], str | None]:
+    """The row's ts and values, with NaN (ts 0) for what cannot be read, and what that was."""
+    problems = []
     if len(row) != width:
-        logger.warning("%s line %d: %d fields, expected %d", path, line, len(row), width)
+        problems.append(f"{len(row)} fields, expected {width}")
         row = (row + [""] * width)[:width]
     ts_text = row[index[0]].strip()
     ts = parse_timestamp(ts_text)
     if ts is None:
-        logger.warning("%s line %d: unreadable timestamp %r", path, line, ts_text)
+        problems.append(f"unreadable timestamp {ts_text!r}")
     values = []
     for col, i in zip(CSV_COLUMNS[1:], index[1:], strict=True):
         text = row[i].strip()
         try:
             values.append(float(text))
         except ValueError:
-            logger.warning("%s line %d: unreadable %s %r", path, line, col, text)
+            problems.append(f"unreadable {col} {text!r}")
             values.append(math.nan)
-    o, h, lo, c, v = values
-    return Bar(symbol, ts or 0, o, h, lo, c, v)
+    return ts or 0, values, "; ".join(problems) or None
 
 
 def parse_timestamp(text: str) -> int | None:

@@ -365,6 +365,22 @@ def test_a_binary_csv_file_raises_feed_error(tmp_path: Path) -> None:
         CsvReplayFeed(tmp_path)
 
 
+def test_csv_symbols_listed_twice_raise_feed_error(tmp_path: Path) -> None:
+    write_csv(tmp_path, "AAA", "1700000000,10,11,9,10,1\n")
+    with pytest.raises(FeedError, match="AAA are listed more than once"):
+        CsvReplayFeed(tmp_path, ["AAA", "AAA"])
+
+
+def test_csv_row_problems_are_logged_up_to_a_limit_then_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_csv(tmp_path, "AAA", "1700000000,x,11,9,10,1\n" * 25)
+    with caplog.at_level(logging.WARNING):
+        CsvReplayFeed(tmp_path)
+    assert len(caplog.records) == 11
+    assert "AAA.csv: 25 unreadable rows in all" in caplog.records[-1].getMessage()
+
+
 def test_csv_header_case_and_extra_columns_do_not_matter(tmp_path: Path) -> None:
     (tmp_path / "AAA.csv").write_text(
         "Volume,Close,Low,High,Open,Timestamp,Note\n5,10.5,9,11,10,1700000000,x\n"
