@@ -1,0 +1,596 @@
+"""Order management: the order lifecycle, persisted before any broker sees it.
+
+    NEW -> SUBMITTED -> ACCEPTED -> PARTIALLY_FILLED -> FILLED
+      any open status -> CANCELED | EXPIRED;  REJECTED only before the first fill
+
+A status may skip forward (a broker that fills at once reports FILLED straight
+after SUBMITTED) but never goes back, and a terminal status never changes; a
+report that asks for anything else is refused and logged. Every transition is an
+`order_events` row; fills are recorded even on a terminal order, because the
+money moved.
+
+Crash safety: `submit` commits the NEW row (one transaction) before calling the
+broker, then applies the broker's reports (a second transaction). After a
+restart, `reconcile` asks the broker about every order still open in the
+database; one the broker never saw is canceled, never sent late.
+
+Unsent orders: when the broker raises `BrokerUnavailable`, the order stays NEW
+with an event that says so. The cycle should call `retry_unsent(max_age_ms)` at
+its start: it first asks the broker whether the order arrived after all (a
+timeout is not a refusal), resends exits and flattens, and cancels entries older
+than `max_age_ms` because their prices are stale.
+
+Exceptions:
+
+    OmsError                    base (RuntimeError): a misuse of the OMS
+    └── OpenTransaction         submit inside an open transaction: the NEW row
+                                would not be durable before the broker sees it
+    BrokerUnavailable           absorbed by submit and retry_unsent; propagates
+                                from cancel, expire and reconcile (retry later)
+    anything else               propagates; the failed batch is rolled back and
+                                the OMS and portfolio memory reloaded from the db
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from engine.brokers.base import Broker, BrokerOrderState, BrokerUnavailable
+from engine.domain import (
+    Bar,
+    ExecutionReport,
+    Fill,
+    Intent,
+    Order,
+    OrderStatus,
+    OrderType,
+    Purpose,
+    Side,
+)
+from engine.portfolio import Portfolio, write_position, write_trade
+
+log = logging.getLogger(__name__)
+
+NEVER_REACHED_BROKER = "never reached the broker before the restart"
+_FILL_TOLERANCE = 1e-9
+
+_FORWARD = {
+    OrderStatus.NEW: 0,
+    OrderStatus.SUBMITTED: 1,
+    OrderStatus.ACCEPTED: 2,
+    OrderStatus.PARTIALLY_FILLED: 3,
+    OrderStatus.FILLED: 4,
+}
+
+
+class OmsError(RuntimeError):
+    pass
+
+
+class OpenTransaction(OmsError):
+    pass
+
+
+def is_legal_transition(current: OrderStatus, new: OrderStatus) -> bool:
+    if not current.is_open:
+        return False
+    if new in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+        return True
+    if new is OrderStatus.REJECTED:
+        return current is not OrderStatus.PARTIALLY_FILLED
+    if new is OrderStatus.PARTIALLY_FILLED:  # repeated partial fills
+        return current is not OrderStatus.FILLED
+    return _FORWARD[new] > _FORWARD[current]
+
+
+def new_client_order_id(now: int, sequence: int, suffix: str) -> str:
+    """Readable and sortable: time first, then a per-process counter, then randomness
+    so two processes (or a restart within the same millisecond) cannot collide."""
+    moment = datetime.fromtimestamp(now / 1000, UTC)
+    return f"C{moment:%Y%m%d-%H%M%S}{now % 1000:03d}-{sequence:06d}-{suffix}"
+
+
+def _check_intent(intent: Intent, ref_price: float) -> None:
+    if not (math.isfinite(intent.qty) and intent.qty > 0):
+        raise ValueError(f"{intent.symbol}: order quantity must be positive, got {intent.qty!r}")
+    if not (math.isfinite(ref_price) and ref_price > 0):
+        raise ValueError(f"{intent.symbol}: reference price must be positive, got {ref_price!r}")
+    needs_limit = intent.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+    needs_stop = intent.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+    for name, price, needed in [
+        ("limit_price", intent.limit_price, needs_limit),
+        ("stop_price", intent.stop_price, needs_stop),
+    ]:
+        if needed and not (price is not None and math.isfinite(price) and price > 0):
+            raise ValueError(f"{intent.symbol}: a {intent.order_type} order needs a {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Working:
+    order: Order
+    ref_price: float | None
+
+
+_ORDER_COLUMNS = (
+    "client_order_id, symbol, side, qty, type, purpose, status, limit_price, stop_price,"
+    " stop_loss, take_profit, filled_qty, avg_price, broker_order_id, created_at, expires_at,"
+    " reason, ref_price"
+)
+_OPEN_STATUSES = tuple(s.value for s in OrderStatus if s.is_open)
+
+
+def _working_from_row(row: Iterable[Any]) -> _Working:
+    r = tuple(row)
+    order = Order(
+        client_order_id=r[0],
+        symbol=r[1],
+        side=Side(r[2]),
+        qty=r[3],
+        order_type=OrderType(r[4]),
+        purpose=Purpose(r[5]),
+        status=OrderStatus(r[6]),
+        limit_price=r[7],
+        stop_price=r[8],
+        stop_loss=r[9],
+        take_profit=r[10],
+        filled_qty=r[11] or 0.0,
+        avg_price=r[12],
+        broker_order_id=r[13],
+        created_at=r[14] or 0,
+        expires_at=r[15],
+        reason=r[16] or "",
+    )
+    return _Working(order, r[17])
+
+
+def _fill_detail(fill: Fill) -> str:
+    return f"fill {fill.qty:g} @ {fill.price:g} ({fill.exec_id})"
+
+
+class Oms:
+    """The only writer of `orders`, `order_events` and `fills`; single-threaded."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        portfolio: Portfolio,
+        clock: Callable[[], int],
+        *,
+        order_timeout_ms: int | None = 300_000,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self._portfolio = portfolio
+        self._clock = clock
+        self._order_timeout_ms = order_timeout_ms
+        self._sequence = itertools.count(1)
+        self._expiring: set[str] = set()
+        self._open = self._load_open()
+
+    # -- reading ---------------------------------------------------------------
+
+    def open_orders(self) -> list[Order]:
+        return sorted(
+            (w.order for w in self._open.values()),
+            key=lambda o: (o.created_at, o.client_order_id),
+        )
+
+    def get(self, client_order_id: str) -> Order | None:
+        working = self._open.get(client_order_id) or self._load(client_order_id)
+        return working.order if working else None
+
+    # -- submitting ------------------------------------------------------------
+
+    def submit(self, intent: Intent, ref_price: float, signal_id: int | None = None) -> Order:
+        """Persist the order as NEW (committed), then send it and apply the reports.
+
+        `ref_price` is the price the decision was made at; fills are measured
+        against it for slippage. Returns the order as it stands afterwards: still
+        NEW when the broker was unavailable (see the module docstring).
+        """
+        if self._db.conn.in_transaction:
+            raise OpenTransaction(
+                "Oms.submit needs the writer outside any transaction: the NEW order"
+                " must be committed before the broker sees it"
+            )
+        _check_intent(intent, ref_price)
+        now = self._clock()
+        coid = new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
+        expires_at = None
+        if intent.order_type is not OrderType.MARKET and self._order_timeout_ms is not None:
+            expires_at = now + self._order_timeout_ms
+        order = Order(
+            client_order_id=coid,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            order_type=intent.order_type,
+            purpose=intent.purpose,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            stop_loss=intent.stop_loss,
+            take_profit=intent.take_profit,
+            created_at=now,
+            expires_at=expires_at,
+            reason=intent.reason,
+        )
+        with self._db.atomic():
+            self._db.execute(
+                "INSERT INTO orders (client_order_id, symbol, side, qty, type, purpose, status,"
+                " limit_price, stop_price, stop_loss, take_profit, filled_qty, ref_price, sizing,"
+                " reason, created_at, updated_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0.0, ?, ?, ?, ?, ?, ?)",
+                (
+                    coid,
+                    order.symbol,
+                    order.side.value,
+                    order.qty,
+                    order.order_type.value,
+                    order.purpose.value,
+                    OrderStatus.NEW.value,
+                    order.limit_price,
+                    order.stop_price,
+                    order.stop_loss,
+                    order.take_profit,
+                    ref_price,
+                    json.dumps(intent.sizing, default=str, sort_keys=True),
+                    order.reason,
+                    now,
+                    now,
+                    expires_at,
+                ),
+            )
+            self._event(coid, now, OrderStatus.NEW, f"{order.purpose} {intent.reason}".strip())
+            if signal_id is not None:
+                self._db.execute(
+                    "UPDATE signals SET client_order_id = ? WHERE id = ?", (coid, signal_id)
+                )
+        self._open[coid] = _Working(order, ref_price)
+        return self._send(coid, now)
+
+    def _send(self, coid: str, now: int) -> Order:
+        order = self._open[coid].order
+        try:
+            reports = self._broker.submit(order, now)
+        except BrokerUnavailable as exc:
+            log.warning("order %s not sent, broker unavailable: %s", coid, exc)
+            with self._db.atomic():
+                self._event(coid, now, OrderStatus.NEW, f"not sent, broker unavailable: {exc}")
+            return order
+        self._apply_batch(reports)
+        return self.get(coid) or order
+
+    def retry_unsent(self, max_age_ms: int) -> list[Order]:
+        """Deal with orders left NEW by an unavailable broker; returns them as they stand.
+
+        An order the broker did receive is adopted, an exit or flatten is resent,
+        an entry older than `max_age_ms` is canceled. Stops at the first
+        `BrokerUnavailable`: the rest wait for the next cycle.
+        """
+        now = self._clock()
+        handled: list[str] = []
+        for order in self.open_orders():
+            if order.status is not OrderStatus.NEW:
+                continue
+            coid = order.client_order_id
+            handled.append(coid)
+            try:
+                state = self._broker.lookup(coid)
+                if state is not None:
+                    self._sync(coid, state, now, "found at the broker on retry")
+                elif order.purpose is Purpose.ENTRY and now - order.created_at > max_age_ms:
+                    self._finish_locally(
+                        coid,
+                        OrderStatus.CANCELED,
+                        now,
+                        f"not sent within {max_age_ms} ms; the entry is stale",
+                    )
+                elif self._send(coid, now).status is OrderStatus.NEW:
+                    break
+            except BrokerUnavailable as exc:
+                log.warning("retry of unsent orders stopped, broker unavailable: %s", exc)
+                break
+        return [o for o in (self.get(c) for c in handled) if o is not None]
+
+    # -- reports -----------------------------------------------------------------
+
+    def apply(self, report: ExecutionReport) -> None:
+        self._apply_batch([report])
+
+    def on_bar(self, bar: Bar) -> list[ExecutionReport]:
+        """Pass the bar to the broker and apply what it reports (resting orders filling)."""
+        reports = self._broker.on_bar(bar)
+        self._apply_batch(reports)
+        return reports
+
+    def _apply_batch(self, reports: list[ExecutionReport]) -> None:
+        if not reports:
+            return
+        with self._transaction():
+            for report in reports:
+                self._apply_one(report)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction; on failure memory is reloaded, so it never runs ahead of the db."""
+        try:
+            with self._db.atomic():
+                yield
+        except Exception:
+            log.exception("an OMS write failed and was rolled back; reloading from the database")
+            self._open = self._load_open()
+            self._portfolio.rebuild(self._db)
+            raise
+
+    def _apply_one(self, report: ExecutionReport) -> bool:
+        """Apply one report inside the caller's transaction; True when it wrote an event."""
+        coid = report.client_order_id
+        working = self._open.get(coid) or self._load(coid)
+        if working is None:
+            log.error("report for unknown order %s ignored: %s", coid, report)
+            return False
+        order = working.order
+        changed = evented = False
+        if report.broker_order_id and report.broker_order_id != order.broker_order_id:
+            order = replace(order, broker_order_id=report.broker_order_id)
+            changed = True
+        details = [report.detail] if report.detail else []
+        fill = report.fill
+        if fill is not None:
+            if fill.ref_price is None:
+                fill = replace(fill, ref_price=working.ref_price)
+            if not self._insert_fill(fill):
+                log.debug("repeated execution %s for %s ignored", fill.exec_id, coid)
+                return False
+            order = self._add_fill(order, fill)
+            details.insert(0, _fill_detail(fill))
+            changed = True
+        status = report.status
+        if coid in self._expiring and status is OrderStatus.CANCELED:
+            status = OrderStatus.EXPIRED
+            details.append(f"expired (working past {order.expires_at})")
+        detail = "; ".join(details)
+        if status is not order.status:
+            if is_legal_transition(order.status, status):
+                order = replace(order, status=status)
+                self._event(coid, report.ts, status, detail)
+                changed = evented = True
+            else:
+                log.warning("refused %s -> %s for %s (%s)", order.status, status, coid, detail)
+                if fill is not None:
+                    self._event(coid, report.ts, order.status, f"{detail}; kept {order.status}")
+                    evented = True
+        elif fill is not None:
+            self._event(coid, report.ts, status, detail)
+            evented = True
+        if changed:
+            self._save_order(order, report.ts)
+            self._remember(working, order)
+        return evented
+
+    def _add_fill(self, order: Order, fill: Fill) -> Order:
+        if fill.symbol != order.symbol or fill.side is not order.side:
+            log.error("fill %s does not match order %s", fill, order.client_order_id)
+        filled = order.filled_qty + fill.qty
+        if filled > order.qty * (1 + _FILL_TOLERANCE):
+            log.error("order %s overfilled: %g of %g", order.client_order_id, filled, order.qty)
+        avg = ((order.avg_price or 0.0) * order.filled_qty + fill.price * fill.qty) / filled
+        effect = self._portfolio.apply_fill(fill)
+        position = effect.position
+        if (
+            order.purpose is Purpose.ENTRY
+            and position is not None
+            and position.qty * order.side.sign > 0
+            and (order.stop_loss is not None or order.take_profit is not None)
+        ):
+            self._portfolio.set_protection(
+                order.symbol,
+                order.stop_loss if order.stop_loss is not None else position.stop,
+                order.take_profit if order.take_profit is not None else position.target,
+            )
+        write_position(self._db, self._portfolio, fill.symbol, fill.ts)
+        if effect.trade is not None:
+            write_trade(self._db, effect.trade)
+        return replace(order, filled_qty=filled, avg_price=avg)
+
+    # -- canceling and expiring ----------------------------------------------------
+
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel a working order; returns it as it stands (the broker may confirm later)."""
+        working = self._open.get(client_order_id)
+        if working is None:
+            return self.get(client_order_id)
+        self._cancel(working.order, self._clock(), "canceled before it reached the broker")
+        return self.get(client_order_id)
+
+    def cancel_all(self) -> int:
+        """Cancel every open order; returns how many a cancel was issued for."""
+        orders = self.open_orders()
+        now = self._clock()
+        for order in orders:
+            self._cancel(order, now, "canceled before it reached the broker")
+        return len(orders)
+
+    def expire(self, now: int) -> list[Order]:
+        """Cancel at the broker every working order past its expires_at, marked EXPIRED."""
+        due = [o for o in self.open_orders() if o.expires_at is not None and o.expires_at <= now]
+        for order in due:
+            self._expiring.add(order.client_order_id)
+            self._cancel(order, now, "expired before it reached the broker", OrderStatus.EXPIRED)
+        return [o for o in (self.get(d.client_order_id) for d in due) if o is not None]
+
+    def _cancel(
+        self,
+        order: Order,
+        now: int,
+        local_detail: str,
+        local_status: OrderStatus = OrderStatus.CANCELED,
+    ) -> None:
+        coid = order.client_order_id
+        if order.status is OrderStatus.NEW:
+            # A NEW order may or may not have reached the broker (a timeout is not a refusal).
+            state = self._broker.lookup(coid)
+            if state is None:
+                self._finish_locally(coid, local_status, now, local_detail)
+                return
+            self._sync(coid, state, now, "found at the broker when canceling")
+            if coid not in self._open:
+                return
+        self._apply_batch(self._broker.cancel(coid, now))
+
+    def _finish_locally(self, coid: str, status: OrderStatus, now: int, detail: str) -> None:
+        self._apply_batch([ExecutionReport(coid, status, now, detail=detail)])
+
+    # -- reconciliation --------------------------------------------------------------
+
+    def reconcile(self) -> list[Order]:
+        """At start: bring every order still open in the database in line with the broker.
+
+        Returns the reconciled orders as they stand. BrokerUnavailable propagates:
+        the engine should not trade before it knows what the broker holds.
+        """
+        now = self._clock()
+        self._open = self._load_open()
+        coids = [o.client_order_id for o in self.open_orders()]
+        for coid in coids:
+            order = self._open[coid].order
+            state = self._broker.lookup(coid)
+            if state is not None:
+                self._sync(coid, state, now, "reconciled")
+            elif order.status is OrderStatus.NEW:
+                self._finish_locally(coid, OrderStatus.CANCELED, now, NEVER_REACHED_BROKER)
+            else:
+                log.warning("order %s (%s) is unknown to the broker", coid, order.status)
+                self._finish_locally(
+                    coid,
+                    OrderStatus.CANCELED,
+                    now,
+                    f"reconciled: unknown to the broker (was {order.status})",
+                )
+        return [o for o in (self.get(c) for c in coids) if o is not None]
+
+    def _sync(self, coid: str, state: BrokerOrderState, now: int, why: str) -> None:
+        """Adopt the broker's status and any fill quantity the database lacks."""
+        working = self._open[coid]
+        order = working.order
+        fill = None
+        missing = state.filled_qty - order.filled_qty
+        if missing > _FILL_TOLERANCE * max(order.qty, 1.0):
+            price = self._missing_fill_price(working, state, missing)
+            if price is not None:
+                # The broker state has quantities, not executions: one fill stands for
+                # what we missed, its commission unknown (0). Its id is derived from the
+                # broker's filled quantity, so a second reconciliation cannot repeat it.
+                fill = Fill(
+                    coid,
+                    f"{coid}:reconciled:{state.filled_qty:g}",
+                    order.symbol,
+                    order.side,
+                    now,
+                    missing,
+                    price,
+                    0.0,
+                    working.ref_price,
+                )
+        report = ExecutionReport(
+            coid,
+            state.status,
+            now,
+            fill,
+            state.broker_order_id,
+            f"{why}: broker says {state.status}",
+        )
+        with self._transaction():
+            if not self._apply_one(report):
+                current = self._current_status(coid)
+                agreement = "agrees" if current is state.status else "disagrees, kept " + current
+                self._event(coid, now, current, f"{why}: broker {agreement} ({state.status})")
+
+    def _missing_fill_price(
+        self, working: _Working, state: BrokerOrderState, missing: float
+    ) -> float | None:
+        order = working.order
+        if state.avg_price is None:
+            log.error("broker reports %s filled without a price", order.client_order_id)
+            return working.ref_price
+        price = state.avg_price * state.filled_qty - (order.avg_price or 0.0) * order.filled_qty
+        price /= missing
+        return price if math.isfinite(price) and price > 0 else state.avg_price
+
+    def _current_status(self, coid: str) -> OrderStatus:
+        order = self.get(coid)
+        return order.status if order else OrderStatus.NEW
+
+    # -- storage -------------------------------------------------------------------
+
+    def _remember(self, working: _Working, order: Order) -> None:
+        coid = order.client_order_id
+        if order.status.is_open:
+            self._open[coid] = replace(working, order=order)
+        else:
+            self._open.pop(coid, None)
+            self._expiring.discard(coid)
+
+    def _event(self, coid: str, ts: int, status: OrderStatus, detail: str) -> None:
+        self._db.execute(
+            "INSERT INTO order_events (client_order_id, ts, status, detail) VALUES (?, ?, ?, ?)",
+            (coid, ts, status.value, detail),
+        )
+
+    def _insert_fill(self, fill: Fill) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO fills (client_order_id, exec_id, ts, symbol, side, qty, price,"
+            " commission, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                fill.client_order_id,
+                fill.exec_id,
+                fill.ts,
+                fill.symbol,
+                fill.side.value,
+                fill.qty,
+                fill.price,
+                fill.commission,
+                fill.ref_price,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def _save_order(self, order: Order, now: int) -> None:
+        self._db.execute(
+            "UPDATE orders SET status = ?, filled_qty = ?, avg_price = ?, broker_order_id = ?,"
+            " updated_at = ? WHERE client_order_id = ?",
+            (
+                order.status.value,
+                order.filled_qty,
+                order.avg_price,
+                order.broker_order_id,
+                now,
+                order.client_order_id,
+            ),
+        )
+
+    def _load(self, coid: str) -> _Working | None:
+        row = self._db.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = ?", (coid,)
+        ).fetchone()
+        return _working_from_row(row) if row else None
+
+    def _load_open(self) -> dict[str, _Working]:
+        marks = ",".join("?" * len(_OPEN_STATUSES))
+        rows = self._db.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status IN ({marks}) ORDER BY id",
+            _OPEN_STATUSES,
+        ).fetchall()
+        return {w.order.client_order_id: w for w in map(_working_from_row, rows)}
