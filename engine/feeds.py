@@ -44,9 +44,8 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-DEFAULT_END_TS = (
-    1_700_000_040_000  # 2023-11-14T22:14:00Z, a fixed minute so history is reproducible
-)
+# A fixed minute (2023-11-14T22:14:00Z), so history is reproducible without reading a clock.
+DEFAULT_END_TS = 1_700_000_040_000
 
 
 class FeedError(Exception):
@@ -386,10 +385,10 @@ class SimulatedFeed:
     ) -> SimulatedFeed:
         """Continue after a restart from each symbol's last stored bar: its close, its
         regime (RANGE when the bar has none) and its time. Symbols without a last bar
-        start fresh."""
-        return cls(
-            tuple(last) if symbols is None else symbols, seed, None, bar_ms, resume_from=last
-        )
+        start fresh. Pass the first run's start_prices, if it had any: over a long run
+        prices are pulled gently toward them."""
+        names = tuple(last) if symbols is None else symbols
+        return cls(names, seed, start_prices, bar_ms, resume_from=last)
 
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
         """n bars per symbol ending at end_ts, spaced interval_ms; live bars continue them."""

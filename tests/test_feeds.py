@@ -137,6 +137,15 @@ def test_volume_is_larger_in_high_vol_than_in_range(long_run: pd.DataFrame) -> N
     assert median[Regime.HIGH_VOL] > 1.5 * median[Regime.RANGE]
 
 
+def test_a_marathon_stays_within_a_plausible_band_of_the_start_price() -> None:
+    history = generate_history(
+        default_symbols(4), 200_000, seed=4, start_prices=dict.fromkeys(default_symbols(4), 100.0)
+    )
+    for df in history.values():
+        assert df["close"].min() > 100 / 10
+        assert df["close"].max() < 100 * 10
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), symbol=st.text(min_size=1, max_size=8))
 def test_simulated_bars_are_consistent(seed: int, symbol: str) -> None:
