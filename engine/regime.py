@@ -40,15 +40,17 @@ class Source(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RegimeParams:
-    """Thresholds for the rules, tuned for bars of roughly 1% volatility (daily-like).
+    """Thresholds for the rules.
 
-    ATR% thresholds scale with the market's bar volatility: for intraday bars lower
-    them in proportion.
+    The ATR% defaults suit one-minute bars of liquid stocks, which is what the embedded
+    simulator produces (calm bars move about 0.1%, ATR% about 0.13-0.2%; its high-vol
+    regime about 0.45%). ATR% grows with the bar length: for daily bars multiply the
+    three ATR% thresholds by about ten. ADX, DI and RSI levels are scale-free.
     """
 
-    high_vol_atr_pct: float = 0.03  # enter HIGH_VOL above this ATR / close
-    high_vol_exit_atr_pct: float = 0.025  # leave it below this
-    high_vol_full_atr_pct: float = 0.06  # confidence is full at this ATR / close
+    high_vol_atr_pct: float = 0.003  # enter HIGH_VOL above this ATR / close
+    high_vol_exit_atr_pct: float = 0.0025  # leave it below this
+    high_vol_full_atr_pct: float = 0.006  # confidence is full at this ATR / close
     adx_trend: float = 25.0  # enter a trend above this ADX
     adx_exit: float = 20.0  # an ongoing trend holds until ADX falls below this
     adx_full: float = 45.0  # the ADX share of trend confidence is full here

@@ -14,8 +14,8 @@ once flat, an entry on a later bar; the two are never sent together.
 
 Entries carry a stop at `stop_atr` ATRs, a target at `reward_risk` times that
 distance, and a fixed-fractional size: the quantity whose stop-out loses
-`risk_per_trade` of equity. A model probability, when given, must agree by a margin
-and then strengthens the entry.
+`risk_per_trade` of equity, capped at `max_notional_fraction` of equity. A model
+probability, when given, must agree by a margin and then strengthens the entry.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ class StrategyParams:
     proba_margin: float = 0.05  # longs need p(up) >= 0.5 + margin, shorts <= 0.5 - margin
     allow_short: bool = True
     exit_on_high_vol: bool = True
-    # Cap on position value as a share of equity; None leaves sizing to risk alone.
-    max_notional_fraction: float | None = None
+    # Cap on position value as a share of equity, None for none. On one-minute bars a
+    # 2-ATR stop is a fraction of a percent away, so risk alone would size positions at
+    # several times equity; the cap keeps entries inside the risk gate's notional limit.
+    max_notional_fraction: float | None = 0.2
 
     def __post_init__(self) -> None:
         if self.stop_atr <= 0:

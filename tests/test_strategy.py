@@ -90,7 +90,7 @@ def test_trend_up_with_momentum_buys_with_atr_stop_and_target():
 
 
 def test_entry_is_sized_by_fixed_fractional_risk():
-    intent = only(decide(ctx(R.TREND_UP, **RISING)))
+    intent = only(decide(ctx(R.TREND_UP, **RISING), max_notional_fraction=None))
     assert intent.qty == math.floor(EQUITY * 0.01 / 4.0) == 250
     assert intent.sizing == {
         "method": "fixed_fractional",
@@ -152,7 +152,7 @@ def test_low_regime_confidence_stays_out():
 
 
 def test_no_entry_when_risk_buys_less_than_one_share():
-    assert decide(ctx(R.TREND_UP, equity=300.0, **RISING)) == []
+    assert decide(ctx(R.TREND_UP, equity=300.0, **RISING), max_notional_fraction=None) == []
 
 
 def test_no_entry_without_an_atr():
@@ -163,9 +163,9 @@ def test_no_entry_when_the_stop_would_be_below_zero():
     assert decide(ctx(R.TREND_UP, close=3.0, ema_fast=2.0, macd_hist=0.1, atr=2.0)) == []
 
 
-def test_notional_cap_limits_quantity_and_says_so():
-    intent = only(decide(ctx(R.TREND_UP, **RISING), max_notional_fraction=0.1))
-    assert intent.qty == math.floor(EQUITY * 0.1 / 101.0)
+def test_default_notional_cap_limits_quantity_and_says_so():
+    intent = only(decide(ctx(R.TREND_UP, **RISING)))
+    assert intent.qty == math.floor(EQUITY * 0.2 / 101.0)
     assert intent.sizing["capped_by"] == "max_notional_fraction"
 
 
@@ -260,12 +260,13 @@ def test_bad_params_are_refused():
 
 # --- on a regime-switching market --------------------------------------------------
 
+# Regime, bars, per-bar log drift and volatility of one-minute bars.
 SEGMENTS = [
-    (R.RANGE, 100, 0.0, 0.008),
-    (R.TREND_UP, 100, 0.003, 0.01),
-    (R.HIGH_VOL, 60, 0.0, 0.03),
-    (R.TREND_DOWN, 100, -0.003, 0.01),
-    (R.RANGE, 140, 0.0, 0.008),
+    (R.RANGE, 100, 0.0, 0.0007),
+    (R.TREND_UP, 100, 0.0004, 0.001),
+    (R.HIGH_VOL, 60, 0.0, 0.0028),
+    (R.TREND_DOWN, 100, -0.0004, 0.0012),
+    (R.RANGE, 140, 0.0, 0.0007),
 ]
 
 
@@ -276,7 +277,7 @@ def market(seed: int) -> list[tuple[float, float, float]]:
     for regime, length, mu, sigma in SEGMENTS:
         anchor = logp
         for _ in range(length):
-            drift = -0.15 * (logp - anchor) if regime is R.RANGE else mu
+            drift = -0.1 * (logp - anchor) if regime is R.RANGE else mu
             before, logp = logp, logp + drift + sigma * rng.standard_normal()
             high = max(before, logp) + abs(rng.normal(0, sigma / 2))
             low = min(before, logp) - abs(rng.normal(0, sigma / 2))
