@@ -1,0 +1,305 @@
+"""`python -m engine`: run the engine headless, or talk to a running one.
+
+Every verb takes `--db` (else $COCKPIT_DB, else var/cockpit.db). Verbs that act
+on trading queue a command for the running engine and wait for its result.
+Exit codes: 0 done, 1 failed or refused, 2 usage or configuration error,
+3 no engine answered in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError, Settings, effective, load_settings
+from state.commands import CommandKind, CommandStatus, enqueue_command, wait_for_command
+from state.db import PROJECT_ROOT, db_path, now_ms
+from state.status import read_status
+
+log = logging.getLogger("engine")
+
+OK, FAILED, USAGE, NO_ENGINE = 0, 1, 2, 3
+
+
+def _symbols_arg(text: str) -> int | tuple[str, ...]:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    return tuple(s for s in text.split(",") if s.strip())
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    engine: dict[str, Any] = {}
+    for key, attr in [
+        ("cycle_seconds", "cycle_seconds"),
+        ("seed", "seed"),
+        ("symbols", "symbols"),
+        ("feed", "feed"),
+        ("data_dir", "data"),
+    ]:
+        value = getattr(args, attr, None)
+        if value is not None:
+            engine[key] = value
+    return load_settings(engine=engine)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # APScheduler logs every job run at INFO: four times a second is noise.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------- verbs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.lease import LeaseHeld
+    from engine.runner import Engine
+
+    settings = _settings(args)
+    engine = Engine(settings, args.db)
+    try:
+        engine.open()
+    except LeaseHeld as exc:
+        print(f"engine not started: {exc}", file=sys.stderr)
+        return FAILED
+    engine.run(for_seconds=args.for_seconds)
+    return OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = read_status(args.db, now_ms())
+    if status is None:
+        print(f"no state database at {db_path(args.db)}; start the engine first")
+        return NO_ENGINE
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+    else:
+        print(status.describe())
+    return OK
+
+
+def _queue_and_wait(
+    args: argparse.Namespace, kind: CommandKind, cmd_args: dict[str, Any], timeout: float
+) -> tuple[int, str]:
+    command_id = enqueue_command(kind, cmd_args, requested_by=_who(), db=args.db)
+    done = wait_for_command(command_id, timeout, db=args.db)
+    if done is None:
+        return NO_ENGINE, (
+            f"command #{command_id} ({kind}) is queued but no engine answered within"
+            f" {timeout:.0f} s; it runs when the engine starts"
+        )
+    code = OK if done.status is CommandStatus.DONE else FAILED
+    return code, f"{kind}: {done.status}: {done.result}"
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'operator'}"
+
+
+def _simple(kind: CommandKind, build: Callable[[argparse.Namespace], dict[str, Any]]) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        code, message = _queue_and_wait(args, kind, build(args), args.timeout)
+        print(message, file=sys.stderr if code else sys.stdout)
+        return code
+
+    return run
+
+
+def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.confirm:
+        out["confirm"] = True
+    if args.reason:
+        out["reason"] = args.reason
+    return out
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """The emergency stop: HALTED, cancel all, flatten; waits until flat."""
+    started = time.monotonic()
+    reason = args.reason or "emergency stop from the command line"
+    code, message = _queue_and_wait(
+        args, CommandKind.EMERGENCY_STOP, {"reason": reason}, args.timeout
+    )
+    if code != OK:
+        print(message, file=sys.stderr)
+        return code
+    deadline = started + args.timeout
+    while True:
+        status = read_status(args.db, now_ms())
+        if status and status.trading_state == "HALTED" and status.open_positions == 0:
+            elapsed = time.monotonic() - started
+            print(f"HALTED and flat in {elapsed * 1000:.0f} ms ({message})")
+            return OK
+        if time.monotonic() >= deadline:
+            held = status.open_positions if status else "?"
+            print(
+                f"HALTED but not yet flat after {args.timeout:.0f} s: {held} positions open",
+                file=sys.stderr,
+            )
+            return FAILED
+        time.sleep(0.05)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(effective(settings), indent=2))
+    return OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Engine and cockpit together, the way `make run` starts them."""
+    _settings(args)  # a bad configuration stops here, with its message
+    env = dict(os.environ)
+    if args.db:
+        env["COCKPIT_DB"] = str(Path(args.db).resolve())
+    engine_cmd = [sys.executable, "-m", "engine", "run"]
+    for flag, value in [
+        ("--cycle-seconds", args.cycle_seconds),
+        ("--seed", args.seed),
+        ("--symbols", args.symbols_raw),
+    ]:
+        if value is not None:
+            engine_cmd += [flag, str(value)]
+    ui_cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(PROJECT_ROOT / "app.py"),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+    ]
+    engine = subprocess.Popen(engine_cmd, env=env, cwd=PROJECT_ROOT)
+    ui = subprocess.Popen(ui_cmd, env={**env, "COCKPIT_NO_AUTOSTART": "1"}, cwd=PROJECT_ROOT)
+    print(f"cockpit on http://{args.address}:{args.port}  (Ctrl-C stops both)", flush=True)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and engine.poll() is None and ui.poll() is None:
+            time.sleep(0.2)
+    finally:
+        for proc in (ui, engine):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (ui, engine):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return OK if stopping else (engine.returncode or ui.returncode or OK)
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    from state.auth import set_password_cli
+
+    return set_password_cli([])
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine", description="Cockpit trading engine and its controls."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
+        p.set_defaults(func=func)
+        return p
+
+    def engine_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cycle-seconds", type=float, help="seconds between cycles")
+        p.add_argument("--seed", type=int, help="seed of the simulated market")
+        p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
+        p.add_argument("--feed", choices=["sim", "csv"], help="market data source")
+        p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
+
+    p = verb("run", "run the engine in the foreground until Ctrl-C", cmd_run)
+    engine_options(p)
+    p.add_argument("--for", dest="for_seconds", type=float, help="stop after this many seconds")
+
+    p = verb("status", "trading state, heartbeat, P&L and positions", cmd_status)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def waiting(p: argparse.ArgumentParser, default: float = 10.0) -> None:
+        p.add_argument("--timeout", type=float, default=default, help="seconds to wait")
+
+    waiting(
+        verb("pause", "no new entries; exits continue", _simple(CommandKind.PAUSE, lambda a: {}))
+    )
+    p = verb(
+        "resume",
+        "resume trading (from HALTED: --confirm --reason)",
+        _simple(CommandKind.RESUME, _resume_args),
+    )
+    p.add_argument("--confirm", action="store_true", help="required to leave HALTED")
+    p.add_argument("--reason", help="why trading may resume (required to leave HALTED)")
+    waiting(p)
+    p = verb(
+        "flatten",
+        "close all positions (or one symbol) and pause",
+        _simple(CommandKind.FLATTEN, lambda a: {"symbol": a.symbol} if a.symbol else {}),
+    )
+    p.add_argument("symbol", nargs="?", help="only this symbol")
+    waiting(p)
+    p = verb("stop", "EMERGENCY STOP: halt, cancel all, close all; waits until flat", cmd_stop)
+    p.add_argument("--reason", help="recorded in the audit trail")
+    waiting(p, 30.0)
+    p = verb("config", "print the effective configuration (secrets masked)", cmd_config)
+    engine_options(p)
+    p = verb("up", "start the engine and the cockpit together", cmd_up)
+    p.add_argument("--cycle-seconds", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--symbols", dest="symbols_raw")
+    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    verb("set-password", "set the cockpit password (stored as an argon2 hash)", cmd_set_password)
+    try:
+        from engine.models.cli import register_cli
+    except ImportError:
+        pass
+    else:
+        register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,574 @@
+"""The trading cycle: feed -> features -> regime -> signal -> risk -> execution ->
+portfolio -> state (DESIGN.md, The cycle).
+
+`Trader` holds the engine's working state in memory and writes every fact through
+the single writer connection. It is driven by the runner's jobs (cycle, commands,
+monitor, heartbeat) on one executor thread, or stepped directly by a backtest or a
+test with a simulated clock: one code path for both.
+
+Exceptions inside a cycle are caught at the cycle boundary, recorded in
+`cycles.error` and as an alert. Repeated failures raise the severity and, past
+`engine.failure_pause_after`, pause trading. A `BrokerFatal` or a corrupt database
+halts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from sqlite_utils import Database
+
+from engine import control
+from engine.alerts import Alerts
+from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
+from engine.config import Settings
+from engine.domain import (
+    Bar,
+    Intent,
+    Order,
+    OrderType,
+    Purpose,
+    Severity,
+    Side,
+    TradingState,
+    Verdict,
+)
+from engine.exits import protective_exit
+from engine.feeds import BarValidator, Feed
+from engine.indicators import IncrementalIndicators, Snapshot
+from engine.oms import Oms
+from engine.portfolio import Portfolio, write_snapshot
+from engine.regime import RegimeCall, classify
+from engine.risk import RiskContext, RiskGate, load_risk_facts
+from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
+
+log = logging.getLogger(__name__)
+
+RETURNS_WINDOW = 60  # bars of returns kept per symbol for the correlation check
+STAGES = ("feed", "features", "regime", "signal", "risk", "execution", "portfolio", "state")
+
+
+@dataclass
+class CycleResult:
+    cycle_id: int
+    started_at: int
+    duration_ms: float
+    timings: dict[str, float] = field(default_factory=dict)
+    bars: int = 0
+    rejected_bars: int = 0
+    intents: int = 0
+    denied: int = 0
+    orders: int = 0
+    fills: int = 0
+    error: str | None = None
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self._last) * 1000
+        self._last = now
+
+
+def default_strategy(settings: Settings) -> Strategy:
+    """The regime strategy, sized inside the risk limits so the gate rarely has to
+    deny its entries: half the allowed risk per trade, 90% of the notional cap."""
+    risk = settings.risk
+    return RegimeStrategy(
+        StrategyParams(
+            risk_per_trade=min(0.01, risk.risk_per_trade / 2),
+            reward_risk=max(2.5, risk.min_reward_risk * 1.1),
+            max_notional_fraction=risk.max_position_notional * 0.9,
+        )
+    )
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    if isinstance(exc, BrokerFatal):
+        return True
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+class Trader:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        feed: Feed,
+        broker: Broker,
+        clock: Callable[[], int],
+        *,
+        strategy: Strategy | None = None,
+        alerts: Alerts | None = None,
+        actor: str = "engine",
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.feed = feed
+        self.broker = broker
+        self.clock = clock
+        self.actor = actor
+        self.alerts = alerts or Alerts(db, clock)
+        self.strategy: Strategy = strategy or default_strategy(settings)
+        self.gate = RiskGate(settings.risk)
+        self.validator = BarValidator(max_jump=settings.engine.max_jump)
+        self.portfolio = Portfolio.load(db, settings.engine.starting_cash)
+        self.oms = Oms(
+            db,
+            broker,
+            self.portfolio,
+            clock,
+            order_timeout_ms=int(settings.engine.order_timeout_seconds * 1000),
+        )
+        self.indicators: dict[str, IncrementalIndicators] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+        self.regimes: dict[str, RegimeCall] = {}
+        self.last_bar: dict[str, Bar] = {}
+        self.returns: dict[str, deque[float]] = {}
+        self.locked_until: dict[str, int] = {}
+        self.state, self.state_reason = control.read_state(db)
+        self.flattening = self.state is TradingState.HALTED
+        self.consecutive_failures = 0
+        self.cycles_run = 0
+        self._last_cycle_id = 0
+
+    # ----------------------------------------------------------------- start-up
+
+    def start(self, history: Mapping[str, list[Bar]]) -> None:
+        """Warm indicators and the validator from stored or fresh history, then
+        reconcile open orders with the broker."""
+        for symbol in self.feed.symbols:
+            bars = history.get(symbol, [])
+            ind = IncrementalIndicators()
+            snap = None
+            for bar in bars:
+                snap = ind.update(bar.high, bar.low, bar.close)
+            self.indicators[symbol] = ind
+            if snap is not None:
+                self.snapshots[symbol] = snap
+                self.regimes[symbol] = classify(snap, None)
+            if bars:
+                self.last_bar[symbol] = bars[-1]
+        self.validator.seed(b for bars in history.values() for b in bars)
+        for bar in self.last_bar.values():
+            self.broker.on_bar(bar)  # the broker learns prices; resting orders match on new bars
+        self.oms.reconcile()
+        self.db.conn.commit()
+
+    # -------------------------------------------------------------------- cycle
+
+    def cycle(self) -> CycleResult:
+        started = self.clock()
+        watch = _Stopwatch()
+        result = CycleResult(0, started, 0.0)
+        try:
+            self._run_stages(started, watch, result)
+            self.consecutive_failures = 0
+        except Exception as exc:
+            self.db.conn.rollback()
+            result.error = f"{type(exc).__name__}: {exc}"
+            log.exception("cycle failed")
+            self._on_cycle_failure(exc, result.error)
+        watch.lap("state")
+        result.timings = watch.timings
+        result.duration_ms = sum(watch.timings.values())
+        result.cycle_id = self._record_cycle(result)
+        self.db.conn.commit()
+        self.cycles_run += 1
+        return result
+
+    def _run_stages(self, now: int, watch: _Stopwatch, result: CycleResult) -> None:
+        cycle_id = self._next_cycle_id()
+        self.oms.retry_unsent(int(self.settings.engine.order_timeout_seconds * 1000))
+        bars = self._ingest(self.feed.next_bars(now), result)
+        watch.lap("feed")
+
+        for bar in bars:
+            result.fills += sum(1 for r in self.oms.on_bar(bar) if r.fill is not None)
+        watch.lap("execution")
+
+        snaps: dict[str, Snapshot] = {}
+        for bar in bars:
+            snaps[bar.symbol] = self.indicators.setdefault(
+                bar.symbol, IncrementalIndicators()
+            ).update(bar.high, bar.low, bar.close)
+        self.snapshots.update(snaps)
+        for symbol, snap in snaps.items():
+            if math.isfinite(snap.ret_1):
+                self.returns.setdefault(symbol, deque(maxlen=RETURNS_WINDOW)).append(snap.ret_1)
+        watch.lap("features")
+
+        regime_rows = []
+        for bar in bars:
+            call = classify(snaps[bar.symbol], self.regimes.get(bar.symbol))
+            self.regimes[bar.symbol] = call
+            regime_rows.append(
+                (
+                    cycle_id,
+                    bar.symbol,
+                    bar.ts,
+                    call.regime.value,
+                    call.confidence,
+                    call.source.value,
+                    call.model_version,
+                    call.regime.value,
+                    json.dumps(call.features),
+                )
+            )
+        self.db.conn.executemany(
+            "INSERT INTO regimes (cycle_id, symbol, ts, regime, confidence, source,"
+            " model_version, rules_regime, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            regime_rows,
+        )
+        # Market data and regimes are one transaction; orders are committed one by
+        # one from here on, because each must be durable before the broker sees it.
+        self.db.conn.commit()
+        watch.lap("regime")
+
+        intents = self._protective_exits(bars)
+        equity = self.portfolio.mark(self._prices(), now).equity
+        for bar in bars:
+            if any(i.symbol == bar.symbol for i in intents):
+                continue  # an exit this bar; decide entries on the next one
+            if (
+                self.locked_until.get(bar.symbol, 0) > now
+                and bar.symbol not in self.portfolio.positions
+            ):
+                continue  # a lock (cooldown) denied the last entry: don't ask until it ends
+            intents.extend(
+                self.strategy.decide(
+                    StrategyInput(
+                        symbol=bar.symbol,
+                        now=now,
+                        snap=snaps[bar.symbol],
+                        regime=self.regimes[bar.symbol],
+                        position=self.portfolio.positions.get(bar.symbol),
+                        equity=equity,
+                        model_proba=None,
+                        model_version=None,
+                    )
+                )
+            )
+        result.intents = len(intents)
+        watch.lap("signal")
+
+        for intent in intents:
+            order = self.submit(intent, cycle_id=cycle_id, watch=watch)
+            if order is None:
+                result.denied += 1
+            else:
+                result.orders += 1
+        self.oms.expire(now)
+        if self.flattening:
+            self.flatten_step()
+        watch.lap("execution")
+
+        self._mark(now)
+        watch.lap("portfolio")
+
+    # ---------------------------------------------------------------- stages
+
+    def _ingest(self, bars: list[Bar], result: CycleResult) -> list[Bar]:
+        accepted: list[Bar] = []
+        for bar in bars:
+            rejection = self.validator.check(bar)
+            if rejection is not None:
+                result.rejected_bars += 1
+                self.alerts.raise_(
+                    Severity.WARNING,
+                    "feed",
+                    f"Bad bar rejected for {bar.symbol}",
+                    f"{bar.symbol} bar at {bar.ts}: {rejection.reason}",
+                    dedupe_key=f"bad-bar:{bar.symbol}",
+                )
+                continue
+            accepted.append(bar)
+            self.last_bar[bar.symbol] = bar
+        self.db.conn.executemany(
+            "INSERT OR IGNORE INTO bars (symbol, ts, open, high, low, close, volume, true_regime)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    b.symbol,
+                    b.ts,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume,
+                    b.true_regime.value if b.true_regime else None,
+                )
+                for b in accepted
+            ],
+        )
+        result.bars = len(accepted)
+        return accepted
+
+    def _protective_exits(self, bars: list[Bar]) -> list[Intent]:
+        intents = []
+        covered = {o.symbol for o in self.oms.open_orders() if o.purpose.reduces_exposure}
+        for bar in bars:
+            position = self.portfolio.positions.get(bar.symbol)
+            if position is None or position.qty == 0 or bar.symbol in covered:
+                continue
+            intent = protective_exit(position, bar.high, bar.low, bar.close)
+            if intent is not None:
+                intents.append(intent)
+        return intents
+
+    def _prices(self) -> dict[str, float]:
+        return {s: b.close for s, b in self.last_bar.items()}
+
+    def _mark(self, now: int) -> None:
+        write_snapshot(self.db, self.portfolio, self.portfolio.mark(self._prices(), now))
+
+    # ----------------------------------------------------------- order path
+
+    def effective_state(self) -> TradingState:
+        """The trading state, made stricter by a stop or pause still waiting in the
+        queue, so an operator's stop takes effect even in the middle of a cycle."""
+        if self.state is TradingState.HALTED:
+            return self.state
+        row = self.db.conn.execute(
+            "SELECT kind FROM commands WHERE status = 'pending'"
+            " AND kind IN ('emergency_stop', 'pause') ORDER BY kind LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return self.state
+        return TradingState.HALTED if row[0] == "emergency_stop" else TradingState.PAUSED
+
+    def risk_context(self, now: int) -> RiskContext:
+        facts = load_risk_facts(self.db.conn, now)
+        prices = self._prices()
+        snapshot = self.portfolio.mark(prices, now)
+        return facts.context(
+            now=now,
+            equity=snapshot.equity,
+            cash=snapshot.cash,
+            positions=self.portfolio.positions,
+            last_prices=prices,
+            open_orders=self.oms.open_orders(),
+            atr_pct={s: snap.atr_pct for s, snap in self.snapshots.items()},
+            returns={s: tuple(r) for s, r in self.returns.items()},
+            broker_connected=self.broker.connected,
+            trading_state=self.effective_state(),
+        )
+
+    def submit(
+        self,
+        intent: Intent,
+        *,
+        cycle_id: int | None = None,
+        watch: _Stopwatch | None = None,
+        ctx: RiskContext | None = None,
+    ) -> Order | None:
+        """Gate the intent, record the verdict, and send it if allowed."""
+        now = self.clock()
+        ref = self.last_bar.get(intent.symbol)
+        verdict: Verdict
+        if ref is None:
+            verdict = Verdict.deny("market_data", f"no price for {intent.symbol}")
+        else:
+            verdict = self.gate.check(intent, ctx or self.risk_context(now))
+        if watch:
+            watch.lap("risk")
+        cur = self.db.conn.execute(
+            "INSERT INTO signals (cycle_id, ts, symbol, side, qty, purpose, strength,"
+            " model_version, verdict, check_name, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cycle_id,
+                now,
+                intent.symbol,
+                intent.side.value,
+                intent.qty,
+                intent.purpose.value,
+                intent.strength,
+                intent.model_version,
+                "allowed" if verdict.allowed else "denied",
+                verdict.check,
+                verdict.reason if not verdict.allowed else intent.reason,
+            ),
+        )
+        if not verdict.allowed and verdict.until is not None:
+            self.locked_until[intent.symbol] = verdict.until
+        if not verdict.allowed or ref is None:
+            log.info(
+                "denied %s %s %s: %s", intent.side, intent.symbol, verdict.check, verdict.reason
+            )
+            return None
+        signal_id = cur.lastrowid
+        self.db.conn.commit()
+        try:
+            order = self.oms.submit(intent, ref.close, signal_id=signal_id)
+        except BrokerUnavailable as exc:
+            self.alerts.raise_(
+                Severity.HIGH,
+                "broker",
+                "Broker unavailable",
+                f"{intent.side} {intent.qty:g} {intent.symbol} not sent: {exc}",
+                dedupe_key="broker-unavailable",
+            )
+            return None
+        return order
+
+    # ------------------------------------------------------ flatten and stop
+
+    def flatten_step(self, symbols: set[str] | None = None) -> int:
+        """Send a closing market order for every open position not already being
+        closed; returns how many were sent."""
+        working = {o.symbol for o in self.oms.open_orders() if o.purpose is Purpose.FLATTEN}
+        sent = 0
+        ctx = self.risk_context(self.clock())
+        for symbol, position in list(self.portfolio.positions.items()):
+            if position.qty == 0 or symbol in working:
+                continue
+            if symbols is not None and symbol not in symbols:
+                continue
+            intent = Intent(
+                symbol=symbol,
+                side=Side.SELL if position.qty > 0 else Side.BUY,
+                qty=abs(position.qty),
+                purpose=Purpose.FLATTEN,
+                order_type=OrderType.MARKET,
+                reason="flatten",
+            )
+            if self.submit(intent, ctx=ctx) is not None:
+                sent += 1
+        return sent
+
+    def is_flat(self, symbols: set[str] | None = None) -> bool:
+        return all(
+            p.qty == 0
+            for s, p in self.portfolio.positions.items()
+            if symbols is None or s in symbols
+        )
+
+    def set_state(
+        self, target: TradingState, reason: str, actor: str, *, confirm: bool = False
+    ) -> TradingState:
+        previous = control.set_state(self.db, target, reason, actor, self.clock(), confirm=confirm)
+        self.state, self.state_reason = target, reason
+        if target is not TradingState.HALTED:
+            self.flattening = False
+        return previous
+
+    def emergency_stop(self, actor: str, reason: str) -> str:
+        """HALTED, cancel every open order, close every position at market; the
+        monitor keeps retrying until flat. Returns a summary."""
+        started = time.perf_counter()
+        if self.state is not TradingState.HALTED:
+            self.set_state(TradingState.HALTED, reason, actor)
+        self.db.conn.commit()  # the halt is durable before anything else happens
+        canceled = self.oms.cancel_all()
+        self.flattening = True
+        sent = self.flatten_step()
+        elapsed = (time.perf_counter() - started) * 1000
+        summary = f"HALTED; canceled {canceled} orders; sent {sent} closing orders"
+        if self.is_flat():
+            self.flattening = False
+            summary += f"; flat in {elapsed:.0f} ms"
+            self.alerts.raise_(
+                Severity.CRITICAL,
+                "control",
+                "Emergency stop: trading halted, book flat",
+                f"{reason} (by {actor}); {summary}",
+            )
+        else:
+            summary += "; flattening continues until flat"
+            self.alerts.raise_(
+                Severity.CRITICAL,
+                "control",
+                "Emergency stop: trading halted, flattening",
+                f"{reason} (by {actor}); {summary}",
+                dedupe_key="estop-flattening",
+            )
+        self.db.conn.commit()
+        return summary
+
+    def continue_flattening(self) -> None:
+        """Monitor step while HALTED: retry closing orders until the book is flat."""
+        if not self.flattening:
+            return
+        self.flatten_step()
+        if self.is_flat():
+            self.flattening = False
+            self.alerts.raise_(
+                Severity.CRITICAL,
+                "control",
+                "Emergency stop complete: book flat",
+                "every position is closed; trading stays HALTED until resumed",
+            )
+        self.db.conn.commit()
+
+    # ------------------------------------------------------------- failures
+
+    def _on_cycle_failure(self, exc: BaseException, error: str) -> None:
+        self.consecutive_failures += 1
+        n = self.consecutive_failures
+        limit = self.settings.engine.failure_pause_after
+        if _is_fatal(exc):
+            self.alerts.raise_(Severity.CRITICAL, "cycle", "Fatal error: trading halted", error)
+            if self.state is not TradingState.HALTED:
+                self.set_state(TradingState.HALTED, f"fatal error: {error}", self.actor)
+            return
+        severity = Severity.WARNING if n < 3 else Severity.HIGH
+        self.alerts.raise_(
+            severity,
+            "cycle",
+            f"Cycle failed ({n} in a row)",
+            error,
+            dedupe_key="cycle-failure",
+        )
+        if n >= limit and self.state is TradingState.ACTIVE:
+            self.set_state(
+                TradingState.PAUSED, f"{n} consecutive cycle failures: {error}", self.actor
+            )
+            self.alerts.raise_(
+                Severity.CRITICAL,
+                "cycle",
+                "Trading paused after repeated failures",
+                f"{n} cycles failed in a row; last: {error}",
+            )
+
+    def _next_cycle_id(self) -> int:
+        if not self._last_cycle_id:
+            row = self.db.conn.execute("SELECT max(id) FROM cycles").fetchone()
+            self._last_cycle_id = int(row[0] or 0)
+        return self._last_cycle_id + 1
+
+    def _record_cycle(self, r: CycleResult) -> int:
+        t = r.timings
+        cycle_id = self._next_cycle_id()
+        self.db.conn.execute(
+            "INSERT INTO cycles (id, started_at, duration_ms, feed_ms, features_ms, regime_ms,"
+            " signal_ms, risk_ms, execution_ms, portfolio_ms, state_ms, bars, rejected_bars,"
+            " intents, denied, orders, fills, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cycle_id,
+                r.started_at,
+                r.duration_ms,
+                *(t.get(stage, 0.0) for stage in STAGES),
+                r.bars,
+                r.rejected_bars,
+                r.intents,
+                r.denied,
+                r.orders,
+                r.fills,
+                r.error,
+            ),
+        )
+        self.db.conn.execute("UPDATE engine SET last_cycle_at = ? WHERE id = 1", (r.started_at,))
+        self._last_cycle_id = cycle_id
+        return cycle_id

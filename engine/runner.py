@@ -1,0 +1,392 @@
+"""The engine process: one lease, one writer, one trading thread.
+
+APScheduler's BackgroundScheduler runs the jobs. Every job that touches trading
+state (cycle, commands, monitor, heartbeat) runs on the single-thread "trading"
+executor, so they never interleave and the writer connection has one user. The
+watchdog (dead-man's switch) runs on its own executor with its own short-lived
+connection, precisely so it still works when the trading thread is stuck.
+
+`Engine.step()` runs the same jobs synchronously, for backtests and tests with a
+simulated clock; `Engine.run()` runs them on the scheduler in real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlite_utils import Database
+
+from engine import lease as lease_mod
+from engine.alerts import Alerts
+from engine.brokers.base import Broker
+from engine.commands import ExtraHandler, run_pending
+from engine.config import Settings
+from engine.cycle import CycleResult, Trader
+from engine.domain import Bar, Regime, Severity
+from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
+from state.db import db_path, now_ms, open_writer
+
+log = logging.getLogger(__name__)
+
+TRADING = "trading"
+WATCHDOG = "watchdog"
+DEAD_MAN_MULTIPLE = 5  # no completed cycle for this many intervals: CRITICAL
+
+
+def symbols_of(settings: Settings) -> tuple[str, ...]:
+    s = settings.engine.symbols
+    return default_symbols(s) if isinstance(s, int) else tuple(s)
+
+
+def _stored_history(db: Database, symbols: tuple[str, ...], n: int) -> dict[str, list[Bar]]:
+    history: dict[str, list[Bar]] = {}
+    for symbol in symbols:
+        rows = db.conn.execute(
+            "SELECT ts, open, high, low, close, volume, true_regime FROM bars"
+            " WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
+            (symbol, max(n, 1)),
+        ).fetchall()
+        history[symbol] = [
+            Bar(symbol, r[0], r[1], r[2], r[3], r[4], r[5], Regime(r[6]) if r[6] else None)
+            for r in reversed(rows)
+        ]
+    return history
+
+
+def _store_bars(db: Database, bars: list[Bar]) -> None:
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO bars (symbol, ts, open, high, low, close, volume, true_regime)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                b.symbol,
+                b.ts,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                b.true_regime.value if b.true_regime else None,
+            )
+            for b in bars
+        ],
+    )
+
+
+class _AfterStored:
+    """A replay feed that silently skips rows already stored before a restart."""
+
+    def __init__(self, feed: Feed, last_ts: dict[str, int]) -> None:
+        self._feed = feed
+        self._last = last_ts
+        self.symbols = feed.symbols
+
+    def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
+        return {}
+
+    def next_bars(self, now_ms: int) -> list[Bar]:
+        out = []
+        for bar in self._feed.next_bars(now_ms):
+            if bar.ts > self._last.get(bar.symbol, -1):
+                out.append(bar)
+        return out
+
+
+def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[str, list[Bar]]]:
+    """The configured feed and the history to warm up from: stored bars after a
+    restart, fresh warm-up bars (stored now) on a first start."""
+    cfg = settings.engine
+    interval = int(cfg.cycle_seconds * 1000)
+    feed: Feed
+    if cfg.feed == "csv":
+        assert cfg.data_dir is not None  # checked by load_settings
+        csv = CsvReplayFeed(cfg.data_dir, None if isinstance(cfg.symbols, int) else cfg.symbols)
+        symbols = csv.symbols
+        history = _stored_history(db, symbols, cfg.warmup_bars)
+        if any(history.values()):
+            last_ts = {s: bars[-1].ts for s, bars in history.items() if bars}
+            return _AfterStored(csv, last_ts), history
+        feed = csv
+    else:
+        symbols = symbols_of(settings)
+        history = _stored_history(db, symbols, cfg.warmup_bars)
+        last = {s: bars[-1] for s, bars in history.items() if bars}
+        if last:
+            return SimulatedFeed.resume(last, cfg.seed, symbols=symbols), history
+        feed = SimulatedFeed(symbols, cfg.seed)
+    history = feed.warmup(cfg.warmup_bars, now - interval, interval) if cfg.warmup_bars else {}
+    _store_bars(db, [b for bars in history.values() for b in bars])
+    db.conn.commit()
+    return feed, history
+
+
+def build_broker(settings: Settings, db: Database) -> Broker:
+    if settings.engine.broker == "ib":
+        from engine.brokers.ib import IbBroker
+
+        ib: Broker = IbBroker(settings.ib)
+        return ib
+    from engine.brokers.paper import PaperBroker
+
+    return PaperBroker(db, settings.paper, settings.engine.starting_cash)
+
+
+def trading_mode(settings: Settings) -> str:
+    live_ports = {7496, 4001}
+    is_live = settings.engine.broker == "ib" and settings.ib.port in live_ports
+    return "LIVE" if is_live else "PAPER"
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        path: str | Path | None = None,
+        *,
+        clock: Callable[[], int] = now_ms,
+        broker: Broker | None = None,
+        feed: Feed | None = None,
+        history: dict[str, list[Bar]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.path = db_path(path)
+        self.clock = clock
+        self._broker = broker
+        self._feed = feed
+        self._history = history
+        self.db: Database | None = None
+        self.trader: Trader | None = None
+        self.lease: lease_mod.Lease | None = None
+        self.extra_handlers: dict[str, ExtraHandler] = {}
+        self._scheduler: BackgroundScheduler | None = None
+        self._stop = threading.Event()
+        self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self) -> Trader:
+        """Take the lease, build the trader, warm up and reconcile. Raises LeaseHeld."""
+        db = open_writer(self.path)
+        self.db = db
+        try:
+            now = self.clock()
+            stale_ms = int(self.settings.engine.lease_stale_seconds * 1000)
+            broker_name = self.settings.engine.broker
+            self.lease = lease_mod.acquire(
+                db, now, stale_ms, trading_mode(self.settings), broker_name
+            )
+            db.conn.execute(
+                "UPDATE engine SET cycle_seconds = ? WHERE id = 1",
+                (self.settings.engine.cycle_seconds,),
+            )
+            if self._feed is not None:
+                feed, history = self._feed, self._history or {}
+            else:
+                feed, history = build_feed(self.settings, db, now)
+            broker = self._broker or build_broker(self.settings, db)
+            alerts = Alerts(db, self.clock)
+            self.trader = Trader(self.settings, db, feed, broker, self.clock, alerts=alerts)
+            self.trader.start(history)
+            alerts.raise_(
+                Severity.INFO,
+                "engine",
+                "Engine started",
+                f"pid {self.lease.pid}, {len(feed.symbols)} symbols, {broker.name} broker,"
+                f" trading state {self.trader.state}",
+            )
+            db.conn.commit()
+        except BaseException:
+            if self.lease is not None:
+                lease_mod.release(db, self.lease, self.clock())
+            db.conn.close()
+            self.db = None
+            raise
+        return self.trader
+
+    def close(self) -> None:
+        if self.db is None:
+            return
+        trader = self.trader
+        if trader is not None:
+            try:
+                trader.db.conn.commit()
+                trader.broker.close()
+            except Exception:
+                log.exception("closing the broker failed")
+        if self.lease is not None:
+            lease_mod.release(self.db, self.lease, self.clock())
+        self.db.conn.close()
+        self.db = None
+        log.info("engine stopped")
+
+    # ----------------------------------------------------------------- jobs
+
+    def _trader(self) -> Trader:
+        if self.trader is None:
+            raise RuntimeError("engine is not open")
+        return self.trader
+
+    def cycle_job(self) -> CycleResult:
+        return self._trader().cycle()
+
+    def command_job(self) -> int:
+        return run_pending(self._trader(), self.extra_handlers)
+
+    def monitor_job(self) -> None:
+        self._trader().continue_flattening()
+
+    def heartbeat_job(self) -> None:
+        trader = self._trader()
+        assert self.lease is not None and self.db is not None
+        now = self.clock()
+        lease_mod.heartbeat(self.db, self.lease, now)
+        self.db.conn.execute(
+            "UPDATE engine SET broker_connected = ? WHERE id = 1",
+            (int(trader.broker.connected),),
+        )
+        while self._events:
+            severity, source, title, message = self._events.popleft()
+            trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
+        self.db.conn.commit()
+
+    def step(self, cycles: int = 1) -> list[CycleResult]:
+        """Run the jobs synchronously: commands, cycle, monitor, heartbeat."""
+        results = []
+        for _ in range(cycles):
+            self.command_job()
+            results.append(self.cycle_job())
+            self.monitor_job()
+            self.heartbeat_job()
+        return results
+
+    # ------------------------------------------------------------ real time
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        # Runs on the scheduler's thread: never touch the writer here; queue it.
+        if event.code == EVENT_JOB_MISSED:
+            self._events.append(
+                (Severity.WARNING, "scheduler", f"Job {event.job_id} missed", "the run was late")
+            )
+        elif event.exception is not None:
+            self._events.append(
+                (
+                    Severity.HIGH,
+                    "scheduler",
+                    f"Job {event.job_id} failed",
+                    f"{type(event.exception).__name__}: {event.exception}",
+                )
+            )
+
+    def watchdog_job(self) -> None:
+        """Dead-man's switch, on its own thread and connection."""
+        interval = self.settings.engine.cycle_seconds
+        limit_ms = int(max(interval * DEAD_MAN_MULTIPLE, 5.0) * 1000)
+        conn = sqlite3.connect(self.path, timeout=2)
+        try:
+            row = conn.execute("SELECT last_cycle_at FROM engine WHERE id = 1").fetchone()
+            last = row[0] if row else None
+            now = self.clock()
+            if last is None or now - last <= limit_ms:
+                return
+            key = "dead-man"
+            open_alert = conn.execute(
+                "SELECT 1 FROM alerts WHERE dedupe_key = ? AND acked_at IS NULL", (key,)
+            ).fetchone()
+            if open_alert:
+                return
+            with conn:
+                conn.execute(
+                    "INSERT INTO alerts (ts, last_ts, severity, source, title, message,"
+                    " dedupe_key, count) VALUES (?, ?, 'CRITICAL', 'watchdog', ?, ?, ?, 1)",
+                    (
+                        now,
+                        now,
+                        "Dead-man's switch: no cycle completed",
+                        f"last cycle {(now - last) / 1000:.1f} s ago;"
+                        f" limit {limit_ms / 1000:.1f} s",
+                        key,
+                    ),
+                )
+            log.critical("dead-man's switch: no cycle for %.1f s", (now - last) / 1000)
+        finally:
+            conn.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self, for_seconds: float | None = None, *, install_signals: bool = True) -> None:
+        """Run on the scheduler until stopped (SIGINT, SIGTERM, request_stop) or for a while."""
+        if self.trader is None:
+            self.open()
+        cfg = self.settings.engine
+        scheduler = BackgroundScheduler(
+            executors={TRADING: ThreadPoolExecutor(1), WATCHDOG: ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        grace = max(1, int(cfg.cycle_seconds * 2))
+        jobs: list[tuple[str, Callable[[], Any], float, str]] = [
+            ("commands", self.command_job, 0.25, TRADING),
+            ("cycle", self.cycle_job, cfg.cycle_seconds, TRADING),
+            ("monitor", self.monitor_job, 1.0, TRADING),
+            ("heartbeat", self.heartbeat_job, cfg.heartbeat_seconds, TRADING),
+            ("watchdog", self.watchdog_job, 1.0, WATCHDOG),
+        ]
+        for job_id, func, seconds, executor in jobs:
+            scheduler.add_job(
+                func,
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                executor=executor,
+                misfire_grace_time=grace,
+                next_run_time=None if job_id == "watchdog" else _now_dt(),
+            )
+        scheduler.get_job("watchdog").modify(next_run_time=_now_dt(delay=1.0))
+        previous: dict[int, Any] = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+
+            def _handle(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+                log.info("signal %d: stopping", signum)
+                self._stop.set()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[int(sig)] = signal.signal(sig, _handle)
+        self._scheduler = scheduler
+        scheduler.start()
+        log.info("engine running: cycle every %.2f s", cfg.cycle_seconds)
+        deadline = None if for_seconds is None else time.monotonic() + for_seconds
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._stop.wait(0.1)
+        finally:
+            scheduler.shutdown(wait=True)
+            self._scheduler = None
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+
+
+def _now_dt(delay: float = 0.0) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(seconds=delay)
