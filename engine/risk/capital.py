@@ -14,6 +14,7 @@ from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
 from engine.risk.context import (
     RiskContext,
+    exceeds,
     fmt_money,
     fmt_pct,
     fmt_qty,
@@ -37,7 +38,7 @@ def buying_power_check(intent: Intent, ctx: RiskContext, settings: RiskSettings)
     name = "buying_power"
     need = abs(order_notional(intent, ctx))
     available = buying_power(ctx, settings)
-    if need > available:
+    if exceeds(need, available):
         return Verdict.deny(
             name,
             f"order needs {fmt_money(need)} but buying power is {fmt_money(max(available, 0.0))}",
@@ -49,7 +50,7 @@ def buying_power_check(intent: Intent, ctx: RiskContext, settings: RiskSettings)
             for o in ctx.pending_entries()
             if o.side.sign > 0
         )
-        if need > cash_left:
+        if exceeds(need, cash_left):
             return Verdict.deny(
                 name, f"order needs {fmt_money(need)} but cash is {fmt_money(max(cash_left, 0.0))}"
             )
@@ -64,7 +65,7 @@ def _resulting_qty(intent: Intent, ctx: RiskContext) -> float:
 def position_qty(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "position_qty"
     after = abs(_resulting_qty(intent, ctx))
-    if after > settings.max_position_qty:
+    if exceeds(after, settings.max_position_qty):
         return Verdict.deny(
             name,
             f"position in {intent.symbol} would be {fmt_qty(after)}, above the limit"
@@ -78,7 +79,7 @@ def position_notional(intent: Intent, ctx: RiskContext, settings: RiskSettings) 
     p = intent_price(intent, ctx) or 0.0
     after = abs(_resulting_qty(intent, ctx)) * p
     limit = settings.max_position_notional * ctx.equity
-    if after > limit:
+    if exceeds(after, limit):
         return Verdict.deny(
             name,
             f"position in {intent.symbol} would be {fmt_money(after)}"
@@ -106,7 +107,7 @@ def gross_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> 
     current = ctx.exposure(intent.symbol) + ctx.pending_exposure(intent.symbol)
     after = ctx.gross_exposure() - abs(current) + abs(current + order_notional(intent, ctx))
     limit = settings.max_gross_exposure * ctx.equity
-    if after > limit:
+    if exceeds(after, limit):
         return Verdict.deny(
             name,
             f"gross exposure would be {fmt_money(after)} = {_multiple(after, ctx.equity)} equity,"
@@ -120,7 +121,7 @@ def net_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ve
     before = ctx.net_exposure()
     after = before + order_notional(intent, ctx)
     limit = settings.max_net_exposure * ctx.equity
-    if abs(after) > limit and abs(after) > abs(before):
+    if exceeds(abs(after), limit) and abs(after) > abs(before):
         return Verdict.deny(
             name,
             f"net exposure would be {fmt_money(after)}"
@@ -175,7 +176,7 @@ def correlated_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings
     before = sum(sign * (ctx.exposure(s) + ctx.pending_exposure(s)) for s, sign in group.items())
     after = before + order_notional(intent, ctx)
     limit = settings.max_correlated_exposure * ctx.equity
-    if abs(after) > limit and abs(after) > abs(before):
+    if exceeds(abs(after), limit) and abs(after) > abs(before):
         members = ", ".join(sorted(group))
         return Verdict.deny(
             name,

@@ -159,6 +159,18 @@ def reduces_exposure(intent: Intent, ctx: RiskContext) -> bool:
     return qty != 0 and (qty > 0) == (intent.side is Side.SELL)
 
 
+# Figures within this relative distance of a limit are at the limit: float noise
+# (0.1 * 110 / 100) must not deny an order sized exactly to it.
+_TOLERANCE = 1e-9
+
+
+def exceeds(value: float, limit: float) -> bool:
+    """value > limit, ignoring float noise; NaN exceeds everything."""
+    if math.isnan(value):
+        return True
+    return value > limit + _TOLERANCE * max(abs(limit), 1.0)
+
+
 def fmt_money(x: float) -> str:
     return f"{x:,.2f}"
 

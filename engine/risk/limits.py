@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
-from engine.risk.context import RiskContext, fmt_money, fmt_pct
+from engine.risk.context import RiskContext, exceeds, fmt_money, fmt_pct
 from engine.risk.trade import order_risk
 
 MINUTE_MS = 60_000
@@ -31,7 +31,7 @@ def daily_loss(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verd
     lost = loss_today(ctx)
     risk = order_risk(intent, ctx) or 0.0
     limit = settings.daily_loss * base
-    if base <= 0 or lost + risk > limit:
+    if base <= 0 or exceeds(lost + risk, limit):
         share = (lost + risk) / base if base > 0 else 1.0
         return Verdict.deny(
             name,
@@ -46,7 +46,7 @@ def max_drawdown(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ve
     peak = ctx.peak
     risk = order_risk(intent, ctx) or 0.0
     below = max(0.0, peak - ctx.equity)
-    if peak <= 0 or below + risk > settings.max_drawdown * peak:
+    if peak <= 0 or exceeds(below + risk, settings.max_drawdown * peak):
         share = (below + risk) / peak if peak > 0 else 1.0
         return Verdict.deny(
             name,

@@ -12,6 +12,7 @@ from engine.config import RiskSettings
 from engine.domain import Intent, OrderType, Side, Verdict
 from engine.risk.context import (
     RiskContext,
+    exceeds,
     fmt_money,
     fmt_pct,
     fmt_qty,
@@ -37,7 +38,7 @@ def quantity(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdic
     qty = intent.qty
     if not math.isfinite(qty) or qty <= 0:
         return Verdict.deny(name, f"quantity {qty!r} is not a positive number")
-    if qty > settings.max_position_qty:
+    if exceeds(qty, settings.max_position_qty):
         return Verdict.deny(
             name,
             f"quantity {fmt_qty(qty)} exceeds the order limit {fmt_qty(settings.max_position_qty)}",
@@ -67,7 +68,7 @@ def price(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
         if not math.isfinite(value) or value <= 0:
             return Verdict.deny(name, f"{label} price {value!r} is not a positive number")
         distance = abs(value / last - 1)
-        if distance > settings.price_band:
+        if exceeds(abs(value - last), settings.price_band * last):
             return Verdict.deny(
                 name,
                 f"{label} price {fmt_money(value)} is {fmt_pct(distance)} from the last"
@@ -96,7 +97,7 @@ def exit_size(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdi
         and o.side is intent.side
     )
     room = abs(held) - working
-    if intent.qty > room * (1 + _LOT_TOLERANCE):
+    if exceeds(intent.qty, room):
         return Verdict.deny(
             name,
             f"exit of {fmt_qty(intent.qty)} would go beyond flat: position {fmt_qty(held)},"
@@ -148,7 +149,7 @@ def risk_per_trade(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> 
     if risk is None:
         return Verdict.deny(name, "the risk of an entry without a valid stop-loss is unbounded")
     limit = settings.risk_per_trade * ctx.equity
-    if ctx.equity <= 0 or risk > limit:
+    if ctx.equity <= 0 or exceeds(risk, limit):
         share = risk / ctx.equity if ctx.equity > 0 else math.inf
         return Verdict.deny(
             name,
@@ -176,7 +177,7 @@ def reward_risk(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ver
     if risk <= 0:
         return Verdict.deny(name, "the stop-loss is on the wrong side of the entry")
     ratio = reward / risk
-    if ratio < settings.min_reward_risk:
+    if exceeds(settings.min_reward_risk, ratio):
         return Verdict.deny(
             name,
             f"reward/risk {ratio:.2f} (reward {fmt_money(reward)}, risk {fmt_money(risk)} per unit)"
