@@ -154,6 +154,16 @@ class MlSettings(_Section):
     retrain_cron: str = "0 3 * * *"
     auto_promote: bool = False
     bootstrap: bool = True
+    # Added by the ML layer (issue 5); every key has a default.
+    artifacts_dir: Path | None = Field(None, description="model files; None = var/models")
+    bootstrap_bars: int = Field(5_000, ge=500, le=1_000_000, description="per simulated symbol")
+    psi_warning: float = Field(0.10, gt=0, le=10, description="PSI that raises a warning")
+    psi_alert: float = Field(0.25, gt=0, le=10, description="PSI that raises a HIGH alert")
+    drift_window: int = Field(1_000, ge=100, le=1_000_000, description="live rows compared")
+    accuracy_decay: float = Field(
+        0.10, gt=0, le=1, description="live accuracy this far below training raises an alert"
+    )
+    min_scored: int = Field(200, ge=20, description="scored predictions before judging")
 
 
 class IbSettings(_Section):
