@@ -9,6 +9,7 @@ so HALTED survives restarts.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 
@@ -21,12 +22,12 @@ class LeaseHeld(RuntimeError):
 
 @dataclass(frozen=True)
 class Lease:
-    owner: str
+    owner: str  # host/token: the token tells two engines of one process apart
     pid: int
 
 
-def this_owner() -> str:
-    return socket.gethostname()
+def new_owner() -> str:
+    return f"{socket.gethostname()}/{secrets.token_hex(4)}"
 
 
 def _alive(pid: int) -> bool:
@@ -40,7 +41,8 @@ def _alive(pid: int) -> bool:
 
 
 def acquire(db: Database, now: int, stale_ms: int, mode: str, broker: str) -> Lease:
-    owner, pid = this_owner(), os.getpid()
+    owner, pid = new_owner(), os.getpid()
+    host = owner.split("/", 1)[0]
     conn = db.conn
     conn.commit()
     conn.execute("BEGIN IMMEDIATE")
@@ -48,10 +50,10 @@ def acquire(db: Database, now: int, stale_ms: int, mode: str, broker: str) -> Le
         row = conn.execute(
             "SELECT owner, pid, heartbeat_at FROM engine WHERE id = 1 AND stopped_at IS NULL"
         ).fetchone()
-        if row and row[1] and row[1] != pid:
+        if row and row[0] and row[1]:
             held_by, held_pid, beat = row
             age = now - (beat or 0)
-            gone = held_by == owner and not _alive(int(held_pid))
+            gone = str(held_by).split("/", 1)[0] == host and not _alive(int(held_pid))
             if age < stale_ms and not gone:
                 raise LeaseHeld(
                     f"another engine (pid {held_pid} on {held_by}) holds this database;"
@@ -74,12 +76,14 @@ def acquire(db: Database, now: int, stale_ms: int, mode: str, broker: str) -> Le
 
 
 def heartbeat(db: Database, lease: Lease, now: int) -> None:
-    db.conn.execute("UPDATE engine SET heartbeat_at = ? WHERE id = 1 AND pid = ?", (now, lease.pid))
+    db.conn.execute(
+        "UPDATE engine SET heartbeat_at = ? WHERE id = 1 AND owner = ?", (now, lease.owner)
+    )
 
 
 def release(db: Database, lease: Lease, now: int) -> None:
     db.conn.execute(
-        "UPDATE engine SET stopped_at = ?, heartbeat_at = ? WHERE id = 1 AND pid = ?",
-        (now, now, lease.pid),
+        "UPDATE engine SET stopped_at = ?, heartbeat_at = ? WHERE id = 1 AND owner = ?",
+        (now, now, lease.owner),
     )
     db.conn.commit()

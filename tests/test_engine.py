@@ -1,0 +1,286 @@
+"""The engine end to end on the embedded default: paper broker, simulated market."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.domain import Bar, TradingState
+from engine.feeds import SimulatedFeed
+from engine.lease import LeaseHeld
+from engine.runner import Engine
+from state.commands import CommandStatus, enqueue_command, get_command
+from tests.conftest import FakeClock, engine_settings
+
+
+def start(db_file: Path, clock: FakeClock, opened: list[Any], **engine: Any) -> Engine:
+    eng = Engine(engine_settings(**engine), db_file, clock=clock)
+    eng.open()
+    opened.append(eng)
+    return eng
+
+
+def run(eng: Engine, clock: FakeClock, cycles: int) -> None:
+    for _ in range(cycles):
+        clock.advance(1000)
+        eng.step()
+
+
+def query(db_file: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db_file)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def until_position(eng: Engine, clock: FakeClock, limit: int = 600) -> None:
+    assert eng.trader is not None
+    for _ in range(limit):
+        run(eng, clock, 1)
+        if eng.trader.portfolio.positions:
+            return
+    pytest.fail(f"no position opened in {limit} cycles")
+
+
+def test_hundreds_of_cycles_trade_and_keep_the_books_consistent(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    run(eng, clock, 400)
+
+    assert query(db_file, "SELECT count(*) FROM cycles WHERE error IS NOT NULL") == [(0,)]
+    (round_trips,) = query(db_file, "SELECT count(*) FROM trades")[0]
+    assert round_trips >= 3, "the default strategy should trade regularly on the simulator"
+    signed: dict[str, float] = defaultdict(float)
+    for symbol, side, qty in query(db_file, "SELECT symbol, side, qty FROM fills"):
+        signed[symbol] += qty if side == "BUY" else -qty
+    held = dict(query(db_file, "SELECT symbol, qty FROM positions"))
+    for symbol, qty in signed.items():
+        assert math.isclose(held.get(symbol, 0.0), qty, abs_tol=1e-9), symbol
+    cash, equity = query(db_file, "SELECT cash, equity FROM equity ORDER BY ts DESC LIMIT 1")[0]
+    marked = query(db_file, "SELECT coalesce(sum(qty * last_price), 0) FROM positions")[0][0]
+    assert math.isclose(equity, cash + marked, rel_tol=1e-12)
+
+
+def test_every_order_starts_new_and_every_fill_belongs_to_an_order(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    run(eng, clock, 300)
+
+    first_events = query(
+        db_file,
+        "SELECT e.status FROM order_events e WHERE e.id IN"
+        " (SELECT min(id) FROM order_events GROUP BY client_order_id)",
+    )
+    assert first_events and {s for (s,) in first_events} == {"NEW"}
+    orphans = query(
+        db_file,
+        "SELECT count(*) FROM fills f LEFT JOIN orders o USING (client_order_id)"
+        " WHERE o.id IS NULL",
+    )
+    assert orphans == [(0,)]
+
+
+def test_a_restart_continues_without_duplicate_orders_or_bar_jumps(db_file, clock, open_engines):
+    first = start(db_file, clock, open_engines)
+    run(first, clock, 200)
+    orders_before = query(db_file, "SELECT client_order_id FROM orders")
+    first.close()
+    open_engines.remove(first)
+
+    second = start(db_file, clock, open_engines)
+    run(second, clock, 200)
+
+    rejected = query(db_file, "SELECT count(*) FROM alerts WHERE source = 'feed'")
+    assert rejected == [(0,)], "the resumed simulator continues from the stored closes"
+    orders_after = {c for (c,) in query(db_file, "SELECT client_order_id FROM orders")}
+    assert {c for (c,) in orders_before} <= orders_after
+    per_signal = query(
+        db_file,
+        "SELECT count(*) FROM signals WHERE client_order_id IS NOT NULL"
+        " GROUP BY client_order_id HAVING count(*) > 1",
+    )
+    assert per_signal == []
+    duplicates = query(
+        db_file, "SELECT symbol, ts, count(*) FROM bars GROUP BY symbol, ts HAVING count(*) > 1"
+    )
+    assert duplicates == []
+
+
+def test_emergency_stop_flattens_and_halted_survives_a_restart(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    until_position(eng, clock)
+
+    enqueue_command("emergency_stop", {"reason": "test"}, "tester", db=db_file)
+    run(eng, clock, 1)
+
+    assert eng.trader is not None and eng.trader.is_flat()
+    assert query(db_file, "SELECT count(*) FROM positions") == [(0,)]
+    assert query(db_file, "SELECT trading_state FROM engine") == [("HALTED",)]
+    assert query(db_file, "SELECT count(*) FROM alerts WHERE severity = 'CRITICAL'")[0][0] >= 1
+    halted_at = query(db_file, "SELECT state_changed_at FROM engine")[0][0]
+    eng.close()
+    open_engines.remove(eng)
+
+    again = start(db_file, clock, open_engines)
+    run(again, clock, 100)
+    assert query(db_file, "SELECT trading_state FROM engine") == [("HALTED",)]
+    entries = query(
+        db_file, "SELECT count(*) FROM orders WHERE purpose = 'ENTRY' AND created_at > ?", halted_at
+    )
+    assert entries == [(0,)]
+
+
+def test_resume_from_halted_needs_confirmation_and_a_reason(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    enqueue_command("emergency_stop", {}, "tester", db=db_file)
+    run(eng, clock, 1)
+
+    refused = enqueue_command("resume", {}, "tester", db=db_file)
+    run(eng, clock, 1)
+    accepted = enqueue_command("resume", {"confirm": True, "reason": "checked"}, "t", db=db_file)
+    run(eng, clock, 1)
+
+    assert get_command(refused, db=db_file).status is CommandStatus.FAILED
+    assert get_command(accepted, db=db_file).status is CommandStatus.DONE
+    assert query(db_file, "SELECT trading_state, state_reason FROM engine") == [
+        ("ACTIVE", "checked")
+    ]
+    actions = [a for (a,) in query(db_file, "SELECT action FROM audit ORDER BY id")]
+    assert actions.count("state_change") == 2
+
+
+def test_flatten_closes_positions_and_leaves_the_engine_paused(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    until_position(eng, clock)
+
+    enqueue_command("flatten", {}, "tester", db=db_file)
+    run(eng, clock, 1)
+
+    assert eng.trader is not None and eng.trader.is_flat()
+    assert eng.trader.state is TradingState.PAUSED
+    run(eng, clock, 50)
+    assert not eng.trader.portfolio.positions, "PAUSED opens nothing new"
+
+
+class _Sabotaged:
+    """The simulator, with one symbol's bars broken on chosen cycles."""
+
+    def __init__(self, inner: SimulatedFeed, breakages: dict[int, str]) -> None:
+        self.inner, self.breakages, self.calls = inner, breakages, 0
+        self.symbols = inner.symbols
+        self.last_good: Bar | None = None
+
+    def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
+        return self.inner.warmup(n, end_ts, interval_ms)
+
+    def next_bars(self, now_ms: int) -> list[Bar]:
+        self.calls += 1
+        bars = self.inner.next_bars(now_ms)
+        kind = self.breakages.get(self.calls)
+        out = []
+        for bar in bars:
+            if bar.symbol == self.symbols[0] and kind:
+                bar = _broken(bar, kind, self.last_good)
+            elif bar.symbol == self.symbols[0]:
+                self.last_good = bar
+            out.append(bar)
+        return out
+
+
+def _broken(bar: Bar, kind: str, last: Bar | None) -> Bar:
+    from dataclasses import replace
+
+    if kind == "nan":
+        return replace(bar, close=float("nan"))
+    if kind == "negative":
+        return replace(bar, low=-1.0)
+    if kind == "duplicate" and last is not None:
+        return replace(bar, ts=last.ts)
+    return replace(bar, close=bar.close * 5, high=bar.close * 5)  # absurd jump
+
+
+def test_bad_bars_are_rejected_with_an_alert_and_never_traded(db_file, clock, open_engines):
+    settings = engine_settings()
+    symbols = ("BAD", "GOOD-A", "GOOD-B")
+    inner = SimulatedFeed(symbols, seed=3)
+    history = inner.warmup(120, clock() - 1000, 1000)
+    feed = _Sabotaged(inner, {5: "nan", 6: "negative", 7: "duplicate", 8: "jump"})
+    eng = Engine(settings, db_file, clock=clock, feed=feed, history=history)
+    eng.open()
+    open_engines.append(eng)
+    run(eng, clock, 10)
+
+    messages = [m for (m,) in query(db_file, "SELECT message FROM alerts WHERE source = 'feed'")]
+    assert len(messages) == 1, "one deduplicated alert for the symbol"
+    (count,) = query(db_file, "SELECT count FROM alerts WHERE source = 'feed'")[0]
+    assert count == 4
+    assert "BAD" in messages[0] and "jump" in messages[0]
+    stored = query(
+        db_file, "SELECT count(*) FROM bars WHERE symbol = 'BAD' AND ts > ?", clock() - 10_000
+    )
+    assert stored == [(6,)], "ten cycles minus four rejected bars"
+    for symbol in symbols[1:]:
+        good = query(
+            db_file,
+            "SELECT count(*) FROM bars WHERE symbol = ? AND ts > ?",
+            symbol,
+            clock() - 10_000,
+        )
+        assert good == [(10,)]
+    bad_bar_orders = query(
+        db_file,
+        "SELECT count(*) FROM signals WHERE symbol = 'BAD' AND ts BETWEEN ? AND ?",
+        clock() - 6_000,
+        clock() - 2_000,
+    )
+    assert bad_bar_orders == [(0,)]
+
+
+def test_a_second_engine_on_the_same_database_is_refused(db_file, clock, open_engines):
+    start(db_file, clock, open_engines)
+    with pytest.raises(LeaseHeld, match="another engine"):
+        Engine(engine_settings(), db_file, clock=clock).open()
+
+
+def test_failing_cycles_are_recorded_and_pause_trading_past_the_limit(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines, failure_pause_after=3)
+    assert eng.trader is not None
+
+    def broken(now_ms: int) -> list[Bar]:
+        raise RuntimeError("feed exploded")
+
+    eng.trader.feed.next_bars = broken  # type: ignore[method-assign]
+    run(eng, clock, 3)
+
+    errors = query(db_file, "SELECT error FROM cycles WHERE error IS NOT NULL")
+    assert len(errors) == 3 and "feed exploded" in errors[0][0]
+    assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
+    severities = {s for (s,) in query(db_file, "SELECT severity FROM alerts WHERE source='cycle'")}
+    assert "CRITICAL" in severities
+
+
+def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
+    settings = engine_settings(cycle_seconds=0.05, warmup_bars=60)
+    eng = Engine(settings, db_file)
+    eng.open()
+    runner = threading.Thread(target=eng.run, kwargs={"for_seconds": 3, "install_signals": False})
+    runner.start()
+    time.sleep(0.5)
+    command_id = enqueue_command("pause", {}, "tester", db=db_file)
+    deadline = time.monotonic() + 2
+    while get_command(command_id, db=db_file).status is CommandStatus.PENDING:
+        assert time.monotonic() < deadline, "the command job answers within 250 ms"
+        time.sleep(0.02)
+    eng.request_stop()
+    runner.join(timeout=10)
+
+    assert not runner.is_alive()
+    assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
+    assert query(db_file, "SELECT count(*) FROM cycles")[0][0] >= 8
+    assert query(db_file, "SELECT stopped_at IS NOT NULL FROM engine") == [(1,)]
