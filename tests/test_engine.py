@@ -186,8 +186,9 @@ class _Sabotaged:
         out = []
         for bar in bars:
             if bar.symbol == self.symbols[0] and kind:
-                bar = _broken(bar, kind, self.last_good)
-            elif bar.symbol == self.symbols[0]:
+                out.append(_broken(bar, kind, self.last_good))
+                continue
+            if bar.symbol == self.symbols[0]:
                 self.last_good = bar
             out.append(bar)
         return out
