@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 NEVER_REACHED_BROKER = "never reached the broker before the restart"
 _FILL_TOLERANCE = 1e-9
+_CLOSED_KEPT = 256
 
 _FORWARD = {
     OrderStatus.NEW: 0,
@@ -178,6 +179,11 @@ class Oms:
         self._sequence = itertools.count(1)
         self._expiring: set[str] = set()
         self._open = self._load_open()
+        # Recently finished orders, so a late report or `get` needs no SELECT.
+        self._closed: dict[str, _Working] = {}
+        # Writes of the current transaction, flushed once before it commits.
+        self._events: list[tuple[str, int, str, str]] = []
+        self._dirty: dict[str, tuple[Order, int]] = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -188,7 +194,7 @@ class Oms:
         )
 
     def get(self, client_order_id: str) -> Order | None:
-        working = self._open.get(client_order_id) or self._load(client_order_id)
+        working = self._find(client_order_id)
         return working.order if working else None
 
     # -- submitting ------------------------------------------------------------
@@ -226,7 +232,7 @@ class Oms:
             expires_at=expires_at,
             reason=intent.reason,
         )
-        with self._db.atomic():
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO orders (client_order_id, symbol, side, qty, type, purpose, status,"
                 " limit_price, stop_price, stop_loss, take_profit, filled_qty, ref_price, sizing,"
@@ -266,7 +272,7 @@ class Oms:
             reports = self._broker.submit(order, now)
         except BrokerUnavailable as exc:
             log.warning("order %s not sent, broker unavailable: %s", coid, exc)
-            with self._db.atomic():
+            with self._transaction():
                 self._event(coid, now, OrderStatus.NEW, f"not sent, broker unavailable: {exc}")
             return order
         self._apply_batch(reports)
@@ -328,8 +334,12 @@ class Oms:
         try:
             with self._db.atomic():
                 yield
+                self._flush()
         except Exception:
             log.exception("an OMS write failed and was rolled back; reloading from the database")
+            self._events.clear()
+            self._dirty.clear()
+            self._closed.clear()
             self._open = self._load_open()
             self._portfolio.rebuild(self._db)
             raise
@@ -337,7 +347,7 @@ class Oms:
     def _apply_one(self, report: ExecutionReport) -> bool:
         """Apply one report inside the caller's transaction; True when it wrote an event."""
         coid = report.client_order_id
-        working = self._open.get(coid) or self._load(coid)
+        working = self._find(coid)
         if working is None:
             log.error("report for unknown order %s ignored: %s", coid, report)
             return False
@@ -376,7 +386,7 @@ class Oms:
             self._event(coid, report.ts, status, detail)
             evented = True
         if changed:
-            self._save_order(order, report.ts)
+            self._dirty[coid] = (order, report.ts)
             self._remember(working, order)
         return evented
 
@@ -463,6 +473,7 @@ class Oms:
         """
         now = self._clock()
         self._open = self._load_open()
+        self._closed.clear()
         coids = [o.client_order_id for o in self.open_orders()]
         for coid in coids:
             order = self._open[coid].order
@@ -535,19 +546,48 @@ class Oms:
 
     # -- storage -------------------------------------------------------------------
 
+    def _find(self, coid: str) -> _Working | None:
+        return self._open.get(coid) or self._closed.get(coid) or self._load(coid)
+
     def _remember(self, working: _Working, order: Order) -> None:
         coid = order.client_order_id
         if order.status.is_open:
             self._open[coid] = replace(working, order=order)
-        else:
-            self._open.pop(coid, None)
-            self._expiring.discard(coid)
+            return
+        self._open.pop(coid, None)
+        self._expiring.discard(coid)
+        self._closed[coid] = replace(working, order=order)
+        if len(self._closed) > _CLOSED_KEPT:
+            del self._closed[next(iter(self._closed))]
 
     def _event(self, coid: str, ts: int, status: OrderStatus, detail: str) -> None:
-        self._db.execute(
-            "INSERT INTO order_events (client_order_id, ts, status, detail) VALUES (?, ?, ?, ?)",
-            (coid, ts, status.value, detail),
-        )
+        self._events.append((coid, ts, status.value, detail))
+
+    def _flush(self) -> None:
+        if self._events:
+            self._db.conn.executemany(
+                "INSERT INTO order_events (client_order_id, ts, status, detail)"
+                " VALUES (?, ?, ?, ?)",
+                self._events,
+            )
+            self._events.clear()
+        if self._dirty:
+            self._db.conn.executemany(
+                "UPDATE orders SET status = ?, filled_qty = ?, avg_price = ?,"
+                " broker_order_id = ?, updated_at = ? WHERE client_order_id = ?",
+                [
+                    (
+                        o.status.value,
+                        o.filled_qty,
+                        o.avg_price,
+                        o.broker_order_id,
+                        now,
+                        o.client_order_id,
+                    )
+                    for o, now in self._dirty.values()
+                ],
+            )
+            self._dirty.clear()
 
     def _insert_fill(self, fill: Fill) -> bool:
         cursor = self._db.execute(
@@ -566,20 +606,6 @@ class Oms:
             ),
         )
         return cursor.rowcount == 1
-
-    def _save_order(self, order: Order, now: int) -> None:
-        self._db.execute(
-            "UPDATE orders SET status = ?, filled_qty = ?, avg_price = ?, broker_order_id = ?,"
-            " updated_at = ? WHERE client_order_id = ?",
-            (
-                order.status.value,
-                order.filled_qty,
-                order.avg_price,
-                order.broker_order_id,
-                now,
-                order.client_order_id,
-            ),
-        )
 
     def _load(self, coid: str) -> _Working | None:
         row = self._db.execute(

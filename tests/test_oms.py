@@ -335,6 +335,21 @@ def test_an_illegal_transition_is_refused_logged_and_not_recorded(db, clock, cap
     assert "refused FILLED -> CANCELED" in caplog.text
 
 
+def test_a_stale_report_later_in_the_same_batch_does_not_undo_the_fill(db, clock):
+    def out_of_order(order: Order, now: int) -> list[ExecutionReport]:
+        return [*fills_at_once(order, now), ExecutionReport(order.client_order_id, S.ACCEPTED, now)]
+
+    order = make_oms(db, FunctionBroker(out_of_order), clock).submit(buy(), 100.0)
+    assert order.status is S.FILLED
+    assert order_row(db, order.client_order_id)["status"] == "FILLED"
+
+
+def test_a_finished_order_is_read_back_after_a_restart(db, clock):
+    order = make_oms(db, FunctionBroker(fills_at_once), clock).submit(buy(), 100.0)
+    again = make_oms(db, FunctionBroker(fills_at_once), clock).get(order.client_order_id)
+    assert again == order
+
+
 def test_a_late_fill_on_a_canceled_order_still_moves_the_position(db, clock):
     oms = make_oms(db, FunctionBroker(rests), clock)
     order = oms.submit(limit_buy(), 100.0)
