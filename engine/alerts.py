@@ -14,6 +14,7 @@ from collections.abc import Callable
 from sqlite_utils import Database
 
 from engine.domain import Severity
+from engine.notify import AlertMessage
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class Alerts:
         self,
         db: Database,
         clock: Callable[[], int],
-        deliver: Callable[[int, int, Severity, str, str, str, int], None] | None = None,
+        deliver: Callable[[AlertMessage], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -56,7 +57,9 @@ class Alerts:
                     (now, message, worst.value, alert_id),
                 )
                 if worst.rank > Severity(old).rank and self._deliver:
-                    self._deliver(alert_id, now, worst, source, title, message, count + 1)
+                    self._deliver(
+                        AlertMessage(alert_id, now, worst, source, title, message, count + 1)
+                    )
                 return int(alert_id)
         cur = conn.execute(
             "INSERT INTO alerts (ts, last_ts, severity, source, title, message, dedupe_key, count)"
@@ -65,5 +68,5 @@ class Alerts:
         )
         alert_id = int(cur.lastrowid or 0)
         if self._deliver:
-            self._deliver(alert_id, now, severity, source, title, message, 1)
+            self._deliver(AlertMessage(alert_id, now, severity, source, title, message, 1))
         return alert_id

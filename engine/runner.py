@@ -40,6 +40,7 @@ from engine.config import Settings
 from engine.cycle import CycleResult, Trader
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
+from engine.notify import Notifier
 from state.db import db_path, now_ms, open_writer
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class Engine:
         self.trader: Trader | None = None
         self.lease: lease_mod.Lease | None = None
         self.extra_handlers: dict[str, ExtraHandler] = {}
+        self.notifier: Notifier | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
@@ -200,7 +202,8 @@ class Engine:
             else:
                 feed, history = build_feed(self.settings, db, now)
             broker = self._broker or build_broker(self.settings, db)
-            alerts = Alerts(db, self.clock)
+            self.notifier = Notifier.from_settings(self.settings.alerts)
+            alerts = Alerts(db, self.clock, deliver=self.notifier.submit)
             self.trader = Trader(self.settings, db, feed, broker, self.clock, alerts=alerts)
             self.trader.start(history)
             alerts.raise_(
@@ -220,6 +223,9 @@ class Engine:
         return self.trader
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close(timeout=5.0)
+            self.notifier = None
         if self.db is None:
             return
         trader = self.trader
@@ -363,7 +369,7 @@ class Engine:
         previous: dict[int, Any] = {}
         if install_signals and threading.current_thread() is threading.main_thread():
 
-            def _handle(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+            def _handle(signum: int, frame: FrameType | None) -> None:
                 log.info("signal %d: stopping", signum)
                 self._stop.set()
 
@@ -381,8 +387,8 @@ class Engine:
         finally:
             scheduler.shutdown(wait=True)
             self._scheduler = None
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.close()
 
 
