@@ -19,17 +19,17 @@ import csv
 import io
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from state.db import PROJECT_ROOT
-
-if TYPE_CHECKING:
-    import exchange_calendars
 
 logger = logging.getLogger(__name__)
 
@@ -139,23 +139,60 @@ def _blackout(row: Mapping[str, str]) -> Blackout:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Schedule:
+    """One exchange's sessions as epoch-ms arrays, for lookups without pandas."""
+
+    name: str
+    opens: npt.NDArray[np.int64]
+    closes: npt.NDArray[np.int64]
+    break_starts: npt.NDArray[np.int64]  # -1 where the session has no break
+    break_ends: npt.NDArray[np.int64]
+
+    def index(self, now: int) -> int:
+        """The session that opened last at or before `now` (-1 before the first)."""
+        return int(np.searchsorted(self.opens, now, side="right")) - 1
+
+    def is_open(self, now: int) -> bool:
+        i = self.index(now)
+        if i < 0 or now >= self.closes[i]:
+            return False
+        return not (self.break_starts[i] >= 0 and self.break_starts[i] <= now < self.break_ends[i])
+
+    def covers(self, now: int) -> bool:
+        return bool(self.opens[0] - _DAY_MS <= now <= self.closes[-1])
+
+    def has_session_on(self, day_start: int) -> bool:
+        """A session whose open falls on the UTC day starting at `day_start`."""
+        i = int(np.searchsorted(self.opens, day_start, side="left"))
+        return i < len(self.opens) and self.opens[i] < day_start + _DAY_MS
+
+
+def _to_ms(series: object) -> npt.NDArray[np.int64]:
+    import pandas as pd
+
+    values = pd.Series(series).dt.tz_convert(None)
+    out: npt.NDArray[np.int64] = values.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    out[values.isna().to_numpy()] = -1
+    return out
+
+
 @cache
-def _exchange(name: str) -> exchange_calendars.ExchangeCalendar:
+def _schedule(name: str) -> _Schedule:
     import exchange_calendars
 
-    return exchange_calendars.get_calendar(name)
-
-
-def _ts(ms: int) -> object:
-    import pandas as pd
-
-    return pd.Timestamp(ms, unit="ms", tz="UTC")
-
-
-def _ms(ts: object) -> int:
-    import pandas as pd
-
-    return int(pd.Timestamp(ts).value // 1_000_000)  # type: ignore[arg-type]
+    # exchange_calendars uses pandas APIs that pandas 3.1 deprecates; the values
+    # are right, and we read them once into plain arrays.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = exchange_calendars.get_calendar(name)
+        return _Schedule(
+            name,
+            _to_ms(cal.opens),
+            _to_ms(cal.closes),
+            _to_ms(cal.break_starts),
+            _to_ms(cal.break_ends),
+        )
 
 
 def _hhmm(ms: int) -> str:
@@ -190,18 +227,18 @@ class MarketCalendar:
         name = self.exchange_of(symbol)
         if name is None:
             return None
-        cal = _exchange(name)
-        ts = _ts(now - now % _MINUTE_MS)
-        try:
-            if cal.is_open_on_minute(ts):
-                return None
-            day = datetime.fromtimestamp(now / 1000, UTC).date().isoformat()
-            if not cal.is_session(day):
-                return f"{name} has no session on {day} (holiday or weekend)"
-            nxt = _ms(cal.next_open(ts))
-        except (ValueError, KeyError, IndexError) as exc:  # outside the calendar's range
-            return f"{name} calendar does not cover {_hhmm(now)}: {exc}"
-        return f"{name} is closed at {_hhmm(now)}; next open {_hhmm(nxt)}"
+        cal = _schedule(name)
+        if not cal.covers(now):
+            return f"the {name} calendar does not cover {_hhmm(now)}"
+        if cal.is_open(now):
+            return None
+        day = now - now % _DAY_MS
+        if not cal.has_session_on(day):
+            date = datetime.fromtimestamp(day / 1000, UTC).date().isoformat()
+            return f"{name} has no session on {date} (holiday or weekend)"
+        nxt = cal.index(now) + 1
+        after = f"; next open {_hhmm(int(cal.opens[nxt]))}" if nxt < len(cal.opens) else ""
+        return f"{name} is closed at {_hhmm(now)}{after}"
 
     def is_open(self, symbol: str, now: int) -> bool:
         return self.closed_reason(symbol, now) is None
@@ -225,19 +262,11 @@ class MarketCalendar:
             if symbols is None or symbol in symbols:
                 by_exchange.setdefault(name, []).append(symbol)
         out: list[Session] = []
-        ts = _ts(now)
         for name, members in by_exchange.items():
-            cal = _exchange(name)
-            try:
-                first = cal.date_to_session(ts.date(), direction="next")  # type: ignore[attr-defined]
-                sessions = cal.sessions_window(first, per_exchange + 1)
-            except (ValueError, KeyError, IndexError) as exc:
-                logger.warning("calendar %s cannot list sessions after %s: %s", name, now, exc)
-                continue
-            for session in sessions:
-                close = _ms(cal.session_close(session))
-                if close > now and len([s for s in out if s.exchange == name]) < per_exchange:
-                    out.append(Session(name, tuple(members), _ms(cal.session_open(session)), close))
+            cal = _schedule(name)
+            first = int(np.searchsorted(cal.closes, now, side="right"))
+            for i in range(first, min(first + per_exchange, len(cal.opens))):
+                out.append(Session(name, tuple(members), int(cal.opens[i]), int(cal.closes[i])))
         return sorted(out, key=lambda s: (s.open, s.exchange))
 
     def _from_file(self) -> tuple[Blackout, ...]:
