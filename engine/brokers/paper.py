@@ -171,8 +171,9 @@ def estimated_price(order: Order, bar: Bar, settings: PaperSettings) -> float:
     return max(bar.close, order.limit_price or bar.close)  # short notional at its largest
 
 
-def order_problem(order: Order, last_bar: Bar | None) -> str | None:
-    """Why an order cannot be accepted, apart from buying power; None when it can."""
+def order_problem(order: Order) -> str | None:
+    """Why an order is malformed (qty, side, type, prices); None when it is well formed.
+    Fractional shares are not supported: a qty must be a whole number."""
     if not _is_whole_positive(order.qty):
         return f"qty must be a positive whole number of shares, got {order.qty!r}"
     try:
@@ -188,8 +189,6 @@ def order_problem(order: Order, last_bar: Bar | None) -> str | None:
         return f"a {kind.value} order needs a positive limit price, got {order.limit_price!r}"
     if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not _valid_price(order.stop_price):
         return f"a {kind.value} order needs a positive stop price, got {order.stop_price!r}"
-    if last_bar is None:
-        return f"no market data for {order.symbol}"
     return None
 
 
@@ -327,7 +326,9 @@ class PaperBroker:
         self._order_seq += 1
         broker_id = f"paper-{self._order_seq}"
         last_bar = self._bars.get(order.symbol)
-        problem = order_problem(order, last_bar)
+        problem = order_problem(order)
+        if problem is None and last_bar is None:
+            problem = f"no market data for {order.symbol}"
         if problem is None and last_bar is not None:
             order = replace(order, side=Side(order.side), order_type=OrderType(order.order_type))
             marks = {s: b.close for s, b in self._bars.items()}
@@ -348,7 +349,7 @@ class PaperBroker:
             self._save_account(now)
             return [ExecutionReport(coid, OrderStatus.REJECTED, now, None, broker_id, problem)]
 
-        assert last_bar is not None  # order_problem rejects orders without market data
+        assert last_bar is not None  # rejected above without market data
         working = _Working(replace(order, status=OrderStatus.ACCEPTED), False, last_bar.ts)
         reports = [
             ExecutionReport(coid, OrderStatus.SUBMITTED, now, None, broker_id),
