@@ -43,6 +43,13 @@ SEVERITY_COLORS = {
     "WARNING": "#f9a825",
     "INFO": "#607d8b",
 }
+REGIME_SOLID = {
+    "trend_up": "#26a69a",
+    "trend_down": "#ef5350",
+    "range": "#8a93a6",
+    "high_vol": "#f5a623",
+    "crash": "#b71c1c",
+}
 REGIME_COLORS = {
     "trend_up": "rgba(38,166,154,0.22)",
     "trend_down": "rgba(239,83,80,0.22)",
@@ -241,3 +248,46 @@ def page_header(title: str, caption: str = "") -> None:
     st.title(title)
     if caption:
         st.caption(caption)
+
+
+WINDOWS = {
+    "1 hour": 3_600_000,
+    "1 day": 86_400_000,
+    "1 week": 604_800_000,
+    "30 days": 2_592_000_000,
+    "All": None,
+}
+
+
+def window_picker(key: str, default: str = "All") -> int | None:
+    """A time-window control; returns the window start (epoch ms) or None for all."""
+    choice = st.segmented_control(
+        "Window", list(WINDOWS), default=default, key=key, label_visibility="collapsed"
+    )
+    span = WINDOWS.get(choice or default)
+    return None if span is None else now() - span
+
+
+def table(
+    df: pd.DataFrame,
+    *,
+    time_columns: tuple[str, ...] = (),
+    key: str | None = None,
+    column_config: dict[str, Any] | None = None,
+    height: int | str = "auto",
+) -> None:
+    """A read-only table with times in the operator's zone."""
+    shown = with_local_times(df, *time_columns)
+    config = {
+        c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm:ss") for c in time_columns
+    }
+    config.update(column_config or {})
+    st.dataframe(
+        shown, hide_index=True, width="stretch", column_config=config, key=key, height=height
+    )
+
+
+MONEY = st.column_config.NumberColumn(format="%.2f")
+PRICE = st.column_config.NumberColumn(format="%.4f")
+QTY = st.column_config.NumberColumn(format="%g")
+PCT = st.column_config.NumberColumn(format="percent")

@@ -179,3 +179,802 @@ def json_or_empty(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------- time
+
+
+def local_day_start(now: int, tz: str) -> int:
+    """Epoch ms of midnight today in the operator's zone."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromtimestamp(now / 1000, ZoneInfo(tz))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(midnight.timestamp() * 1000)
+
+
+def local_day_starts(first: int, last: int, tz: str) -> list[int]:
+    """Midnights (epoch ms, operator's zone) from the day of `first` to the day after `last`."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    day = datetime.fromtimestamp(first / 1000, zone).date()
+    end = datetime.fromtimestamp(last / 1000, zone).date() + timedelta(days=1)
+    out = []
+    while day <= end:
+        out.append(int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000))
+        day += timedelta(days=1)
+    return out
+
+
+# --------------------------------------------------------------------------- overview
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    equity: float | None
+    cash: float | None
+    day_pnl: float | None
+    total_pnl: float | None
+    drawdown: float | None  # now, fraction below peak
+    max_drawdown: float | None  # worst on record
+    open_positions: int
+    unrealized: float | None
+    trades_today: int
+    fills_today: int
+    as_of: int | None
+
+
+def account_summary(path: PathLike, now: int, tz: str) -> AccountSummary:
+    day = local_day_start(now, tz)
+    with _read(path) as conn:
+        last = _one(conn, "SELECT ts, equity, cash, drawdown FROM equity ORDER BY ts DESC LIMIT 1")
+        first = _one(conn, "SELECT equity FROM equity ORDER BY ts LIMIT 1")
+        # The day's P&L is measured from the last mark before midnight (or the day's first).
+        base = _one(
+            conn,
+            "SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1",
+            (day,),
+        ) or _one(conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (day,))
+        worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
+        pos = _one(
+            conn,
+            "SELECT COUNT(*), SUM(unrealized_pnl) FROM positions WHERE qty != 0",
+        )
+        trades = _one(conn, "SELECT COUNT(*) FROM trades WHERE exit_ts >= ?", (day,))
+        fills = _one(conn, "SELECT COUNT(*) FROM fills WHERE ts >= ?", (day,))
+    equity = float(last["equity"]) if last else None
+    return AccountSummary(
+        equity=equity,
+        cash=float(last["cash"]) if last and last["cash"] is not None else None,
+        day_pnl=equity - float(base[0]) if equity is not None and base else None,
+        total_pnl=equity - float(first[0]) if equity is not None and first else None,
+        drawdown=float(last["drawdown"] or 0.0) if last else None,
+        max_drawdown=float(worst[0]) if worst and worst[0] is not None else None,
+        open_positions=int(pos[0]) if pos else 0,
+        unrealized=float(pos[1]) if pos and pos[1] is not None else None,
+        trades_today=int(trades[0]) if trades else 0,
+        fills_today=int(fills[0]) if fills else 0,
+        as_of=int(last["ts"]) if last else None,
+    )
+
+
+def equity_range(path: PathLike) -> tuple[int, int] | None:
+    with _read(path) as conn:
+        row = _one(conn, "SELECT MIN(ts), MAX(ts) FROM equity")
+    return (int(row[0]), int(row[1])) if row and row[0] is not None else None
+
+
+def equity_curve(
+    path: PathLike, since: int | None = None, points: int = MAX_POINTS
+) -> pd.DataFrame:
+    """Equity and drawdown, at most `points` rows: the last mark of each time bucket."""
+    columns = ["ts", "equity", "drawdown"]
+    span = equity_range(path)
+    if span is None:
+        return pd.DataFrame(columns=columns)
+    lo = max(span[0], since or span[0])
+    bucket = max(1, (span[1] - lo) // max(1, points - 1) + 1)
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT MAX(ts) AS ts, equity, drawdown FROM equity WHERE ts >= ?"
+            " GROUP BY (ts - ?) / ? ORDER BY ts",
+            (lo, lo, bucket),
+            columns,
+        )
+
+
+def open_positions(path: PathLike) -> pd.DataFrame:
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT symbol, qty, avg_price, last_price, unrealized_pnl, realized_pnl,"
+            " stop, target, opened_at FROM positions WHERE qty != 0 ORDER BY symbol",
+            columns=[
+                "symbol",
+                "qty",
+                "avg_price",
+                "last_price",
+                "unrealized_pnl",
+                "realized_pnl",
+                "stop",
+                "target",
+                "opened_at",
+            ],
+        )
+
+
+def latest_fills(path: PathLike, limit: int = 20) -> pd.DataFrame:
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT ts, symbol, side, qty, price, commission, ref_price, client_order_id"
+            " FROM fills ORDER BY ts DESC, id DESC LIMIT ?",
+            (limit,),
+            ["ts", "symbol", "side", "qty", "price", "commission", "ref_price", "client_order_id"],
+        )
+
+
+# --------------------------------------------------------------------------- regime
+
+
+def regime_symbols(path: PathLike) -> list[str]:
+    with _read(path) as conn:
+        df = _frame(conn, "SELECT DISTINCT symbol FROM regimes ORDER BY symbol")
+    return [str(s) for s in df.get("symbol", [])]
+
+
+def current_regimes(path: PathLike) -> pd.DataFrame:
+    """The latest call per symbol."""
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT r.symbol, r.ts, r.regime, r.confidence, r.source, r.rules_regime,"
+            " r.model_version FROM regimes r JOIN"
+            " (SELECT symbol, MAX(ts) AS ts FROM regimes GROUP BY symbol) m"
+            " ON m.symbol = r.symbol AND m.ts = r.ts"
+            " GROUP BY r.symbol ORDER BY r.symbol",
+            columns=[
+                "symbol",
+                "ts",
+                "regime",
+                "confidence",
+                "source",
+                "rules_regime",
+                "model_version",
+            ],
+        )
+
+
+def latest_features(path: PathLike, symbol: str) -> tuple[int | None, dict[str, Any]]:
+    """The indicators behind the latest call for `symbol`."""
+    with _read(path) as conn:
+        row = _one(
+            conn,
+            "SELECT ts, features FROM regimes WHERE symbol = ? ORDER BY ts DESC LIMIT 1",
+            (symbol,),
+        )
+    if row is None:
+        return None, {}
+    return int(row["ts"]), json_or_empty(row["features"])
+
+
+def regime_timeline(
+    path: PathLike, symbol: str, since: int | None = None, points: int = MAX_POINTS
+) -> pd.DataFrame:
+    """Close price and regime call for `symbol`, at most `points` rows (last per bucket)."""
+    columns = ["ts", "close", "regime", "confidence"]
+    with _read(path) as conn:
+        span = _one(conn, "SELECT MIN(ts), MAX(ts) FROM regimes WHERE symbol = ?", (symbol,))
+        if span is None or span[0] is None:
+            return pd.DataFrame(columns=columns)
+        lo = max(int(span[0]), since or int(span[0]))
+        bucket = max(1, (int(span[1]) - lo) // max(1, points - 1) + 1)
+        return _frame(
+            conn,
+            "SELECT MAX(r.ts) AS ts, b.close, r.regime, r.confidence FROM regimes r"
+            " LEFT JOIN bars b ON b.symbol = r.symbol AND b.ts = r.ts"
+            " WHERE r.symbol = ? AND r.ts >= ? GROUP BY (r.ts - ?) / ? ORDER BY ts",
+            (symbol, lo, lo, bucket),
+            columns,
+        )
+
+
+def time_in_regime(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+    """Hours and share of time per regime; each call lasts until the symbol's next one."""
+    with _read(path) as conn:
+        df = _frame(
+            conn,
+            "SELECT regime, SUM(span) / 3600000.0 AS hours, COUNT(*) AS calls FROM ("
+            " SELECT regime, COALESCE(LEAD(ts) OVER (PARTITION BY symbol ORDER BY ts) - ts, 0)"
+            " AS span FROM regimes WHERE (? IS NULL OR symbol = ?))"
+            " GROUP BY regime ORDER BY hours DESC",
+            (symbol, symbol),
+            ["regime", "hours", "calls"],
+        )
+    total = float(df["hours"].sum()) if len(df) else 0.0
+    df["share"] = df["hours"] / total if total > 0 else 0.0
+    return df
+
+
+def rules_vs_ml(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+    """Where the ML model made the call: what the rules said against what ML said."""
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT rules_regime, regime AS ml_regime, COUNT(*) AS calls FROM regimes"
+            " WHERE source = 'ml' AND (? IS NULL OR symbol = ?)"
+            " GROUP BY rules_regime, regime ORDER BY calls DESC",
+            (symbol, symbol),
+            ["rules_regime", "ml_regime", "calls"],
+        )
+
+
+def regime_sources(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT source, COUNT(*) AS calls, AVG(confidence) AS avg_confidence FROM regimes"
+            " WHERE (? IS NULL OR symbol = ?) GROUP BY source",
+            (symbol, symbol),
+            ["source", "calls", "avg_confidence"],
+        )
+
+
+# --------------------------------------------------------------------------- orders
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    symbols: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    sides: tuple[str, ...] = ()
+    since: int | None = None
+    until: int | None = None
+
+    def where(self, time_column: str = "created_at") -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, values in (
+            ("symbol", self.symbols),
+            ("status", self.statuses),
+            ("side", self.sides),
+        ):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if self.since is not None:
+            clauses.append(f"{time_column} >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append(f"{time_column} < ?")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+ORDER_COLUMNS = [
+    "created_at",
+    "client_order_id",
+    "symbol",
+    "side",
+    "qty",
+    "type",
+    "purpose",
+    "status",
+    "filled_qty",
+    "avg_price",
+    "limit_price",
+    "stop_price",
+    "stop_loss",
+    "take_profit",
+    "ref_price",
+    "reason",
+    "updated_at",
+]
+
+
+def order_symbols(path: PathLike) -> list[str]:
+    with _read(path) as conn:
+        df = _frame(conn, "SELECT DISTINCT symbol FROM orders ORDER BY symbol")
+    return [str(s) for s in df.get("symbol", [])]
+
+
+def orders(path: PathLike, flt: OrderFilter, limit: int | None = 500) -> pd.DataFrame:
+    """The blotter, newest first; `limit=None` for the full export."""
+    where, params = flt.where()
+    sql = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders{where} ORDER BY created_at DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    with _read(path) as conn:
+        return _frame(conn, sql, params, ORDER_COLUMNS)
+
+
+def orders_count(path: PathLike, flt: OrderFilter) -> int:
+    where, params = flt.where()
+    with _read(path) as conn:
+        row = _one(conn, f"SELECT COUNT(*) FROM orders{where}", params)
+    return int(row[0]) if row else 0
+
+
+def orders_csv(path: PathLike, flt: OrderFilter) -> str:
+    return orders(path, flt, limit=None).to_csv(index=False)
+
+
+@dataclass(frozen=True)
+class OrderLifecycle:
+    order: dict[str, Any]
+    events: pd.DataFrame
+    fills: pd.DataFrame
+    signal: dict[str, Any]
+
+
+def order_lifecycle(path: PathLike, client_order_id: str) -> OrderLifecycle | None:
+    with _read(path) as conn:
+        row = _one(conn, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+        if row is None:
+            return None
+        events = _frame(
+            conn,
+            "SELECT ts, status, detail FROM order_events WHERE client_order_id = ? ORDER BY ts, id",
+            (client_order_id,),
+            ["ts", "status", "detail"],
+        )
+        fills = _frame(
+            conn,
+            "SELECT ts, exec_id, qty, price, commission, ref_price FROM fills"
+            " WHERE client_order_id = ? ORDER BY ts, id",
+            (client_order_id,),
+            ["ts", "exec_id", "qty", "price", "commission", "ref_price"],
+        )
+        signal = _one(
+            conn,
+            "SELECT ts, strength, model_version, check_name, reason FROM signals"
+            " WHERE client_order_id = ? LIMIT 1",
+            (client_order_id,),
+        )
+    return OrderLifecycle(dict(row), events, fills, dict(signal) if signal else {})
+
+
+@dataclass(frozen=True)
+class TradeSummary:
+    trades: int
+    winners: int
+    pnl: float
+    commission: float
+    slippage: float
+    avg_holding_s: float | None
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.winners / self.trades if self.trades else None
+
+
+def _trade_where(symbol: str | None, since: int | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if symbol:
+        clauses.append("symbol = ?")
+        params.append(symbol)
+    if since is not None:
+        clauses.append("exit_ts >= ?")
+        params.append(since)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def round_trips(
+    path: PathLike, symbol: str | None = None, since: int | None = None, limit: int = 500
+) -> pd.DataFrame:
+    where, params = _trade_where(symbol, since)
+    columns = [
+        "exit_ts",
+        "symbol",
+        "side",
+        "qty",
+        "entry_price",
+        "exit_price",
+        "pnl",
+        "commission",
+        "slippage",
+        "holding_s",
+        "entry_ts",
+    ]
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT exit_ts, symbol, side, qty, entry_price, exit_price, pnl, commission,"
+            f" slippage, (exit_ts - entry_ts) / 1000.0 AS holding_s, entry_ts FROM trades{where}"
+            " ORDER BY exit_ts DESC, id DESC LIMIT ?",
+            [*params, limit],
+            columns,
+        )
+
+
+def trade_summary(
+    path: PathLike, symbol: str | None = None, since: int | None = None
+) -> TradeSummary:
+    where, params = _trade_where(symbol, since)
+    with _read(path) as conn:
+        row = _one(
+            conn,
+            "SELECT COUNT(*), SUM(pnl > 0), SUM(pnl), SUM(commission), SUM(slippage),"
+            f" AVG(exit_ts - entry_ts) / 1000.0 FROM trades{where}",
+            params,
+        )
+    if row is None or not row[0]:
+        return TradeSummary(0, 0, 0.0, 0.0, 0.0, None)
+    return TradeSummary(
+        trades=int(row[0]),
+        winners=int(row[1] or 0),
+        pnl=float(row[2] or 0.0),
+        commission=float(row[3] or 0.0),
+        slippage=float(row[4] or 0.0),
+        avg_holding_s=float(row[5]) if row[5] is not None else None,
+    )
+
+
+def denied_intents(path: PathLike, since: int | None = None, limit: int = 500) -> pd.DataFrame:
+    columns = ["ts", "symbol", "side", "qty", "purpose", "strength", "check_name", "reason"]
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            f"SELECT {', '.join(columns)} FROM signals WHERE verdict = 'denied'"
+            " AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
+            (since or 0, limit),
+            columns,
+        )
+
+
+def denials_by_check(path: PathLike, since: int | None = None) -> pd.DataFrame:
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT check_name, COUNT(*) AS denied FROM signals WHERE verdict = 'denied'"
+            " AND ts >= ? GROUP BY check_name ORDER BY denied DESC",
+            (since or 0,),
+            ["check_name", "denied"],
+        )
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    severities: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    since: int | None = None
+    until: int | None = None
+    unacked_only: bool = False
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, values in (("severity", self.severities), ("source", self.sources)):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("ts < ?")
+            params.append(self.until)
+        if self.unacked_only:
+            clauses.append("acked_at IS NULL")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+ALERT_COLUMNS = [
+    "id",
+    "ts",
+    "last_ts",
+    "severity",
+    "source",
+    "title",
+    "message",
+    "count",
+    "acked_at",
+    "acked_by",
+]
+
+
+def alert_sources(path: PathLike) -> list[str]:
+    with _read(path) as conn:
+        df = _frame(conn, "SELECT DISTINCT source FROM alerts ORDER BY source")
+    return [str(s) for s in df.get("source", []) if s is not None]
+
+
+def alerts(path: PathLike, flt: AlertFilter, limit: int = 500) -> pd.DataFrame:
+    where, params = flt.where()
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts{where} ORDER BY ts DESC, id DESC"
+            " LIMIT ?",
+            [*params, limit],
+            ALERT_COLUMNS,
+        )
+
+
+def alerts_count(path: PathLike, flt: AlertFilter) -> int:
+    where, params = flt.where()
+    with _read(path) as conn:
+        row = _one(conn, f"SELECT COUNT(*) FROM alerts{where}", params)
+    return int(row[0]) if row else 0
+
+
+def alert_counts_over_time(
+    path: PathLike, flt: AlertFilter, bucket_ms: int = HOUR_MS
+) -> pd.DataFrame:
+    """Alerts per time bucket and severity (bucket start in epoch ms)."""
+    where, params = flt.where()
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            f"SELECT (ts / ?) * ? AS bucket, severity, COUNT(*) AS alerts FROM alerts{where}"
+            " GROUP BY bucket, severity ORDER BY bucket",
+            [bucket_ms, bucket_ms, *params],
+            ["bucket", "severity", "alerts"],
+        )
+
+
+# --------------------------------------------------------------------------- marathon
+
+
+@dataclass(frozen=True)
+class MarathonFacts:
+    first_cycle_at: int | None
+    last_cycle_at: int | None
+    cycles: int
+    failed: int
+    missed: int
+    gaps: int
+    cycle_seconds: float | None
+    engine_started_at: int | None
+    engine_alive: bool
+    halts: int  # transitions into HALTED in the lookback
+    last_halt_at: int | None
+    max_drawdown: float | None
+    unacked_critical: int
+
+    @property
+    def days_run(self) -> float:
+        if self.first_cycle_at is None or self.last_cycle_at is None:
+            return 0.0
+        return (self.last_cycle_at - self.first_cycle_at) / DAY_MS
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.cycles if self.cycles else None
+
+    @property
+    def missed_rate(self) -> float | None:
+        expected = self.cycles + self.missed
+        return self.missed / expected if expected else None
+
+
+def marathon_facts(path: PathLike, now: int, lookback_days: float) -> MarathonFacts:
+    status = engine_status(path, now)
+    cycle_ms = (status.cycle_seconds or 1.0) * 1000
+    halt_since = now - int(lookback_days * DAY_MS)
+    with _read(path) as conn:
+        span = _one(conn, "SELECT MIN(started_at), MAX(started_at), COUNT(*) FROM cycles")
+        failed = _one(conn, "SELECT COUNT(*) FROM cycles WHERE error IS NOT NULL")
+        # A gap beyond 1.5 cycles means cycles were missed: as many as fit in the gap.
+        gaps = _one(
+            conn,
+            "SELECT COUNT(*), SUM(MAX(1, CAST(ROUND(gap / ?) AS INTEGER) - 1)) FROM ("
+            " SELECT started_at - LAG(started_at) OVER (ORDER BY started_at) AS gap"
+            " FROM cycles) WHERE gap > 1.5 * ?",
+            (cycle_ms, cycle_ms),
+        )
+        halts = _one(
+            conn,
+            "SELECT COUNT(*), MAX(ts) FROM audit WHERE action = 'state_change' AND ts >= ?"
+            " AND json_extract(payload, '$.to') = 'HALTED'",
+            (halt_since,),
+        )
+        worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
+    has_cycles = span is not None and span[0] is not None
+    return MarathonFacts(
+        first_cycle_at=int(span[0]) if has_cycles and span else None,
+        last_cycle_at=int(span[1]) if has_cycles and span else None,
+        cycles=int(span[2]) if span else 0,
+        failed=int(failed[0]) if failed else 0,
+        missed=int(gaps[1] or 0) if gaps else 0,
+        gaps=int(gaps[0]) if gaps else 0,
+        cycle_seconds=status.cycle_seconds,
+        engine_started_at=status.started_at,
+        engine_alive=status.present and not status.stale,
+        halts=int(halts[0]) if halts else 0,
+        last_halt_at=int(halts[1]) if halts and halts[1] is not None else None,
+        max_drawdown=float(worst[0]) if worst and worst[0] is not None else None,
+        unacked_critical=status.unacked.get("CRITICAL", 0),
+    )
+
+
+def cycle_times(path: PathLike, since: int | None = None, bucket_ms: int = HOUR_MS) -> pd.DataFrame:
+    """Per time bucket: cycles, failures, and the p50 and p99 cycle duration (nearest rank)."""
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT bucket, COUNT(*) AS cycles, SUM(error IS NOT NULL) AS errors,"
+            " MIN(CASE WHEN rn >= 0.50 * n THEN duration_ms END) AS p50_ms,"
+            " MIN(CASE WHEN rn >= 0.99 * n THEN duration_ms END) AS p99_ms,"
+            " MAX(duration_ms) AS max_ms FROM ("
+            "  SELECT (started_at / ?) * ? AS bucket, duration_ms, error,"
+            "  ROW_NUMBER() OVER (PARTITION BY started_at / ? ORDER BY duration_ms) AS rn,"
+            "  COUNT(*) OVER (PARTITION BY started_at / ?) AS n"
+            "  FROM cycles WHERE started_at >= ?)"
+            " GROUP BY bucket ORDER BY bucket",
+            (bucket_ms, bucket_ms, bucket_ms, bucket_ms, since or 0),
+            ["bucket", "cycles", "errors", "p50_ms", "p99_ms", "max_ms"],
+        )
+
+
+def cycle_percentiles(
+    path: PathLike, since: int | None = None
+) -> tuple[float | None, float | None]:
+    """p50 and p99 cycle duration over the window (nearest rank)."""
+    with _read(path) as conn:
+        row = _one(
+            conn,
+            "SELECT MIN(CASE WHEN rn >= 0.50 * n THEN duration_ms END),"
+            " MIN(CASE WHEN rn >= 0.99 * n THEN duration_ms END) FROM ("
+            " SELECT duration_ms, ROW_NUMBER() OVER (ORDER BY duration_ms) AS rn,"
+            " COUNT(*) OVER () AS n FROM cycles WHERE started_at >= ? AND duration_ms IS NOT NULL)",
+            (since or 0,),
+        )
+    if row is None or row[0] is None:
+        return None, None
+    return float(row[0]), float(row[1])
+
+
+def pnl_per_day(path: PathLike, tz: str) -> pd.DataFrame:
+    """P&L per local day: the last mark of the day against the last mark before it."""
+    columns = ["day", "start_equity", "end_equity", "pnl", "ret"]
+    span = equity_range(path)
+    if span is None:
+        return pd.DataFrame(columns=columns)
+    starts = local_day_starts(span[0], span[1], tz)
+    values = ",".join(f"({int(s)})" for s in starts)
+    with _read(path) as conn:
+        df = _frame(
+            conn,
+            f"WITH d(start) AS (VALUES {values}) SELECT start,"
+            " (SELECT equity FROM equity WHERE ts < d.start ORDER BY ts DESC LIMIT 1) AS mark"
+            " FROM d ORDER BY start",
+            (),
+            ["start", "mark"],
+        )
+        first = _one(conn, "SELECT equity FROM equity ORDER BY ts LIMIT 1")
+    # The mark before each midnight closes the previous day; the first day opens at
+    # the first mark on record.
+    marks = df["mark"].tolist()
+    opening = [float(first[0]) if first else None, *marks[1:-1]]
+    closing = marks[1:]
+    out = pd.DataFrame(
+        {
+            "day": df["start"].iloc[:-1].to_numpy(),
+            "start_equity": opening[: len(closing)],
+            "end_equity": closing,
+        }
+    )
+    out = out.dropna(subset=["end_equity"])
+    out["pnl"] = out["end_equity"] - out["start_equity"]
+    out["ret"] = out["pnl"] / out["start_equity"]
+    return out.reset_index(drop=True)[columns]
+
+
+def errors_per_hour(path: PathLike, since: int | None = None) -> pd.DataFrame:
+    with _read(path) as conn:
+        return _frame(
+            conn,
+            "SELECT (started_at / ?) * ? AS hour, COUNT(*) AS errors FROM cycles"
+            " WHERE error IS NOT NULL AND started_at >= ? GROUP BY hour ORDER BY hour",
+            (HOUR_MS, HOUR_MS, since or 0),
+            ["hour", "errors"],
+        )
+
+
+@dataclass(frozen=True)
+class ReadinessThresholds:
+    min_days: float = 14.0
+    no_halt_days: float = 7.0
+    max_failure_rate: float = 0.005
+    max_missed_rate: float = 0.01
+    max_drawdown: float = 0.15  # the risk limit; pages pass risk.max_drawdown
+    min_sharpe: float = 1.0
+    p99_share_of_cycle: float = 0.5  # p99 cycle time as a share of the cycle interval
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    name: str
+    fact: str
+    target: str
+    passed: bool
+
+
+def sharpe_like(daily_returns: list[float]) -> float | None:
+    """Mean over standard deviation of daily returns, annualised with sqrt(252)."""
+    if len(daily_returns) < 2:
+        return None
+    s = pd.Series(daily_returns, dtype="float64")
+    sd = float(s.std(ddof=1))
+    if sd == 0:
+        return None
+    return float(s.mean()) / sd * float(252**0.5)
+
+
+def readiness(
+    facts: MarathonFacts,
+    sharpe: float | None,
+    p99_ms: float | None,
+    t: ReadinessThresholds,
+) -> list[CheckItem]:
+    """The go-live checklist: each item with the fact behind it and pass or fail."""
+    cycle_ms = (facts.cycle_seconds or 1.0) * 1000
+    fail_rate, missed_rate = facts.failure_rate, facts.missed_rate
+    return [
+        CheckItem(
+            "Marathon length",
+            f"{facts.days_run:.1f} days of cycles",
+            f"≥ {t.min_days:g} days",
+            facts.days_run >= t.min_days,
+        ),
+        CheckItem(
+            "No HALT recently",
+            f"{facts.halts} HALT(s) in the last {t.no_halt_days:g} days",
+            "0",
+            facts.halts == 0,
+        ),
+        CheckItem(
+            "Failed cycles",
+            f"{facts.failed} of {facts.cycles}"
+            + (f" ({fail_rate:.3%})" if fail_rate is not None else ""),
+            f"< {t.max_failure_rate:.2%}",
+            fail_rate is not None and fail_rate < t.max_failure_rate,
+        ),
+        CheckItem(
+            "Missed cycles",
+            f"{facts.missed} missed in {facts.gaps} gap(s)"
+            + (f" ({missed_rate:.3%})" if missed_rate is not None else ""),
+            f"< {t.max_missed_rate:.2%}",
+            missed_rate is not None and missed_rate < t.max_missed_rate,
+        ),
+        CheckItem(
+            "Max drawdown",
+            f"{facts.max_drawdown:.2%}" if facts.max_drawdown is not None else "no equity yet",
+            f"< {t.max_drawdown:.0%} (risk limit)",
+            facts.max_drawdown is not None and facts.max_drawdown < t.max_drawdown,
+        ),
+        CheckItem(
+            "Sharpe-like ratio (daily, annualised)",
+            f"{sharpe:.2f}" if sharpe is not None else "needs two days of P&L",
+            f"≥ {t.min_sharpe:g}",
+            sharpe is not None and sharpe >= t.min_sharpe,
+        ),
+        CheckItem(
+            "Cycle time p99",
+            f"{p99_ms:.0f} ms" if p99_ms is not None else "no cycles",
+            f"< {t.p99_share_of_cycle:.0%} of {cycle_ms:.0f} ms",
+            p99_ms is not None and p99_ms < t.p99_share_of_cycle * cycle_ms,
+        ),
+        CheckItem(
+            "No unacknowledged CRITICAL alert",
+            f"{facts.unacked_critical} open",
+            "0",
+            facts.unacked_critical == 0,
+        ),
+        CheckItem(
+            "Engine alive",
+            "heartbeat fresh" if facts.engine_alive else "no fresh heartbeat",
+            "fresh",
+            facts.engine_alive,
+        ),
+    ]

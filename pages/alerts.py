@@ -1,0 +1,95 @@
+"""Alerts: the log filtered by severity, source and time; acknowledge one or all;
+alert counts over time."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import ui
+from state import views
+from state.commands import acknowledge_alerts
+
+ui.page_header("Alerts")
+
+f1, f2, f3, f4 = st.columns([2, 2, 2, 1])
+severities = f1.multiselect("Severity", list(views.SEVERITIES), key="al_sev")
+sources = f2.multiselect("Source", views.alert_sources(ui.db()), key="al_src")
+with f3:
+    since = ui.window_picker("al_window", default="1 week")
+unacked_only = f4.toggle("Unacknowledged only", key="al_unacked")
+flt = views.AlertFilter(tuple(severities), tuple(sources), since, None, unacked_only)
+
+
+def _ack(ids: list[int] | None) -> None:
+    n = acknowledge_alerts(ids, by="cockpit", db=ui.db())
+    st.toast(f"Acknowledged {n} alert(s)")
+
+
+@st.fragment(run_every=ui.refresh_seconds())
+def log() -> None:
+    total = views.alerts_count(ui.db(), flt)
+    rows = views.alerts(ui.db(), flt)
+    unacked = views.alerts_count(ui.db(), views.AlertFilter(unacked_only=True))
+    a1, a2 = st.columns([3, 1])
+    a1.caption(f"{total} alerts match; the newest {len(rows)} are shown. {unacked} unacknowledged.")
+    if a2.button("Acknowledge all", key="ack_all", disabled=unacked == 0, width="stretch"):
+        _ack(None)
+        st.rerun(scope="fragment")
+    if rows.empty:
+        ui.empty_state("No alerts match these filters.")
+        return
+    open_ids = rows.loc[rows["acked_at"].isna(), "id"].astype(int).tolist()
+    if open_ids:
+        labels = {
+            int(r.id): f"#{r.id} {r.severity} · {r.title}"
+            for r in rows.loc[rows["acked_at"].isna()].itertuples()
+        }
+        b1, b2 = st.columns([3, 1])
+        pick = b1.selectbox(
+            "Acknowledge one",
+            open_ids,
+            format_func=labels.get,
+            key="ack_pick",
+            label_visibility="collapsed",
+        )
+        if b2.button("Acknowledge", key="ack_one", width="stretch"):
+            _ack([int(pick)])
+            st.rerun(scope="fragment")
+    ui.table(
+        rows,
+        time_columns=("ts", "last_ts", "acked_at"),
+        key="alerts_table",
+        column_config={"id": st.column_config.NumberColumn(format="%d")},
+    )
+
+
+log()
+
+st.subheader("Alerts over time")
+bucket = (
+    views.HOUR_MS if since is not None and ui.now() - since <= 7 * views.DAY_MS else views.DAY_MS
+)
+counts = views.alert_counts_over_time(ui.db(), flt, bucket)
+if counts.empty:
+    ui.empty_state("Nothing to count in this window.")
+else:
+    fig = go.Figure()
+    for severity in reversed(views.SEVERITIES):
+        part = counts[counts["severity"] == severity]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=ui.local_times(part["bucket"]),
+                y=part["alerts"],
+                name=severity,
+                marker={"color": ui.SEVERITY_COLORS[severity]},
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        yaxis_title=f"alerts per {'hour' if bucket == views.HOUR_MS else 'day'}",
+        xaxis_title=ui.tz_name(),
+    )
+    ui.chart(fig, height=300, key="alert_counts")

@@ -1,0 +1,108 @@
+"""Marathon: how a long paper-trading run is going, and whether it is ready to go live.
+
+Uptime, cycles run, missed and failed; cycle time p50/p99 over time; errors per hour;
+P&L per day; a go-live checklist computed from those facts.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import ui
+from state import views
+
+ui.page_header("Marathon", "A paper-trading marathon and its go-live readiness.")
+cfg = ui.settings()
+thresholds = views.ReadinessThresholds(max_drawdown=cfg.risk.max_drawdown)
+windows = {"1 day": views.DAY_MS, "1 week": 7 * views.DAY_MS, "30 days": 30 * views.DAY_MS}
+choice = st.segmented_control("Charts over", list(windows), default="1 week", key="mar_window")
+since = ui.now() - windows[choice or "1 week"]
+
+facts = views.marathon_facts(ui.db(), ui.now(), thresholds.no_halt_days)
+if facts.cycles == 0:
+    ui.empty_state("No cycles yet: the marathon starts with the engine.", ui.no_engine_hint())
+    st.stop()
+
+uptime = (
+    (ui.now() - facts.engine_started_at) / 1000
+    if facts.engine_alive and facts.engine_started_at
+    else None
+)
+c = st.columns(5)
+c[0].metric("Uptime", ui.duration(uptime) if uptime is not None else "engine down")
+c[1].metric("Days run", f"{facts.days_run:.1f}", help=f"since {ui.fmt_ts(facts.first_cycle_at)}")
+c[2].metric("Cycles run", f"{facts.cycles:,}")
+c[3].metric(
+    "Missed", f"{facts.missed:,}", help=f"{facts.gaps} gaps beyond 1.5 × the cycle interval"
+)
+c[4].metric("Failed", f"{facts.failed:,}")
+
+daily = views.pnl_per_day(ui.db(), ui.tz_name())
+sharpe = views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
+_, p99 = views.cycle_percentiles(ui.db(), since)
+
+st.subheader("Go-live readiness")
+items = views.readiness(facts, sharpe, p99, thresholds)
+passed = sum(i.passed for i in items)
+(st.success if passed == len(items) else st.warning)(f"{passed} of {len(items)} checks pass.")
+st.dataframe(
+    pd.DataFrame(
+        {
+            "": ["✅" if i.passed else "❌" for i in items],
+            "check": [i.name for i in items],
+            "fact": [i.fact for i in items],
+            "target": [i.target for i in items],
+        }
+    ),
+    hide_index=True,
+    width="stretch",
+    key="readiness",
+)
+
+times = views.cycle_times(ui.db(), since)
+left, right = st.columns(2)
+with left:
+    st.subheader("Cycle time")
+    if times.empty:
+        ui.empty_state("No cycles in this window.")
+    else:
+        x = ui.local_times(times["bucket"])
+        fig = go.Figure()
+        fig.add_trace(go.Scatter(x=x, y=times["p50_ms"], name="p50", mode="lines"))
+        fig.add_trace(go.Scatter(x=x, y=times["p99_ms"], name="p99", mode="lines"))
+        fig.update_layout(yaxis_title="ms per cycle (hourly)", xaxis_title=ui.tz_name())
+        ui.chart(fig, height=300, key="cycle_times")
+with right:
+    st.subheader("Errors per hour")
+    errors = views.errors_per_hour(ui.db(), since)
+    if errors.empty:
+        st.success("No failed cycles in this window.")
+    else:
+        fig = go.Figure(
+            go.Bar(
+                x=ui.local_times(errors["hour"]),
+                y=errors["errors"],
+                marker={"color": ui.COLORS["down"]},
+            )
+        )
+        fig.update_layout(yaxis_title="failed cycles", xaxis_title=ui.tz_name())
+        ui.chart(fig, height=300, key="errors_per_hour")
+
+st.subheader("P&L per day")
+if daily.empty:
+    ui.empty_state("No equity marks yet.")
+else:
+    days = ui.local_times(daily["day"])
+    fig = go.Figure(
+        go.Bar(
+            x=days,
+            y=daily["pnl"],
+            marker={
+                "color": [ui.COLORS["up"] if v >= 0 else ui.COLORS["down"] for v in daily["pnl"]]
+            },
+        )
+    )
+    fig.update_layout(yaxis_title="P&L", xaxis_title=f"day ({ui.tz_name()})")
+    ui.chart(fig, height=300, key="pnl_per_day")
