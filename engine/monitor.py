@@ -1,0 +1,412 @@
+"""The monitor: every second, what must happen to protect the account now.
+
+`Monitor(settings.risk).step(MonitorInput) -> MonitorResult(actions, state)` is
+pure: it decides, the runner acts. The runner keeps `result.state` (trailing
+stops' best prices, when the broker went away, which alert conditions are
+active) and passes it back in the next input.
+
+Actions, and what the runner does with each:
+
+- `ExitPosition(symbol, side, qty, reason, kind)`: submit `action.intent()` (a
+  market EXIT of the whole position) through the gate. Not emitted while an exit
+  for the symbol is already working.
+- `KillSwitch(reason)`: the emergency stop (HALTED, cancel all, flatten, CRITICAL
+  alert). Not emitted while already HALTED.
+- `Pause(reason)`: set PAUSED with this reason. Only emitted while ACTIVE; a
+  `RaiseAlert` comes with it.
+- `BlockEntries(reason, symbols)`: level-triggered; while any is emitted the
+  cycle denies entries (`RiskContext.entries_blocked` / `stale_symbols`); when
+  none is emitted, entries are free again. `symbols` empty = every symbol.
+- `RaiseAlert(severity, title, message, dedupe_key)`: raise it. Edge-triggered:
+  once when a condition starts, and an INFO note when it clears.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from engine.config import RiskSettings
+from engine.domain import Bar, Intent, OrderType, Position, Purpose, Severity, Side, TradingState
+from engine.exits import protective_exit
+from engine.risk import limits
+from engine.risk.context import RiskContext, fmt_money, fmt_pct
+from engine.risk.usage import LimitUsage, apply_migrations, usage, write_usage
+
+__all__ = [
+    "BlockEntries",
+    "ExitKind",
+    "ExitPosition",
+    "KillSwitch",
+    "LimitUsage",
+    "Monitor",
+    "MonitorAction",
+    "MonitorInput",
+    "MonitorResult",
+    "MonitorState",
+    "Pause",
+    "RaiseAlert",
+    "TrailState",
+    "apply_migrations",
+    "usage",
+    "write_usage",
+]
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "monitor"
+
+
+class ExitKind(StrEnum):
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TRAILING_STOP = "trailing_stop"
+    TIME_STOP = "time_stop"
+    POSITION_LOSS = "position_loss"
+    STALE_DATA = "stale_data"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPosition:
+    symbol: str
+    side: Side  # the closing side
+    qty: float
+    reason: str
+    kind: ExitKind
+
+    def intent(self) -> Intent:
+        return Intent(
+            symbol=self.symbol,
+            side=self.side,
+            qty=self.qty,
+            purpose=Purpose.EXIT,
+            order_type=OrderType.MARKET,
+            strength=1.0,
+            reason=f"{self.kind}: {self.reason}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntries:
+    reason: str
+    symbols: frozenset[str] = frozenset()  # empty = every symbol
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseAlert:
+    severity: Severity
+    title: str
+    message: str
+    dedupe_key: str
+    source: str = SOURCE
+
+
+MonitorAction = ExitPosition | KillSwitch | Pause | BlockEntries | RaiseAlert
+
+
+@dataclass(frozen=True, slots=True)
+class TrailState:
+    """The best price a position has seen since it was opened (high if long, low if short)."""
+
+    symbol: str
+    long: bool
+    opened_at: int | None
+    best: float
+
+    def matches(self, position: Position) -> bool:
+        return self.long == (position.qty > 0) and self.opened_at == position.opened_at
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorState:
+    trails: Mapping[str, TrailState] = field(default_factory=dict)
+    disconnected_since: int | None = None
+    conditions: frozenset[str] = frozenset()  # alert keys currently active
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorInput:
+    """What the monitor looks at.
+
+    ctx: the risk context (now, equity, day-start and peak equity, positions, last
+      prices, open orders, trading state, consecutive losses, broker_connected).
+    bars: the latest bar per symbol (its high/low for stops, its ts for staleness).
+    atr: ATR per symbol in price units (trailing stops in ATR mode).
+    bar_interval_ms: how often each symbol should get a bar.
+    cycle_interval_ms / last_cycle_at / started_at: the dead-man's switch; before
+      the first cycle completes, the time since start counts.
+    """
+
+    ctx: RiskContext
+    bars: Mapping[str, Bar] = field(default_factory=dict)
+    atr: Mapping[str, float] = field(default_factory=dict)
+    bar_interval_ms: int = 60_000
+    cycle_interval_ms: int = 1_000
+    last_cycle_at: int | None = None
+    started_at: int | None = None
+    state: MonitorState = field(default_factory=MonitorState)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorResult:
+    actions: tuple[MonitorAction, ...]
+    state: MonitorState
+
+
+def _hhmm(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S UTC")
+
+
+class Monitor:
+    def __init__(self, settings: RiskSettings):
+        self.settings = settings
+
+    def evaluate(self, inp: MonitorInput) -> list[MonitorAction]:
+        """The actions only; use `step` to keep trailing stops and alert state."""
+        return list(self.step(inp).actions)
+
+    def step(self, inp: MonitorInput) -> MonitorResult:
+        ctx = inp.ctx
+        actions: list[MonitorAction] = []
+        trails = self._trails(inp)
+        actions += self._account(ctx)
+        conditions: dict[str, RaiseAlert] = {}
+        disconnected_since = self._connection(inp, actions, conditions)
+        self._staleness(inp, actions, conditions)
+        self._deadman(inp, conditions)
+        actions += self._exits(inp, trails, disconnected_since)
+        actions += self._alerts(inp.state.conditions, conditions, ctx.now)
+        state = MonitorState(trails, disconnected_since, frozenset(conditions))
+        return MonitorResult(tuple(actions), state)
+
+    # -- account-level: kill switch and pause ------------------------------------
+
+    def _account(self, ctx: RiskContext) -> list[MonitorAction]:
+        s = self.settings
+        out: list[MonitorAction] = []
+        if ctx.trading_state is not TradingState.HALTED:
+            lost, base = limits.loss_today(ctx), ctx.start_equity
+            peak, dd = ctx.peak, limits.drawdown(ctx)
+            if base > 0 and lost >= s.daily_loss * base:
+                out.append(
+                    KillSwitch(
+                        f"daily loss {fmt_money(lost)} = {fmt_pct(lost / base)} of day-start"
+                        f" equity {fmt_money(base)} reached the {fmt_pct(s.daily_loss)} limit"
+                    )
+                )
+            elif dd >= s.max_drawdown:
+                out.append(
+                    KillSwitch(
+                        f"drawdown {fmt_pct(dd)} from the peak {fmt_money(peak)} reached the"
+                        f" {fmt_pct(s.max_drawdown)} limit"
+                    )
+                )
+        if (
+            ctx.trading_state is TradingState.ACTIVE
+            and not out
+            and ctx.consecutive_losses >= s.max_consecutive_losses
+        ):
+            reason = (
+                f"{ctx.consecutive_losses} losing trades in a row"
+                f" (limit {s.max_consecutive_losses})"
+            )
+            out.append(Pause(reason))
+            out.append(
+                RaiseAlert(Severity.HIGH, "Trading paused: losing streak", reason, "losing-streak")
+            )
+        return out
+
+    # -- health: broker, data, dead-man --------------------------------------------
+
+    def _connection(
+        self, inp: MonitorInput, actions: list[MonitorAction], conditions: dict[str, RaiseAlert]
+    ) -> int | None:
+        ctx = inp.ctx
+        if ctx.broker_connected:
+            return None
+        since = inp.state.disconnected_since or ctx.now
+        reason = f"broker disconnected since {_hhmm(since)}"
+        actions.append(BlockEntries(reason))
+        conditions["broker-disconnected"] = RaiseAlert(
+            Severity.HIGH,
+            "Broker disconnected: entries blocked",
+            f"{reason}; exits and stops still run",
+            "broker-disconnected",
+        )
+        return since
+
+    def stale_symbols(self, inp: MonitorInput) -> dict[str, int]:
+        """Symbols without a bar for too long, with the time of their last bar."""
+        limit = self.settings.stale_bar_intervals * inp.bar_interval_ms
+        return {s: b.ts for s, b in inp.bars.items() if inp.ctx.now - b.ts > limit}
+
+    def _staleness(
+        self, inp: MonitorInput, actions: list[MonitorAction], conditions: dict[str, RaiseAlert]
+    ) -> None:
+        stale = self.stale_symbols(inp)
+        if not stale:
+            return
+        names = ", ".join(sorted(stale))
+        oldest = min(stale.values())
+        reason = f"no bar for {names} since {_hhmm(oldest)}"
+        actions.append(BlockEntries(reason, frozenset(stale)))
+        conditions["stale-data"] = RaiseAlert(
+            Severity.WARNING,
+            "Stale market data: entries blocked",
+            f"{reason} (limit {self.settings.stale_bar_intervals:g} bar intervals)",
+            "stale-data",
+        )
+
+    def _deadman(self, inp: MonitorInput, conditions: dict[str, RaiseAlert]) -> None:
+        last = inp.last_cycle_at if inp.last_cycle_at is not None else inp.started_at
+        if last is None:
+            return
+        silent = inp.ctx.now - last
+        limit = self.settings.deadman_intervals * inp.cycle_interval_ms
+        if silent >= limit:
+            conditions["deadman"] = RaiseAlert(
+                Severity.CRITICAL,
+                "Dead-man's switch: no completed cycle",
+                f"no cycle completed for {silent / 1000:.1f} s"
+                f" (limit {limit / 1000:.1f} s); positions are not being managed by the cycle",
+                "deadman",
+            )
+
+    def _alerts(
+        self, before: frozenset[str], now_active: dict[str, RaiseAlert], now: int
+    ) -> list[MonitorAction]:
+        out: list[MonitorAction] = [a for k, a in sorted(now_active.items()) if k not in before]
+        for key in sorted(before - set(now_active)):
+            out.append(
+                RaiseAlert(Severity.INFO, f"Recovered: {key}", f"cleared at {_hhmm(now)}", key)
+            )
+        return out
+
+    # -- positions: stops, trailing, time, loss, stale, disconnected ----------------
+
+    def _trails(self, inp: MonitorInput) -> dict[str, TrailState]:
+        """The best price per open position, carried over while it is the same position."""
+        out = {}
+        for symbol, pos in inp.ctx.positions.items():
+            if pos.qty == 0:
+                continue
+            prev = inp.state.trails.get(symbol)
+            long = pos.qty > 0
+            best = prev.best if prev is not None and prev.matches(pos) else pos.avg_price
+            for price in self._seen(inp, symbol, pos, previous=prev is not None):
+                best = max(best, price) if long else min(best, price)
+            out[symbol] = TrailState(symbol, long, pos.opened_at, best)
+        return out
+
+    def _seen(
+        self, inp: MonitorInput, symbol: str, pos: Position, *, previous: bool
+    ) -> list[float]:
+        """Prices traded since the position opened: the last, and the bar's range if the
+        bar is newer than the position (an older bar's extremes came before the entry)."""
+        prices = []
+        last = inp.ctx.last_prices.get(symbol)
+        if last is not None and math.isfinite(last):
+            prices.append(last)
+        bar = inp.bars.get(symbol)
+        if bar is not None and (pos.opened_at is None or bar.ts > pos.opened_at):
+            prices += [p for p in (bar.high, bar.low) if math.isfinite(p)]
+        return prices
+
+    def _exits(
+        self, inp: MonitorInput, trails: Mapping[str, TrailState], disconnected_since: int | None
+    ) -> list[MonitorAction]:
+        ctx = inp.ctx
+        if ctx.trading_state is TradingState.HALTED:
+            return []  # the emergency stop's flatten owns the book now
+        exiting = {
+            o.symbol for o in ctx.open_orders if o.status.is_open and o.purpose.reduces_exposure
+        }
+        stale = self.stale_symbols(inp)
+        out: list[MonitorAction] = []
+        for symbol, pos in sorted(ctx.positions.items()):
+            if pos.qty == 0 or symbol in exiting:
+                continue
+            found = self._exit_reason(inp, pos, trails.get(symbol), stale, disconnected_since)
+            if found is not None:
+                kind, reason = found
+                side = Side.SELL if pos.qty > 0 else Side.BUY
+                out.append(ExitPosition(symbol, side, abs(pos.qty), reason, kind))
+        return out
+
+    def _exit_reason(
+        self,
+        inp: MonitorInput,
+        pos: Position,
+        trail: TrailState | None,
+        stale: Mapping[str, int],
+        disconnected_since: int | None,
+    ) -> tuple[ExitKind, str] | None:
+        ctx, s = inp.ctx, self.settings
+        symbol = pos.symbol
+        last = ctx.price(symbol)
+        bar = inp.bars.get(symbol)
+        fresh_bar = bar is not None and (pos.opened_at is None or bar.ts > pos.opened_at)
+        if last is not None:
+            high = bar.high if fresh_bar and bar is not None else last
+            low = bar.low if fresh_bar and bar is not None else last
+            hit = protective_exit(pos, high, low, last)
+            if hit is not None:
+                kind = ExitKind.STOP_LOSS if hit.reason.startswith("stop") else ExitKind.TAKE_PROFIT
+                return kind, hit.reason
+            level = self.trail_level(trail, inp.atr.get(symbol))
+            if level is not None:
+                touched = low <= level if pos.qty > 0 else high >= level
+                if touched:
+                    best = trail.best if trail else math.nan
+                    return ExitKind.TRAILING_STOP, (
+                        f"trailing stop {level:,.4f} hit (best {best:,.4f} since entry)"
+                    )
+            loss = -(last - pos.avg_price) * pos.qty
+            if ctx.equity > 0 and loss > s.max_position_loss * ctx.equity:
+                return ExitKind.POSITION_LOSS, (
+                    f"open loss {fmt_money(loss)} = {fmt_pct(loss / ctx.equity)} of equity"
+                    f" exceeds {fmt_pct(s.max_position_loss)}"
+                )
+        if s.time_stop_minutes > 0 and pos.opened_at is not None:
+            held_ms = ctx.now - pos.opened_at
+            if held_ms >= s.time_stop_minutes * 60_000:
+                return ExitKind.TIME_STOP, (
+                    f"held {held_ms / 60_000:.1f} min, time stop {s.time_stop_minutes:g} min"
+                )
+        stale_limit = s.stale_bar_intervals * inp.bar_interval_ms
+        if s.stale_flatten_seconds > 0 and symbol in stale:
+            silent = ctx.now - stale[symbol]
+            if silent >= stale_limit + s.stale_flatten_seconds * 1000:
+                return ExitKind.STALE_DATA, f"no bar for {silent / 1000:.0f} s"
+        if s.disconnect_flatten_seconds > 0 and disconnected_since is not None:
+            down = ctx.now - disconnected_since
+            if down >= s.disconnect_flatten_seconds * 1000:
+                return ExitKind.DISCONNECTED, f"broker disconnected for {down / 1000:.0f} s"
+        return None
+
+    def trail_level(self, trail: TrailState | None, atr: float | None) -> float | None:
+        """The trailing stop's price for a position, None when trailing is off or unknown."""
+        s = self.settings
+        if trail is None or s.trailing_stop == "off":
+            return None
+        sign = 1 if trail.long else -1
+        if s.trailing_stop == "percent":
+            return trail.best * (1 - sign * s.trail_percent)
+        if atr is None or not math.isfinite(atr) or atr <= 0:
+            return None
+        return trail.best - sign * s.trail_atr * atr
