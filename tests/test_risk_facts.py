@@ -110,7 +110,15 @@ def test_day_start_equity_falls_back_to_the_first_snapshot_today(db: Database) -
     assert load_risk_facts(db.conn, NOW).day_start_equity == 80.0
 
 
-def test_peak_equity_is_the_highest_snapshot(db: Database) -> None:
+def test_peak_equity_is_the_latest_running_peak(db: Database) -> None:
+    rows = [(1.0, 5.0), (3.0, 5.0), (2.0, 4.0)]  # a peak reset (e.g. a new account) counts
+    db["equity"].insert_all(
+        [{"ts": DAY + i, "equity": e, "peak": p} for i, (e, p) in enumerate(rows)]
+    )
+    assert load_risk_facts(db.conn, NOW).peak_equity == 4.0
+
+
+def test_peak_equity_without_a_running_peak_is_the_highest_snapshot(db: Database) -> None:
     db["equity"].insert_all([{"ts": DAY + i, "equity": e} for i, e in enumerate([1.0, 3.0, 2.0])])
     assert load_risk_facts(db.conn, NOW).peak_equity == 3.0
 

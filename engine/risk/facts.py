@@ -138,6 +138,11 @@ def load_risk_facts(
         day_start_equity = _one(
             conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", start
         )
+    # `peak` is the portfolio's running peak, so the latest row answers without a
+    # table scan; rows written without it fall back to the scan.
+    peak = _one(conn, "SELECT peak FROM equity WHERE ts <= ? ORDER BY ts DESC LIMIT 1", now)
+    if peak is None:
+        peak = _one(conn, "SELECT MAX(equity) FROM equity WHERE ts <= ?", now)
     return RiskFacts(
         now=now,
         day_start=start,
@@ -151,5 +156,5 @@ def load_risk_facts(
         orders_today=int(_one(conn, "SELECT COUNT(*) FROM orders WHERE created_at >= ?", start)),
         fills_today=int(_one(conn, "SELECT COUNT(*) FROM fills WHERE ts >= ?", start)),
         day_start_equity=day_start_equity,
-        peak_equity=_one(conn, "SELECT MAX(equity) FROM equity WHERE ts <= ?", now),
+        peak_equity=peak,
     )
