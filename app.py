@@ -148,7 +148,17 @@ def _estop_progress(s: views.EngineStatus) -> None:
     )
 
 
-@st.dialog("Emergency stop")
+def _open_dialog(name: str) -> None:
+    # The flag keeps the dialog open across full reruns (a page switch, a refresh)
+    # until it is confirmed or dismissed.
+    st.session_state["dialog"] = name
+
+
+def _close_dialog() -> None:
+    st.session_state.pop("dialog", None)
+
+
+@st.dialog("Emergency stop", on_dismiss=_close_dialog)
 def _estop_dialog() -> None:
     s = views.engine_status(ui.db(), ui.now())
     st.markdown(
@@ -168,10 +178,11 @@ def _estop_dialog() -> None:
     if confirmed:
         ui.send_command("emergency_stop", {})
         st.session_state["estop"] = {"positions": s.open_positions, "orders": s.open_orders}
+        _close_dialog()
         st.rerun()
 
 
-@st.dialog("Resume from HALTED")
+@st.dialog("Resume from HALTED", on_dismiss=_close_dialog)
 def _resume_dialog() -> None:
     st.markdown(
         "Trading is **HALTED**. Resuming lets the strategy open new positions again."
@@ -183,10 +194,11 @@ def _resume_dialog() -> None:
     ):
         ui.send_command("resume", {"confirm": True, "reason": reason.strip()})
         st.session_state.pop("estop", None)
+        _close_dialog()
         st.rerun()
 
 
-@st.dialog("Flatten positions")
+@st.dialog("Flatten positions", on_dismiss=_close_dialog)
 def _flatten_dialog() -> None:
     symbols = views.symbols_with_positions(ui.db())
     if not symbols:
@@ -196,7 +208,11 @@ def _flatten_dialog() -> None:
     if st.button("Confirm flatten", type="primary", key="flatten_confirm"):
         args = {} if choice == "All positions" else {"symbol": choice}
         ui.send_command("flatten", args)
+        _close_dialog()
         st.rerun()
+
+
+_DIALOGS = {"estop": _estop_dialog, "resume": _resume_dialog, "flatten": _flatten_dialog}
 
 
 def _controls() -> None:
@@ -207,17 +223,20 @@ def _controls() -> None:
     if col2.button("Resume", key="ctl_resume", width="stretch"):
         state = views.engine_status(ui.db(), ui.now()).trading_state
         if state == "HALTED":
-            _resume_dialog()
+            _open_dialog("resume")
         elif state == "ACTIVE":
             st.toast("Trading is already ACTIVE")
         else:
             ui.send_command("resume", {})
             st.toast("Resume sent")
     if col3.button("Flatten", key="ctl_flatten", width="stretch"):
-        _flatten_dialog()
+        _open_dialog("flatten")
     if st.button("EMERGENCY STOP", key="ctl_estop", type="primary", width="stretch"):
         st.session_state.pop("estop_typed", None)
-        _estop_dialog()
+        _open_dialog("estop")
+    dialog = _DIALOGS.get(st.session_state.get("dialog", ""))
+    if dialog is not None:
+        dialog()
 
 
 def _sidebar() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import datetime
 from typing import Any
@@ -86,15 +87,17 @@ pio.templates.default = "plotly_dark+cockpit"
 # --------------------------------------------------------------------------- settings
 
 
-@st.cache_resource(ttl=30, show_spinner=False)
-def _settings_cached() -> Settings:
+@st.cache_resource(ttl=30, show_spinner=False, max_entries=8)
+def _settings_cached(_environment: tuple[tuple[str, str], ...]) -> Settings:
     return load_settings()
 
 
 def settings() -> Settings:
     """The validated settings; a bad configuration stops the page with its message."""
+    # Keyed on the COCKPIT_* environment so a changed variable is seen at once.
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("COCKPIT_")))
     try:
-        return _settings_cached()
+        return _settings_cached(environment)
     except ConfigError as exc:
         st.error(f"Configuration error: {exc}")
         st.stop()

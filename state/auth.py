@@ -53,10 +53,11 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def password_hash_from_config(
-    secrets_file: Path = SECRETS_FILE, env: Mapping[str, str] | None = None
+    secrets_file: Path | None = None, env: Mapping[str, str] | None = None
 ) -> str | None:
     """The configured hash, or None when no password is set."""
     env = os.environ if env is None else env
+    secrets_file = SECRETS_FILE if secrets_file is None else secrets_file
     value = env.get(ENV_VAR, "").strip()
     if value:
         return value
@@ -72,8 +73,9 @@ def password_hash_from_config(
     return found.strip() if isinstance(found, str) and found.strip() else None
 
 
-def write_secrets_hash(password_hash: str, secrets_file: Path = SECRETS_FILE) -> Path:
+def write_secrets_hash(password_hash: str, secrets_file: Path | None = None) -> Path:
     """Store the hash in secrets.toml, keeping any other keys; the file is private (0600)."""
+    secrets_file = SECRETS_FILE if secrets_file is None else secrets_file
     data: dict[str, object] = {}
     if secrets_file.exists():
         with secrets_file.open("rb") as f:
@@ -99,7 +101,7 @@ def set_password_cli(
         prog="python -m engine set-password",
         description="Set the cockpit password (stored as an argon2 hash in secrets.toml).",
     )
-    parser.add_argument("--secrets", type=Path, default=SECRETS_FILE, help="secrets.toml to write")
+    parser.add_argument("--secrets", type=Path, default=None, help="secrets.toml to write")
     args = parser.parse_args(list(argv or []))
     first = prompt("New cockpit password: ")
     if len(first) < MIN_LENGTH:

@@ -1,0 +1,82 @@
+"""Helpers for the cockpit's tests: a database filled by a real engine run, and
+AppTest runs of app.py against a chosen database. Fixtures live in
+tests/cockpit_fixtures.py (load them with `pytest_plugins`).
+
+The filled database comes from the engine itself (engine.runner.Engine stepped with
+a moved clock: one cycle per simulated minute, ending now), so the pages are tested
+against what the engine really writes. It is built once per test session and copied
+for each test, so a test may add rows or queue commands freely.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from state.db import now_ms
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+CYCLES = 40
+STEP_MS = 60_000
+
+
+def run_engine_into(path: Path, cycles: int = CYCLES, step_ms: int = STEP_MS) -> None:
+    """Run the real engine for `cycles` cycles into `path`, leaving it looking alive.
+
+    The lease is not released (no close), as if the engine were still running: the
+    last heartbeat is now and the open positions stay open.
+    """
+    from engine.config import load_settings
+    from engine.runner import Engine
+
+    clock = [now_ms() - cycles * step_ms]
+    settings = load_settings(engine={"cycle_seconds": step_ms / 1000, "seed": 7})
+    engine = Engine(settings, path, clock=lambda: clock[0])
+    engine.open()
+    for _ in range(cycles):
+        engine.step(1)
+        clock[0] += step_ms
+    clock[0] = now_ms()
+    engine.heartbeat_job()
+    assert engine.db is not None
+    engine.db.conn.commit()
+    engine.db.conn.close()
+
+
+def app(db: Path, page: str | None = None, *, timeout: float = 20) -> AppTest:
+    """app.py run once against `db`, switched to `page` (e.g. "pages/orders.py").
+
+    Call it inside a test using `cockpit_env`, which restores COCKPIT_DB afterwards.
+    """
+    os.environ["COCKPIT_DB"] = str(db)
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    return at
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def execute(db: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def commands(db: Path) -> list[tuple[str, str]]:
+    return [(k, a) for k, a in query(db, "SELECT kind, args FROM commands ORDER BY id")]
