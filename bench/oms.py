@@ -1,71 +1,76 @@
-"""Orders per second through the OMS, the real paper broker and a SQLite file (WAL).
+"""Orders per second through the whole order path: the risk gate (every check),
+the `signals` row, the OMS (NEW committed before the broker sees it), the paper
+broker and a SQLite file in WAL mode. Market orders that fill at once, buy and
+sell alternating per symbol so every second order closes a round trip.
 
-Market orders that fill at once, alternating buy and sell per symbol so every
-second order closes a round trip (a `trades` row). Prints figures; no pass/fail.
+Limits that would stop a burst of orders by design (trades per day, order rate,
+cooldown, consecutive losses, daily loss) are opened wide: the point is the cost of the
+path, not the policy. Prints figures; no pass/fail.
 
     .venv/bin/python bench/oms.py [N]
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import SimClock, describe, open_engine, settings
 
-from engine.brokers.paper import PaperBroker
-from engine.config import PaperSettings
-from engine.domain import Bar, Intent, OrderStatus, Purpose, Side, Verdict
-from engine.oms import Oms
-from engine.portfolio import Portfolio
-from state.db import now_ms, open_writer
-
-SYMBOLS = ("AAA", "BBB", "CCC", "DDD", "EEE")
+from engine.domain import Intent, Purpose, Side
 
 
-def risk_gate(intent: Intent) -> Verdict:
-    """RISK GATE GOES HERE: the real gate (engine.risk) will be called on this path,
-    so its cost is measured together with the OMS. Until then everything passes."""
-    return Verdict.ok("bench")
-
-
-def run(n: int) -> None:
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    cfg = settings(
+        5,
+        max_trades_per_day=10**9,
+        max_orders_per_minute=10**9,
+        cooldown_minutes=0,
+        max_order_fill_ratio=10**9,
+        max_consecutive_losses=10**9,
+        daily_loss=1.0,
+    )
     with tempfile.TemporaryDirectory() as folder:
-        db = open_writer(Path(folder) / "bench.db")
-        broker = PaperBroker(db, PaperSettings(), starting_cash=1_000_000)
-        portfolio = Portfolio(1_000_000)
-        oms = Oms(db, broker, portfolio, now_ms)
-        start_ts = now_ms() - 60_000
-        for symbol in SYMBOLS:
-            oms.on_bar(Bar(symbol, start_ts, 100.0, 101.0, 99.0, 100.0, 1e7))
-
-        latencies: list[int] = []
-        statuses: dict[OrderStatus, int] = {}
-        began = time.perf_counter_ns()
+        # One order per 2 s of simulated time: the density the default order-rate limit
+        # (30 a minute) allows, so the risk facts hold what they would in a real run.
+        clock = SimClock(step_ms=2000)
+        engine = open_engine(Path(folder), cfg, clock)
+        trader = engine.trader
+        assert trader is not None
+        symbols = list(trader.feed.symbols)
+        samples: list[float] = []
+        sent = 0
+        started = time.perf_counter()
         for i in range(n):
-            symbol = SYMBOLS[i % len(SYMBOLS)]
-            side = Side.BUY if (i // len(SYMBOLS)) % 2 == 0 else Side.SELL
-            intent = Intent(symbol, side, 10, Purpose.ENTRY if side is Side.BUY else Purpose.EXIT)
-            t0 = time.perf_counter_ns()
-            if risk_gate(intent).allowed:
-                order = oms.submit(intent, ref_price=100.0)
-                statuses[order.status] = statuses.get(order.status, 0) + 1
-            latencies.append(time.perf_counter_ns() - t0)
-        elapsed = (time.perf_counter_ns() - began) / 1e9
-
-        counts = {t: db[t].count for t in ("orders", "order_events", "fills", "trades")}
-        db.close()
-
-    p50, p99 = (statistics.quantiles(latencies, n=100)[q] / 1e3 for q in (49, 98))
-    print(f"orders: {n} market orders through OMS + PaperBroker + SQLite (WAL, synchronous=NORMAL)")
-    print(f"throughput: {n / elapsed:,.0f} orders/s ({elapsed:.2f} s)")
-    print(f"latency per order: p50 {p50:,.0f} us, p99 {p99:,.0f} us")
-    print("statuses: " + ", ".join(f"{s.value} {c}" for s, c in statuses.items()))
-    print("rows: " + ", ".join(f"{t} {c}" for t, c in counts.items()))
+            clock.tick()
+            symbol = symbols[i % len(symbols)]
+            price = trader.last_bar[symbol].close
+            opening = (i // len(symbols)) % 2 == 0
+            intent = Intent(
+                symbol=symbol,
+                side=Side.BUY if opening else Side.SELL,
+                qty=10,
+                purpose=Purpose.ENTRY if opening else Purpose.EXIT,
+                stop_loss=price * 0.98 if opening else None,
+                take_profit=price * 1.05 if opening else None,
+                reason="bench",
+            )
+            t0 = time.perf_counter()
+            if trader.submit(intent) is not None:
+                sent += 1
+            samples.append((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - started
+        denied = trader.db.conn.execute(
+            "SELECT check_name, count(*) FROM signals WHERE verdict = 'denied' GROUP BY 1"
+        ).fetchall()
+        engine.close()
+    print(f"bench/oms.py: {n} market orders through gate + OMS + paper broker + SQLite (WAL)")
+    print(f"  throughput {n / elapsed:,.0f} orders/s ({sent} sent, denied {denied or 'none'})")
+    print(f"  per order  {describe(samples)}")
 
 
 if __name__ == "__main__":
-    run(int(sys.argv[1]) if len(sys.argv) > 1 else 5_000)
+    main()

@@ -47,10 +47,15 @@ from engine.oms import Oms
 from engine.portfolio import Portfolio, write_snapshot
 from engine.regime import RegimeCall, classify
 from engine.risk import RiskContext, RiskGate, load_risk_facts
+from engine.risk.facts import day_start_of
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 
 log = logging.getLogger(__name__)
 
+ENTRY_RETRY_MS = 60_000
+DAY_MS = 86_400_000
+ALL_SYMBOLS = "*"
+ACCOUNT_DAILY_CHECKS = frozenset({"trades_per_day", "daily_loss"})
 RETURNS_WINDOW = 60  # bars of returns kept per symbol for the correlation check
 STAGES = ("feed", "features", "regime", "signal", "risk", "execution", "portfolio", "state")
 
@@ -241,11 +246,8 @@ class Trader:
         for bar in bars:
             if any(i.symbol == bar.symbol for i in intents):
                 continue  # an exit this bar; decide entries on the next one
-            if (
-                self.locked_until.get(bar.symbol, 0) > now
-                and bar.symbol not in self.portfolio.positions
-            ):
-                continue  # a lock (cooldown) denied the last entry: don't ask until it ends
+            if self._entries_locked(bar.symbol, now):
+                continue
             intents.extend(
                 self.strategy.decide(
                     StrategyInput(
@@ -400,8 +402,8 @@ class Trader:
                 verdict.reason if not verdict.allowed else intent.reason,
             ),
         )
-        if not verdict.allowed and verdict.until is not None:
-            self.locked_until[intent.symbol] = verdict.until
+        if not verdict.allowed and not intent.purpose.reduces_exposure:
+            self._lock_entries(intent.symbol, verdict, now)
         if not verdict.allowed or ref is None:
             log.info(
                 "denied %s %s %s: %s", intent.side, intent.symbol, verdict.check, verdict.reason
@@ -421,6 +423,22 @@ class Trader:
             )
             return None
         return order
+
+    def _lock_entries(self, symbol: str, verdict: Verdict, now: int) -> None:
+        """After a denied entry, don't ask the strategy again until it could pass:
+        the verdict's own lock, the next UTC day for daily account limits, else a
+        minute. Every denial is still stored; this only stops the same one being
+        stored every cycle."""
+        if verdict.check in ACCOUNT_DAILY_CHECKS:
+            self.locked_until[ALL_SYMBOLS] = verdict.until or day_start_of(now) + DAY_MS
+        else:
+            self.locked_until[symbol] = verdict.until or now + ENTRY_RETRY_MS
+
+    def _entries_locked(self, symbol: str, now: int) -> bool:
+        if symbol in self.portfolio.positions:
+            return False  # the strategy must still be asked about exits
+        until = max(self.locked_until.get(symbol, 0), self.locked_until.get(ALL_SYMBOLS, 0))
+        return until > now
 
     # ------------------------------------------------------ flatten and stop
 

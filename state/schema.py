@@ -307,6 +307,20 @@ def m002_indexes(db: Database) -> None:
         db.table(table).create_index(columns, unique=unique, if_not_exists=True)
 
 
+@migrations()
+def m003_covering_indexes_for_risk_facts(db: Database) -> None:
+    """The risk gate reads today's orders and trades before every order; covering
+    indexes keep those reads inside the index instead of visiting every row."""
+    db.table("orders").create_index(
+        ["created_at", "purpose", "filled_qty", "status"],
+        index_name="idx_orders_day_entries",
+        if_not_exists=True,
+    )
+    db.table("trades").create_index(
+        ["exit_ts", "pnl", "symbol"], index_name="idx_trades_exit_pnl", if_not_exists=True
+    )
+
+
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied."""
     names = [m.name for m in migrations.pending(db)]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from engine.config import load_settings
 from engine.domain import Bar, TradingState
 from engine.feeds import SimulatedFeed
 from engine.lease import LeaseHeld
@@ -285,3 +286,22 @@ def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
     assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
     assert query(db_file, "SELECT count(*) FROM cycles")[0][0] >= 8
     assert query(db_file, "SELECT stopped_at IS NOT NULL FROM engine") == [(1,)]
+
+
+def test_a_daily_limit_denial_is_stored_once_not_every_cycle(db_file, clock, open_engines):
+    eng = Engine(
+        load_settings(
+            engine={"cycle_seconds": 1.0, "symbols": 4, "seed": 11, "warmup_bars": 120},
+            risk={"max_trades_per_day": 1},
+        ),
+        db_file,
+        clock=clock,
+    )
+    eng.open()
+    open_engines.append(eng)
+    run(eng, clock, 400)
+
+    entries = query(db_file, "SELECT count(*) FROM orders WHERE purpose = 'ENTRY'")
+    denials = query(db_file, "SELECT count(*) FROM signals WHERE check_name = 'trades_per_day'")
+    assert entries == [(1,)]
+    assert denials == [(1,)], "entries are not proposed again until the next day"

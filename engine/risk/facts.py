@@ -111,11 +111,12 @@ def load_risk_facts(
     )
     realized = _one(conn, "SELECT TOTAL(pnl) FROM trades WHERE exit_ts >= ?", start)
     # The streak restarts at every state change, so resuming after a pause clears it.
+    # Iterated lazily: the streak usually ends at the first win, a few rows in.
     pnls = conn.execute(
         "SELECT pnl FROM trades WHERE exit_ts > ? AND exit_ts <= ?"
         " ORDER BY exit_ts DESC, id DESC LIMIT 1000",
         (changed_at or 0, now),
-    ).fetchall()
+    )
     streak = 0
     for (pnl,) in pnls:
         if pnl is None or pnl >= 0:
