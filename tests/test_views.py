@@ -1,0 +1,256 @@
+"""Read models (state/views.py) against real SQLite files written through the schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from state import views
+from state.db import open_writer
+
+DAY = views.DAY_MS
+T0 = int(datetime(2026, 3, 1, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    path = tmp_path / "v.db"
+    writer = open_writer(path)
+    yield path, writer
+    writer.conn.close()
+
+
+def _equity(writer, marks: list[tuple[int, float]]) -> None:
+    peak = 0.0
+    rows = []
+    for ts, eq in marks:
+        peak = max(peak, eq)
+        rows.append((ts, eq, eq, peak, 1 - eq / peak))
+    writer.conn.executemany(
+        "INSERT INTO equity (ts, cash, equity, peak, drawdown) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    writer.conn.commit()
+
+
+def _cycles(writer, starts: list[int], durations: list[float] | None = None, errors=()) -> None:
+    durations = durations or [10.0] * len(starts)
+    writer.conn.executemany(
+        "INSERT INTO cycles (started_at, duration_ms, error) VALUES (?, ?, ?)",
+        [
+            (s, d, "boom" if i in errors else None)
+            for i, (s, d) in enumerate(zip(starts, durations, strict=True))
+        ],
+    )
+    writer.conn.commit()
+
+
+def _engine(writer, heartbeat: int, cycle_seconds: float = 1.0, **extra) -> None:
+    row = {
+        "id": 1,
+        "owner": "t",
+        "pid": 1,
+        "started_at": heartbeat - 1000,
+        "heartbeat_at": heartbeat,
+        "trading_state": "ACTIVE",
+        "cycle_seconds": cycle_seconds,
+        **extra,
+    }
+    writer.table("engine").upsert(row, pk="id")
+    writer.conn.commit()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(min_value=1, max_value=3000),
+    points=st.integers(min_value=2, max_value=200),
+)
+def test_equity_curve_is_thinned_to_stored_marks(tmp_path_factory, n: int, points: int) -> None:
+    path = tmp_path_factory.mktemp("eq") / "e.db"
+    writer = open_writer(path)
+    _equity(writer, [(T0 + i * 60_000, 100_000 + (i * 37 % 101)) for i in range(n)])
+    writer.conn.close()
+    curve = views.equity_curve(path, points=points)
+    stored = {T0 + i * 60_000: 100_000 + (i * 37 % 101) for i in range(n)}
+    assert len(curve) <= points
+    assert all(stored[int(t)] == e for t, e in zip(curve["ts"], curve["equity"], strict=True))
+    assert int(curve["ts"].iloc[-1]) == T0 + (n - 1) * 60_000
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.floats(min_value=0.1, max_value=1e4), min_size=1, max_size=300))
+def test_cycle_percentiles_are_nearest_rank(tmp_path_factory, durations: list[float]) -> None:
+    path = tmp_path_factory.mktemp("cy") / "c.db"
+    writer = open_writer(path)
+    _cycles(writer, [T0 + i * 1000 for i in range(len(durations))], durations)
+    writer.conn.close()
+    p50, p99 = views.cycle_percentiles(path, since=0)
+    assert p50 == pytest.approx(np.percentile(durations, 50, method="inverted_cdf"))
+    assert p99 == pytest.approx(np.percentile(durations, 99, method="inverted_cdf"))
+
+
+def test_gaps_beyond_one_and_a_half_cycles_count_as_missed(db) -> None:
+    path, writer = db
+    # one-second cycles; a 5 s gap misses 4 cycles, a 1.4 s gap misses none
+    starts = [T0, T0 + 1000, T0 + 2400, T0 + 7400, T0 + 8400]
+    _cycles(writer, starts, errors={1})
+    _engine(writer, heartbeat=T0 + 8400, cycle_seconds=1.0)
+    facts = views.marathon_facts(path, T0 + 8400, lookback_days=7)
+    assert (facts.cycles, facts.gaps, facts.missed, facts.failed) == (5, 1, 4, 1)
+
+
+def test_a_recent_halt_is_counted_from_the_audit(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0)
+    writer.conn.executemany(
+        "INSERT INTO audit (ts, actor, action, payload) VALUES (?, 'op', 'state_change', ?)",
+        [
+            (T0 - 10 * DAY, '{"from": "ACTIVE", "to": "HALTED"}'),
+            (T0 - DAY, '{"from": "ACTIVE", "to": "HALTED"}'),
+            (T0 - DAY + 5, '{"from": "HALTED", "to": "ACTIVE"}'),
+        ],
+    )
+    writer.conn.commit()
+    facts = views.marathon_facts(path, T0, lookback_days=7)
+    assert (facts.halts, facts.last_halt_at) == (1, T0 - DAY)
+
+
+def test_daily_pnl_adds_up_to_the_total_in_the_operators_zone(db) -> None:
+    path, writer = db
+    marks = [(T0 + i * 3_600_000, 100_000 + 50 * i - (i % 7) * 30) for i in range(24 * 5)]
+    _equity(writer, marks)
+    daily = views.pnl_per_day(path, "America/New_York")
+    assert daily["pnl"].sum() == pytest.approx(marks[-1][1] - marks[0][1])
+    # each day starts at local midnight
+    hours = {
+        datetime.fromtimestamp(d / 1000, ZoneInfo("America/New_York")).hour for d in daily["day"]
+    }
+    assert hours == {0}
+
+
+def test_local_day_start_follows_daylight_saving(db) -> None:
+    # 2026-03-29 is the switch to summer time in Zurich: midnight is 22:00 UTC the day before
+    noon = int(datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/Zurich")).timestamp() * 1000)
+    start = views.local_day_start(noon, "Europe/Zurich")
+    assert datetime.fromtimestamp(start / 1000, ZoneInfo("UTC")) == datetime(
+        2026, 3, 28, 23, tzinfo=ZoneInfo("UTC")
+    )
+
+
+def test_day_pnl_is_measured_from_the_last_mark_before_midnight(db) -> None:
+    path, writer = db
+    midnight = views.local_day_start(T0 + DAY // 2, "UTC")
+    _equity(
+        writer,
+        [(midnight - 60_000, 100_000), (midnight + 60_000, 100_250), (midnight + 120_000, 100_400)],
+    )
+    s = views.account_summary(path, midnight + 180_000, "UTC")
+    assert (s.equity, s.day_pnl, s.total_pnl) == (100_400, 400, 400)
+
+
+def test_a_stopped_engine_is_stale_even_with_a_recent_heartbeat(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0, stopped_at=T0)
+    assert views.engine_status(path, T0 + 500).stale
+
+
+def test_an_old_heartbeat_is_stale_and_a_new_one_fresh(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0)
+    assert not views.engine_status(path, T0 + 2_000).stale
+    assert views.engine_status(path, T0 + 60_000).stale
+
+
+def test_alert_counts_over_time_add_up_to_the_filtered_count(db) -> None:
+    path, writer = db
+    writer.conn.executemany(
+        "INSERT INTO alerts (ts, severity, source, title) VALUES (?, ?, ?, 't')",
+        [
+            (T0 + i * 600_000, ["INFO", "HIGH"][i % 2], ["feed", "risk"][i % 3 == 0])
+            for i in range(100)
+        ],
+    )
+    writer.conn.commit()
+    flt = views.AlertFilter(severities=("HIGH",), sources=("risk",))
+    counts = views.alert_counts_over_time(path, flt)
+    assert counts["alerts"].sum() == views.alerts_count(path, flt) > 0
+
+
+def test_time_in_regime_lasts_until_the_next_call(db) -> None:
+    path, writer = db
+    writer.conn.executemany(
+        "INSERT INTO regimes (symbol, ts, regime, source) VALUES ('A', ?, ?, 'rules')",
+        [(T0, "range"), (T0 + 3_600_000, "trend_up"), (T0 + 3 * 3_600_000, "range")],
+    )
+    writer.conn.commit()
+    spent = views.time_in_regime(path, "A").set_index("regime")
+    assert spent.loc["trend_up", "hours"] == 2.0
+    assert spent["share"].sum() == pytest.approx(1.0)
+
+
+def test_order_filter_and_csv_export_agree(db) -> None:
+    path, writer = db
+    writer.conn.executemany(
+        "INSERT INTO orders (client_order_id, symbol, side, qty, type, status, created_at)"
+        " VALUES (?, ?, 'BUY', 1, 'MARKET', ?, ?)",
+        [(f"c{i}", "AB"[i % 2], ["FILLED", "CANCELED"][i % 3 == 0], T0 + i) for i in range(30)],
+    )
+    writer.conn.commit()
+    flt = views.OrderFilter(symbols=("A",), statuses=("FILLED",))
+    csv_lines = views.orders_csv(path, flt).strip().splitlines()
+    assert len(csv_lines) - 1 == views.orders_count(path, flt) == len(views.orders(path, flt))
+
+
+def _facts(**kw) -> views.MarathonFacts:
+    base = dict(
+        first_cycle_at=0,
+        last_cycle_at=20 * DAY,
+        cycles=1_000_000,
+        failed=10,
+        missed=5,
+        gaps=2,
+        cycle_seconds=1.0,
+        engine_started_at=0,
+        engine_alive=True,
+        halts=0,
+        last_halt_at=None,
+        max_drawdown=0.05,
+        unacked_critical=0,
+    )
+    return views.MarathonFacts(**{**base, **kw})
+
+
+def test_readiness_passes_a_clean_marathon() -> None:
+    items = views.readiness(_facts(), sharpe=1.5, p99_ms=40.0, t=views.ReadinessThresholds())
+    assert all(i.passed for i in items)
+
+
+def test_readiness_fails_a_drawdown_beyond_the_limit() -> None:
+    items = views.readiness(
+        _facts(max_drawdown=0.2), 1.5, 40.0, views.ReadinessThresholds(max_drawdown=0.15)
+    )
+    assert [i.name for i in items if not i.passed] == ["Max drawdown"]
+
+
+def test_sharpe_like_needs_variation() -> None:
+    assert views.sharpe_like([0.01, 0.01, 0.01]) is None
+    assert views.sharpe_like([0.01, -0.005, 0.02]) == pytest.approx(
+        np.mean([0.01, -0.005, 0.02]) / np.std([0.01, -0.005, 0.02], ddof=1) * np.sqrt(252)
+    )
+
+
+def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    assert views.account_summary(path, T0, "UTC").equity is None
+    assert views.orders(path, views.OrderFilter()).empty
+    assert not views.engine_status(path, T0).present
+    assert not path.exists()
