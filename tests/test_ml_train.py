@@ -1,0 +1,121 @@
+"""Training on simulated history: the models beat their baselines on data they never saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import MlSettings
+from engine.feeds import generate_history
+from engine.models.artifact import load_artifact, sha256_hex
+from engine.models.train import (
+    UNKNOWN,
+    TrainingError,
+    TrainParams,
+    build_dataset,
+    train_model,
+    train_on_history,
+)
+from state.db import open_writer
+
+NOW = 1_767_225_600_000
+HORIZON = 10
+PARAMS = TrainParams(n_folds=2, rounds=60)
+REGIME_MARGIN = 0.25  # accuracy points above the majority class on unseen symbols
+DIRECTION_MARGIN = 0.03
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    history = generate_history(["A", "B", "C"], 2_500, seed=1)
+    folder = tmp_path_factory.mktemp("models")
+    model = train_on_history(
+        history, MlSettings(horizon_bars=HORIZON), artifacts_dir=folder, now=NOW, params=PARAMS
+    )
+    return model, build_dataset(history, HORIZON)
+
+
+@pytest.fixture(scope="module")
+def unseen():
+    return build_dataset(generate_history(["X", "Y"], 2_500, seed=1001), HORIZON)
+
+
+def test_regime_model_beats_the_majority_class_on_unseen_symbols(trained, unseen) -> None:
+    model, train = trained
+    booster = load_artifact(model.path, model.sha256).regime
+    rows = unseen.regime != UNKNOWN
+    predicted = booster.predict(unseen.x[rows]).argmax(axis=1)
+    majority = np.bincount(train.regime[train.regime != UNKNOWN]).argmax()
+    accuracy = np.mean(predicted == unseen.regime[rows])
+    assert accuracy > np.mean(unseen.regime[rows] == majority) + REGIME_MARGIN
+
+
+def test_direction_model_beats_the_majority_class_on_unseen_symbols(trained, unseen) -> None:
+    model, train = trained
+    booster = load_artifact(model.path, model.sha256).direction
+    rows = unseen.y_up != UNKNOWN
+    predicted = booster.predict(unseen.x[rows]) >= 0.5
+    majority = int(np.mean(train.y_up[train.y_up != UNKNOWN]) >= 0.5)
+    accuracy = np.mean(predicted == unseen.y_up[rows])
+    assert accuracy > np.mean(unseen.y_up[rows] == majority) + DIRECTION_MARGIN
+
+
+def test_walk_forward_metrics_beat_the_majority_baseline_in_every_fold(trained) -> None:
+    model, _ = trained
+    for fold in model.metrics["regime"]["folds"]:
+        assert fold["model"]["accuracy"] > fold["majority"]["accuracy"]
+
+
+def test_regime_model_beats_the_rules_on_their_own_scale(trained) -> None:
+    report = trained[0].metrics["regime"]
+    assert report["model_rules_scale"]["accuracy"] > report["rules"]["accuracy"]
+
+
+def test_overall_metrics_cover_exactly_the_tested_rows(trained) -> None:
+    report = trained[0].metrics["direction"]
+    assert report["overall"]["n"] == sum(f["test_rows"] for f in report["folds"])
+
+
+def test_direction_folds_purge_one_horizon_per_symbol(trained) -> None:
+    for fold in trained[0].metrics["direction"]["folds"]:
+        assert fold["purged"] == HORIZON * 3
+
+
+def test_registry_hash_is_the_sidecar_files_hash(trained) -> None:
+    model, _ = trained
+    assert sha256_hex(Path(model.path).read_bytes()) == model.sha256
+
+
+def _store(path: Path, history) -> None:
+    db = open_writer(path)
+    for symbol, frame in history.items():
+        db["bars"].insert_all(frame.assign(symbol=symbol).to_dict("records"))
+    db.conn.close()
+
+
+def test_train_model_reads_the_bars_table(tmp_path: Path) -> None:
+    path = tmp_path / "cockpit.db"
+    _store(path, generate_history(["SIM-A", "SIM-B"], 900, seed=3))
+    model = train_model(
+        path, MlSettings(), artifacts_dir=tmp_path / "m", now=NOW, params=TrainParams(2, 20)
+    )
+    assert (model.data_range["source"], model.data_range["symbols"]) == ("db", ["SIM-A", "SIM-B"])
+
+
+def test_too_few_bars_fall_back_to_simulated_history(tmp_path: Path) -> None:
+    path = tmp_path / "cockpit.db"
+    _store(path, generate_history(["SIM-A"], 100, seed=3))
+    settings = MlSettings(bootstrap_bars=800)
+    model = train_model(
+        path, settings, artifacts_dir=tmp_path / "m", now=NOW, params=TrainParams(2, 20)
+    )
+    assert model.data_range["source"].startswith("simulated")
+
+
+def test_too_few_bars_without_bootstrap_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "cockpit.db"
+    _store(path, generate_history(["SIM-A"], 100, seed=3))
+    with pytest.raises(TrainingError, match="bootstrap is off"):
+        train_model(path, MlSettings(bootstrap=False), artifacts_dir=tmp_path / "m", now=NOW)
