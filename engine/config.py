@@ -159,7 +159,9 @@ class MlSettings(_Section):
     bootstrap_bars: int = Field(5_000, ge=500, le=1_000_000, description="per simulated symbol")
     psi_warning: float = Field(0.10, gt=0, le=10, description="PSI that raises a warning")
     psi_alert: float = Field(0.25, gt=0, le=10, description="PSI that raises a HIGH alert")
-    drift_window: int = Field(1_000, ge=100, le=1_000_000, description="live rows compared")
+    drift_window: int = Field(
+        5_000, ge=100, le=1_000_000, description="latest live rows, all symbols, compared"
+    )
     accuracy_decay: float = Field(
         0.10, gt=0, le=1, description="live accuracy this far below training raises an alert"
     )

@@ -1,0 +1,76 @@
+"""Champion against challenger on the same live bars: promotion advice.
+
+Both models predict every bar; once the horizon has passed both are scored on the
+same outcome. The advice compares their Brier scores pair by pair and recommends a
+promotion only with enough pairs and a gain whose confidence interval excludes
+zero. Predictions made on consecutive bars share most of their horizon's price
+path, so neighbouring pairs are not independent: the standard error is widened by
+sqrt(horizon_bars), the number of overlapping labels each outcome is part of.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+Z_95 = 1.959964
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionAdvice:
+    champion: str
+    challenger: str
+    n: int  # paired, scored predictions
+    champion_accuracy: float
+    challenger_accuracy: float
+    brier_gain: float  # champion Brier - challenger Brier; > 0 favours the challenger
+    ci_low: float
+    ci_high: float
+    promote: bool
+    message: str
+
+
+def promotion_advice(
+    champion: str,
+    challenger: str,
+    champion_proba: npt.ArrayLike,
+    challenger_proba: npt.ArrayLike,
+    outcome: npt.ArrayLike,
+    *,
+    min_samples: int,
+    horizon_bars: int = 1,
+    z: float = Z_95,
+) -> PromotionAdvice:
+    p0 = np.asarray(champion_proba, dtype=np.float64)
+    p1 = np.asarray(challenger_proba, dtype=np.float64)
+    y = np.asarray(outcome, dtype=np.float64)
+    n = len(y)
+    if n == 0:
+        nan = math.nan
+        return PromotionAdvice(
+            champion, challenger, 0, nan, nan, nan, nan, nan, False,
+            "no paired, scored predictions yet",
+        )  # fmt: skip
+    gain = (p0 - y) ** 2 - (p1 - y) ** 2
+    mean = float(gain.mean())
+    se = float(gain.std(ddof=1) / math.sqrt(n)) * math.sqrt(horizon_bars) if n > 1 else math.inf
+    low, high = mean - z * se, mean + z * se
+    acc0 = float(np.mean((p0 >= 0.5) == (y == 1)))
+    acc1 = float(np.mean((p1 >= 0.5) == (y == 1)))
+    enough = n >= min_samples
+    promote = enough and low > 0
+    interval = f"Brier gain {mean:+.4f} (95% CI {low:+.4f} to {high:+.4f}) over {n} pairs"
+    if not enough:
+        message = f"not enough evidence yet: {n} of {min_samples} pairs; {interval}"
+    elif promote:
+        message = f"promote {challenger}: it beats {champion}; {interval}"
+    elif high < 0:
+        message = f"keep {champion}: {challenger} is worse; {interval}"
+    else:
+        message = f"no significant difference; {interval}"
+    return PromotionAdvice(champion, challenger, n, acc0, acc1, mean, low, high, promote, message)

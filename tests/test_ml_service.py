@@ -1,0 +1,267 @@
+"""The live model service: verified loading with fallback, prediction, scoring, drift,
+shadowing and the auto-promotion policy."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import MlSettings
+from engine.domain import Bar, Regime, Severity
+from engine.feeds import generate_history
+from engine.models import registry
+from engine.models.artifact import load_artifact
+from engine.models.drift import DriftKind
+from engine.models.service import ModelService
+from engine.models.shadow import promotion_advice
+from engine.models.train import TrainParams, build_dataset, train_on_history
+from engine.regime import Source
+from state.db import open_writer
+
+NOW = 1_767_225_600_000
+BAR_MS = 60_000
+SETTINGS = MlSettings(drift_window=1_000, min_scored=50)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("models")
+    out = []
+    for seed, bars in [(1, 2_500), (2, 800)]:
+        history = generate_history(["A", "B", "C"], bars, seed=seed)
+        out.append(
+            train_on_history(
+                history,
+                SETTINGS,
+                artifacts_dir=folder,
+                now=NOW + seed,
+                params=TrainParams(n_folds=2, rounds=40),
+            )
+        )
+    return out
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = open_writer(tmp_path / "cockpit.db")
+    yield database
+    database.conn.close()
+
+
+@pytest.fixture
+def alerts() -> list[tuple]:
+    return []
+
+
+def _service(db, alerts, settings: MlSettings = SETTINGS) -> ModelService:
+    return ModelService(
+        db, settings, Path("/nonexistent"), lambda *a: alerts.append(a), bar_ms=BAR_MS
+    )
+
+
+def _own_copy(model, tmp_path: Path):
+    """The model with its artifact copied under tmp_path, so a test may damage it."""
+    folder = tmp_path / model.version
+    shutil.copytree(model.path.parent, folder)
+    return replace(model, path=folder / "model.json")
+
+
+def _rows(seed: int, symbols: int = 5, bars: int = 262) -> np.ndarray:
+    history = generate_history([f"S{i}" for i in range(symbols)], bars, seed=seed)
+    return build_dataset(history, 10).x[-SETTINGS.drift_window :]
+
+
+def test_prediction_is_the_verified_boosters_probability(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    row = _rows(7)[-1]
+    booster = load_artifact(models[0].path, models[0].sha256).direction
+    prediction = _service(db, alerts).predict("S0", row)
+    assert prediction.proba_up == pytest.approx(booster.predict(row.reshape(1, -1))[0], abs=0)
+
+
+def test_regime_call_is_from_ml_with_the_top_class_probability(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    call = _service(db, alerts).predict("S0", _rows(7)[-1]).regime_call
+    probabilities = [v for k, v in call.features.items() if k.startswith("p_")]
+    assert (call.source, call.confidence) == (Source.ML, max(probabilities))
+
+
+def test_a_row_still_warming_up_gives_no_prediction(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    row = _rows(7)[-1].copy()
+    row[3] = np.nan
+    assert _service(db, alerts).predict("S0", row) is None
+
+
+def test_changed_champion_is_refused_and_the_previous_champion_used(
+    db, alerts, models, tmp_path: Path
+) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    second = _own_copy(models[1], tmp_path)
+    registry.register(db, second, now=NOW)
+    registry.promote(db, second.version, now=NOW)
+    head = second.path.parent / "direction.txt"
+    head.write_text(head.read_text().replace("shrinkage=", "shrinkage=1", 1))
+    service = _service(db, alerts)
+    assert service.champion_version == models[0].version
+    assert any(a[0] is Severity.HIGH and "refused" in a[2] for a in alerts)
+
+
+def test_missing_champion_without_an_earlier_one_leaves_rules_only(
+    db, alerts, models, tmp_path: Path
+) -> None:
+    only = _own_copy(models[0], tmp_path)
+    registry.adopt(db, only, now=NOW)
+    only.path.unlink()
+    service = _service(db, alerts)
+    assert service.predict("S0", _rows(7)[-1]) is None
+    assert any(a[0] is Severity.HIGH and "rules only" in a[2] for a in alerts)
+
+
+def test_sync_picks_up_a_promotion(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    service = _service(db, alerts)
+    registry.promote(db, models[1].version, now=NOW)
+    assert (service.sync(), service.champion_version) == (True, models[1].version)
+
+
+def test_disabled_ml_never_predicts(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts, SETTINGS.model_copy(update={"enabled": False}))
+    assert service.predict("S0", _rows(7)[-1]) is None
+
+
+def _bar(ts: int, close: float, symbol: str = "S0") -> Bar:
+    return Bar(symbol, ts, close, close, close, close, 1000.0, Regime.RANGE)
+
+
+def test_challenger_is_recorded_beside_the_champion(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    service = _service(db, alerts)
+    service.record(_bar(NOW, 100.0), service.predict("S0", _rows(7)[-1]))
+    rows = db.conn.execute("SELECT role, model_version FROM predictions ORDER BY role").fetchall()
+    assert rows == [("challenger", models[1].version), ("champion", models[0].version)]
+
+
+def test_predictions_are_scored_only_once_the_horizon_has_passed(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    service.record(_bar(NOW, 100.0), service.predict("S0", _rows(7)[-1]))
+    horizon = SETTINGS.horizon_bars * BAR_MS
+    early = service.score_due(NOW + horizon - 1, {"S0": 101.0})
+    on_time = service.score_due(NOW + horizon, {"S0": 101.0})
+    outcome = db.conn.execute("SELECT outcome FROM predictions").fetchone()[0]
+    assert (early, on_time, outcome) == (0, 1, 1)
+
+
+def _feed(service: ModelService, rows: np.ndarray) -> None:
+    for row in rows:
+        service.predict("S0", row)
+
+
+def test_drift_is_not_flagged_on_fresh_data_from_the_same_market(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    _feed(service, _rows(50))
+    report = service.check_drift(NOW)
+    features = [r for r in report.drift if r.kind is DriftKind.FEATURE]
+    assert len(features) == len(models[0].features)
+    assert [r.name for r in features if r.severity] == []
+
+
+def _shifted_rows(seed: int) -> np.ndarray:
+    """The same market with every move three times as large."""
+    history = generate_history([f"S{i}" for i in range(5)], 262, seed=seed)
+    for frame in history.values():
+        log_close = np.log(frame["close"])
+        scale = np.exp(log_close.iloc[0] + 3 * log_close.diff().fillna(0).cumsum()) / frame["close"]
+        for column in ("open", "high", "low", "close"):
+            frame[column] = frame[column] * scale
+    return build_dataset(history, 10).x[-SETTINGS.drift_window :]
+
+
+def test_drift_is_flagged_and_alerted_on_a_more_volatile_market(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    _feed(service, _shifted_rows(50))
+    report = service.check_drift(NOW)
+    flagged = {r.name for r in report.drift if r.severity is Severity.HIGH}
+    assert {"vol_20", "bb_width", "ret_1"} <= flagged
+    assert any(a[4] == "ml.drift.feature_psi" and a[0] is Severity.HIGH for a in alerts)
+
+
+def test_every_drift_measurement_is_stored(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    _feed(service, _rows(50))
+    report = service.check_drift(NOW)
+    stored = db.conn.execute("SELECT COUNT(*) FROM drift WHERE ts = ?", (NOW,)).fetchone()[0]
+    assert stored == len(report.drift)
+
+
+def _insert_scored(db, version: str, role: str, probas, outcomes) -> None:
+    db.conn.executemany(
+        "INSERT INTO predictions (ts, symbol, model_version, role, proba, ref_price,"
+        " horizon_ts, outcome, exit_price, scored_at) VALUES (?, 'S0', ?, ?, ?, 1, ?, ?, 1, ?)",
+        [
+            (NOW + i * BAR_MS, version, role, float(p), NOW, int(y), NOW)
+            for i, (p, y) in enumerate(zip(probas, outcomes, strict=True))
+        ],
+    )
+    db.conn.commit()
+
+
+def test_live_accuracy_far_below_training_raises_a_warning(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    outcomes = [i % 2 for i in range(100)]
+    probas = [0.8 if y == 0 else 0.2 for y in outcomes[:70]] + [0.8] * 30  # ~15% right
+    _insert_scored(db, models[0].version, "champion", probas, outcomes)
+    report = _service(db, alerts).check_drift(NOW)
+    decay = next(r for r in report.drift if r.kind is DriftKind.ACCURACY)
+    assert decay.severity is Severity.WARNING and decay.n == 100
+
+
+def _challenger_wins(db, champion: str, challenger: str, n: int = 400) -> None:
+    rng = np.random.default_rng(3)
+    outcomes = rng.integers(0, 2, n)
+    _insert_scored(db, champion, "champion", rng.random(n), outcomes)
+    _insert_scored(db, challenger, "challenger", np.where(outcomes == 1, 0.9, 0.1), outcomes)
+
+
+def test_auto_promotion_promotes_a_challenger_that_is_clearly_better(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    _challenger_wins(db, models[0].version, models[1].version)
+    service = _service(db, alerts, SETTINGS.model_copy(update={"auto_promote": True}))
+    report = service.check_drift(NOW)
+    assert report.promoted == models[1].version
+    assert service.champion_version == registry.champion(db.conn).version == models[1].version
+
+
+def test_without_auto_promotion_the_advice_changes_nothing(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    _challenger_wins(db, models[0].version, models[1].version)
+    report = _service(db, alerts).check_drift(NOW)
+    assert report.advice.promote and report.promoted is None
+    assert registry.champion(db.conn).version == models[0].version
+
+
+def test_advice_waits_for_enough_pairs() -> None:
+    y = np.array([1, 0] * 20)
+    advice = promotion_advice("a", "b", np.full(40, 0.5), y * 0.9, y, min_samples=100)
+    assert not advice.promote and "not enough" in advice.message
+
+
+def test_advice_does_not_promote_an_equal_challenger() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 2_000)
+    p = rng.random(2_000)
+    advice = promotion_advice("a", "b", p, p[::-1], y, min_samples=100, horizon_bars=10)
+    assert not advice.promote and advice.ci_low < 0 < advice.ci_high
