@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -76,6 +77,10 @@ def read_status(
             ).fetchall()
     except FileNotFoundError:
         return None
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None  # the engine is creating the schema right now
+        raise
     beat = engine["heartbeat_at"] if engine else None
     last_cycle = engine["last_cycle_at"] if engine else None
     running = bool(

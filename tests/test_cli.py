@@ -1,0 +1,129 @@
+"""`python -m engine` against a real engine process on a tmp database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from state.db import PROJECT_ROOT, now_ms
+from state.status import read_status
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=PROJECT_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+    )
+
+
+@pytest.fixture
+def running_engine(db_file: Path, tmp_path: Path):
+    log = (tmp_path / "engine.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "run",
+            "--db",
+            str(db_file),
+            "--cycle-seconds",
+            "0.1",
+            "--symbols",
+            "3",
+            "--seed",
+            "4",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            status = read_status(db_file, now_ms()) if db_file.exists() else None
+            if status is not None and status.running and status.cycles > 3:
+                break
+            assert proc.poll() is None, (tmp_path / "engine.log").read_text()
+            assert time.monotonic() < deadline, "the engine did not start cycling"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_stop_halts_flattens_and_reports_how_long_it_took(db_file, running_engine):
+    stopped = cli("stop", "--db", str(db_file), "--reason", "drill")
+    status = json.loads(cli("status", "--json", "--db", str(db_file)).stdout)
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "HALTED and flat in" in stopped.stdout
+    assert status["trading_state"] == "HALTED" and status["open_positions"] == 0
+
+
+def test_sigterm_stops_the_engine_cleanly_and_releases_the_lease(db_file, running_engine):
+    running_engine.send_signal(signal.SIGTERM)
+    assert running_engine.wait(timeout=15) == 0
+    status = json.loads(cli("status", "--json", "--db", str(db_file)).stdout)
+    assert status["running"] is False
+    second = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--db", str(db_file), "--for", "0.5"],
+        cwd=PROJECT_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+
+
+def test_a_second_engine_process_is_refused_with_a_message(db_file, running_engine):
+    second = cli("run", "--db", str(db_file), "--for", "1")
+    assert second.returncode == 1
+    assert "another engine" in second.stderr
+
+
+def test_resume_from_halted_without_a_reason_is_refused(db_file, running_engine):
+    assert cli("stop", "--db", str(db_file)).returncode == 0
+    refused = cli("resume", "--db", str(db_file))
+    resumed = cli("resume", "--confirm", "--reason", "drill over", "--db", str(db_file))
+    assert refused.returncode == 1 and "confirmation and a reason" in refused.stderr
+    assert resumed.returncode == 0 and "ACTIVE" in resumed.stdout
+
+
+def test_a_bad_configuration_stops_the_start_naming_key_value_and_rule(db_file):
+    env = {**os.environ, "COCKPIT_RISK__DAILY_LOSS": "1.5"}
+    result = cli("run", "--db", str(db_file), "--for", "1", env=env)
+    assert result.returncode == 2
+    assert "risk.daily_loss = '1.5'" in result.stderr and "less than or equal to 1" in result.stderr
+
+
+def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path):
+    env = {**os.environ, "COCKPIT_ALERTS__SMTP_PASSWORD": "hunter2", "COCKPIT_ENGINE__SEED": "9"}
+    result = cli("config", env=env)
+    assert result.returncode == 0
+    shown = json.loads(result.stdout)
+    assert shown["engine"]["seed"] == 9
+    assert "hunter2" not in result.stdout
+
+
+def test_a_command_with_no_engine_running_says_so(db_file):
+    result = cli("pause", "--db", str(db_file), "--timeout", "0.5")
+    assert result.returncode == 3 and "no engine answered" in result.stderr

@@ -1,0 +1,66 @@
+"""Configuration: defaults, file, environment, validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_settings
+
+
+def test_runs_with_no_file_and_no_variables():
+    settings = load_settings()
+    assert settings.engine.feed == "sim" and settings.engine.broker == "paper"
+
+
+def test_the_file_then_the_environment_then_the_command_line_win(tmp_path: Path, monkeypatch):
+    toml = tmp_path / "cockpit.toml"
+    toml.write_text("[engine]\nseed = 1\ncycle_seconds = 3\nwarmup_bars = 10\n")
+    monkeypatch.setenv("COCKPIT_CONFIG", str(toml))
+    monkeypatch.setenv("COCKPIT_ENGINE__CYCLE_SECONDS", "2")
+    settings = load_settings(engine={"seed": 5})
+    assert (settings.engine.seed, settings.engine.cycle_seconds, settings.engine.warmup_bars) == (
+        5,
+        2.0,
+        10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "expected"),
+    [
+        ("engine", {"cycle_seconds": 0}, "engine.cycle_seconds = 0: Input should be greater"),
+        ("engine", {"cycel_seconds": 1}, "engine.cycel_seconds = 1: unknown key; allowed keys:"),
+        (
+            "risk",
+            {"daily_loss": "lots"},
+            "risk.daily_loss = 'lots': Input should be a valid number",
+        ),
+        ("engine", {"feed": "ftp"}, "engine.feed = 'ftp': Input should be 'sim' or 'csv'"),
+        ("cockpit", {"timezone": "Mars/Base"}, "cockpit.timezone = 'Mars/Base'"),
+    ],
+)
+def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, values, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**{section: values})
+    assert expected in str(caught.value)
+
+
+def test_an_unknown_section_in_the_file_is_refused(tmp_path: Path, monkeypatch):
+    toml = tmp_path / "cockpit.toml"
+    toml.write_text("[engnie]\nseed = 1\n")
+    monkeypatch.setenv("COCKPIT_CONFIG", str(toml))
+    with pytest.raises(ConfigError, match=r"engnie = .*unknown key; allowed sections: engine"):
+        load_settings()
+
+
+def test_a_misspelt_environment_variable_is_refused(monkeypatch):
+    monkeypatch.setenv("COCKPIT_ENGIN__SEED", "3")
+    with pytest.raises(ConfigError, match="COCKPIT_ENGIN__SEED"):
+        load_settings()
+
+
+def test_the_csv_feed_needs_a_data_folder():
+    with pytest.raises(ConfigError, match=r"engine\.data_dir"):
+        load_settings(engine={"feed": "csv"})
