@@ -97,7 +97,7 @@ def register_cli(subparsers: Any) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     if args.ml_verb == "train":
         return _train(args)
-    if args.models_action == "list":
+    if (args.models_action or "list") == "list":
         return _list(args)
     return _command(args)
 
