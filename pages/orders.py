@@ -17,7 +17,7 @@ symbols = f1.multiselect("Symbol", views.order_symbols(ui.db()), key="ord_symbol
 statuses = f2.multiselect("Status", [s.value for s in OrderStatus], key="ord_status")
 sides = f3.multiselect("Side", [s.value for s in Side], key="ord_side")
 with f4:
-    since = ui.window_picker("ord_window", default="All")
+    since = ui.window_picker("ord_window", default="1 week")
 flt = views.OrderFilter(tuple(symbols), tuple(statuses), tuple(sides), since)
 
 blotter, lifecycle, trips, denied = st.tabs(

@@ -94,7 +94,7 @@ with c1:
         )
 with c2:
     st.subheader("Time in each regime")
-    spent = views.time_in_regime(ui.db(), symbol)
+    spent = views.time_in_regime(ui.db(), symbol, since)
     fig = go.Figure(
         go.Bar(
             x=spent["regime"],
@@ -107,11 +107,11 @@ with c2:
     ui.chart(fig, height=300, key="time_in_regime")
 
 st.subheader("Rules against ML")
-sources = views.regime_sources(ui.db(), symbol)
-versus = views.rules_vs_ml(ui.db(), symbol)
+sources = views.regime_sources(ui.db(), symbol, since)
+versus = views.rules_vs_ml(ui.db(), symbol, since)
 if versus.empty:
     ui.empty_state(
-        f"No ML calls for {symbol}: every call came from the rules.",
+        f"No ML calls for {symbol} in this window: every call came from the rules.",
         "The ML model overrides the rules only above its confidence threshold.",
     )
 else:

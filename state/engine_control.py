@@ -75,7 +75,7 @@ def ensure_engine(
     *,
     enabled: bool,
     command: Sequence[str] | None = None,
-    log_dir: Path = LOG_DIR,
+    log_dir: Path | None = None,
 ) -> Autostart:
     """Launch the engine unless one is alive; say what happened."""
     file = db_path(path).resolve()
@@ -107,7 +107,7 @@ def ensure_engine(
                     f" see {child.log_file}.",
                     child.process.pid,
                 )
-        child = _launch(file, command or engine_command(file), log_dir)
+        child = _launch(file, command or engine_command(file), log_dir or LOG_DIR)
         _children[str(file)] = child
     log.warning("no fresh engine heartbeat on %s: started engine pid %d", file, child.process.pid)
     return Autostart(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,24 @@ def _one(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> sqlite3
             raise
         return None
     return row
+
+
+# SQLite answers MIN or MAX alone from an index in one probe, but MIN and MAX
+# together in one SELECT scan the table: ask for each in its own subquery.
+_SPAN = "SELECT (SELECT MIN({col}) FROM {table} {where}), (SELECT MAX({col}) FROM {table} {where})"
+
+
+def _distinct(conn: sqlite3.Connection | None, table: str, column: str) -> list[str]:
+    """Distinct non-null values of an indexed column, one index probe per value
+    (a loose index scan) instead of a scan of every row."""
+    df = _frame(
+        conn,
+        f"WITH RECURSIVE v(x) AS (SELECT MIN({column}) FROM {table} UNION ALL"
+        f" SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > v.x) FROM v"
+        " WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL",
+        columns=["x"],
+    )
+    return [str(x) for x in df["x"]]
 
 
 # --------------------------------------------------------------------------- engine
@@ -263,26 +282,33 @@ def account_summary(path: PathLike, now: int, tz: str) -> AccountSummary:
 
 def equity_range(path: PathLike) -> tuple[int, int] | None:
     with _read(path) as conn:
-        row = _one(conn, "SELECT MIN(ts), MAX(ts) FROM equity")
+        row = _one(conn, _SPAN.format(col="ts", table="equity", where=""))
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
 def equity_curve(
     path: PathLike, since: int | None = None, points: int = MAX_POINTS
 ) -> pd.DataFrame:
-    """Equity and drawdown, at most `points` rows: the last mark of each time bucket."""
+    """Equity and drawdown at most `points` evenly spaced instants: at each, the last
+    mark at or before it (one index probe per instant, not a scan of the window).
+
+    A dip shorter than the spacing can fall between two instants; the worst drawdown
+    on record is read exactly by `account_summary`.
+    """
     columns = ["ts", "equity", "drawdown"]
     span = equity_range(path)
     if span is None:
         return pd.DataFrame(columns=columns)
-    lo = max(span[0], since or span[0])
-    bucket = max(1, (span[1] - lo) // max(1, points - 1) + 1)
+    lo, hi = max(span[0], since or span[0]), span[1]
+    step = max(1, (hi - lo) // max(1, points - 1))
+    first = hi - step * ((hi - lo) // step)
     with _read(path) as conn:
         return _frame(
             conn,
-            "SELECT MAX(ts) AS ts, equity, drawdown FROM equity WHERE ts >= ?"
-            " GROUP BY (ts - ?) / ? ORDER BY ts",
-            (lo, lo, bucket),
+            "WITH RECURSIVE i(t) AS (SELECT ? UNION ALL SELECT t + ? FROM i WHERE t + ? <= ?)"
+            " SELECT DISTINCT e.ts, e.equity, e.drawdown FROM i JOIN equity e"
+            " ON e.ts = (SELECT MAX(ts) FROM equity WHERE ts <= i.t) ORDER BY e.ts",
+            (first, step, step, hi),
             columns,
         )
 
@@ -323,8 +349,7 @@ def latest_fills(path: PathLike, limit: int = 20) -> pd.DataFrame:
 
 def regime_symbols(path: PathLike) -> list[str]:
     with _read(path) as conn:
-        df = _frame(conn, "SELECT DISTINCT symbol FROM regimes ORDER BY symbol")
-    return [str(s) for s in df.get("symbol", [])]
+        return _distinct(conn, "regimes", "symbol")
 
 
 def current_regimes(path: PathLike) -> pd.DataFrame:
@@ -368,7 +393,9 @@ def regime_timeline(
     """Close price and regime call for `symbol`, at most `points` rows (last per bucket)."""
     columns = ["ts", "close", "regime", "confidence"]
     with _read(path) as conn:
-        span = _one(conn, "SELECT MIN(ts), MAX(ts) FROM regimes WHERE symbol = ?", (symbol,))
+        span = _one(
+            conn, _SPAN.format(col="ts", table="regimes", where="WHERE symbol = ?"), (symbol,) * 2
+        )
         if span is None or span[0] is None:
             return pd.DataFrame(columns=columns)
         lo = max(int(span[0]), since or int(span[0]))
@@ -383,16 +410,26 @@ def regime_timeline(
         )
 
 
-def time_in_regime(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+def _symbol_window(symbol: str | None, since: int | None) -> tuple[str, list[Any]]:
+    """A WHERE clause on (symbol, ts) that the regimes(symbol, ts) index can serve."""
+    if symbol:
+        return "symbol = ? AND ts >= ?", [symbol, since or 0]
+    return "ts >= ?", [since or 0]
+
+
+def time_in_regime(
+    path: PathLike, symbol: str | None = None, since: int | None = None
+) -> pd.DataFrame:
     """Hours and share of time per regime; each call lasts until the symbol's next one."""
+    where, params = _symbol_window(symbol, since)
     with _read(path) as conn:
         df = _frame(
             conn,
             "SELECT regime, SUM(span) / 3600000.0 AS hours, COUNT(*) AS calls FROM ("
             " SELECT regime, COALESCE(LEAD(ts) OVER (PARTITION BY symbol ORDER BY ts) - ts, 0)"
-            " AS span FROM regimes WHERE (? IS NULL OR symbol = ?))"
+            f" AS span FROM regimes WHERE {where})"
             " GROUP BY regime ORDER BY hours DESC",
-            (symbol, symbol),
+            params,
             ["regime", "hours", "calls"],
         )
     total = float(df["hours"].sum()) if len(df) else 0.0
@@ -400,26 +437,32 @@ def time_in_regime(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
     return df
 
 
-def rules_vs_ml(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+def rules_vs_ml(
+    path: PathLike, symbol: str | None = None, since: int | None = None
+) -> pd.DataFrame:
     """Where the ML model made the call: what the rules said against what ML said."""
+    where, params = _symbol_window(symbol, since)
     with _read(path) as conn:
         return _frame(
             conn,
             "SELECT rules_regime, regime AS ml_regime, COUNT(*) AS calls FROM regimes"
-            " WHERE source = 'ml' AND (? IS NULL OR symbol = ?)"
+            f" WHERE source = 'ml' AND {where}"
             " GROUP BY rules_regime, regime ORDER BY calls DESC",
-            (symbol, symbol),
+            params,
             ["rules_regime", "ml_regime", "calls"],
         )
 
 
-def regime_sources(path: PathLike, symbol: str | None = None) -> pd.DataFrame:
+def regime_sources(
+    path: PathLike, symbol: str | None = None, since: int | None = None
+) -> pd.DataFrame:
+    where, params = _symbol_window(symbol, since)
     with _read(path) as conn:
         return _frame(
             conn,
             "SELECT source, COUNT(*) AS calls, AVG(confidence) AS avg_confidence FROM regimes"
-            " WHERE (? IS NULL OR symbol = ?) GROUP BY source",
-            (symbol, symbol),
+            f" WHERE {where} GROUP BY source",
+            params,
             ["source", "calls", "avg_confidence"],
         )
 
@@ -478,8 +521,7 @@ ORDER_COLUMNS = [
 
 def order_symbols(path: PathLike) -> list[str]:
     with _read(path) as conn:
-        df = _frame(conn, "SELECT DISTINCT symbol FROM orders ORDER BY symbol")
-    return [str(s) for s in df.get("symbol", [])]
+        return _distinct(conn, "orders", "symbol")
 
 
 def orders(path: PathLike, flt: OrderFilter, limit: int | None = 500) -> pd.DataFrame:
@@ -684,8 +726,7 @@ ALERT_COLUMNS = [
 
 def alert_sources(path: PathLike) -> list[str]:
     with _read(path) as conn:
-        df = _frame(conn, "SELECT DISTINCT source FROM alerts ORDER BY source")
-    return [str(s) for s in df.get("source", []) if s is not None]
+        return _distinct(conn, "alerts", "source")
 
 
 def alerts(path: PathLike, flt: AlertFilter, limit: int = 500) -> pd.DataFrame:
@@ -757,20 +798,81 @@ class MarathonFacts:
         return self.missed / expected if expected else None
 
 
+@dataclass(frozen=True)
+class _CycleTally:
+    """Cycle counts up to `last_id`, so the next call reads only newer cycles."""
+
+    first_id: int
+    last_id: int
+    last_started: int
+    cycles: int
+    failed: int
+    gaps: int
+    missed: int
+
+
+_tallies: dict[tuple[str, float], _CycleTally] = {}
+_tally_lock = threading.Lock()
+
+
+def _tally_cycles(
+    conn: sqlite3.Connection, key: tuple[str, float], cycle_ms: float
+) -> _CycleTally | None:
+    """Counts over the whole cycles table, extended incrementally from the last call.
+
+    A gap beyond 1.5 cycles means cycles were missed: as many as fit in the gap. The
+    tally is rebuilt when the oldest cycles were pruned or the file was replaced.
+    """
+    ends = _one(conn, _SPAN.format(col="id", table="cycles", where=""))
+    if ends is None or ends[0] is None:
+        return None
+    with _tally_lock:
+        cached = _tallies.get(key)
+    if cached is not None:
+        anchor = _one(conn, "SELECT started_at FROM cycles WHERE id = ?", (cached.last_id,))
+        if cached.first_id != ends[0] or anchor is None or anchor[0] != cached.last_started:
+            cached = None
+    if cached is not None and cached.last_id == ends[1]:
+        return cached
+    start_id = cached.last_id if cached else int(ends[0])
+    row = _one(
+        conn,
+        "SELECT COUNT(*), SUM(error IS NOT NULL), SUM(gap > 1.5 * ?),"
+        " SUM(CASE WHEN gap > 1.5 * ? THEN MAX(1, CAST(ROUND(gap / ?) AS INTEGER) - 1) END),"
+        " MAX(id) FROM ("
+        "  SELECT id, error, started_at - LAG(started_at) OVER (ORDER BY id) AS gap"
+        "  FROM cycles WHERE id >= ?) WHERE id > ?",
+        # the anchor row (the last one already counted) only lends its time to LAG
+        (cycle_ms, cycle_ms, cycle_ms, start_id, start_id if cached else start_id - 1),
+    )
+    if row is None or row[4] is None:
+        return cached
+    last = _one(conn, "SELECT started_at FROM cycles WHERE id = ?", (row[4],))
+    base = cached or _CycleTally(int(ends[0]), 0, 0, 0, 0, 0, 0)
+    tally = _CycleTally(
+        first_id=base.first_id,
+        last_id=int(row[4]),
+        last_started=int(last[0]) if last else 0,
+        cycles=base.cycles + int(row[0]),
+        failed=base.failed + int(row[1] or 0),
+        gaps=base.gaps + int(row[2] or 0),
+        missed=base.missed + int(row[3] or 0),
+    )
+    with _tally_lock:
+        _tallies[key] = tally
+    return tally
+
+
 def marathon_facts(path: PathLike, now: int, lookback_days: float) -> MarathonFacts:
     status = engine_status(path, now)
     cycle_ms = (status.cycle_seconds or 1.0) * 1000
     halt_since = now - int(lookback_days * DAY_MS)
     with _read(path) as conn:
-        span = _one(conn, "SELECT MIN(started_at), MAX(started_at), COUNT(*) FROM cycles")
-        failed = _one(conn, "SELECT COUNT(*) FROM cycles WHERE error IS NOT NULL")
-        # A gap beyond 1.5 cycles means cycles were missed: as many as fit in the gap.
-        gaps = _one(
-            conn,
-            "SELECT COUNT(*), SUM(MAX(1, CAST(ROUND(gap / ?) AS INTEGER) - 1)) FROM ("
-            " SELECT started_at - LAG(started_at) OVER (ORDER BY started_at) AS gap"
-            " FROM cycles) WHERE gap > 1.5 * ?",
-            (cycle_ms, cycle_ms),
+        span = _one(conn, _SPAN.format(col="started_at", table="cycles", where=""))
+        tally = (
+            _tally_cycles(conn, (str(db_path(path).resolve()), cycle_ms), cycle_ms)
+            if conn is not None
+            else None
         )
         halts = _one(
             conn,
@@ -779,14 +881,14 @@ def marathon_facts(path: PathLike, now: int, lookback_days: float) -> MarathonFa
             (halt_since,),
         )
         worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
-    has_cycles = span is not None and span[0] is not None
+    has_cycles = span is not None and span[0] is not None and tally is not None
     return MarathonFacts(
         first_cycle_at=int(span[0]) if has_cycles and span else None,
         last_cycle_at=int(span[1]) if has_cycles and span else None,
-        cycles=int(span[2]) if span else 0,
-        failed=int(failed[0]) if failed else 0,
-        missed=int(gaps[1] or 0) if gaps else 0,
-        gaps=int(gaps[0]) if gaps else 0,
+        cycles=tally.cycles if tally else 0,
+        failed=tally.failed if tally else 0,
+        missed=tally.missed if tally else 0,
+        gaps=tally.gaps if tally else 0,
         cycle_seconds=status.cycle_seconds,
         engine_started_at=status.started_at,
         engine_alive=status.present and not status.stale,

@@ -254,3 +254,16 @@ def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
     assert views.orders(path, views.OrderFilter()).empty
     assert not views.engine_status(path, T0).present
     assert not path.exists()
+
+
+def test_missed_cycles_counted_incrementally_equal_a_full_count(db, monkeypatch) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0 + 60_000, cycle_seconds=1.0)
+    _cycles(writer, [T0 + i * 1000 for i in range(10)])
+    views.marathon_facts(path, T0 + 60_000, lookback_days=7)  # tallies the first ten
+    _cycles(writer, [T0 + 14_000 + i * 1000 for i in range(5)], errors={2})
+    incremental = views.marathon_facts(path, T0 + 60_000, lookback_days=7)
+    monkeypatch.setattr(views, "_tallies", {})
+    full = views.marathon_facts(path, T0 + 60_000, lookback_days=7)
+    assert (incremental.cycles, incremental.missed, incremental.failed) == (15, 4, 1)
+    assert incremental == full

@@ -1,0 +1,298 @@
+"""Cockpit page run times on a large database, through AppTest (the whole script:
+frame, sidebar and page).
+
+The database holds 1,000,000 fills (500,000 orders, 1,500,000 order events),
+100,000 alerts, a year of one-minute equity marks and cycles, 30 days of one-minute
+bars and regime calls for 5 symbols, 250,000 round trips and 200,000 signals. It is
+generated once with executemany in one transaction and cached under var/bench/.
+
+    python bench/ui.py [--runs 30] [--rebuild]
+
+Prints median and p99 per page; the target is 300 ms per page. Figures, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from state.db import now_ms, open_writer  # noqa: E402
+from state.view_indexes import ensure_view_indexes  # noqa: E402
+
+CACHE = ROOT / "var" / "bench" / "ui-v2.db"
+SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+MINUTE = 60_000
+YEAR_MINUTES = 365 * 24 * 60
+REGIMES = ["trend_up", "trend_down", "range", "high_vol", "crash"]
+PAGES = [
+    "pages/overview.py",
+    "pages/regime.py",
+    "pages/orders.py",
+    "pages/alerts.py",
+    "pages/marathon.py",
+    "pages/risk.py",
+    "pages/models.py",
+]
+
+
+def build(path: Path) -> None:
+    """Write the benchmark database (about a minute, once)."""
+    rng = np.random.default_rng(7)
+    tmp = path.with_suffix(".tmp")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    db = open_writer(tmp)
+    conn = db.conn
+    end = now_ms() // MINUTE * MINUTE
+    start = end - YEAR_MINUTES * MINUTE
+    t0 = time.perf_counter()
+    with conn:
+        # equity and cycles: one a minute for a year
+        ts = np.arange(start, end, MINUTE, dtype=np.int64)
+        equity = 100_000 + np.cumsum(rng.normal(2, 60, ts.size))
+        peak = np.maximum.accumulate(equity)
+        conn.executemany(
+            "INSERT INTO equity (ts, cash, equity, realized, unrealized, peak, drawdown)"
+            " VALUES (?, ?, ?, 0, 0, ?, ?)",
+            zip(
+                ts.tolist(),
+                equity.tolist(),
+                equity.tolist(),
+                peak.tolist(),
+                (1 - equity / peak).tolist(),
+                strict=True,
+            ),
+        )
+        durations = rng.lognormal(2.5, 0.4, ts.size)
+        errors = rng.random(ts.size) < 0.001
+        keep = rng.random(ts.size) > 0.0005  # a few missed cycles
+        conn.executemany(
+            "INSERT INTO cycles (started_at, duration_ms, bars, error) VALUES (?, ?, 5, ?)",
+            (
+                (int(t), float(d), "TimeoutError: broker" if e else None)
+                for t, d, e, k in zip(ts, durations, errors, keep, strict=True)
+                if k
+            ),
+        )
+        # bars and regimes: 30 days a minute for each symbol
+        recent = ts[-30 * 24 * 60 :]
+        for i, sym in enumerate(SYMBOLS):
+            close = 50 + 10 * i + np.cumsum(rng.normal(0, 0.05, recent.size))
+            conn.executemany(
+                "INSERT INTO bars (symbol, ts, open, high, low, close, volume)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1000)",
+                zip(
+                    [sym] * recent.size,
+                    recent.tolist(),
+                    close.tolist(),
+                    (close + 0.05).tolist(),
+                    (close - 0.05).tolist(),
+                    close.tolist(),
+                    strict=True,
+                ),
+            )
+            calls = np.repeat(rng.integers(0, 5, recent.size // 120 + 1), 120)[: recent.size]
+            ml = rng.random(recent.size) < 0.2
+            features = json.dumps({"adx": 24.1, "atr_pct": 0.004, "rsi": 55.0})
+            conn.executemany(
+                "INSERT INTO regimes (cycle_id, symbol, ts, regime, confidence, source,"
+                " rules_regime, features) VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        sym,
+                        int(t),
+                        REGIMES[c],
+                        0.8,
+                        "ml" if m else "rules",
+                        REGIMES[(c + int(m)) % 5],
+                        features,
+                    )
+                    for t, c, m in zip(recent, calls, ml, strict=True)
+                ),
+            )
+        # orders, events and fills: 500,000 orders of two fills each
+        n_orders = 500_000
+        created = np.sort(rng.integers(start, end, n_orders))
+        syms = rng.integers(0, 5, n_orders)
+        sides = rng.integers(0, 2, n_orders)
+        prices = 50 + rng.random(n_orders) * 50
+        conn.executemany(
+            "INSERT INTO orders (client_order_id, broker_order_id, symbol, side, qty, type,"
+            " status, filled_qty, avg_price, purpose, ref_price, reason, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 100, 'MARKET', 'FILLED', 100, ?, 'ENTRY', ?, 'bench', ?, ?)",
+            (
+                (
+                    f"C{i:07d}",
+                    f"P{i}",
+                    SYMBOLS[s],
+                    "BUY" if d else "SELL",
+                    float(p),
+                    float(p),
+                    int(c),
+                    int(c) + 2000,
+                )
+                for i, (c, s, d, p) in enumerate(zip(created, syms, sides, prices, strict=True))
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO order_events (client_order_id, ts, status, detail) VALUES (?, ?, ?, '')",
+            (
+                (f"C{i:07d}", int(c) + k * 1000, status)
+                for i, c in enumerate(created)
+                for k, status in enumerate(("SUBMITTED", "PARTIALLY_FILLED", "FILLED"))
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO fills (client_order_id, exec_id, ts, symbol, side, qty, price,"
+            " commission, ref_price) VALUES (?, ?, ?, ?, ?, 50, ?, 1.0, ?)",
+            (
+                (
+                    f"C{i:07d}",
+                    f"E{i}-{k}",
+                    int(c) + 1000 * (k + 1),
+                    SYMBOLS[s],
+                    "BUY" if d else "SELL",
+                    float(p),
+                    float(p),
+                )
+                for i, (c, s, d, p) in enumerate(zip(created, syms, sides, prices, strict=True))
+                for k in range(2)
+            ),
+        )
+        # round trips and signals
+        exits = np.sort(rng.integers(start, end, 250_000))
+        conn.executemany(
+            "INSERT INTO trades (symbol, side, qty, entry_ts, exit_ts, entry_price, exit_price,"
+            " pnl, commission, slippage) VALUES (?, 'BUY', 100, ?, ?, 50, 51, ?, 2, 0.5)",
+            (
+                (SYMBOLS[i % 5], int(x) - 600_000, int(x), float(p))
+                for i, (x, p) in enumerate(zip(exits, rng.normal(5, 80, exits.size), strict=True))
+            ),
+        )
+        sig_ts = np.sort(rng.integers(start, end, 200_000))
+        conn.executemany(
+            "INSERT INTO signals (ts, symbol, side, qty, purpose, strength, verdict, check_name,"
+            " reason) VALUES (?, ?, 'BUY', 100, 'ENTRY', 0.7, ?, ?, ?)",
+            (
+                (
+                    int(t),
+                    SYMBOLS[i % 5],
+                    "denied" if i % 4 else "allowed",
+                    "cooldown" if i % 4 else None,
+                    "cooldown: exited recently" if i % 4 else None,
+                )
+                for i, t in enumerate(sig_ts)
+            ),
+        )
+        # alerts: 100,000 over the year, most acknowledged
+        alert_ts = np.sort(rng.integers(start, end, 100_000))
+        sev = rng.choice(["INFO", "WARNING", "HIGH", "CRITICAL"], 100_000, p=[0.6, 0.3, 0.08, 0.02])
+        src = rng.choice(["engine", "feed", "risk", "broker", "scheduler"], 100_000)
+        conn.executemany(
+            "INSERT INTO alerts (ts, last_ts, severity, source, title, message, count, acked_at,"
+            " acked_by) VALUES (?, ?, ?, ?, 'bench alert', 'message', 1, ?, ?)",
+            (
+                (
+                    int(t),
+                    int(t),
+                    str(s),
+                    str(o),
+                    int(t) + 60_000 if i < 99_900 else None,
+                    "operator" if i < 99_900 else None,
+                )
+                for i, (t, s, o) in enumerate(zip(alert_ts, sev, src, strict=True))
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, opened_at, updated_at,"
+            " last_price, unrealized_pnl) VALUES (?, 100, 50, 0, ?, ?, 51, 100)",
+            ((sym, end - 3_600_000, end) for sym in SYMBOLS[:3]),
+        )
+        conn.execute(
+            "INSERT INTO engine (id, owner, pid, started_at, heartbeat_at, trading_state, mode,"
+            " broker, broker_connected, market_open, cycle_seconds, last_cycle_at)"
+            " VALUES (1, 'bench', 0, ?, ?, 'ACTIVE', 'PAPER', 'paper', 1, 1, 60, ?)",
+            (start, end, end),
+        )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    applied = ensure_view_indexes(tmp)
+    print(f"read-model indexes: {', '.join(applied)}")
+    tmp.replace(path)
+    print(f"built {path} in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)")
+
+
+def bench_pages(path: Path, runs: int) -> None:
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    # AppTest re-detects a `pages/` folder before each run and would then run the
+    # page alone (multipage v1); st.navigation apps are v2 (see tests/cockpit_fixtures.py).
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init  # type: ignore[method-assign]
+    os.environ.update(COCKPIT_DB=str(path), COCKPIT_NO_AUTOSTART="1")
+    # The bench's heartbeat is old: keep it fresh so the sidebar reads the live path.
+    print(
+        f"{'page':<22}{'median ms':>10}{'p99 ms':>10}{'max ms':>10}   (runs={runs}, target 300 ms)"
+    )
+    for page in PAGES:
+        if not (ROOT / page).exists():
+            print(f"{page:<22}{'(missing)':>10}")
+            continue
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page(page).run()
+        if at.exception:
+            print(f"{page:<22} raised: {at.exception[0].message}")
+            continue
+        samples = []
+        for _ in range(runs):
+            _touch_heartbeat(path)
+            t = time.perf_counter()
+            at.run()
+            samples.append((time.perf_counter() - t) * 1000)
+        samples.sort()
+        p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+        print(f"{page:<22}{statistics.median(samples):>10.0f}{p99:>10.0f}{samples[-1]:>10.0f}")
+
+
+def _touch_heartbeat(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE engine SET heartbeat_at = ?", (now_ms(),))
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    if args.rebuild or not CACHE.exists():
+        build(CACHE)
+    else:
+        applied = ensure_view_indexes(CACHE)  # the cache may predate a newer migration
+        if applied:
+            print(f"read-model indexes: {', '.join(applied)}")
+    bench_pages(CACHE, args.runs)
+
+
+if __name__ == "__main__":
+    main()
