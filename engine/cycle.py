@@ -28,6 +28,7 @@ from sqlite_utils import Database
 from engine import control
 from engine.alerts import Alerts
 from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
+from engine.calendar import MarketCalendar
 from engine.config import Settings
 from engine.domain import (
     Bar,
@@ -43,6 +44,19 @@ from engine.domain import (
 from engine.exits import protective_exit
 from engine.feeds import BarValidator, Feed
 from engine.indicators import IncrementalIndicators, Snapshot
+from engine.monitor import (
+    BlockEntries,
+    ExitPosition,
+    KillSwitch,
+    Monitor,
+    MonitorInput,
+    MonitorState,
+    Pause,
+    RaiseAlert,
+    apply_migrations,
+    usage,
+    write_usage,
+)
 from engine.oms import Oms
 from engine.portfolio import Portfolio, write_snapshot
 from engine.regime import RegimeCall, classify
@@ -126,7 +140,15 @@ class Trader:
         self.actor = actor
         self.alerts = alerts or Alerts(db, clock)
         self.strategy: Strategy = strategy or default_strategy(settings)
-        self.gate = RiskGate(settings.risk)
+        self.calendar = MarketCalendar.from_settings(
+            settings.risk.exchanges, settings.risk.events_file
+        )
+        self.gate = RiskGate(settings.risk, self.calendar)
+        self.monitor = Monitor(settings.risk)
+        self.monitor_state = MonitorState()
+        self.entry_blocks: tuple[BlockEntries, ...] = ()
+        self.started_at = clock()
+        self.last_cycle_at: int | None = None
         self.validator = BarValidator(max_jump=settings.engine.max_jump)
         self.portfolio = Portfolio.load(db, settings.engine.starting_cash)
         self.oms = Oms(
@@ -169,6 +191,7 @@ class Trader:
         for bar in self.last_bar.values():
             self.broker.on_bar(bar)  # the broker learns prices; resting orders match on new bars
         self.oms.reconcile()
+        apply_migrations(self.db)
         self.db.conn.commit()
 
     # -------------------------------------------------------------------- cycle
@@ -365,6 +388,8 @@ class Trader:
             returns={s: tuple(r) for s, r in self.returns.items()},
             broker_connected=self.broker.connected,
             trading_state=self.effective_state(),
+            stale_symbols=frozenset(s for block in self.entry_blocks for s in block.symbols),
+            entries_blocked="; ".join(b.reason for b in self.entry_blocks if not b.symbols),
         )
 
     def submit(
@@ -529,6 +554,52 @@ class Trader:
             )
         self.db.conn.commit()
 
+    # -------------------------------------------------------------- monitor
+
+    def monitor_step(self) -> None:
+        """Every second, between cycles: protective exits, kill switch, pauses,
+        entry blocks and alerts decided by the pure monitor, acted on here."""
+        now = self.clock()
+        ctx = self.risk_context(now)
+        interval = int(self.settings.engine.cycle_seconds * 1000)
+        result = self.monitor.step(
+            MonitorInput(
+                ctx=ctx,
+                bars=dict(self.last_bar),
+                atr={s: snap.atr for s, snap in self.snapshots.items()},
+                bar_interval_ms=interval,
+                cycle_interval_ms=interval,
+                last_cycle_at=self.last_cycle_at,
+                started_at=self.started_at,
+                state=self.monitor_state,
+            )
+        )
+        self.monitor_state = result.state
+        blocks = []
+        for action in result.actions:
+            if isinstance(action, BlockEntries):
+                blocks.append(action)
+            elif isinstance(action, RaiseAlert):
+                self.alerts.raise_(
+                    action.severity,
+                    action.source,
+                    action.title,
+                    action.message,
+                    dedupe_key=action.dedupe_key,
+                )
+            elif isinstance(action, KillSwitch):
+                if self.state is not TradingState.HALTED:
+                    self.emergency_stop("monitor", f"kill switch: {action.reason}")
+            elif isinstance(action, Pause):
+                if self.state is TradingState.ACTIVE:
+                    self.set_state(TradingState.PAUSED, action.reason, "monitor")
+            elif isinstance(action, ExitPosition):
+                self.submit(action.intent())
+        self.entry_blocks = tuple(blocks)
+        write_usage(self.db, usage(ctx, self.settings.risk), now)
+        self.db.conn.commit()
+        self.continue_flattening()
+
     # ------------------------------------------------------------- failures
 
     def _on_cycle_failure(self, exc: BaseException, error: str) -> None:
@@ -589,4 +660,5 @@ class Trader:
         )
         self.db.conn.execute("UPDATE engine SET last_cycle_at = ? WHERE id = 1", (r.started_at,))
         self._last_cycle_id = cycle_id
+        self.last_cycle_at = r.started_at
         return cycle_id

@@ -255,7 +255,7 @@ class Engine:
         return run_pending(self._trader(), self.extra_handlers)
 
     def monitor_job(self) -> None:
-        self._trader().continue_flattening()
+        self._trader().monitor_step()
 
     def heartbeat_job(self) -> None:
         trader = self._trader()

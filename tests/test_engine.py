@@ -305,3 +305,34 @@ def test_a_daily_limit_denial_is_stored_once_not_every_cycle(db_file, clock, ope
     denials = query(db_file, "SELECT count(*) FROM signals WHERE check_name = 'trades_per_day'")
     assert entries == [(1,)]
     assert denials == [(1,)], "entries are not proposed again until the next day"
+
+
+def test_a_restart_after_losing_past_the_daily_limit_trips_the_kill_switch(
+    db_file, clock, open_engines
+):
+    """Earlier today the account stood at 110,000; it restarts at 100,000 (-9%), past
+    the 6% daily loss limit: the monitor's kill switch halts at its first look."""
+    from state.db import open_writer
+
+    db = open_writer(db_file)
+    day_start = clock() - clock() % 86_400_000
+    db.conn.execute(
+        "INSERT INTO equity (ts, cash, equity, realized, unrealized, peak, drawdown)"
+        " VALUES (?, 110000, 110000, 0, 0, 110000, 0)",
+        (day_start - 1000,),
+    )
+    db.conn.commit()
+    db.conn.close()
+
+    eng = start(db_file, clock, open_engines)
+    run(eng, clock, 1)
+
+    assert eng.trader is not None and eng.trader.state is TradingState.HALTED
+    assert eng.trader.is_flat()
+    reason, actor = query(
+        db_file,
+        "SELECT json_extract(payload, '$.reason'), actor FROM audit"
+        " WHERE action = 'state_change' ORDER BY id DESC LIMIT 1",
+    )[0]
+    assert actor == "monitor" and reason.startswith("kill switch: daily loss")
+    assert query(db_file, "SELECT count(*) FROM alerts WHERE severity = 'CRITICAL'")[0][0] >= 1
