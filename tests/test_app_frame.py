@@ -23,10 +23,14 @@ def test_empty_database_says_no_engine_has_run(empty_db: Path) -> None:
 
 def test_sidebar_shows_the_trading_state_the_engine_wrote(filled_db: Path) -> None:
     execute(filled_db, "UPDATE engine SET trading_state = 'PAUSED', state_reason = 'lunch'")
-    at = app(filled_db)
-    text = _sidebar_text(at)
-    assert ":orange-badge[PAUSED]" in " ".join(str(e.proto) for e in at.sidebar) or "PAUSED" in text
+    text = _sidebar_text(app(filled_db))
+    assert ":orange-badge[PAUSED]" in text
     assert "lunch" in text
+
+
+def test_sidebar_shows_the_mode_the_engine_wrote(filled_db: Path) -> None:
+    mode = query(filled_db, "SELECT mode FROM engine")[0][0]
+    assert f"Mode **:blue[{mode}]**" in _sidebar_text(app(filled_db))
 
 
 def test_stale_heartbeat_is_shown_in_red(filled_db: Path) -> None:
