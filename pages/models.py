@@ -62,9 +62,9 @@ left, right = st.columns(2)
 for column, model, role in [(left, champion, "Champion"), (right, challenger, "Challenger")]:
     with column:
         if model is None:
-            st.metric(role, "none")
+            st.markdown(f"**{role}**: none")
             continue
-        st.metric(role, model.version)
+        st.markdown(f"**{role}** `{model.version}`")
         st.metric(
             f"{role} direction accuracy (walk-forward)",
             ui.pct(model.accuracy("direction"), digits=1),
@@ -175,12 +175,13 @@ def live() -> None:
             column_config={c: ui.PCT for c in ("live_accuracy", "training_accuracy")},
         )
     st.subheader("Drift")
-    history = ml_views.drift_history(ui.db(), since=ui.window_picker("drift_window", "1 day"))
-    if history.empty:
+    since = ui.window_picker("drift_window", "1 day")
+    worst = ml_views.latest_drift(ui.db())
+    if worst.empty:
         ui.empty_state("No drift checks yet: the engine runs them every few minutes.")
         return
+    history = ml_views.drift_history(ui.db(), since=since)
     psi = history[history["kind"] == "feature_psi"]
-    worst = ml_views.latest_drift(ui.db())
     top = worst[worst["kind"] == "feature_psi"]["name"].head(6).tolist()
     fig = go.Figure(
         [

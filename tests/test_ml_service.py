@@ -16,6 +16,7 @@ from engine.feeds import generate_history
 from engine.models import registry
 from engine.models.artifact import load_artifact
 from engine.models.drift import DriftKind
+from engine.models.features import feature_frame
 from engine.models.service import ModelService
 from engine.models.shadow import promotion_advice
 from engine.models.train import TrainParams, build_dataset, train_on_history
@@ -39,7 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory):
                 SETTINGS,
                 artifacts_dir=folder,
                 now=NOW + seed,
-                params=TrainParams(n_folds=2, rounds=40),
+                params=TrainParams(n_folds=2, rounds=20),
             )
         )
     return out
@@ -165,31 +166,36 @@ def _feed(service: ModelService, rows: np.ndarray) -> None:
         service.predict("S0", row)
 
 
+def _window(seed: int, *, shift: float = 1.0) -> np.ndarray:
+    """The live window: the last 200 bars of five symbols, deep into their history so
+    the simulator's starting regime does not dominate. `shift` scales every move."""
+    history = generate_history([f"S{i}" for i in range(5)], 2_000, seed=seed)
+    per_symbol = SETTINGS.drift_window // len(history)
+    parts = []
+    for frame in history.values():
+        log_close = np.log(frame["close"])
+        moved = np.exp(log_close.iloc[0] + shift * log_close.diff().fillna(0).cumsum())
+        scale = moved / frame["close"]
+        for column in ("open", "high", "low", "close"):
+            frame[column] = frame[column] * scale
+        parts.append(feature_frame(frame).to_numpy()[-per_symbol:])
+    return np.vstack(parts)
+
+
 def test_drift_is_not_flagged_on_fresh_data_from_the_same_market(db, alerts, models) -> None:
     registry.adopt(db, models[0], now=NOW)
     service = _service(db, alerts)
-    _feed(service, _rows(50))
+    _feed(service, _window(50))
     report = service.check_drift(NOW)
     features = [r for r in report.drift if r.kind is DriftKind.FEATURE]
     assert len(features) == len(models[0].features)
     assert [r.name for r in features if r.severity] == []
 
 
-def _shifted_rows(seed: int) -> np.ndarray:
-    """The same market with every move three times as large."""
-    history = generate_history([f"S{i}" for i in range(5)], 262, seed=seed)
-    for frame in history.values():
-        log_close = np.log(frame["close"])
-        scale = np.exp(log_close.iloc[0] + 3 * log_close.diff().fillna(0).cumsum()) / frame["close"]
-        for column in ("open", "high", "low", "close"):
-            frame[column] = frame[column] * scale
-    return build_dataset(history, 10).x[-SETTINGS.drift_window :]
-
-
 def test_drift_is_flagged_and_alerted_on_a_more_volatile_market(db, alerts, models) -> None:
     registry.adopt(db, models[0], now=NOW)
     service = _service(db, alerts)
-    _feed(service, _shifted_rows(50))
+    _feed(service, _window(50, shift=3.0))
     report = service.check_drift(NOW)
     flagged = {r.name for r in report.drift if r.severity is Severity.HIGH}
     assert {"vol_20", "bb_width", "ret_1"} <= flagged
@@ -199,7 +205,7 @@ def test_drift_is_flagged_and_alerted_on_a_more_volatile_market(db, alerts, mode
 def test_every_drift_measurement_is_stored(db, alerts, models) -> None:
     registry.adopt(db, models[0], now=NOW)
     service = _service(db, alerts)
-    _feed(service, _rows(50))
+    _feed(service, _window(50))
     report = service.check_drift(NOW)
     stored = db.conn.execute("SELECT COUNT(*) FROM drift WHERE ts = ?", (NOW,)).fetchone()[0]
     assert stored == len(report.drift)
@@ -265,3 +271,11 @@ def test_advice_does_not_promote_an_equal_challenger() -> None:
     p = rng.random(2_000)
     advice = promotion_advice("a", "b", p, p[::-1], y, min_samples=100, horizon_bars=10)
     assert not advice.promote and advice.ci_low < 0 < advice.ci_high
+
+
+def test_drift_waits_for_a_full_window(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    _feed(service, _window(50, shift=3.0)[: SETTINGS.drift_window - 1])
+    report = service.check_drift(NOW)
+    assert [r for r in report.drift if r.kind is not DriftKind.ACCURACY] == []

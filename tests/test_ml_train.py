@@ -22,7 +22,7 @@ from state.db import open_writer
 
 NOW = 1_767_225_600_000
 HORIZON = 10
-PARAMS = TrainParams(n_folds=2, rounds=60)
+PARAMS = TrainParams(n_folds=2, rounds=30)
 REGIME_MARGIN = 0.25  # accuracy points above the majority class on unseen symbols
 DIRECTION_MARGIN = 0.03
 

@@ -31,8 +31,8 @@ from engine.domain import Severity
 FloatArray = npt.NDArray[np.float64]
 
 N_BINS = 10
-NATURAL_WARNING = 2.0  # live PSI above this multiple of the natural PSI: a warning
-NATURAL_ALERT = 4.0  # and above this one: a HIGH alert
+NATURAL_WARNING = 3.0  # live PSI above this multiple of the natural PSI: a warning
+NATURAL_ALERT = 6.0  # and above this one: a HIGH alert
 # An empty bin would make the log infinite; a floor keeps one empty bin a large but
 # finite contribution.
 SHARE_FLOOR = 1e-4

@@ -60,7 +60,6 @@ FloatArray = npt.NDArray[np.float64]
 AlertFn = Callable[[Severity, str, str, str, str | None], object]
 
 SOURCE = "ml"
-MIN_DRIFT_ROWS = 200
 
 
 class Role:
@@ -328,7 +327,9 @@ class ModelService:
         results: list[DriftResult] = []
         s = self.settings
         if champ is not None:
-            if len(self._features) >= MIN_DRIFT_ROWS:
+            # Only a full window: the natural PSI the thresholds rest on was measured on
+            # stretches of exactly this many rows, and a short window reads as drift.
+            if len(self._features) == s.drift_window:
                 limits = {
                     name: thresholds(champ.natural.get(name), s.psi_warning, s.psi_alert)
                     for name in FEATURES
@@ -336,7 +337,7 @@ class ModelService:
                 rows = np.vstack(self._features)
                 results += feature_drift(champ.reference, FEATURES, rows, limits)
             ref = champ.prediction_reference()
-            if ref is not None and len(self._probas) >= MIN_DRIFT_ROWS:
+            if ref is not None and len(self._probas) == s.drift_window:
                 limit = thresholds(champ.prediction_natural, s.psi_warning, s.psi_alert)
                 probas = np.fromiter(self._probas, dtype=np.float64)
                 results.append(prediction_drift(ref, probas, limit))

@@ -377,26 +377,30 @@ def _blocks(n: int, size: int) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n - size + 1, size)]
 
 
+def _natural_psi(values: FloatArray, window: int) -> float:
+    """The largest PSI of one stretch of `window` rows against the bins of all the others.
+
+    Leaving the stretch out of its own reference keeps the measure out-of-sample, as
+    the live window is: a stretch inside its reference looks closer than it is.
+    """
+    worst = 0.0
+    for block in _blocks(len(values), window):
+        rest = np.concatenate([values[: block.start], values[block.stop :]])
+        worst = max(worst, psi(reference(rest), values[block]))
+    return worst
+
+
 def drift_reference(x: FloatArray, p_up: FloatArray, window: int) -> dict[str, Any]:
     """Training bins per feature and for p(up), with each one's natural PSI.
 
-    Rows are in time order. The natural PSI is the largest PSI of any stretch of
-    `window` rows (the live drift window) against the whole training set: how far
-    the history itself moves between periods of that length.
+    Rows are in time order. The natural PSI is how far the history itself moves
+    between stretches of `window` rows (the live drift window); see `_natural_psi`.
     """
-    refs = [reference(x[:, j]) for j in range(len(FEATURES))]
-    natural = {
-        name: max((psi(refs[j], x[b, j]) for b in _blocks(len(x), window)), default=0.0)
-        for j, name in enumerate(FEATURES)
-    }
-    p_ref = reference(p_up)
     return {
-        "features": {name: refs[j].as_json() for j, name in enumerate(FEATURES)},
-        "prediction": p_ref.as_json(),
-        "natural": natural,
-        "prediction_natural": max(
-            (psi(p_ref, p_up[b]) for b in _blocks(len(p_up), window)), default=0.0
-        ),
+        "features": {name: reference(x[:, j]).as_json() for j, name in enumerate(FEATURES)},
+        "prediction": reference(p_up).as_json(),
+        "natural": {name: _natural_psi(x[:, j], window) for j, name in enumerate(FEATURES)},
+        "prediction_natural": _natural_psi(p_up, window),
     }
 
 
