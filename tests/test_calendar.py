@@ -127,3 +127,10 @@ def test_a_blackout_window_denies_entries_until_its_end(tmp_path: Path) -> None:
     during = gate.check(intent, RiskContext(now=ms("2026-12-16T18:45"), **base))  # type: ignore[arg-type]
     after = gate.check(intent, RiskContext(now=ms("2026-12-16T20:00"), **base))  # type: ignore[arg-type]
     assert (during.check, during.until, after.allowed) == ("blackout", ms("2026-12-16T20:00"), True)
+
+
+def test_a_gate_from_settings_refuses_a_broken_events_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(HEADER + "soon,CPI,macro,*,0,0\n")
+    with pytest.raises(EventsFileError, match=":2:"):
+        RiskGate.from_settings(RiskSettings(events_file=path))

@@ -107,3 +107,9 @@ def test_a_check_that_raises_denies_instead_of_crashing_the_cycle() -> None:
     verdict = GATE.check(entry(), broken)
     assert (verdict.allowed, verdict.check) == (False, "correlated_exposure")
     assert verdict.reason.startswith("check failed: TypeError")
+
+
+def test_a_flatten_larger_than_a_lowered_quantity_limit_goes_through() -> None:
+    big = ctx(positions={"A": Position("A", 5_000, 100.0)}, trading_state=TradingState.HALTED)
+    gate = RiskGate(RiskSettings(max_position_qty=1_000))
+    assert gate.check(Intent("A", Side.SELL, 5_000, Purpose.FLATTEN), big).allowed

@@ -65,6 +65,17 @@ class RiskGate:
         self.settings = settings
         self.calendar = calendar
 
+    @classmethod
+    def from_settings(cls, settings: RiskSettings) -> RiskGate:
+        """A gate with the configured exchange calendars and events file.
+
+        Reads the events file once, so a bad row stops the start (EventsFileError,
+        naming file and line) instead of surfacing in the first cycle.
+        """
+        calendar = MarketCalendar.from_settings(settings.exchanges, settings.events_file)
+        calendar.blackouts()
+        return cls(settings, calendar)
+
     def evaluate(self, intent: Intent, ctx: RiskContext) -> list[Verdict]:
         """One verdict per check, in `CHECK_NAMES` order."""
         ctx = self._with_calendar(intent, ctx)

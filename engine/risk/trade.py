@@ -38,13 +38,15 @@ def quantity(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdic
     qty = intent.qty
     if not math.isfinite(qty) or qty <= 0:
         return Verdict.deny(name, f"quantity {qty!r} is not a positive number")
-    if exceeds(qty, settings.max_position_qty):
+    reducing = reduces_exposure(intent, ctx)
+    # An exit is bounded by its position (exit_size), not by a limit lowered since.
+    if exceeds(qty, settings.max_position_qty) and not reducing:
         return Verdict.deny(
             name,
             f"quantity {fmt_qty(qty)} exceeds the order limit {fmt_qty(settings.max_position_qty)}",
         )
     lot = lot_size(settings, intent.symbol)
-    if not on_lot(qty, lot) and not reduces_exposure(intent, ctx):
+    if not on_lot(qty, lot) and not reducing:
         return Verdict.deny(
             name, f"quantity {fmt_qty(qty)} is not a multiple of the lot {fmt_qty(lot)}"
         )
