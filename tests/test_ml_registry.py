@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.audit import verify_chain
 from engine.config import MlSettings
@@ -168,3 +170,29 @@ def test_audit_payload_records_who_and_why(db, models) -> None:
         "SELECT actor, payload FROM audit WHERE action = 'model.retire'"
     ).fetchone()
     assert (actor, json.loads(payload)["reason"]) == ("alice", "stale")
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metrics=st.dictionaries(st.text(max_size=6), _json, max_size=4), data_range=_json)
+def test_what_is_registered_reads_back_equal(models, metrics, data_range) -> None:
+    db = open_writer(":memory:")
+    try:
+        trained = replace(models[0], metrics=metrics, data_range={"any": data_range})
+        registry.register(db, trained, now=NOW)
+        record = registry.get(db.conn, trained.version)
+        assert (record.metrics, record.data_range) == (metrics, {"any": data_range})
+    finally:
+        db.conn.close()

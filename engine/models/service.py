@@ -267,12 +267,15 @@ class ModelService:
         self._probas.append(prediction.proba_up)
         return prediction
 
-    def record(self, bar: Bar, prediction: Prediction) -> None:
-        """Store the champion's prediction and the shadow's, to be scored after the horizon.
+    def record(self, bar: Bar, prediction: Prediction | None) -> None:
+        """Store the champion's prediction and the shadow's, to be scored after the horizon
+        (`horizon_bars` bars of `bar_ms` after the bar). Nothing for None (rules only).
 
         Joins the caller's open transaction (the cycle commits); commits on its own
         only when called outside one.
         """
+        if prediction is None:
+            return
         horizon_ts = bar.ts + self.settings.horizon_bars * self.bar_ms
         truth = bar.true_regime.value if bar.true_regime else None
         rows = [(Role.CHAMPION, prediction)]
