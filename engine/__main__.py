@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
 from state.commands import CommandKind, CommandStatus, enqueue_command, wait_for_command
 from state.db import PROJECT_ROOT, db_path, now_ms
@@ -296,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, EventsFileError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return USAGE
 

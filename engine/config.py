@@ -239,7 +239,7 @@ class Settings(BaseSettings):
         )
 
 
-_SECTIONS = {
+_SECTIONS: dict[str, type[BaseModel]] = {
     "engine": EngineSettings,
     "paper": PaperSettings,
     "risk": RiskSettings,

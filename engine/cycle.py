@@ -28,7 +28,6 @@ from sqlite_utils import Database
 from engine import control
 from engine.alerts import Alerts
 from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
-from engine.calendar import MarketCalendar
 from engine.config import Settings
 from engine.domain import (
     Bar,
@@ -44,6 +43,8 @@ from engine.domain import (
 from engine.exits import protective_exit
 from engine.feeds import BarValidator, Feed
 from engine.indicators import IncrementalIndicators, Snapshot
+from engine.models.features import FloatArray, LiveFeatures
+from engine.models.service import ModelService, Prediction
 from engine.monitor import (
     BlockEntries,
     ExitPosition,
@@ -59,7 +60,7 @@ from engine.monitor import (
 )
 from engine.oms import Oms
 from engine.portfolio import Portfolio, write_snapshot
-from engine.regime import RegimeCall, classify
+from engine.regime import RegimeCall, classify, combine
 from engine.risk import RiskContext, RiskGate, load_risk_facts
 from engine.risk.facts import day_start_of
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
@@ -67,6 +68,7 @@ from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyPar
 log = logging.getLogger(__name__)
 
 ENTRY_RETRY_MS = 60_000
+DRIFT_CHECK_MS = 60_000
 DAY_MS = 86_400_000
 ALL_SYMBOLS = "*"
 ACCOUNT_DAILY_CHECKS = frozenset({"trades_per_day", "daily_loss"})
@@ -130,6 +132,7 @@ class Trader:
         *,
         strategy: Strategy | None = None,
         alerts: Alerts | None = None,
+        model: ModelService | None = None,
         actor: str = "engine",
     ) -> None:
         self.settings = settings
@@ -140,10 +143,8 @@ class Trader:
         self.actor = actor
         self.alerts = alerts or Alerts(db, clock)
         self.strategy: Strategy = strategy or default_strategy(settings)
-        self.calendar = MarketCalendar.from_settings(
-            settings.risk.exchanges, settings.risk.events_file
-        )
-        self.gate = RiskGate(settings.risk, self.calendar)
+        # from_settings reads the events file now: a bad row stops the start.
+        self.gate = RiskGate.from_settings(settings.risk)
         self.monitor = Monitor(settings.risk)
         self.monitor_state = MonitorState()
         self.entry_blocks: tuple[BlockEntries, ...] = ()
@@ -158,9 +159,14 @@ class Trader:
             clock,
             order_timeout_ms=int(settings.engine.order_timeout_seconds * 1000),
         )
+        self.model = model
+        self.live_features: dict[str, LiveFeatures] = {}
+        self.predictions: dict[str, Prediction] = {}
+        self._next_drift_check = 0
         self.indicators: dict[str, IncrementalIndicators] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.regimes: dict[str, RegimeCall] = {}
+        self.rules_regimes: dict[str, RegimeCall] = {}
         self.last_bar: dict[str, Bar] = {}
         self.returns: dict[str, deque[float]] = {}
         self.locked_until: dict[str, int] = {}
@@ -177,14 +183,16 @@ class Trader:
         reconcile open orders with the broker."""
         for symbol in self.feed.symbols:
             bars = history.get(symbol, [])
-            ind = IncrementalIndicators()
+            ind, features = IncrementalIndicators(), LiveFeatures()
             snap = None
             for bar in bars:
                 snap = ind.update(bar.high, bar.low, bar.close)
+                features.update(bar, snap)
             self.indicators[symbol] = ind
+            self.live_features[symbol] = features
             if snap is not None:
                 self.snapshots[symbol] = snap
-                self.regimes[symbol] = classify(snap, None)
+                self.regimes[symbol] = self.rules_regimes[symbol] = classify(snap, None)
             if bars:
                 self.last_bar[symbol] = bars[-1]
         self.validator.seed(b for bars in history.values() for b in bars)
@@ -227,19 +235,35 @@ class Trader:
         watch.lap("execution")
 
         snaps: dict[str, Snapshot] = {}
+        rows: dict[str, FloatArray] = {}
         for bar in bars:
-            snaps[bar.symbol] = self.indicators.setdefault(
-                bar.symbol, IncrementalIndicators()
-            ).update(bar.high, bar.low, bar.close)
+            snap = self.indicators.setdefault(bar.symbol, IncrementalIndicators()).update(
+                bar.high, bar.low, bar.close
+            )
+            snaps[bar.symbol] = snap
+            rows[bar.symbol] = self.live_features.setdefault(bar.symbol, LiveFeatures()).update(
+                bar, snap
+            )
         self.snapshots.update(snaps)
         for symbol, snap in snaps.items():
             if math.isfinite(snap.ret_1):
                 self.returns.setdefault(symbol, deque(maxlen=RETURNS_WINDOW)).append(snap.ret_1)
         watch.lap("features")
 
+        if self.model is not None:
+            self.model.sync()  # one small query: picks up a promotion or rollback
         regime_rows = []
         for bar in bars:
-            call = classify(snaps[bar.symbol], self.regimes.get(bar.symbol))
+            rules = classify(snaps[bar.symbol], self.rules_regimes.get(bar.symbol))
+            self.rules_regimes[bar.symbol] = rules
+            call = rules
+            prediction = self.model.predict(bar.symbol, rows[bar.symbol]) if self.model else None
+            if prediction is not None and self.model is not None:
+                self.predictions[bar.symbol] = prediction
+                self.model.record(bar, prediction)
+                call = combine(rules, prediction.regime_call, self.settings.ml.override_confidence)
+            else:
+                self.predictions.pop(bar.symbol, None)
             self.regimes[bar.symbol] = call
             regime_rows.append(
                 (
@@ -250,7 +274,7 @@ class Trader:
                     call.confidence,
                     call.source.value,
                     call.model_version,
-                    call.regime.value,
+                    rules.regime.value,
                     json.dumps(call.features),
                 )
             )
@@ -271,6 +295,7 @@ class Trader:
                 continue  # an exit this bar; decide entries on the next one
             if self._entries_locked(bar.symbol, now):
                 continue
+            prediction = self.predictions.get(bar.symbol)
             intents.extend(
                 self.strategy.decide(
                     StrategyInput(
@@ -280,8 +305,8 @@ class Trader:
                         regime=self.regimes[bar.symbol],
                         position=self.portfolio.positions.get(bar.symbol),
                         equity=equity,
-                        model_proba=None,
-                        model_version=None,
+                        model_proba=prediction.proba_up if prediction else None,
+                        model_version=prediction.version if prediction else None,
                     )
                 )
             )
@@ -597,6 +622,11 @@ class Trader:
                 self.submit(action.intent())
         self.entry_blocks = tuple(blocks)
         write_usage(self.db, usage(ctx, self.settings.risk), now)
+        if self.model is not None:
+            self.model.score_due(now, self._prices())
+            if now >= self._next_drift_check:
+                self.model.check_drift(now)
+                self._next_drift_check = now + DRIFT_CHECK_MS
         self.db.conn.commit()
         self.continue_flattening()
 

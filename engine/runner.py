@@ -12,6 +12,7 @@ simulated clock; `Engine.run()` runs them on the scheduler in real time.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import signal
 import sqlite3
@@ -40,7 +41,12 @@ from engine.config import Settings
 from engine.cycle import CycleResult, Trader
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
+from engine.models.jobs import Retrainer, retrain_trigger
+from engine.models.registry import needs_bootstrap
+from engine.models.service import ModelService
+from engine.models.train import resolve_artifacts_dir
 from engine.notify import Notifier
+from state.commands import Command, CommandKind
 from state.db import db_path, now_ms, open_writer
 
 log = logging.getLogger(__name__)
@@ -176,6 +182,8 @@ class Engine:
         self.lease: lease_mod.Lease | None = None
         self.extra_handlers: dict[str, ExtraHandler] = {}
         self.notifier: Notifier | None = None
+        self.retrainer: Retrainer | None = None
+        self._ml_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
@@ -204,7 +212,10 @@ class Engine:
             broker = self._broker or build_broker(self.settings, db)
             self.notifier = Notifier.from_settings(self.settings.alerts)
             alerts = Alerts(db, self.clock, deliver=self.notifier.submit)
-            self.trader = Trader(self.settings, db, feed, broker, self.clock, alerts=alerts)
+            model = self._build_ml(db, alerts)
+            self.trader = Trader(
+                self.settings, db, feed, broker, self.clock, alerts=alerts, model=model
+            )
             self.trader.start(history)
             alerts.raise_(
                 Severity.INFO,
@@ -222,7 +233,58 @@ class Engine:
             raise
         return self.trader
 
+    def _build_ml(self, db: Database, alerts: Alerts) -> ModelService | None:
+        ml = self.settings.ml
+        if not ml.enabled:
+            return None
+        model = ModelService(
+            db,
+            ml,
+            resolve_artifacts_dir(ml),
+            alerts.raise_,
+            bar_ms=int(self.settings.engine.cycle_seconds * 1000),
+            clock=self.clock,
+        )
+        self._ml_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ml")
+        self.retrainer = Retrainer(self.path, ml, self._ml_pool, alerts.raise_, clock=self.clock)
+        retrainer = self.retrainer
+
+        def train(cmd: Command) -> str:
+            if retrainer.request(f"requested by {cmd.requested_by}"):
+                return "training started off the trading thread; the model registers when done"
+            return "a training run is already in progress"
+
+        def registry_command(cmd: Command) -> str:
+            return model.handle_command(cmd.kind, cmd.args, actor=cmd.requested_by)
+
+        self.extra_handlers.update(
+            {
+                CommandKind.TRAIN: train,
+                CommandKind.PROMOTE: registry_command,
+                CommandKind.ROLLBACK: registry_command,
+                CommandKind.RETIRE: registry_command,
+            }
+        )
+        return model
+
+    def _collect_training(self) -> None:
+        trader = self._trader()
+        if self.retrainer is None:
+            return
+        version = self.retrainer.collect(trader.db)
+        if version is None:
+            return
+        if trader.model is not None:
+            trader.model.sync()
+        trader.alerts.raise_(
+            Severity.INFO, "ml", "Model registered", f"{version} is in the registry"
+        )
+        trader.db.conn.commit()
+
     def close(self) -> None:
+        if self._ml_pool is not None:
+            self._ml_pool.shutdown(wait=False, cancel_futures=True)
+            self._ml_pool = None
         if self.notifier is not None:
             self.notifier.close(timeout=5.0)
             self.notifier = None
@@ -252,6 +314,7 @@ class Engine:
         return self._trader().cycle()
 
     def command_job(self) -> int:
+        self._collect_training()
         return run_pending(self._trader(), self.extra_handlers)
 
     def monitor_job(self) -> None:
@@ -366,6 +429,25 @@ class Engine:
                 next_run_time=None if job_id == "watchdog" else _now_dt(),
             )
         scheduler.get_job("watchdog").modify(next_run_time=_now_dt(delay=1.0))
+        if self.retrainer is not None and self.db is not None:
+            retrainer = self.retrainer
+            scheduler.add_job(
+                retrainer.request,
+                retrain_trigger(self.settings.ml),
+                args=["scheduled"],
+                id="retrain",
+                executor=WATCHDOG,  # only queues the run; training happens on the ML pool
+            )
+            if self.settings.ml.bootstrap and needs_bootstrap(self.db.conn):
+                retrainer.request("bootstrap", simulated=True)
+                self._trader().alerts.raise_(
+                    Severity.INFO,
+                    "ml",
+                    "Training a first model",
+                    "the registry is empty: a bootstrap model is training on simulated"
+                    " history in the background; until it registers the engine trades on rules",
+                )
+                self.db.conn.commit()
         previous: dict[int, Any] = {}
         if install_signals and threading.current_thread() is threading.main_thread():
 

@@ -20,6 +20,9 @@ def _clean_config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("COCKPIT_CONFIG", str(tmp_path / "no-such-cockpit.toml"))
     monkeypatch.setenv("COCKPIT_NO_AUTOSTART", "1")
+    # Engines in tests don't train a bootstrap model in the background unless a test
+    # asks for it: it would compete for the two cores with the test itself.
+    monkeypatch.setenv("COCKPIT_ML__BOOTSTRAP", "false")
 
 
 class FakeClock:
