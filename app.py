@@ -216,7 +216,7 @@ _DIALOGS = {"estop": _estop_dialog, "resume": _resume_dialog, "flatten": _flatte
 
 
 def _controls() -> None:
-    col1, col2, col3 = st.columns(3)
+    col1, col2 = st.columns(2)
     if col1.button("Pause", key="ctl_pause", width="stretch"):
         ui.send_command("pause", {})
         st.toast("Pause sent")
@@ -229,7 +229,7 @@ def _controls() -> None:
         else:
             ui.send_command("resume", {})
             st.toast("Resume sent")
-    if col3.button("Flatten", key="ctl_flatten", width="stretch"):
+    if st.button("Flatten…", key="ctl_flatten", width="stretch"):
         _open_dialog("flatten")
     if st.button("EMERGENCY STOP", key="ctl_estop", type="primary", width="stretch"):
         st.session_state.pop("estop_typed", None)

@@ -12,12 +12,13 @@ from state.commands import acknowledge_alerts
 
 ui.page_header("Alerts")
 
-f1, f2, f3, f4 = st.columns([2, 2, 2, 1])
+w1, w2 = st.columns([3, 1])
+with w1:
+    since = ui.window_picker("al_window", default="1 week")
+unacked_only = w2.toggle("Unacknowledged only", key="al_unacked")
+f1, f2 = st.columns(2)
 severities = f1.multiselect("Severity", list(views.SEVERITIES), key="al_sev")
 sources = f2.multiselect("Source", views.alert_sources(ui.db()), key="al_src")
-with f3:
-    since = ui.window_picker("al_window", default="1 week")
-unacked_only = f4.toggle("Unacknowledged only", key="al_unacked")
 flt = views.AlertFilter(tuple(severities), tuple(sources), since, None, unacked_only)
 
 
@@ -67,9 +68,7 @@ def log() -> None:
 log()
 
 st.subheader("Alerts over time")
-bucket = (
-    views.HOUR_MS if since is not None and ui.now() - since <= 7 * views.DAY_MS else views.DAY_MS
-)
+bucket = ui.bucket_ms(since)
 counts = views.alert_counts_over_time(ui.db(), flt, bucket)
 if counts.empty:
     ui.empty_state("Nothing to count in this window.")
@@ -85,11 +84,9 @@ else:
                 y=part["alerts"],
                 name=severity,
                 marker={"color": ui.SEVERITY_COLORS[severity]},
+                width=bucket * 0.9,
             )
         )
-    fig.update_layout(
-        barmode="stack",
-        yaxis_title=f"alerts per {'hour' if bucket == views.HOUR_MS else 'day'}",
-        xaxis_title=ui.tz_name(),
-    )
+    fig.update_layout(barmode="stack", yaxis_title=f"alerts per {ui.bucket_label(bucket)}")
+    ui.time_axis(fig, since)
     ui.chart(fig, height=300, key="alert_counts")

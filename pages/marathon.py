@@ -50,7 +50,7 @@ passed = sum(i.passed for i in items)
 st.dataframe(
     pd.DataFrame(
         {
-            "": ["✅" if i.passed else "❌" for i in items],
+            "result": ["PASS" if i.passed else "FAIL" for i in items],
             "check": [i.name for i in items],
             "fact": [i.fact for i in items],
             "target": [i.target for i in items],
@@ -61,7 +61,8 @@ st.dataframe(
     key="readiness",
 )
 
-times = views.cycle_times(ui.db(), since)
+bucket = ui.bucket_ms(since)
+times = views.cycle_times(ui.db(), since, bucket)
 left, right = st.columns(2)
 with left:
     st.subheader("Cycle time")
@@ -70,9 +71,10 @@ with left:
     else:
         x = ui.local_times(times["bucket"])
         fig = go.Figure()
-        fig.add_trace(go.Scatter(x=x, y=times["p50_ms"], name="p50", mode="lines"))
-        fig.add_trace(go.Scatter(x=x, y=times["p99_ms"], name="p99", mode="lines"))
-        fig.update_layout(yaxis_title="ms per cycle (hourly)", xaxis_title=ui.tz_name())
+        fig.add_trace(go.Scatter(x=x, y=times["p50_ms"], name="p50", mode="lines+markers"))
+        fig.add_trace(go.Scatter(x=x, y=times["p99_ms"], name="p99", mode="lines+markers"))
+        fig.update_layout(yaxis_title=f"ms per cycle (per {ui.bucket_label(bucket)})")
+        ui.time_axis(fig, since)
         ui.chart(fig, height=300, key="cycle_times")
 with right:
     st.subheader("Errors per hour")
@@ -84,10 +86,12 @@ with right:
             go.Bar(
                 x=ui.local_times(errors["hour"]),
                 y=errors["errors"],
+                width=views.HOUR_MS * 0.9,
                 marker={"color": ui.COLORS["down"]},
             )
         )
-        fig.update_layout(yaxis_title="failed cycles", xaxis_title=ui.tz_name())
+        fig.update_layout(yaxis_title="failed cycles per hour")
+        ui.time_axis(fig, since)
         ui.chart(fig, height=300, key="errors_per_hour")
 
 st.subheader("P&L per day")
@@ -99,6 +103,9 @@ else:
         go.Bar(
             x=days,
             y=daily["pnl"],
+            # a bar spans its local day, starting at midnight
+            width=views.DAY_MS * 0.8,
+            offset=views.DAY_MS * 0.1,
             marker={
                 "color": [ui.COLORS["up"] if v >= 0 else ui.COLORS["down"] for v in daily["pnl"]]
             },

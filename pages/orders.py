@@ -12,12 +12,11 @@ from state import views
 
 ui.page_header("Orders")
 
-f1, f2, f3, f4 = st.columns([2, 2, 1, 2])
+since = ui.window_picker("ord_window", default="1 week")
+f1, f2, f3 = st.columns([2, 2, 1])
 symbols = f1.multiselect("Symbol", views.order_symbols(ui.db()), key="ord_symbols")
 statuses = f2.multiselect("Status", [s.value for s in OrderStatus], key="ord_status")
 sides = f3.multiselect("Side", [s.value for s in Side], key="ord_side")
-with f4:
-    since = ui.window_picker("ord_window", default="1 week")
 flt = views.OrderFilter(tuple(symbols), tuple(statuses), tuple(sides), since)
 
 blotter, lifecycle, trips, denied = st.tabs(

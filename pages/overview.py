@@ -20,7 +20,7 @@ def live() -> None:
     if s.equity is None:
         ui.empty_state("No equity yet: the engine has not completed a cycle.", ui.no_engine_hint())
     cols = st.columns(6)
-    cols[0].metric("Equity", ui.money(s.equity))
+    cols[0].metric("Equity", ui.money(s.equity, digits=0), help=f"exactly {ui.money(s.equity)}")
     cols[1].metric("Day P&L", ui.money(s.day_pnl, signed=True))
     cols[2].metric("Total P&L", ui.money(s.total_pnl, signed=True))
     cols[3].metric("Drawdown", ui.pct(s.drawdown), help=f"worst on record {ui.pct(s.max_drawdown)}")

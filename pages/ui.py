@@ -156,11 +156,12 @@ def with_local_times(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return out
 
 
-def money(x: float | None, signed: bool = False) -> str:
+def money(x: float | None, signed: bool = False, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     sign = "+" if signed and x > 0 else ""
-    return f"{sign}{x:,.2f}".replace("-", "−") if x < 0 else f"{sign}{x:,.2f}"
+    text = f"{sign}{x:,.{digits}f}"
+    return text.replace("-", "−")
 
 
 def pct(x: float | None, signed: bool = False, digits: int = 2) -> str:
@@ -294,3 +295,31 @@ MONEY = st.column_config.NumberColumn(format="%.2f")
 PRICE = st.column_config.NumberColumn(format="%.4f")
 QTY = st.column_config.NumberColumn(format="%g")
 PCT = st.column_config.NumberColumn(format="percent")
+
+
+def bucket_ms(since: int | None) -> int:
+    """A time bucket that gives a window about a hundred to two hundred bars."""
+    span = now() - since if since is not None else None
+    for limit, bucket in (
+        (2 * 3_600_000, 60_000),
+        (2 * 86_400_000, 600_000),
+        (8 * 86_400_000, 3_600_000),
+        (31 * 86_400_000, 4 * 3_600_000),
+    ):
+        if span is not None and span <= limit:
+            return bucket
+    return 86_400_000
+
+
+def bucket_label(bucket: int) -> str:
+    return {60_000: "minute", 600_000: "10 min", 3_600_000: "hour", 14_400_000: "4 h"}.get(
+        bucket, "day"
+    )
+
+
+def time_axis(fig: go.Figure, since: int | None) -> None:
+    """Show the whole window on a time axis, in the operator's zone."""
+    if since is not None:
+        ends = local_times(pd.Series([since, now()]))
+        fig.update_xaxes(range=[ends.iloc[0], ends.iloc[1]])
+    fig.update_xaxes(title_text=tz_name())

@@ -31,4 +31,4 @@ def test_readiness_fails_a_short_marathon(filled_db: Path) -> None:
     at = app(filled_db, PAGE)
     table = next(d.value for d in at.dataframe if "check" in d.value.columns)
     row = table[table["check"] == "Marathon length"].iloc[0]
-    assert row[""] == "❌"
+    assert row["result"] == "FAIL"

@@ -26,7 +26,7 @@ def test_equity_and_positions_equal_the_database(filled_db: Path) -> None:
     equity = query(filled_db, "SELECT equity FROM equity ORDER BY ts DESC LIMIT 1")[0][0]
     positions = query(filled_db, "SELECT COUNT(*) FROM positions WHERE qty != 0")[0][0]
     m = _metrics(at)
-    assert m["Equity"] == f"{equity:,.2f}"
+    assert m["Equity"] == f"{equity:,.0f}"
     assert m["Open positions"] == f"{positions} / 5"
 
 
