@@ -76,16 +76,16 @@ def _login_form(password_hash: str) -> None:
 
 
 def _autostart() -> None:
-    """Once per browser session: start an engine if none is alive."""
-    if "autostart" not in st.session_state:
-        enabled = engine_control.autostart_enabled(ui.settings().cockpit.autostart)
-        result = engine_control.ensure_engine(ui.db(), enabled=enabled)
-        st.session_state["autostart"] = result
-    result = st.session_state["autostart"]
+    """Once per browser session: start an engine if none is alive, and say so."""
+    if "autostart" in st.session_state:
+        return
+    enabled = engine_control.autostart_enabled(ui.settings().cockpit.autostart)
+    result = engine_control.ensure_engine(ui.db(), enabled=enabled)
+    st.session_state["autostart"] = result
     if result.outcome in {engine_control.Outcome.STARTED, engine_control.Outcome.STARTING}:
         st.toast(result.message, icon=":material/rocket_launch:")
-        st.session_state["autostart_note"] = result.message
-    elif result.outcome is engine_control.Outcome.FAILED:
+    if result.outcome is not engine_control.Outcome.RUNNING:
+        # shown in the sidebar while no heartbeat is fresh
         st.session_state["autostart_note"] = result.message
 
 
