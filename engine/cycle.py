@@ -102,6 +102,27 @@ class _Stopwatch:
         self._last = now
 
 
+def store_bars(db: Database, bars: list[Bar]) -> None:
+    """Insert bars (a bar already stored is kept as it was: the feed never rewrites)."""
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO bars (symbol, ts, open, high, low, close, volume, true_regime)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                b.symbol,
+                b.ts,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                b.true_regime.value if b.true_regime else None,
+            )
+            for b in bars
+        ],
+    )
+
+
 def default_strategy(settings: Settings) -> Strategy:
     """The regime strategy, sized inside the risk limits so the gate rarely has to
     deny its entries: half the allowed risk per trade, 90% of the notional cap."""
@@ -345,23 +366,7 @@ class Trader:
                 continue
             accepted.append(bar)
             self.last_bar[bar.symbol] = bar
-        self.db.conn.executemany(
-            "INSERT OR IGNORE INTO bars (symbol, ts, open, high, low, close, volume, true_regime)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    b.symbol,
-                    b.ts,
-                    b.open,
-                    b.high,
-                    b.low,
-                    b.close,
-                    b.volume,
-                    b.true_regime.value if b.true_regime else None,
-                )
-                for b in accepted
-            ],
-        )
+        store_bars(self.db, accepted)
         result.bars = len(accepted)
         return accepted
 

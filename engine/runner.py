@@ -38,7 +38,7 @@ from engine.alerts import Alerts
 from engine.brokers.base import Broker
 from engine.commands import ExtraHandler, run_pending
 from engine.config import Settings
-from engine.cycle import CycleResult, Trader
+from engine.cycle import CycleResult, Trader, store_bars
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.models.jobs import Retrainer, retrain_trigger
@@ -74,26 +74,6 @@ def _stored_history(db: Database, symbols: tuple[str, ...], n: int) -> dict[str,
             for r in reversed(rows)
         ]
     return history
-
-
-def _store_bars(db: Database, bars: list[Bar]) -> None:
-    db.conn.executemany(
-        "INSERT OR IGNORE INTO bars (symbol, ts, open, high, low, close, volume, true_regime)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                b.symbol,
-                b.ts,
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.volume,
-                b.true_regime.value if b.true_regime else None,
-            )
-            for b in bars
-        ],
-    )
 
 
 class _AfterStored:
@@ -138,7 +118,7 @@ def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[s
             return SimulatedFeed.resume(last, cfg.seed, symbols=symbols), history
         feed = SimulatedFeed(symbols, cfg.seed)
     history = feed.warmup(cfg.warmup_bars, now - interval, interval) if cfg.warmup_bars else {}
-    _store_bars(db, [b for bars in history.values() for b in bars])
+    store_bars(db, [b for bars in history.values() for b in bars])
     db.conn.commit()
     return feed, history
 

@@ -82,3 +82,16 @@ def reader(path: str | os.PathLike[str] | None = None) -> Iterator[sqlite3.Conne
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def maybe_reader(
+    path: str | os.PathLike[str] | None = None,
+) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection, or None when no engine has created the database yet
+    (the cockpit's empty state)."""
+    if not db_path(path).exists():
+        yield None
+        return
+    with reader(path) as conn:
+        yield conn

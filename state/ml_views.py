@@ -13,31 +13,17 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from engine.models.shadow import PromotionAdvice, promotion_advice
-from state.db import db_path, open_reader
+from state.db import maybe_reader
 
 PathLike = str | os.PathLike[str] | None
 HEADS = ("direction", "regime")
 ML_COMMANDS = ("train", "promote", "rollback", "retire")
-
-
-@contextmanager
-def _read(path: PathLike) -> Iterator[sqlite3.Connection | None]:
-    if not db_path(path).exists():
-        yield None
-        return
-    conn = open_reader(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _rows(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -132,7 +118,7 @@ class ModelsView:
 
 
 def models_view(path: PathLike = None) -> ModelsView:
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         rows = _rows(
             conn,
             "SELECT version, name, status, trained_at, status_changed_at, sha256, path,"
@@ -212,7 +198,7 @@ def calibration_table(model: ModelSummary, head: str) -> pd.DataFrame:
 
 def live_accuracy(path: PathLike = None) -> pd.DataFrame:
     """Per version and role: scored predictions, live accuracy, and training accuracy."""
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         live = _frame(
             conn,
             "SELECT model_version, role, COUNT(*), AVG((proba >= 0.5) = outcome),"
@@ -237,7 +223,7 @@ def drift_history(
     if since is not None:
         where.append("ts >= ?")
         params.append(since)
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         return _frame(
             conn,
             "SELECT ts, model_version, kind, name, value, threshold, severity, n, detail"
@@ -262,7 +248,7 @@ def shadow_advice(
     path: PathLike, champion: str, challenger: str, *, min_samples: int, horizon_bars: int
 ) -> PromotionAdvice:
     """Champion against challenger on the same scored bars (what the engine judges)."""
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         pairs = _rows(
             conn,
             "SELECT a.proba, b.proba, a.outcome FROM predictions a JOIN predictions b"
@@ -284,7 +270,7 @@ def shadow_advice(
 
 
 def model_events(path: PathLike = None, limit: int = 50) -> pd.DataFrame:
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         return _frame(
             conn,
             "SELECT ts, version, action, from_status, to_status, actor, reason"
@@ -297,7 +283,7 @@ def model_events(path: PathLike = None, limit: int = 50) -> pd.DataFrame:
 def model_commands(path: PathLike = None, limit: int = 10) -> pd.DataFrame:
     """The latest train/promote/rollback/retire commands and what became of them."""
     marks = ",".join("?" * len(ML_COMMANDS))
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         return _frame(
             conn,
             "SELECT id, kind, args, requested_at, requested_by, status, result FROM commands"

@@ -13,8 +13,6 @@ import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,7 @@ from engine.config import RiskSettings
 from engine.domain import Order, OrderStatus, OrderType, Position, Purpose, Side
 from engine.risk.facts import load_risk_facts
 from engine.risk.usage import usage
-from state.db import db_path, open_reader
+from state.db import maybe_reader
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +47,6 @@ LABELS = {
     "order_fill_ratio": "Orders per fill today",
 }
 _OPEN = tuple(s.value for s in OrderStatus if s.is_open)
-
-
-@contextmanager
-def _read(path: PathLike) -> Iterator[sqlite3.Connection | None]:
-    if not db_path(path).exists():
-        yield None
-        return
-    conn = open_reader(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _rows(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -101,7 +87,7 @@ class LimitsView:
 
 def limit_usage(path: PathLike, now: int, settings: RiskSettings) -> LimitsView:
     """Every limit's current use: the monitor's figures if fresh, else computed."""
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         if conn is None:
             return LimitsView((), None, "none")
         rows = _rows(
@@ -214,7 +200,7 @@ def _returns(conn: sqlite3.Connection, symbol: str) -> list[float]:
 
 def denials(path: PathLike, since: int | None = None, limit: int = 200) -> pd.DataFrame:
     columns = ["ts", "symbol", "side", "qty", "purpose", "check_name", "reason"]
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         rows = _rows(
             conn,
             f"SELECT {', '.join(columns)} FROM signals WHERE verdict = 'denied' AND ts >= ?"
@@ -225,7 +211,7 @@ def denials(path: PathLike, since: int | None = None, limit: int = 200) -> pd.Da
 
 
 def denials_by_check(path: PathLike, since: int | None = None) -> pd.DataFrame:
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         rows = _rows(
             conn,
             "SELECT check_name, COUNT(*) AS denied FROM signals WHERE verdict = 'denied'"
@@ -248,7 +234,7 @@ def _event(to: str, actor: str, reason: str) -> str:
 def state_history(path: PathLike, since: int | None = None, limit: int = 200) -> pd.DataFrame:
     """Trading-state changes from the audit trail, newest first."""
     columns = ["ts", "event", "from_state", "to_state", "actor", "reason"]
-    with _read(path) as conn:
+    with maybe_reader(path) as conn:
         rows = _rows(
             conn,
             "SELECT ts, actor, payload FROM audit WHERE action = 'state_change' AND ts >= ?"
