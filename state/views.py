@@ -16,14 +16,12 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from state.db import db_path, open_reader
+from state.db import db_path, maybe_reader
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +32,8 @@ DAY_MS = 86_400_000
 SEVERITIES = ("CRITICAL", "HIGH", "WARNING", "INFO")
 
 
-@contextmanager
-def _read(path: PathLike) -> Iterator[sqlite3.Connection | None]:
-    """A read-only connection, or None when the engine has not created the file yet."""
-    if not db_path(path).exists():
-        yield None
-        return
-    conn = open_reader(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
+# A read-only connection, or None when the engine has not created the file yet.
+_read = maybe_reader
 
 
 def _frame(
