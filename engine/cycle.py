@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlite_utils import Database
 
@@ -63,11 +63,13 @@ from engine.portfolio import Portfolio, write_snapshot
 from engine.regime import RegimeCall, classify, combine
 from engine.risk import RiskContext, RiskGate, load_risk_facts
 from engine.risk.facts import day_start_of
+from engine.sizing import size
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 
 log = logging.getLogger(__name__)
 
 ENTRY_RETRY_MS = 60_000
+KELLY_HISTORY = 500  # round trips Kelly sizing estimates its edge from
 DRIFT_CHECK_MS = 60_000
 DAY_MS = 86_400_000
 ALL_SYMBOLS = "*"
@@ -331,6 +333,7 @@ class Trader:
                     )
                 )
             )
+        intents = [self._sized(i, equity) for i in intents]
         result.intents = len(intents)
         watch.lap("signal")
 
@@ -478,6 +481,33 @@ class Trader:
             )
             return None
         return order
+
+    def _sized(self, intent: Intent, equity: float) -> Intent:
+        """Entries are sized by the risk layer's configured method (fixed fractional,
+        volatility or Kelly); the strategy chose direction, stop and target."""
+        if intent.purpose is not Purpose.ENTRY or intent.stop_loss is None:
+            return intent
+        risk = self.settings.risk
+        bar = self.last_bar.get(intent.symbol)
+        if bar is None:
+            return intent
+        snap = self.snapshots.get(intent.symbol)
+        pnls: list[float] = []
+        if risk.sizing == "kelly":
+            rows = self.db.conn.execute(
+                "SELECT pnl FROM trades ORDER BY id DESC LIMIT ?", (KELLY_HISTORY,)
+            ).fetchall()
+            pnls = [float(r[0]) for r in rows]
+        sized = size(
+            risk,
+            equity=equity,
+            entry=bar.close,
+            stop=intent.stop_loss,
+            atr=snap.atr if snap is not None and math.isfinite(snap.atr) else None,
+            pnls=pnls,
+            symbol=intent.symbol,
+        )
+        return replace(intent, qty=sized.qty, sizing=sized.details)
 
     def _lock_entries(self, symbol: str, verdict: Verdict, now: int) -> None:
         """After a denied entry, don't ask the strategy again until it could pass:

@@ -336,3 +336,26 @@ def test_a_restart_after_losing_past_the_daily_limit_trips_the_kill_switch(
     )[0]
     assert actor == "monitor" and reason.startswith("kill switch: daily loss")
     assert query(db_file, "SELECT count(*) FROM alerts WHERE severity = 'CRITICAL'")[0][0] >= 1
+
+
+@pytest.mark.parametrize("method", ["volatility", "kelly"])
+def test_entries_are_sized_by_the_configured_method_and_say_so(
+    db_file, clock, open_engines, method
+):
+    eng = Engine(
+        load_settings(
+            engine={"cycle_seconds": 1.0, "symbols": 4, "seed": 11, "warmup_bars": 120},
+            risk={"sizing": method},
+        ),
+        db_file,
+        clock=clock,
+    )
+    eng.open()
+    open_engines.append(eng)
+    run(eng, clock, 300)
+
+    methods = query(
+        db_file,
+        "SELECT DISTINCT json_extract(sizing, '$.method') FROM orders WHERE purpose = 'ENTRY'",
+    )
+    assert methods == [(method,)]
