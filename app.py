@@ -16,7 +16,7 @@ import streamlit as st
 st.set_page_config(page_title="Cockpit", page_icon=":material/flight:", layout="wide")
 
 from pages import ui  # noqa: E402  (set_page_config must come first)
-from state import auth, engine_control, view_indexes, views  # noqa: E402
+from state import auth, engine_control, views  # noqa: E402
 
 log = logging.getLogger("cockpit.app")
 ROOT = Path(__file__).resolve().parent
@@ -266,15 +266,8 @@ def _pages() -> list[st.Page]:
     ]
 
 
-def _indexes() -> None:
-    """Once per browser session: the read models' own indexes (state/view_indexes.py)."""
-    if "view_indexes" not in st.session_state:
-        st.session_state["view_indexes"] = view_indexes.ensure_view_indexes(ui.db())
-
-
 _gate()
 _autostart()
-_indexes()
 page = st.navigation(_pages())
 _sidebar()
 page.run()

@@ -27,8 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from state.db import now_ms, open_writer  # noqa: E402
-from state.view_indexes import ensure_view_indexes  # noqa: E402
+from state.db import ensure_schema, now_ms, open_writer  # noqa: E402
 
 CACHE = ROOT / "var" / "bench" / "ui-v2.db"
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -227,8 +226,7 @@ def build(path: Path) -> None:
         )
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    applied = ensure_view_indexes(tmp)
-    print(f"read-model indexes: {', '.join(applied)}")
+    ensure_schema(tmp)  # the engine's migrations, read-model indexes included
     tmp.replace(path)
     print(f"built {path} in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)")
 
@@ -288,9 +286,7 @@ def main() -> None:
     if args.rebuild or not CACHE.exists():
         build(CACHE)
     else:
-        applied = ensure_view_indexes(CACHE)  # the cache may predate a newer migration
-        if applied:
-            print(f"read-model indexes: {', '.join(applied)}")
+        ensure_schema(CACHE)  # the cache may predate a newer migration
     bench_pages(CACHE, args.runs)
 
 

@@ -321,6 +321,24 @@ def m003_covering_indexes_for_risk_facts(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_read_model_indexes(db: Database) -> None:
+    """What the cockpit's read models need on a marathon-sized database:
+    equity(drawdown) answers the worst drawdown with one probe; failed cycles and
+    denied signals get partial indexes; alerts by source; the intent behind an order."""
+    db.table("equity").create_index(["drawdown"], if_not_exists=True)
+    db.table("alerts").create_index(["source", "ts"], if_not_exists=True)
+    db.table("signals").create_index(["client_order_id"], if_not_exists=True)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_cycles_failed ON cycles (started_at)"
+        " WHERE error IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_signals_denied ON signals (check_name, ts)"
+        " WHERE verdict = 'denied'"
+    )
+
+
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied."""
     names = [m.name for m in migrations.pending(db)]
