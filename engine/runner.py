@@ -305,9 +305,13 @@ class Engine:
         assert self.lease is not None and self.db is not None
         now = self.clock()
         lease_mod.heartbeat(self.db, self.lease, now)
+        calendar = trader.gate.calendar
+        market_open = calendar is None or any(
+            calendar.is_open(symbol, now) for symbol in trader.feed.symbols
+        )
         self.db.conn.execute(
-            "UPDATE engine SET broker_connected = ? WHERE id = 1",
-            (int(trader.broker.connected),),
+            "UPDATE engine SET broker_connected = ?, market_open = ? WHERE id = 1",
+            (int(trader.broker.connected), int(market_open)),
         )
         while self._events:
             severity, source, title, message = self._events.popleft()

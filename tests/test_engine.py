@@ -359,3 +359,21 @@ def test_entries_are_sized_by_the_configured_method_and_say_so(
         "SELECT DISTINCT json_extract(sizing, '$.method') FROM orders WHERE purpose = 'ENTRY'",
     )
     assert methods == [(method,)]
+
+
+def test_the_heartbeat_says_whether_any_market_is_open(db_file, clock, open_engines):
+    christmas = 1_798_200_000_000  # 2026-12-25 ~ 16:00 UTC, XNYS closed all day
+    clock.now = christmas
+    eng = Engine(
+        load_settings(
+            engine={"cycle_seconds": 1.0, "symbols": ("AAPL", "MSFT"), "warmup_bars": 60},
+            risk={"exchanges": {"AAPL": "XNYS", "MSFT": "XNYS"}},
+        ),
+        db_file,
+        clock=clock,
+    )
+    eng.open()
+    open_engines.append(eng)
+    run(eng, clock, 1)
+    assert query(db_file, "SELECT market_open FROM engine") == [(0,)]
+    assert query(db_file, "SELECT count(*) FROM orders WHERE purpose = 'ENTRY'") == [(0,)]
