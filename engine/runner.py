@@ -41,6 +41,7 @@ from engine.config import Settings
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
+from engine.housekeeping import backup, prune
 from engine.models.jobs import Retrainer, retrain_trigger
 from engine.models.registry import needs_bootstrap
 from engine.models.service import ModelService
@@ -53,7 +54,12 @@ log = logging.getLogger(__name__)
 
 TRADING = "trading"
 WATCHDOG = "watchdog"
-DEAD_MAN_MULTIPLE = 5  # no completed cycle for this many intervals: CRITICAL
+DEAD_MAN_MULTIPLE = 5
+# The watchdog waits for a first cycle; housekeeping runs an hour in, then daily.
+DELAYED_START = {
+    "watchdog": 1.0,
+    "daily": 3_600.0,
+}  # no completed cycle for this many intervals: CRITICAL
 
 
 def symbols_of(settings: Settings) -> tuple[str, ...]:
@@ -318,6 +324,20 @@ class Engine:
             trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
         self.db.conn.commit()
 
+    def daily_job(self) -> None:
+        """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
+        trader = self._trader()
+        now = self.clock()
+        deleted = prune(trader.db, now, self.settings.engine.keep_cycles_days)
+        target = backup(trader.db, self.path.parent / "backups", now)
+        trader.alerts.raise_(
+            Severity.INFO,
+            "engine",
+            "Daily housekeeping",
+            f"pruned {sum(deleted.values())} per-cycle rows; backup {target.name}",
+        )
+        trader.db.conn.commit()
+
     def step(self, cycles: int = 1) -> list[CycleResult]:
         """Run the jobs synchronously: commands, cycle, monitor, heartbeat."""
         results = []
@@ -401,6 +421,7 @@ class Engine:
             ("monitor", self.monitor_job, 1.0, TRADING),
             ("heartbeat", self.heartbeat_job, cfg.heartbeat_seconds, TRADING),
             ("watchdog", self.watchdog_job, 1.0, WATCHDOG),
+            ("daily", self.daily_job, 86_400.0, TRADING),
         ]
         for job_id, func, seconds, executor in jobs:
             scheduler.add_job(
@@ -410,9 +431,8 @@ class Engine:
                 id=job_id,
                 executor=executor,
                 misfire_grace_time=grace,
-                next_run_time=None if job_id == "watchdog" else _now_dt(),
+                next_run_time=_now_dt(delay=DELAYED_START.get(job_id, 0.0)),
             )
-        scheduler.get_job("watchdog").modify(next_run_time=_now_dt(delay=1.0))
         if self.retrainer is not None and self.db is not None:
             retrainer = self.retrainer
             scheduler.add_job(

@@ -1,0 +1,47 @@
+"""The daily job: pruning per-cycle facts and backing up, on a real engine database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from engine.housekeeping import KEEP_BACKUPS, backup, prune
+from engine.runner import Engine
+from tests.conftest import engine_settings
+
+
+def test_old_cycle_facts_are_pruned_and_the_trading_record_is_kept(db_file, clock, open_engines):
+    eng = Engine(engine_settings(), db_file, clock=clock)
+    eng.open()
+    open_engines.append(eng)
+    for _ in range(120):
+        clock.advance(60_000)
+        eng.step()
+    assert eng.db is not None
+    fills_before = eng.db.conn.execute("SELECT count(*) FROM fills").fetchone()[0]
+
+    deleted = prune(eng.db, clock(), keep_days=1 / 24)  # keep the last hour
+
+    conn = eng.db.conn
+    oldest = conn.execute("SELECT min(started_at) FROM cycles").fetchone()[0]
+    assert deleted["cycles"] > 0 and oldest >= clock() - 3_600_000
+    assert conn.execute("SELECT min(ts) FROM regimes").fetchone()[0] >= clock() - 3_600_000
+    assert conn.execute("SELECT count(*) FROM fills").fetchone()[0] == fills_before
+
+
+def test_a_backup_is_a_complete_database_and_old_ones_rotate(
+    db_file, clock, open_engines, tmp_path
+):
+    eng = Engine(engine_settings(), db_file, clock=clock)
+    eng.open()
+    open_engines.append(eng)
+    eng.step(5)
+    assert eng.db is not None
+    folder = tmp_path / "backups"
+    for i in range(KEEP_BACKUPS + 2):
+        target = backup(eng.db, folder, clock() + i * 1000)
+
+    copy = sqlite3.connect(target)
+    cycles = copy.execute("SELECT count(*) FROM cycles").fetchone()[0]
+    copy.close()
+    assert cycles == eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
+    assert len(list(folder.glob("cockpit-*.db"))) == KEEP_BACKUPS
