@@ -1,0 +1,73 @@
+"""The champion model inside the live cycle: its calls and probabilities reach the
+regimes, the strategy and the shadow log; a tampered artifact leaves rules only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import load_settings
+from engine.feeds import generate_history
+from engine.models import registry
+from engine.models.train import TrainParams, train_on_history
+from engine.runner import Engine
+from state.db import open_writer
+from tests.conftest import FakeClock
+
+
+def _engine_with_champion(db_file: Path, tmp_path: Path, clock: FakeClock) -> Engine:
+    artifacts = tmp_path / "models"
+    settings = load_settings(
+        engine={"cycle_seconds": 1.0, "symbols": 3, "seed": 11, "warmup_bars": 120},
+        ml={"artifacts_dir": str(artifacts), "override_confidence": 0.5},
+    )
+    trained = train_on_history(
+        generate_history(["A", "B", "C"], 1_500, seed=2),
+        settings.ml,
+        artifacts_dir=artifacts,
+        now=clock(),
+        params=TrainParams(n_folds=2, rounds=20),
+    )
+    db = open_writer(db_file)
+    registry.adopt(db, trained, now=clock())
+    db.conn.commit()
+    db.conn.close()
+    return Engine(settings, db_file, clock=clock)
+
+
+def test_the_champion_drives_regimes_and_is_recorded(db_file, tmp_path, clock, open_engines):
+    eng = _engine_with_champion(db_file, tmp_path, clock)
+    eng.open()
+    open_engines.append(eng)
+    for _ in range(100):
+        clock.advance(1000)
+        eng.step()
+    assert eng.db is not None
+    conn = eng.db.conn
+    (version,) = conn.execute("SELECT version FROM models WHERE status = 'champion'").fetchone()
+    sources = dict(conn.execute("SELECT source, count(*) FROM regimes GROUP BY source").fetchall())
+    assert sources.get("ml", 0) > 0, "calls above the override confidence come from the model"
+    used = {
+        v for (v,) in conn.execute("SELECT DISTINCT model_version FROM regimes WHERE source='ml'")
+    }
+    assert used == {version}
+    assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] > 0
+
+
+def test_a_tampered_champion_is_refused_and_the_engine_trades_on_rules(
+    db_file, tmp_path, clock, open_engines
+):
+    eng = _engine_with_champion(db_file, tmp_path, clock)
+    for path in (tmp_path / "models").rglob("model.json"):
+        path.write_text(path.read_text().replace('"', "'", 1))
+    eng.open()
+    open_engines.append(eng)
+    for _ in range(30):
+        clock.advance(1000)
+        eng.step()
+    assert eng.db is not None
+    conn = eng.db.conn
+    assert conn.execute("SELECT count(*) FROM regimes WHERE source = 'ml'").fetchone()[0] == 0
+    high = conn.execute(
+        "SELECT count(*) FROM alerts WHERE severity IN ('HIGH', 'CRITICAL') AND source = 'ml'"
+    ).fetchone()[0]
+    assert high >= 1
