@@ -278,30 +278,55 @@ def promote(
         raise RegistryError(f"model {version} is already the champion")
     _verified(record)
     current = champion(db.conn)
+    _take_over(
+        db,
+        now,
+        record,
+        current=current,
+        move=("promote", ModelStatus.CHAMPION),
+        displaced=("demote", ModelStatus.RETIRED),
+        actor=actor,
+        reason=reason,
+    )
+    return f"promoted {version}" + (f", retired {current.version}" if current else "")
+
+
+def _take_over(
+    db: Database,
+    now: int,
+    record: ModelRecord,
+    *,
+    current: ModelRecord | None,
+    move: tuple[str, ModelStatus],
+    displaced: tuple[str, ModelStatus],
+    actor: str,
+    reason: str = "",
+) -> None:
+    """`record` takes the status `move` gives it; whoever held that status before
+    moves to the status `displaced` gives, in one transaction."""
     with transaction(db.conn):
         if current is not None:
             _event(
                 db,
                 now,
                 current.version,
-                "demote",
-                before=ModelStatus.CHAMPION,
-                after=ModelStatus.RETIRED,
+                displaced[0],
+                before=current.status,
+                after=displaced[1],
                 actor=actor,
-                reason=f"replaced by {version}",
+                reason=f"replaced by {record.version}",
             )
         _event(
             db,
             now,
-            version,
-            "promote",
+            record.version,
+            move[0],
             before=record.status,
-            after=ModelStatus.CHAMPION,
+            after=move[1],
             actor=actor,
             replaced=current.version if current else None,
             reason=reason,
         )
-    return f"promoted {version}" + (f", retired {current.version}" if current else "")
 
 
 def rollback(
@@ -386,27 +411,15 @@ def set_challenger(
     if record.status is ModelStatus.CHALLENGER:
         return f"{version} is already the challenger"
     current = challenger(db.conn)
-    with transaction(db.conn):
-        if current is not None:
-            _event(
-                db,
-                now,
-                current.version,
-                "candidate",
-                before=ModelStatus.CHALLENGER,
-                after=ModelStatus.CANDIDATE,
-                actor=actor,
-                reason=f"replaced by {version}",
-            )
-        _event(
-            db,
-            now,
-            version,
-            "challenger",
-            before=record.status,
-            after=ModelStatus.CHALLENGER,
-            actor=actor,
-        )
+    _take_over(
+        db,
+        now,
+        record,
+        current=current,
+        move=("challenger", ModelStatus.CHALLENGER),
+        displaced=("candidate", ModelStatus.CANDIDATE),
+        actor=actor,
+    )
     return f"{version} is the challenger"
 
 
