@@ -339,9 +339,15 @@ def m004_read_model_indexes(db: Database) -> None:
     )
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply pending migrations; return the names applied."""
-    names = [m.name for m in migrations.pending(db)]
+def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
+    """Apply a set's pending migrations (idempotent); return the names applied.
+    Every module that owns tables (paper broker, risk, ML) applies its set through this."""
+    names = [m.name for m in migration_set.pending(db)]
     if names:
-        migrations.apply(db)
+        migration_set.apply(db)
     return names
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the shared set's pending migrations; return the names applied."""
+    return apply_pending(migrations, db)

@@ -53,6 +53,7 @@ from engine.domain import (
     Purpose,
     Side,
 )
+from state.schema import apply_pending
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ def m001_paper_tables(db: Database) -> None:
 
 
 def apply_migrations(db: Database) -> None:
-    if migrations.pending(db):
-        migrations.apply(db)
+    apply_pending(migrations, db)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from state.schema import apply_pending
+
 migrations = Migrations("ml")
 
 
@@ -89,7 +91,4 @@ def m001_ml_tables(db: Database) -> None:
 
 def apply_migrations(db: Database) -> list[str]:
     """Apply pending ML migrations (idempotent); return the names applied."""
-    names = [m.name for m in migrations.pending(db)]
-    if names:
-        migrations.apply(db)
-    return names
+    return apply_pending(migrations, db)

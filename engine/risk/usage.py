@@ -17,6 +17,7 @@ from sqlite_utils.migrations import Migrations
 from engine.config import RiskSettings
 from engine.risk import capital, limits
 from engine.risk.context import RiskContext
+from state.schema import apply_pending
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ def m001_risk_usage(db: Database) -> None:
 
 
 def apply_migrations(db: Database) -> None:
-    if migrations.pending(db):
-        migrations.apply(db)
+    apply_pending(migrations, db)
 
 
 class Unit(StrEnum):
