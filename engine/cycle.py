@@ -326,7 +326,7 @@ class Trader:
                         now=now,
                         snap=snaps[bar.symbol],
                         regime=self.regimes[bar.symbol],
-                        position=self.portfolio.positions.get(bar.symbol),
+                        position=self.portfolio.position(bar.symbol),
                         equity=equity,
                         model_proba=prediction.proba_up if prediction else None,
                         model_version=prediction.version if prediction else None,
@@ -377,7 +377,7 @@ class Trader:
         intents = []
         covered = {o.symbol for o in self.oms.open_orders() if o.purpose.reduces_exposure}
         for bar in bars:
-            position = self.portfolio.positions.get(bar.symbol)
+            position = self.portfolio.position(bar.symbol)
             if position is None or position.qty == 0 or bar.symbol in covered:
                 continue
             intent = protective_exit(position, bar.high, bar.low, bar.close)
@@ -520,7 +520,7 @@ class Trader:
             self.locked_until[symbol] = verdict.until or now + ENTRY_RETRY_MS
 
     def _entries_locked(self, symbol: str, now: int) -> bool:
-        if symbol in self.portfolio.positions:
+        if self.portfolio.position(symbol) is not None:
             return False  # the strategy must still be asked about exits
         until = max(self.locked_until.get(symbol, 0), self.locked_until.get(ALL_SYMBOLS, 0))
         return until > now
