@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 TRADING = "trading"
 WATCHDOG = "watchdog"
-DEAD_MAN_MULTIPLE = 5
+DEAD_MAN_KEY = "deadman"  # the monitor's dedupe key for the same condition
 # The watchdog waits for a first cycle; housekeeping runs an hour in, then daily.
 DELAYED_START = {
     "watchdog": 1.0,
@@ -368,8 +368,10 @@ class Engine:
 
     def watchdog_job(self) -> None:
         """Dead-man's switch, on its own thread and connection."""
+        # The monitor watches the same condition from the trading thread; the same
+        # limit and dedupe key make one stall one alert, whichever sees it first.
         interval = self.settings.engine.cycle_seconds
-        limit_ms = int(max(interval * DEAD_MAN_MULTIPLE, 5.0) * 1000)
+        limit_ms = int(max(interval * self.settings.risk.deadman_intervals, 5.0) * 1000)
         conn = sqlite3.connect(self.path, timeout=2)
         try:
             row = conn.execute("SELECT last_cycle_at FROM engine WHERE id = 1").fetchone()
@@ -377,7 +379,7 @@ class Engine:
             now = self.clock()
             if last is None or now - last <= limit_ms:
                 return
-            key = "dead-man"
+            key = DEAD_MAN_KEY
             open_alert = conn.execute(
                 "SELECT 1 FROM alerts WHERE dedupe_key = ? AND acked_at IS NULL", (key,)
             ).fetchone()
