@@ -1,4 +1,4 @@
-"""Trading state transitions: ACTIVE, PAUSED, HALTED (DESIGN.md, Trading state).
+"""Trading state transitions: ACTIVE, PAUSED, HALTED (docs/ARCHITECTURE.md, Trading state).
 
 The state lives in the `engine` row and is mirrored in memory by the runner; every
 change is an audit record with who, when and why. Leaving HALTED needs an

@@ -1,5 +1,5 @@
 """The trading cycle: feed -> features -> regime -> signal -> risk -> execution ->
-portfolio -> state (DESIGN.md, The cycle).
+portfolio -> state (docs/ARCHITECTURE.md, The cycle).
 
 `Trader` holds the engine's working state in memory and writes every fact through
 the single writer connection. It is driven by the runner's jobs (cycle, commands,

@@ -1,6 +1,6 @@
 """The cockpit's autostart: start `python -m engine run` when no engine is alive.
 
-The cockpit never runs trading code itself (DESIGN.md): it only launches the
+The cockpit never runs trading code itself (docs/ARCHITECTURE.md): it only launches the
 engine as a detached child process on the same database. The engine's lease keeps
 it single, so a race between two cockpit sessions costs at most one child that
 refuses to start. Within one cockpit process, a lock and the remembered child

@@ -1,7 +1,7 @@
 """The schema of the state store, as named migrations applied in order.
 
 Table and column names are a contract between engine, cockpit, CLI and tests
-(DESIGN.md). Times are epoch milliseconds UTC. Money and quantities are stored as
+(docs/ARCHITECTURE.md). Times are epoch milliseconds UTC. Money and quantities are stored as
 computed (REAL); rounding happens only for display.
 
 Modules that own extra tables (the paper broker, the ML registry) register their

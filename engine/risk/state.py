@@ -1,4 +1,4 @@
-"""The trading-state rule of DESIGN.md, and the health conditions that block entries.
+"""The trading-state rule of docs/ARCHITECTURE.md, and the health conditions that block entries.
 
 ACTIVE allows everything; PAUSED denies anything that increases exposure; HALTED
 denies everything except FLATTEN orders that shrink a position.
