@@ -23,7 +23,7 @@ from typing import Any
 from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
 from state.commands import CommandKind, CommandStatus, enqueue_command, wait_for_command
-from state.db import PROJECT_ROOT, db_path, now_ms
+from state.db import PROJECT_ROOT, db_path, now_ms, reader
 from state.status import read_status
 
 log = logging.getLogger("engine")
@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, attr, None)
         if value is not None:
             engine[key] = value
-    return load_settings(engine=engine)
+    return load_settings(db=db_path(getattr(args, "db", None)), engine=engine)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -157,8 +157,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from state.secrets import SecretStore
+
     settings = _settings(args)
-    print(json.dumps(effective(settings), indent=2))
+    path = db_path(args.db)
+    stored: set[str] = set()
+    if path.exists():
+        with reader(path) as conn:
+            stored = {name for name, _ in SecretStore(path).names(conn)}
+    print(json.dumps(effective(settings, stored), indent=2))
     return OK
 
 
@@ -288,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
+    from engine.secrets_cli import register_cli as register_secrets
+
+    register_secrets(sub)
     return parser
 
 

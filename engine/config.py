@@ -4,13 +4,20 @@ with one message naming the key, the value and what is allowed.
 
 Environment variables use `__` between section and key, e.g.
 `COCKPIT_ENGINE__CYCLE_SECONDS=2` or `COCKPIT_RISK__DAILY_LOSS=0.05`.
+
+A key the environment and cockpit.toml leave unset is taken from the encrypted
+secrets store when a secret of the same dotted name is stored there
+(`python -m engine secrets set alerts.smtp_password`); see `state/secrets.py`.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -248,12 +255,14 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "cockpit": CockpitSettings,
     "alerts": AlertSettings,
 }
+SECTIONS = _SECTIONS  # read-only use outside this module
 # Variables that belong to the process, not to the settings tree.
 _PROCESS_VARIABLES = {
     "COCKPIT_DB",
     "COCKPIT_CONFIG",
     "COCKPIT_NO_AUTOSTART",
     "COCKPIT_PASSWORD_HASH",
+    "COCKPIT_SECRET_KEY",
 }
 
 
@@ -273,8 +282,10 @@ def _describe(error: Any) -> str:
     return f"{key} = {value!r}: {error['msg']}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Load and validate; `overrides` are sections of keys from the command line."""
+def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate; `overrides` are sections of keys from the command line.
+
+    With `db`, keys left unset are filled from that database's secrets store."""
     env = {k for k in os.environ if k.startswith("COCKPIT_") and k not in _PROCESS_VARIABLES}
     for name in env:
         section = name.removeprefix("COCKPIT_").split("__", 1)[0].lower()
@@ -297,9 +308,83 @@ def load_settings(**overrides: Any) -> Settings:
                 )
             }
         )
+    if db is not None:
+        settings = with_stored_secrets(settings, Path(db))
     return settings
 
 
-def effective(settings: Settings) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets masked (for `engine config`)."""
-    return settings.model_dump(mode="json")
+def with_stored_secrets(settings: Settings, db: Path) -> Settings:
+    """`settings` with the keys it leaves unset filled from the secrets store of `db`."""
+    from state.secrets import SecretsError, stored_values
+
+    try:
+        stored = stored_values(db)
+    except SecretsError as exc:
+        raise ConfigError(f"secrets store: {exc}") from None
+    return with_secrets(settings, stored)
+
+
+def with_secrets(settings: Settings, stored: Mapping[str, str]) -> Settings:
+    """Fill keys left unset from `stored` (dotted names); names that are no key are ignored."""
+    update: dict[str, BaseModel] = {}
+    for section_name, model in _SECTIONS.items():
+        section: BaseModel = getattr(settings, section_name)
+        found = {
+            key: stored[f"{section_name}.{key}"]
+            for key in model.model_fields
+            if f"{section_name}.{key}" in stored and key not in section.model_fields_set
+        }
+        if not found:
+            continue
+        explicit = {k: getattr(section, k) for k in section.model_fields_set}
+        try:
+            update[section_name] = model.model_validate({**found, **explicit})
+        except ValidationError as exc:
+            # The value is a secret: name the key and the rule, never the input.
+            reasons = "; ".join(
+                f"{section_name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"secrets store: {reasons}") from None
+    return settings.model_copy(update=update) if update else settings
+
+
+MASK = "***"
+# A key whose name says it holds a credential is masked whatever its value.
+_SECRET_KEY = re.compile(r"password|passwd|token|secret|api_?key|credential|user|account")
+
+
+def mask_url(url: str) -> str:
+    """A URL with its user, password, path and query hidden: scheme, host and port stay."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return MASK
+    hidden = parts.username or parts.password or parts.path.strip("/") or parts.query
+    return f"{parts.scheme}://{host}{port}/{MASK}" if hidden else f"{parts.scheme}://{host}{port}"
+
+
+def _masked(key: str, value: Any, stored: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(f"{key}.{k}", v, stored) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(key, v, stored) for v in value]
+    if value is None or value == "":
+        return value
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    if key in stored or _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return MASK
+    return value
+
+
+def effective(settings: Settings, stored: set[str] | None = None) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret masked (for `engine config`):
+    credential keys, every key filled from the secrets store (`stored` names), and the
+    user, password, path and query of every URL."""
+    data = settings.model_dump(mode="json")
+    return {section: _masked(section, values, stored or set()) for section, values in data.items()}

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from state.db import private_file
+
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
@@ -58,7 +60,7 @@ def backup(db: Database, folder: Path, now: int) -> Path:
     stamp = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y%m%d-%H%M%S")
     target = folder / f"cockpit-{stamp}.db"
     started = time.perf_counter()
-    copy = sqlite3.connect(target)
+    copy = sqlite3.connect(private_file(target))
     try:
         db.conn.backup(copy, pages=4096, sleep=0.001)
     finally:

@@ -37,7 +37,7 @@ from engine import lease as lease_mod
 from engine.alerts import Alerts
 from engine.brokers.base import Broker
 from engine.commands import ExtraHandler, run_pending
-from engine.config import Settings
+from engine.config import Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
@@ -51,6 +51,9 @@ from state.commands import Command, CommandKind
 from state.db import db_path, now_ms, open_writer
 
 log = logging.getLogger(__name__)
+# urllib3 logs each request line at DEBUG, path and query included: a webhook's
+# token lives there, so its debug lines never reach the engine's logs.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 TRADING = "trading"
 WATCHDOG = "watchdog"
@@ -178,6 +181,7 @@ class Engine:
 
     def open(self) -> Trader:
         """Take the lease, build the trader, warm up and reconcile. Raises LeaseHeld."""
+        self.settings = with_stored_secrets(self.settings, self.path)
         db = open_writer(self.path)
         self.db = db
         try:

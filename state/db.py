@@ -36,6 +36,19 @@ def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else DEFAULT_DB
 
 
+def private_file(path: Path) -> Path:
+    """Create `path` readable and writable by its owner only, or tighten an existing one.
+
+    SQLite gives a database's WAL and shared-memory files the database's own mode,
+    so a private database file keeps its WAL private too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
+
+
 def _tune(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -48,8 +61,10 @@ def open_writer(path: str | os.PathLike[str] | None = None) -> Database:
     check_same_thread is off because the connection is made on the main thread
     and used on the trading executor's one thread; nothing else touches it.
     """
-    file = db_path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file = private_file(db_path(path))
+    for companion in (Path(f"{file}-wal"), Path(f"{file}-shm")):
+        if companion.exists() and companion.stat().st_mode & 0o077:
+            os.chmod(companion, 0o600)
     conn = sqlite3.connect(file, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     _tune(conn)
     db = Database(conn)
