@@ -213,6 +213,16 @@ class AlertSettings(_Section):
     smtp_starttls: bool = False
 
 
+class MetricsSettings(_Section):
+    address: str = Field("127.0.0.1", description="where /metrics and /healthz listen")
+    port: int = Field(9108, ge=0, le=65535, description="0 = no metrics server")
+    stale_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="no finished cycle for this long: /healthz 503; None = dead-man limit",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COCKPIT_",
@@ -228,6 +238,7 @@ class Settings(BaseSettings):
     ib: IbSettings = IbSettings()
     cockpit: CockpitSettings = CockpitSettings()
     alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -254,6 +265,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "ib": IbSettings,
     "cockpit": CockpitSettings,
     "alerts": AlertSettings,
+    "metrics": MetricsSettings,
 }
 SECTIONS = _SECTIONS  # read-only use outside this module
 # Variables that belong to the process, not to the settings tree.

@@ -42,6 +42,7 @@ from engine.cycle import CycleResult, Trader, store_bars
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.housekeeping import backup, prune
+from engine.metrics import EngineMetrics, MetricsServer
 from engine.models.jobs import Retrainer, retrain_trigger
 from engine.models.registry import needs_bootstrap
 from engine.models.service import ModelService
@@ -174,6 +175,8 @@ class Engine:
         self.retrainer: Retrainer | None = None
         self._ml_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._scheduler: BackgroundScheduler | None = None
+        self.metrics: EngineMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
 
@@ -301,7 +304,11 @@ class Engine:
         return self.trader
 
     def cycle_job(self) -> CycleResult:
-        return self._trader().cycle()
+        trader = self._trader()
+        result = trader.cycle()
+        if self.metrics is not None:
+            self.metrics.cycle_done(result, trader)
+        return result
 
     def command_job(self) -> int:
         self._collect_training()
@@ -312,6 +319,8 @@ class Engine:
 
     def heartbeat_job(self) -> None:
         trader = self._trader()
+        if self.metrics is not None:
+            self.metrics.tick()
         assert self.lease is not None and self.db is not None
         now = self.clock()
         lease_mod.heartbeat(self.db, self.lease, now)
@@ -406,6 +415,31 @@ class Engine:
         finally:
             conn.close()
 
+    def _start_metrics(self) -> None:
+        """Serve /metrics and /healthz; a taken port costs the metrics, never the engine."""
+        cfg = self.settings.metrics
+        if cfg.port == 0:
+            return
+        metrics = EngineMetrics(
+            self.path,
+            cycle_seconds=self.settings.engine.cycle_seconds,
+            stale_seconds=cfg.stale_seconds,
+            stale_intervals=self.settings.risk.deadman_intervals,
+            failures_limit=self.settings.engine.failure_pause_after,
+            clock=self.clock,
+        )
+        if self.notifier is not None:
+            metrics.watch_notifier(self.notifier.stats)
+        try:
+            metrics.store.start()
+            server = MetricsServer(metrics, cfg.address, cfg.port)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("metrics not served on %s:%d: %s", cfg.address, cfg.port, exc)
+            metrics.store.close()
+            return
+        self.metrics, self.metrics_server = metrics, server
+        server.start()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -468,6 +502,7 @@ class Engine:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[int(sig)] = signal.signal(sig, _handle)
         self._scheduler = scheduler
+        self._start_metrics()
         scheduler.start()
         log.info("engine running: cycle every %.2f s", cfg.cycle_seconds)
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
@@ -479,6 +514,9 @@ class Engine:
         finally:
             scheduler.shutdown(wait=True)
             self._scheduler = None
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+                self.metrics_server = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.close()

@@ -23,6 +23,9 @@ def _clean_config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Engines in tests don't train a bootstrap model in the background unless a test
     # asks for it: it would compete for the two cores with the test itself.
     monkeypatch.setenv("COCKPIT_ML__BOOTSTRAP", "false")
+    # Engines run by tests serve no metrics unless asked: 9108 is shared by every
+    # worktree and process on the machine.
+    monkeypatch.setenv("COCKPIT_METRICS__PORT", "0")
 
 
 class FakeClock:
