@@ -1,50 +1,127 @@
-"""Cycle time on the embedded default (simulated market, paper broker, SQLite WAL).
+"""Cycle time as `python -m engine run` runs it: the real runner and scheduler, the
+simulated market, the paper broker, SQLite WAL, and the champion model in use (with
+a shadow challenger unless --no-challenger).
 
-Runs the real cycle with a simulated clock for 1, 20 and 50 symbols and prints
-p50/p99 of the whole cycle (commit included) and of each stage. No pass/fail.
+For each size it trains a small champion and challenger once (cached under
+var/bench/models), registers them on a fresh database, runs the engine on its real
+scheduler for --seconds, and prints p50/p99 of the whole cycle and of each stage,
+read back from the `cycles` rows the engine wrote. No pass/fail.
 
-    .venv/bin/python bench/cycle.py [CYCLES]
+    .venv/bin/python bench/cycle.py [--seconds 60] [--sizes 20,100] [--cycle-seconds 0.05]
 """
 
 from __future__ import annotations
 
+import argparse
+import sqlite3
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from common import SimClock, describe, open_engine, settings
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from engine.cycle import STAGES
+from engine.config import load_settings  # noqa: E402
+from engine.cycle import STAGES  # noqa: E402
+from engine.feeds import generate_history  # noqa: E402
+from engine.models import registry  # noqa: E402
+from engine.models.train import TrainedModel, TrainParams, train_on_history  # noqa: E402
+from engine.runner import Engine  # noqa: E402
+from state.db import open_writer  # noqa: E402
+
+SKIP_SECONDS = 5.0  # the first cycles warm caches and the scheduler; not a marathon's cycle
 
 
-def run(symbols: int, cycles: int) -> None:
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _models(artifacts: Path) -> list[TrainedModel]:
+    settings = load_settings(ml={"artifacts_dir": str(artifacts)}).ml
+    history = generate_history(["M1", "M2", "M3"], 3_000, seed=3)
+    return [
+        train_on_history(
+            history,
+            settings,
+            artifacts_dir=artifacts,
+            now=1_767_225_600_000 + i,
+            params=TrainParams(n_folds=2, seed=seed),  # default rounds: what a bootstrap trains
+        )
+        for i, seed in enumerate((1, 2))
+    ]
+
+
+def run(symbols: int, seconds: float, cycle_seconds: float, challenger: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        clock = SimClock()
-        engine = open_engine(Path(folder), settings(symbols), clock)
-        assert engine.trader is not None
-        walls: list[float] = []
-        stages: dict[str, list[float]] = {s: [] for s in STAGES}
-        orders = 0
-        for _ in range(cycles):
-            clock.tick()
-            started = time.perf_counter()
-            result = engine.trader.cycle()
-            walls.append((time.perf_counter() - started) * 1000)
-            orders += result.orders
-            for stage in STAGES:
-                stages[stage].append(result.timings.get(stage, 0.0))
-        engine.close()
-    print(f"{symbols:3d} symbols  cycle {describe(walls)}  orders {orders}")
-    for stage in STAGES:
-        print(f"      {stage:10s} {describe(stages[stage])}")
+        artifacts = Path(folder) / "models"
+        db_file = Path(folder) / "bench.db"
+        models = _models(artifacts)
+        db = open_writer(db_file)
+        registry.adopt(db, models[0], now=1)
+        if challenger:
+            registry.adopt(db, models[1], now=2)  # a second version shadows the champion
+        db.conn.commit()
+        db.conn.close()
+        cfg = load_settings(
+            engine={"symbols": symbols, "cycle_seconds": cycle_seconds, "seed": 5},
+            ml={"artifacts_dir": str(artifacts), "bootstrap": False},
+        )
+        engine = Engine(cfg, db_file)
+        engine.open()
+        thread = threading.Thread(target=engine.run, kwargs={"install_signals": False})
+        started_ms = int(time.time() * 1000)
+        thread.start()
+        time.sleep(seconds)
+        engine.request_stop()
+        thread.join()
+        conn = sqlite3.connect(db_file)
+        skip = started_ms + int(SKIP_SECONDS * 1000)
+        cols = ", ".join(f"{s}_ms" for s in STAGES)
+        rows = conn.execute(
+            f"SELECT duration_ms, {cols} FROM cycles WHERE started_at >= ? AND error IS NULL",
+            (skip,),
+        ).fetchall()
+        ml = conn.execute("SELECT count(*) FROM regimes WHERE source = 'ml'").fetchone()[0]
+        shadow = conn.execute(
+            "SELECT count(*) FROM predictions WHERE role = 'challenger'"
+        ).fetchone()[0]
+        orders = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+        conn.close()
+    walls = [float(r[0]) for r in rows]
+    print(
+        f"{symbols:3d} symbols: {len(rows)} cycles, {orders} orders, {ml} model calls,"
+        f" {shadow} shadow predictions"
+    )
+    print(
+        f"    cycle      p50 {statistics.median(walls):7.2f} ms  p99 {_pct(walls, 0.99):7.2f} ms"
+        f"  max {max(walls):7.2f} ms"
+    )
+    for i, stage in enumerate(STAGES, start=1):
+        values = [float(r[i] or 0.0) for r in rows]
+        print(
+            f"    {stage:10s} p50 {statistics.median(values):7.2f} ms"
+            f"  p99 {_pct(values, 0.99):7.2f} ms"
+        )
 
 
 def main() -> None:
-    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    print(f"bench/cycle.py: {cycles} cycles per size, simulated clock, real SQLite file")
-    for n in (1, 20, 50):
-        run(n, cycles)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--sizes", default="20,100")
+    parser.add_argument("--cycle-seconds", type=float, default=0.05)
+    parser.add_argument("--no-challenger", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"bench/cycle.py: real runner and scheduler, {args.cycle_seconds} s cycles,"
+        f" {args.seconds:g} s per size (first {SKIP_SECONDS:g} s skipped), champion"
+        f"{'' if args.no_challenger else ' + shadow challenger'}"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        run(n, args.seconds, args.cycle_seconds, not args.no_challenger)
 
 
 if __name__ == "__main__":

@@ -275,15 +275,15 @@ class Trader:
 
         if self.model is not None:
             self.model.sync()  # one small query: picks up a promotion or rollback
+        predictions = self.model.predict_batch(rows) if self.model is not None else {}
         regime_rows = []
         for bar in bars:
             rules = classify(snaps[bar.symbol], self.rules_regimes.get(bar.symbol))
             self.rules_regimes[bar.symbol] = rules
             call = rules
-            prediction = self.model.predict(bar.symbol, rows[bar.symbol]) if self.model else None
-            if prediction is not None and self.model is not None:
+            prediction = predictions.get(bar.symbol)
+            if prediction is not None:
                 self.predictions[bar.symbol] = prediction
-                self.model.record(bar, prediction)
                 call = combine(rules, prediction.regime_call, self.settings.ml.override_confidence)
             else:
                 self.predictions.pop(bar.symbol, None)
@@ -301,6 +301,8 @@ class Trader:
                     json.dumps(call.features),
                 )
             )
+        if self.model is not None:
+            self.model.record_batch(bars, predictions, rows)
         self.db.conn.executemany(
             "INSERT INTO regimes (cycle_id, symbol, ts, regime, confidence, source,"
             " model_version, rules_regime, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

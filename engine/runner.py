@@ -286,6 +286,8 @@ class Engine:
         trader = self.trader
         if trader is not None:
             try:
+                if trader.model is not None:
+                    trader.model.close()
                 trader.db.conn.commit()
                 trader.broker.close()
             except Exception:

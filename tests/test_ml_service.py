@@ -150,6 +150,42 @@ def test_challenger_is_recorded_beside_the_champion(db, alerts, models) -> None:
     assert rows == [("challenger", models[1].version), ("champion", models[0].version)]
 
 
+def test_a_batch_predicts_what_each_row_predicts_alone(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    service = _service(db, alerts)
+    rows = {f"S{i}": row for i, row in enumerate(_rows(7)[-6:])}
+    rows["COLD"] = np.full_like(rows["S0"], np.nan)  # not warm yet: left to the rules
+    batch = service.predict_batch(rows)
+    assert set(batch) == {f"S{i}" for i in range(6)}
+    for symbol, p in batch.items():
+        alone = service.predict(symbol, rows[symbol])
+        assert alone is not None
+        assert p.proba_up == pytest.approx(alone.proba_up, abs=1e-12)
+        assert p.regime_call == alone.regime_call
+
+
+def test_the_shadow_is_predicted_off_the_cycle_and_every_row_is_stored(db, alerts, models):
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    service = _service(db, alerts)
+    rows = {f"S{i}": row for i, row in enumerate(_rows(7)[-4:])}
+    bars = [_bar(NOW, 100.0 + i, symbol) for i, symbol in enumerate(rows)]
+    predictions = service.predict_batch(rows)
+    assert all(p.shadow is None for p in predictions.values())
+    service.record_batch(bars, predictions, rows)
+    service.close()  # waits for the shadow thread and stores what it finished
+    stored = db.conn.execute(
+        "SELECT symbol, role, model_version, proba FROM predictions"
+    ).fetchall()
+    shadow = {s: p for s, role, v, p in stored if role == "challenger" and v == models[1].version}
+    assert {s for s, role, _, _ in stored if role == "champion"} == set(rows)
+    assert set(shadow) == set(rows)
+    for symbol, row in rows.items():
+        alone = service.predict(symbol, row)
+        assert alone is not None and alone.shadow is not None
+        assert shadow[symbol] == pytest.approx(alone.shadow.proba_up, abs=1e-12)
+
+
 def test_predictions_are_scored_only_once_the_horizon_has_passed(db, alerts, models) -> None:
     registry.adopt(db, models[0], now=NOW)
     service = _service(db, alerts)

@@ -5,11 +5,11 @@ What the cycle calls (all on the trading thread, through the engine's writer):
     service = ModelService(db, settings.ml, artifacts_dir, alerts.raise_, bar_ms=...)
     # once per cycle, cheap: picks up promote/rollback/retire/new challenger
     service.sync()
-    # per symbol, after the indicators:
-    row = live_features[symbol].update(bar, snap)
-    prediction = service.predict(bar.symbol, row)     # None: rules only
-    call = regime.combine(rules_call, prediction.regime_call, settings.ml.override_confidence)
-    service.record(bar, prediction)                   # champion + shadow rows, no commit
+    # once per cycle, after the indicators (one model call per head for all symbols):
+    rows = {symbol: live_features[symbol].update(bar, snap), ...}
+    predictions = service.predict_batch(rows)         # a symbol missing: rules only
+    call = regime.combine(rules_call, predictions[symbol].regime_call, override_confidence)
+    service.record_batch(bars, predictions, rows)     # champion rows; shadow on its thread
     # once per cycle, with the closes of this cycle:
     service.score_due(now, {symbol: close})
     # every few minutes:
@@ -26,8 +26,9 @@ import logging
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,21 +113,72 @@ class _Runner:
         return Reference.from_json(data) if data else None
 
     def predict(self, x: FloatArray) -> Prediction:
-        p_up = float(self.model.direction.predict(x, num_threads=1)[0])
-        call = None
-        if self.model.regime is not None:
-            probs = self.model.regime.predict(x, num_threads=1)[0]
-            best = int(np.argmax(probs))
-            regime = self.classes[best]
-            call = RegimeCall(
-                regime,
-                float(probs[best]),
-                Source.ML,
-                self.version,
-                {f"p_{c.value}": float(p) for c, p in zip(self.classes, probs, strict=True)},
-                f"model {self.version}: {regime.value} p={float(probs[best]):.2f}",
+        return self.predict_batch(x)[0]
+
+    def predict_batch(self, x: FloatArray) -> list[Prediction]:
+        """One Booster call per head for every row of `x` (n x N_FEATURES): the per-call
+        overhead, not the trees, is what a cycle of many symbols pays for."""
+        p_up = self.model.direction.predict(x, num_threads=1)
+        probs = self.model.regime.predict(x, num_threads=1) if self.model.regime else None
+        return [
+            Prediction(
+                float(p_up[i]), None if probs is None else self._call(probs[i]), self.version
             )
-        return Prediction(p_up, call, self.version)
+            for i in range(len(x))
+        ]
+
+    def _call(self, probs: FloatArray) -> RegimeCall:
+        best = int(np.argmax(probs))
+        regime = self.classes[best]
+        return RegimeCall(
+            regime,
+            float(probs[best]),
+            Source.ML,
+            self.version,
+            {f"p_{c.value}": float(p) for c, p in zip(self.classes, probs, strict=True)},
+            f"model {self.version}: {regime.value} p={float(probs[best]):.2f}",
+        )
+
+
+class _ShadowWorker:
+    """The challenger's predictions on a thread of their own: a shadow never trades, so
+    the cycle does not wait for it. LightGBM releases the GIL while it predicts, so on
+    two cores the shadow runs beside the cycle rather than inside it."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Sequence[Bar], Future[list[Prediction]]]] = deque()
+
+    def submit(self, runner: _Runner, bars: Sequence[Bar], x: FloatArray) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
+
+    def finished(self) -> list[tuple[Bar, Prediction]]:
+        """Predictions whose batch is done, oldest first; a batch still running waits."""
+        out: list[tuple[Bar, Prediction]] = []
+        while self._pending and self._pending[0][1].done():
+            out.extend(self._take(*self._pending.popleft()))
+        return out
+
+    def close(self) -> list[tuple[Bar, Prediction]]:
+        out: list[tuple[Bar, Prediction]] = []
+        while self._pending:
+            out.extend(self._take(*self._pending.popleft()))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        return out
+
+    @staticmethod
+    def _take(
+        bars: Sequence[Bar], future: Future[list[Prediction]]
+    ) -> list[tuple[Bar, Prediction]]:
+        try:
+            return list(zip(bars, future.result(), strict=True))
+        except Exception:  # a failed shadow costs its rows, never the cycle
+            log.exception("shadow prediction failed")
+            return []
 
 
 class ModelService:
@@ -151,6 +203,7 @@ class ModelService:
         self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
         self._features: deque[FloatArray] = deque(maxlen=settings.drift_window)
         self._probas: deque[float] = deque(maxlen=settings.drift_window)
+        self._shadow = _ShadowWorker()
         apply_migrations(db)
         self.sync()
 
@@ -246,26 +299,50 @@ class ModelService:
     # ------------------------------------------------------------------ live
 
     def predict(self, symbol: str, features_row: FloatArray) -> Prediction | None:
-        """The champion's view of one symbol's latest bar, with the challenger's as shadow.
+        """One symbol's prediction with the challenger's attached as `shadow`, at once.
 
-        None without a verified champion or while the row is not warm (NaN): the
-        cycle then trades on the rules alone.
+        For tools and tests that look at one row; the cycle uses `predict_batch`.
+        None without a verified champion or while the row is not warm (NaN).
+        """
+        row = np.asarray(features_row, dtype=np.float64).reshape(N_FEATURES)
+        prediction = self.predict_batch({symbol: row}).get(symbol)
+        if prediction is None or self._challenger is None:
+            return prediction
+        return replace(prediction, shadow=self._challenger.predict(row.reshape(1, N_FEATURES)))
+
+    def predict_batch(self, rows: Mapping[str, FloatArray]) -> dict[str, Prediction]:
+        """The champion's view of every symbol's latest bar, one model call per head.
+
+        Symbols whose row is not warm (NaN) are left out: the cycle trades them on the
+        rules alone. The challenger is not consulted here; `record_batch` hands it
+        the same rows on a worker thread, off the cycle's path.
         """
         champ = self._champion
-        if champ is None:
-            return None
-        x = np.asarray(features_row, dtype=np.float64).reshape(1, N_FEATURES)
-        if not np.isfinite(x).all():
-            return None
-        prediction = champ.predict(x)
-        if self._challenger is not None:
-            shadow = self._challenger.predict(x)
-            prediction = Prediction(
-                prediction.proba_up, prediction.regime_call, prediction.version, shadow
-            )
-        self._features.append(x[0])
-        self._probas.append(prediction.proba_up)
-        return prediction
+        ready = [s for s, row in rows.items() if np.isfinite(row).all()]
+        if champ is None or not ready:
+            return {}
+        x = np.vstack([rows[s] for s in ready]).astype(np.float64, copy=False)
+        predictions = champ.predict_batch(x)
+        self._features.extend(x)
+        self._probas.extend(p.proba_up for p in predictions)
+        return dict(zip(ready, predictions, strict=True))
+
+    def record_batch(
+        self,
+        bars: Sequence[Bar],
+        predictions: Mapping[str, Prediction],
+        rows: Mapping[str, FloatArray],
+    ) -> None:
+        """Store the champion's predictions for `bars`, start the challenger's shadow
+        predictions of the same rows on the shadow thread, and store the shadow rows
+        that finished since the last call. Joins the caller's open transaction."""
+        done = self._shadow.finished()
+        predicted = [b for b in bars if b.symbol in predictions]
+        champion_rows = [self._row(b, predictions[b.symbol], Role.CHAMPION) for b in predicted]
+        if self._challenger is not None and predicted:
+            x = np.vstack([rows[b.symbol] for b in predicted]).astype(np.float64, copy=False)
+            self._shadow.submit(self._challenger, predicted, x)
+        self._insert(champion_rows + [self._row(b, p, Role.CHALLENGER) for b, p in done])
 
     def record(self, bar: Bar, prediction: Prediction | None) -> None:
         """Store the champion's prediction and the shadow's, to be scored after the horizon
@@ -276,31 +353,38 @@ class ModelService:
         """
         if prediction is None:
             return
-        horizon_ts = bar.ts + self.settings.horizon_bars * self.bar_ms
-        truth = bar.true_regime.value if bar.true_regime else None
-        rows = [(Role.CHAMPION, prediction)]
+        rows = [self._row(bar, prediction, Role.CHAMPION)]
         if prediction.shadow is not None:
-            rows.append((Role.CHALLENGER, prediction.shadow))
+            rows.append(self._row(bar, prediction.shadow, Role.CHALLENGER))
+        self._insert(rows)
+
+    def close(self) -> None:
+        """Wait for the shadow thread and store what it finished; the writer is still open."""
+        self._insert([self._row(b, p, Role.CHALLENGER) for b, p in self._shadow.close()])
+
+    def _row(self, bar: Bar, p: Prediction, role: str) -> tuple[object, ...]:
+        return (
+            bar.ts,
+            bar.symbol,
+            p.version,
+            role,
+            p.proba_up,
+            p.regime_call.regime.value if p.regime_call else None,
+            p.regime_call.confidence if p.regime_call else None,
+            bar.true_regime.value if bar.true_regime else None,
+            bar.close,
+            bar.ts + self.settings.horizon_bars * self.bar_ms,
+        )
+
+    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+        if not rows:
+            return
         with transaction(self._db.conn):
             self._db.conn.executemany(
                 "INSERT INTO predictions (ts, symbol, model_version, role, proba, regime,"
                 " regime_confidence, true_regime, ref_price, horizon_ts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        bar.ts,
-                        bar.symbol,
-                        p.version,
-                        role,
-                        p.proba_up,
-                        p.regime_call.regime.value if p.regime_call else None,
-                        p.regime_call.confidence if p.regime_call else None,
-                        truth,
-                        bar.close,
-                        horizon_ts,
-                    )
-                    for role, p in rows
-                ],
+                rows,
             )
 
     def score_due(self, now: int, prices: Mapping[str, float]) -> int:
