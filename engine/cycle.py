@@ -31,6 +31,7 @@ from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
 from engine.config import Settings
 from engine.domain import (
     Bar,
+    ExitReason,
     Intent,
     Order,
     OrderType,
@@ -52,6 +53,7 @@ from engine.monitor import (
     Monitor,
     MonitorInput,
     MonitorState,
+    MoveStop,
     Pause,
     RaiseAlert,
     apply_migrations,
@@ -59,7 +61,7 @@ from engine.monitor import (
     write_usage,
 )
 from engine.oms import Oms
-from engine.portfolio import Portfolio, write_snapshot
+from engine.portfolio import Portfolio, write_position, write_snapshot
 from engine.regime import RegimeCall, classify, combine
 from engine.risk import RiskContext, RiskGate, load_risk_facts
 from engine.risk.facts import day_start_of
@@ -195,6 +197,7 @@ class Trader:
         self.locked_until: dict[str, int] = {}
         self.state, self.state_reason = control.read_state(db)
         self.flattening = self.state is TradingState.HALTED
+        self.flatten_reason = ExitReason.EMERGENCY_STOP
         self.consecutive_failures = 0
         self.cycles_run = 0
         self._last_cycle_id = 0
@@ -224,6 +227,19 @@ class Trader:
         self.oms.reconcile()
         apply_migrations(self.db)
         self.db.conn.commit()
+        self.protect_positions()
+
+    def protect_positions(self) -> int:
+        """Put a resting stop and target in front of every held position that has
+        levels but lost its orders (they never reached the broker before a restart,
+        or the broker dropped them); returns how many positions were protected."""
+        if self.state is TradingState.HALTED:
+            return 0  # the emergency stop's flatten owns the book
+        protected = 0
+        for position in self.portfolio.positions.values():
+            if self.oms.protect(position):
+                protected += 1
+        return protected
 
     # -------------------------------------------------------------------- cycle
 
@@ -529,7 +545,9 @@ class Trader:
 
     # ------------------------------------------------------ flatten and stop
 
-    def flatten_step(self, symbols: set[str] | None = None) -> int:
+    def flatten_step(
+        self, symbols: set[str] | None = None, reason: ExitReason = ExitReason.FLATTEN
+    ) -> int:
         """Send a closing market order for every open position not already being
         closed; returns how many were sent."""
         working = {o.symbol for o in self.oms.open_orders() if o.purpose is Purpose.FLATTEN}
@@ -546,7 +564,8 @@ class Trader:
                 qty=abs(position.qty),
                 purpose=Purpose.FLATTEN,
                 order_type=OrderType.MARKET,
-                reason="flatten",
+                reason=str(reason),
+                exit_reason=reason,
             )
             if self.submit(intent, ctx=ctx) is not None:
                 sent += 1
@@ -568,7 +587,9 @@ class Trader:
             self.flattening = False
         return previous
 
-    def emergency_stop(self, actor: str, reason: str) -> str:
+    def emergency_stop(
+        self, actor: str, reason: str, exit_reason: ExitReason = ExitReason.EMERGENCY_STOP
+    ) -> str:
         """HALTED, cancel every open order, close every position at market; the
         monitor keeps retrying until flat. Returns a summary."""
         started = time.perf_counter()
@@ -577,7 +598,8 @@ class Trader:
         self.db.conn.commit()  # the halt is durable before anything else happens
         canceled = self.oms.cancel_all()
         self.flattening = True
-        sent = self.flatten_step()
+        self.flatten_reason = exit_reason
+        sent = self.flatten_step(reason=exit_reason)
         elapsed = (time.perf_counter() - started) * 1000
         summary = f"HALTED; canceled {canceled} orders; sent {sent} closing orders"
         if self.is_flat():
@@ -605,7 +627,7 @@ class Trader:
         """Monitor step while HALTED: retry closing orders until the book is flat."""
         if not self.flattening:
             return
-        self.flatten_step()
+        self.flatten_step(reason=self.flatten_reason)
         if self.is_flat():
             self.flattening = False
             self.alerts.raise_(
@@ -651,12 +673,16 @@ class Trader:
                 )
             elif isinstance(action, KillSwitch):
                 if self.state is not TradingState.HALTED:
-                    self.emergency_stop("monitor", f"kill switch: {action.reason}")
+                    self.emergency_stop(
+                        "monitor", f"kill switch: {action.reason}", ExitReason.KILL_SWITCH
+                    )
             elif isinstance(action, Pause):
                 if self.state is TradingState.ACTIVE:
                     self.set_state(TradingState.PAUSED, action.reason, "monitor")
             elif isinstance(action, ExitPosition):
                 self.submit(action.intent())
+            elif isinstance(action, MoveStop):
+                self.move_stop(action)
         self.entry_blocks = tuple(blocks)
         write_usage(self.db, usage(ctx, self.settings.risk), now)
         if self.model is not None:
@@ -666,6 +692,22 @@ class Trader:
                 self._next_drift_check = now + DRIFT_CHECK_MS
         self.db.conn.commit()
         self.continue_flattening()
+
+    def move_stop(self, action: MoveStop) -> None:
+        """Trail the resting stop: modify the order at the broker, then the position's
+        stop, so the screen shows the level the broker holds."""
+        try:
+            order = self.oms.modify_stop(action.client_order_id, action.stop, ExitReason.TRAILING)
+        except BrokerUnavailable as exc:
+            log.warning("trailing stop for %s not moved: %s", action.symbol, exc)
+            return
+        if order is None or order.stop_price != action.stop:
+            return
+        position = self.portfolio.position(action.symbol)
+        if position is not None:
+            self.portfolio.set_protection(action.symbol, action.stop, position.target)
+            write_position(self.db, self.portfolio, action.symbol, self.clock())
+        log.info("%s: %s", action.symbol, action.reason)
 
     # ------------------------------------------------------------- failures
 

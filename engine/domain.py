@@ -90,6 +90,22 @@ class Purpose(StrEnum):
         return self is not Purpose.ENTRY
 
 
+class ExitReason(StrEnum):
+    """Why a position was closed, recorded on the closing order and on the trade."""
+
+    STOP = "stop"  # the resting stop-loss filled
+    TARGET = "target"  # the resting take-profit filled
+    TRAILING = "trailing"  # the resting stop filled after the trail moved it
+    TIME = "time"
+    FLATTEN = "flatten"
+    EMERGENCY_STOP = "emergency_stop"
+    KILL_SWITCH = "kill_switch"
+    SIGNAL = "signal"  # the strategy's own exit
+    POSITION_LOSS = "position_loss"  # the monitor's per-position loss limit
+    STALE_DATA = "stale_data"
+    DISCONNECTED = "disconnected"
+
+
 @dataclass(frozen=True, slots=True)
 class Bar:
     symbol: str
@@ -119,6 +135,7 @@ class Intent:
     model_version: str | None = None
     reason: str = ""
     sizing: dict[str, object] = field(default_factory=dict)  # method and inputs
+    exit_reason: ExitReason | None = None  # for exits; the OMS fills in a default
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +173,16 @@ class Order:
     created_at: int = 0
     expires_at: int | None = None
     reason: str = ""
+    # A bracket: the stop and target name their entry as parent (they work only once
+    # it has filled) and share an OCO group (one filling cancels the other).
+    parent_id: str | None = None
+    oco_group: str | None = None
+    exit_reason: ExitReason | None = None
+
+    @property
+    def protective(self) -> bool:
+        """A resting stop or target guarding a position (not an exit the engine chose)."""
+        return self.oco_group is not None
 
     @property
     def remaining(self) -> float:

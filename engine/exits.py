@@ -1,5 +1,9 @@
 """Protective exits: has the latest bar reached a position's stop-loss or take-profit?
 
+The stop and target normally rest at the broker, which fills them where the market
+trades; this check is the fallback for a position without them (the broker refused
+them, or they could not be placed), and its market exit says which level it was.
+
 A level exactly touched counts as hit. When one bar reaches both levels, the order in
 which they traded is unknowable from the bar, so the stop is assumed first: the
 conservative reading, and the one a backtest should not flatter.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 
-from engine.domain import Intent, OrderType, Position, Purpose, Side
+from engine.domain import ExitReason, Intent, OrderType, Position, Purpose, Side
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,9 @@ def protective_exit(
     long = position.qty > 0
     stop, target = position.stop, position.target
     if stop is not None and (low <= stop if long else high >= stop):
-        reason = f"stop-loss hit at {stop}"
+        reason, why = f"stop-loss hit at {stop}", ExitReason.STOP
     elif target is not None and (high >= target if long else low <= target):
-        reason = f"take-profit hit at {target}"
+        reason, why = f"take-profit hit at {target}", ExitReason.TARGET
     else:
         return None
     return Intent(
@@ -52,4 +56,5 @@ def protective_exit(
         order_type=OrderType.MARKET,
         strength=1.0,
         reason=reason,
+        exit_reason=why,
     )

@@ -10,6 +10,9 @@ Actions, and what the runner does with each:
 - `ExitPosition(symbol, side, qty, reason, kind)`: submit `action.intent()` (a
   market EXIT of the whole position) through the gate. Not emitted while an exit
   for the symbol is already working.
+- `MoveStop(symbol, client_order_id, stop, reason)`: the trailing stop moved past
+  the resting stop order; modify that order to `stop`. Emitted instead of an exit
+  while a resting stop guards the position (the broker fills it where it trades).
 - `KillSwitch(reason)`: the emergency stop (HALTED, cancel all, flatten, CRITICAL
   alert). Not emitted while already HALTED.
 - `Pause(reason)`: set PAUSED with this reason. Only emitted while ACTIVE; a
@@ -31,7 +34,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from engine.config import RiskSettings
-from engine.domain import Bar, Intent, OrderType, Position, Purpose, Severity, Side, TradingState
+from engine.domain import (
+    Bar,
+    ExitReason,
+    Intent,
+    Order,
+    OrderType,
+    Position,
+    Purpose,
+    Severity,
+    Side,
+    TradingState,
+)
 from engine.exits import protective_exit
 from engine.risk import limits
 from engine.risk.context import RiskContext, fmt_money, fmt_pct
@@ -48,6 +62,7 @@ __all__ = [
     "MonitorInput",
     "MonitorResult",
     "MonitorState",
+    "MoveStop",
     "Pause",
     "RaiseAlert",
     "TrailState",
@@ -70,6 +85,21 @@ class ExitKind(StrEnum):
     STALE_DATA = "stale_data"
     DISCONNECTED = "disconnected"
 
+    @property
+    def exit_reason(self) -> ExitReason:
+        return _EXIT_REASONS[self]
+
+
+_EXIT_REASONS = {
+    ExitKind.STOP_LOSS: ExitReason.STOP,
+    ExitKind.TAKE_PROFIT: ExitReason.TARGET,
+    ExitKind.TRAILING_STOP: ExitReason.TRAILING,
+    ExitKind.TIME_STOP: ExitReason.TIME,
+    ExitKind.POSITION_LOSS: ExitReason.POSITION_LOSS,
+    ExitKind.STALE_DATA: ExitReason.STALE_DATA,
+    ExitKind.DISCONNECTED: ExitReason.DISCONNECTED,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ExitPosition:
@@ -88,7 +118,16 @@ class ExitPosition:
             order_type=OrderType.MARKET,
             strength=1.0,
             reason=f"{self.kind}: {self.reason}",
+            exit_reason=self.kind.exit_reason,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class MoveStop:
+    symbol: str
+    client_order_id: str  # the resting stop order
+    stop: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +155,7 @@ class RaiseAlert:
     source: str = SOURCE
 
 
-MonitorAction = ExitPosition | KillSwitch | Pause | BlockEntries | RaiseAlert
+MonitorAction = ExitPosition | MoveStop | KillSwitch | Pause | BlockEntries | RaiseAlert
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,14 +373,29 @@ class Monitor:
         if ctx.trading_state is TradingState.HALTED:
             return []  # the emergency stop's flatten owns the book now
         exiting = {
-            o.symbol for o in ctx.open_orders if o.status.is_open and o.purpose.reduces_exposure
+            o.symbol
+            for o in ctx.open_orders
+            if o.status.is_open and o.purpose.reduces_exposure and not o.protective
         }
+        resting_stops = {
+            o.symbol: o
+            for o in ctx.open_orders
+            if o.status.is_open and o.protective and o.order_type is OrderType.STOP
+        }
+        resting = {o.symbol for o in ctx.open_orders if o.status.is_open and o.protective}
         stale = self.stale_symbols(inp)
         out: list[MonitorAction] = []
         for symbol, pos in sorted(ctx.positions.items()):
             if pos.qty == 0 or symbol in exiting:
                 continue
-            found = self._exit_reason(inp, pos, trails.get(symbol), stale, disconnected_since)
+            stop_order = resting_stops.get(symbol)
+            if stop_order is not None:
+                move = self._move_stop(inp, pos, stop_order, trails.get(symbol))
+                if move is not None:
+                    out.append(move)
+            found = self._exit_reason(
+                inp, pos, trails.get(symbol), stale, disconnected_since, resting=symbol in resting
+            )
             if found is not None:
                 kind, reason = found
                 side = Side.SELL if pos.qty > 0 else Side.BUY
@@ -355,7 +409,12 @@ class Monitor:
         trail: TrailState | None,
         stale: Mapping[str, int],
         disconnected_since: int | None,
+        *,
+        resting: bool = False,
     ) -> tuple[ExitKind, str] | None:
+        """Why the position must be closed at market now, if it must. `resting`: a
+        stop or target rests at the broker, which fills them where the market
+        trades; the monitor then leaves the stop, the target and the trail to it."""
         ctx, s = inp.ctx, self.settings
         symbol = pos.symbol
         last = ctx.price(symbol)
@@ -364,11 +423,11 @@ class Monitor:
         if last is not None:
             high = bar.high if fresh_bar and bar is not None else last
             low = bar.low if fresh_bar and bar is not None else last
-            hit = protective_exit(pos, high, low, last)
+            hit = None if resting else protective_exit(pos, high, low, last)
             if hit is not None:
                 kind = ExitKind.STOP_LOSS if hit.reason.startswith("stop") else ExitKind.TAKE_PROFIT
                 return kind, hit.reason
-            level = self.trail_level(trail, inp.atr.get(symbol))
+            level = None if resting else self.trail_level(trail, inp.atr.get(symbol))
             if level is not None:
                 touched = low <= level if pos.qty > 0 else high >= level
                 if touched:
@@ -398,6 +457,26 @@ class Monitor:
             if down >= s.disconnect_flatten_seconds * 1000:
                 return ExitKind.DISCONNECTED, f"broker disconnected for {down / 1000:.0f} s"
         return None
+
+    def _move_stop(
+        self, inp: MonitorInput, pos: Position, stop_order: Order, trail: TrailState | None
+    ) -> MoveStop | None:
+        """Tighten the resting stop to the trailing level once the trail passes it;
+        a stop only ever moves in the position's favour."""
+        level = self.trail_level(trail, inp.atr.get(pos.symbol))
+        current = stop_order.stop_price
+        if level is None or current is None or not math.isfinite(level) or level <= 0:
+            return None
+        long = pos.qty > 0
+        if (level <= current) if long else (level >= current):
+            return None
+        best = trail.best if trail else math.nan
+        return MoveStop(
+            pos.symbol,
+            stop_order.client_order_id,
+            level,
+            f"trailing stop {current:,.4f} -> {level:,.4f} (best {best:,.4f} since entry)",
+        )
 
     def trail_level(self, trail: TrailState | None, atr: float | None) -> float | None:
         """The trailing stop's price for a position, None when trailing is off or unknown."""

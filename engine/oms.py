@@ -14,6 +14,16 @@ broker, then applies the broker's reports (a second transaction). After a
 restart, `reconcile` asks the broker about every order still open in the
 database; one the broker never saw is canceled, never sent late.
 
+Brackets: an ENTRY intent with a stop-loss or take-profit becomes three orders,
+persisted together and sent together (`Broker.submit_bracket`): the entry, a
+resting STOP and a resting LIMIT that name it as parent and share an OCO group.
+Their decision prices are their own stop and limit, so a stop's slippage is what
+the market took beyond the stop. Any other exit of a protected position cancels
+the pair first (`submit` does it), so a resting stop can never fill after the
+position was closed and open a new one. `modify_stop` moves the resting stop
+(a trailing stop); `protect` puts a new pair in front of a position that lost
+its own (after a restart).
+
 Unsent orders: when the broker raises `BrokerUnavailable`, the order stays NEW
 with an event that says so. The cycle should call `retry_unsent(max_age_ms)` at
 its start: it first asks the broker whether the order arrived after all (a
@@ -50,11 +60,13 @@ from engine.brokers.base import Broker, BrokerOrderState, BrokerUnavailable
 from engine.domain import (
     Bar,
     ExecutionReport,
+    ExitReason,
     Fill,
     Intent,
     Order,
     OrderStatus,
     OrderType,
+    Position,
     Purpose,
     Side,
 )
@@ -126,7 +138,7 @@ class _Working:
 _ORDER_COLUMNS = (
     "client_order_id, symbol, side, qty, type, purpose, status, limit_price, stop_price,"
     " stop_loss, take_profit, filled_qty, avg_price, broker_order_id, created_at, expires_at,"
-    " reason, ref_price"
+    " reason, ref_price, parent_id, oco_group, exit_reason"
 )
 _OPEN_STATUSES = tuple(s.value for s in OrderStatus if s.is_open)
 
@@ -151,8 +163,81 @@ def _working_from_row(row: Iterable[Any]) -> _Working:
         created_at=r[14] or 0,
         expires_at=r[15],
         reason=r[16] or "",
+        parent_id=r[18],
+        oco_group=r[19],
+        exit_reason=ExitReason(r[20]) if r[20] else None,
     )
     return _Working(order, r[17])
+
+
+def _default_exit_reason(intent: Intent) -> ExitReason | None:
+    if intent.exit_reason is not None:
+        return intent.exit_reason
+    if intent.purpose is Purpose.EXIT:
+        return ExitReason.SIGNAL
+    if intent.purpose is Purpose.FLATTEN:
+        return ExitReason.FLATTEN
+    return None
+
+
+def protective_pair(
+    symbol: str,
+    closing: Side,
+    qty: float,
+    stop: float | None,
+    target: float | None,
+    *,
+    group: str,
+    parent_id: str | None,
+    now: int,
+) -> list[Order]:
+    """The resting stop and target that close `qty` on the `closing` side; the ids are
+    the group's with a suffix so the pair reads as one family in the blotter."""
+    orders = []
+    if stop is not None:
+        orders.append(
+            Order(
+                client_order_id=f"{group}-S",
+                symbol=symbol,
+                side=closing,
+                qty=qty,
+                order_type=OrderType.STOP,
+                purpose=Purpose.EXIT,
+                stop_price=stop,
+                created_at=now,
+                reason=f"stop-loss at {stop:g}",
+                parent_id=parent_id,
+                oco_group=group,
+                exit_reason=ExitReason.STOP,
+            )
+        )
+    if target is not None:
+        orders.append(
+            Order(
+                client_order_id=f"{group}-T",
+                symbol=symbol,
+                side=closing,
+                qty=qty,
+                order_type=OrderType.LIMIT,
+                purpose=Purpose.EXIT,
+                limit_price=target,
+                created_at=now,
+                reason=f"take-profit at {target:g}",
+                parent_id=parent_id,
+                oco_group=group,
+                exit_reason=ExitReason.TARGET,
+            )
+        )
+    return orders
+
+
+def _decision_price(order: Order, fallback: float) -> float:
+    """What a protective order was decided at: its own level."""
+    if order.order_type is OrderType.STOP and order.stop_price is not None:
+        return order.stop_price
+    if order.order_type is OrderType.LIMIT and order.limit_price is not None:
+        return order.limit_price
+    return fallback
 
 
 def _fill_detail(fill: Fill) -> str:
@@ -204,7 +289,9 @@ class Oms:
 
         `ref_price` is the price the decision was made at; fills are measured
         against it for slippage. Returns the order as it stands afterwards: still
-        NEW when the broker was unavailable (see the module docstring).
+        NEW when the broker was unavailable (see the module docstring). An entry
+        with a stop or target goes out as a bracket; any other exit first cancels
+        the resting protection of its symbol.
         """
         if self._db.conn.in_transaction:
             raise OpenTransaction(
@@ -212,6 +299,8 @@ class Oms:
                 " must be committed before the broker sees it"
             )
         _check_intent(intent, ref_price)
+        if intent.purpose.reduces_exposure:
+            self.cancel_protection(intent.symbol)
         now = self._clock()
         coid = new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
         expires_at = None
@@ -231,40 +320,155 @@ class Oms:
             created_at=now,
             expires_at=expires_at,
             reason=intent.reason,
+            exit_reason=_default_exit_reason(intent),
         )
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO orders (client_order_id, symbol, side, qty, type, purpose, status,"
-                " limit_price, stop_price, stop_loss, take_profit, filled_qty, ref_price, sizing,"
-                " reason, created_at, updated_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0.0, ?, ?, ?, ?, ?, ?)",
-                (
-                    coid,
-                    order.symbol,
-                    order.side.value,
-                    order.qty,
-                    order.order_type.value,
-                    order.purpose.value,
-                    OrderStatus.NEW.value,
-                    order.limit_price,
-                    order.stop_price,
-                    order.stop_loss,
-                    order.take_profit,
-                    ref_price,
-                    json.dumps(intent.sizing, default=str, sort_keys=True),
-                    order.reason,
-                    now,
-                    now,
-                    expires_at,
-                ),
+        children: list[Order] = []
+        if intent.purpose is Purpose.ENTRY:
+            children = protective_pair(
+                intent.symbol,
+                intent.side.opposite,
+                intent.qty,
+                intent.stop_loss,
+                intent.take_profit,
+                group=coid,
+                parent_id=coid,
+                now=now,
             )
-            self._event(coid, now, OrderStatus.NEW, f"{order.purpose} {intent.reason}".strip())
+        with self._transaction():
+            self._insert_order(order, ref_price, now, json.dumps(intent.sizing, default=str))
+            for child in children:
+                self._insert_order(child, _decision_price(child, ref_price), now, "{}")
             if signal_id is not None:
                 self._db.execute(
                     "UPDATE signals SET client_order_id = ? WHERE id = ?", (coid, signal_id)
                 )
         self._open[coid] = _Working(order, ref_price)
+        for child in children:
+            self._open[child.client_order_id] = _Working(child, _decision_price(child, ref_price))
+        if children:
+            return self._send_bracket([order, *children], now)
         return self._send(coid, now)
+
+    def _insert_order(self, order: Order, ref_price: float, now: int, sizing: str) -> None:
+        self._db.execute(
+            "INSERT INTO orders (client_order_id, symbol, side, qty, type, purpose, status,"
+            " limit_price, stop_price, stop_loss, take_profit, filled_qty, ref_price, sizing,"
+            " reason, created_at, updated_at, expires_at, parent_id, oco_group, exit_reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0.0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order.client_order_id,
+                order.symbol,
+                order.side.value,
+                order.qty,
+                order.order_type.value,
+                order.purpose.value,
+                OrderStatus.NEW.value,
+                order.limit_price,
+                order.stop_price,
+                order.stop_loss,
+                order.take_profit,
+                ref_price,
+                sizing,
+                order.reason,
+                now,
+                now,
+                order.expires_at,
+                order.parent_id,
+                order.oco_group,
+                order.exit_reason.value if order.exit_reason else None,
+            ),
+        )
+        self._event(
+            order.client_order_id,
+            now,
+            OrderStatus.NEW,
+            f"{order.purpose} {order.reason}".strip(),
+        )
+
+    def _send_bracket(self, orders: list[Order], now: int) -> Order:
+        parent = orders[0].client_order_id
+        try:
+            reports = self._broker.submit_bracket(orders, now)
+        except BrokerUnavailable as exc:
+            log.warning("bracket %s not sent, broker unavailable: %s", parent, exc)
+            with self._transaction():
+                for order in orders:
+                    self._event(
+                        order.client_order_id,
+                        now,
+                        OrderStatus.NEW,
+                        f"not sent, broker unavailable: {exc}",
+                    )
+            return orders[0]
+        self._apply_batch(reports)
+        return self.get(parent) or orders[0]
+
+    def protection(self, symbol: str) -> list[Order]:
+        """The resting stop and target working for the symbol's position."""
+        return [o for o in self.open_orders() if o.symbol == symbol and o.protective]
+
+    def cancel_protection(self, symbol: str) -> int:
+        """Cancel the symbol's resting stop and target; returns how many were canceled."""
+        resting = self.protection(symbol)
+        now = self._clock()
+        for order in resting:
+            self._cancel(order, now, "canceled before it reached the broker")
+        return len(resting)
+
+    def protect(self, position: Position) -> list[Order]:
+        """Send a resting stop and target (OCO, no parent) for a held position at its
+        stop and target levels, when none are working; returns what was sent."""
+        if position.qty == 0 or (position.stop is None and position.target is None):
+            return []
+        if self.protection(position.symbol):
+            return []
+        now = self._clock()
+        group = new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
+        closing = Side.SELL if position.qty > 0 else Side.BUY
+        orders = protective_pair(
+            position.symbol,
+            closing,
+            abs(position.qty),
+            position.stop,
+            position.target,
+            group=group,
+            parent_id=None,
+            now=now,
+        )
+        with self._transaction():
+            for order in orders:
+                self._insert_order(order, _decision_price(order, position.avg_price), now, "{}")
+        for order in orders:
+            price = _decision_price(order, position.avg_price)
+            self._open[order.client_order_id] = _Working(order, price)
+        self._send_bracket(orders, now)
+        return [o for o in (self.get(x.client_order_id) for x in orders) if o is not None]
+
+    def modify_stop(self, client_order_id: str, stop: float, reason: ExitReason) -> Order | None:
+        """Move a resting stop to `stop` (a trailing stop); its fill will be booked with
+        `reason` and measured against the new level. BrokerUnavailable propagates."""
+        working = self._open.get(client_order_id)
+        if working is None or working.order.order_type is not OrderType.STOP:
+            return self.get(client_order_id)
+        if not (math.isfinite(stop) and stop > 0):
+            raise ValueError(f"{client_order_id}: a stop must be positive, got {stop!r}")
+        old = working.order
+        moved = replace(old, stop_price=stop, exit_reason=reason)
+        now = self._clock()
+        reports = self._broker.modify(moved, now)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE orders SET stop_price = ?, exit_reason = ?, ref_price = ?,"
+                " updated_at = ? WHERE client_order_id = ?",
+                (stop, reason.value, stop, now, client_order_id),
+            )
+            self._event(
+                client_order_id, now, old.status, f"stop moved {old.stop_price:g} -> {stop:g}"
+            )
+            self._open[client_order_id] = _Working(moved, stop)
+            for report in reports:
+                self._apply_one(report)
+        return self.get(client_order_id)
 
     def _send(self, coid: str, now: int) -> Order:
         order = self._open[coid].order
@@ -291,24 +495,52 @@ class Oms:
             if order.status is not OrderStatus.NEW:
                 continue
             coid = order.client_order_id
-            handled.append(coid)
+            current = self._open.get(coid)
+            if current is None or current.order.status is not OrderStatus.NEW:
+                continue  # settled with its bracket earlier in this loop
+            family = self._family(order)
+            if order.parent_id is not None and order.parent_id in self._open:
+                continue  # goes out with its entry
+            handled += [o.client_order_id for o in family]
             try:
                 state = self._broker.lookup(coid)
                 if state is not None:
-                    self._sync(coid, state, now, "found at the broker on retry")
+                    for member in family:
+                        found = self._broker.lookup(member.client_order_id)
+                        if found is not None:
+                            self._sync(member.client_order_id, found, now, "found on retry")
                 elif order.purpose is Purpose.ENTRY and now - order.created_at > max_age_ms:
-                    self._finish_locally(
-                        coid,
-                        OrderStatus.CANCELED,
-                        now,
-                        f"not sent within {max_age_ms} ms; the entry is stale",
-                    )
+                    for member in family:
+                        self._finish_locally(
+                            member.client_order_id,
+                            OrderStatus.CANCELED,
+                            now,
+                            f"not sent within {max_age_ms} ms; the entry is stale",
+                        )
+                elif len(family) > 1:
+                    if self._send_bracket(family, now).status is OrderStatus.NEW:
+                        break
                 elif self._send(coid, now).status is OrderStatus.NEW:
                     break
             except BrokerUnavailable as exc:
                 log.warning("retry of unsent orders stopped, broker unavailable: %s", exc)
                 break
         return [o for o in (self.get(c) for c in handled) if o is not None]
+
+    def _family(self, order: Order) -> list[Order]:
+        """The order and the unsent orders that go out with it: its bracket children,
+        or the other side of a parentless protective pair."""
+        if order.parent_id is not None:
+            return [order]
+        group = order.oco_group or order.client_order_id
+        members = [
+            o
+            for o in self.open_orders()
+            if o.status is OrderStatus.NEW
+            and o.client_order_id != order.client_order_id
+            and (o.parent_id == order.client_order_id or (o.oco_group == group))
+        ]
+        return [order, *members]
 
     # -- reports -----------------------------------------------------------------
 
@@ -359,7 +591,9 @@ class Oms:
         details = [report.detail] if report.detail else []
         fill = report.fill
         if fill is not None:
-            if fill.ref_price is None:
+            if working.ref_price is not None:
+                # Slippage is what the fill cost against the decision, not against
+                # whatever bar the broker happened to fill it on.
                 fill = replace(fill, ref_price=working.ref_price)
             if not self._insert_fill(fill):
                 log.debug("repeated execution %s for %s ignored", fill.exec_id, coid)
@@ -397,6 +631,7 @@ class Oms:
         if filled > order.qty * (1 + _FILL_TOLERANCE):
             log.error("order %s overfilled: %g of %g", order.client_order_id, filled, order.qty)
         avg = ((order.avg_price or 0.0) * order.filled_qty + fill.price * fill.qty) / filled
+        before = self._portfolio.position(fill.symbol)
         effect = self._portfolio.apply_fill(fill)
         position = effect.position
         if (
@@ -412,7 +647,10 @@ class Oms:
             )
         write_position(self._db, self._portfolio, fill.symbol, fill.ts)
         if effect.trade is not None:
-            write_trade(self._db, effect.trade)
+            reason = order.exit_reason
+            if reason is None and before is not None and before.qty * order.side.sign < 0:
+                reason = ExitReason.SIGNAL  # a closing order from before reasons were kept
+            write_trade(self._db, effect.trade, reason)
         return replace(order, filled_qty=filled, avg_price=avg)
 
     # -- canceling and expiring ----------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from engine.domain import Fill, Position, Side
+from engine.domain import ExitReason, Fill, Position, Side
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class TradeRecord:
     pnl: float  # net of every commission of the trade
     commission: float
     slippage: float  # money lost against the fills' ref_price (negative = improvement)
+    stop: float | None = None  # the protective levels when it closed
+    target: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class _Book:
             pnl=self.gross - self.commission,
             commission=self.commission,
             slippage=self.slippage,
+            stop=self.stop,
+            target=self.target,
         )
 
 
@@ -324,10 +328,11 @@ def write_position(db: Database, portfolio: Portfolio, symbol: str, now: int) ->
     )
 
 
-def write_trade(db: Database, trade: TradeRecord) -> int:
+def write_trade(db: Database, trade: TradeRecord, exit_reason: ExitReason | None = None) -> int:
     cursor = db.execute(
         "INSERT INTO trades (symbol, side, qty, entry_ts, exit_ts, entry_price, exit_price,"
-        " pnl, commission, slippage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " pnl, commission, slippage, exit_reason, stop, target)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             trade.symbol,
             trade.side.value,
@@ -339,6 +344,9 @@ def write_trade(db: Database, trade: TradeRecord) -> int:
             trade.pnl,
             trade.commission,
             trade.slippage,
+            exit_reason.value if exit_reason else None,
+            trade.stop,
+            trade.target,
         ),
     )
     return int(cursor.lastrowid or 0)

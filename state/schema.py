@@ -339,6 +339,21 @@ def m004_read_model_indexes(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_brackets_and_exit_reasons(db: Database) -> None:
+    """Stops and targets rest at the broker as a bracket with their entry, and every
+    round trip says why it closed and at which protective levels."""
+    orders = db.table("orders")
+    orders.add_column("parent_id", str)
+    orders.add_column("oco_group", str)
+    orders.add_column("exit_reason", str)
+    orders.create_index(["oco_group"], if_not_exists=True)
+    trades = db.table("trades")
+    trades.add_column("exit_reason", str)
+    trades.add_column("stop", float)
+    trades.add_column("target", float)
+
+
 def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
     """Apply a set's pending migrations (idempotent); return the names applied.
     Every module that owns tables (paper broker, risk, ML) applies its set through this."""

@@ -69,6 +69,24 @@ def test_hundreds_of_cycles_trade_and_keep_the_books_consistent(db_file, clock, 
     assert math.isclose(equity, cash + marked, rel_tol=1e-12)
 
 
+def test_stop_exits_are_booked_at_or_beyond_their_stop_never_at_a_better_close(
+    db_file, clock, open_engines
+):
+    eng = start(db_file, clock, open_engines)
+    run(eng, clock, 400)
+
+    stops = query(
+        db_file,
+        "SELECT side, exit_price, stop FROM trades WHERE exit_reason IN ('stop', 'trailing')",
+    )
+    assert stops, "the simulator should stop some positions out in 400 bars"
+    for side, exit_price, stop in stops:
+        if side == "BUY":  # a long: sold at the stop or below it
+            assert exit_price <= stop + 1e-9
+        else:
+            assert exit_price >= stop - 1e-9
+
+
 def test_every_order_starts_new_and_every_fill_belongs_to_an_order(db_file, clock, open_engines):
     eng = start(db_file, clock, open_engines)
     run(eng, clock, 300)

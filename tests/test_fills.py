@@ -132,6 +132,12 @@ def test_market_sell_receives_close_minus_slippage() -> None:
     assert fill.price < b.close
 
 
+def test_market_buy_at_a_close_on_the_high_pays_no_more_than_the_high() -> None:
+    b = bar(100, 101, 99, 101)
+    fill = fill_at_market(order(Side.BUY, OrderType.MARKET), b, SLIP)
+    assert fill is not None and fill.price == 101
+
+
 def test_market_fill_carries_the_close_as_reference_price() -> None:
     b = bar(100, 102, 98, 101)
     fill = fill_at_market(order(Side.BUY, OrderType.MARKET), b, SLIP)
@@ -163,10 +169,16 @@ def test_buy_stop_just_under_does_not_trigger() -> None:
 
 
 def test_buy_stop_reached_fills_at_stop_plus_slippage() -> None:
-    b = bar(100, 102, 99, 101)
+    b = bar(100, 104, 99, 101)
     m = match_bar(order(Side.BUY, OrderType.STOP, stop=102), b, SLIP, triggered=False)
     assert m.triggered
     assert m.fill is not None and m.fill.price == pytest.approx(102 + slippage(102, b, SLIP))
+
+
+def test_buy_stop_reached_at_the_high_pays_no_more_than_the_high() -> None:
+    b = bar(100, 102, 99, 101)
+    m = match_bar(order(Side.BUY, OrderType.STOP, stop=102), b, SLIP, triggered=False)
+    assert m.fill is not None and m.fill.price == 102
 
 
 def test_buy_stop_gapped_through_fills_at_the_open() -> None:
@@ -175,10 +187,16 @@ def test_buy_stop_gapped_through_fills_at_the_open() -> None:
     assert m.fill is not None and m.fill.price == pytest.approx(104 + slippage(104, b, SLIP))
 
 
-def test_sell_stop_reached_at_the_low_fills_at_stop_minus_slippage() -> None:
-    b = bar(100, 101, 98, 99)
+def test_sell_stop_reached_inside_the_bar_fills_at_stop_minus_slippage() -> None:
+    b = bar(100, 101, 96, 99)
     m = match_bar(order(Side.SELL, OrderType.STOP, stop=98), b, SLIP, triggered=False)
     assert m.fill is not None and m.fill.price == pytest.approx(98 - slippage(98, b, SLIP))
+
+
+def test_sell_stop_reached_at_the_low_receives_no_less_than_the_low() -> None:
+    b = bar(100, 101, 98, 99)
+    m = match_bar(order(Side.SELL, OrderType.STOP, stop=98), b, SLIP, triggered=False)
+    assert m.fill is not None and m.fill.price == 98
 
 
 def test_sell_stop_just_above_the_low_does_not_trigger() -> None:

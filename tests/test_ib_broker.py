@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,7 @@ class FakeIB:
         self.hang_connect = False
         self.hang_requests = False
         self.connect_attempts = 0
+        self.modifications = 0
         self.cash = 25_000.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -99,6 +101,13 @@ class FakeIB:
     def placeOrder(self, contract: Any, order: Any) -> Trade:
         if not self._connected:
             raise ConnectionError("Not connected")
+        placed = next((t for t in self._gateway if t.order.orderId == order.orderId), None)
+        if order.orderId and placed is not None:
+            # As ib_async: an order placed again under its own id is a modification.
+            placed.order = order
+            placed.log.append(TradeLogEntry(_now(), placed.orderStatus.status, "Modify"))
+            self.modifications += 1
+            return placed
         order.orderId = self._next_id
         self._next_id += 1
         status = OrderStatus(
@@ -484,3 +493,86 @@ def test_a_connect_that_never_answers_does_not_block_the_start(
     adapter = make()
     assert time.monotonic() - started < TIMEOUT + 0.5
     assert not adapter.connected
+
+
+# ---- brackets: the stop and target as native IB children of the entry ----------------
+
+
+def bracket(parent: str = "c-1") -> list[Order]:
+    return [
+        order(parent, qty=100),
+        Order(
+            f"{parent}-S",
+            "AAPL",
+            Side.SELL,
+            100,
+            OrderType.STOP,
+            Purpose.EXIT,
+            stop_price=98.0,
+            parent_id=parent,
+            oco_group=parent,
+        ),
+        Order(
+            f"{parent}-T",
+            "AAPL",
+            Side.SELL,
+            100,
+            OrderType.LIMIT,
+            Purpose.EXIT,
+            limit_price=106.0,
+            parent_id=parent,
+            oco_group=parent,
+        ),
+    ]
+
+
+def test_a_bracket_goes_to_ib_as_a_parent_with_two_oca_children(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    reports = make().submit_bracket(bracket(), now=5)
+    entry, stop, target = (trade_of(fake, c).order for c in ("c-1", "c-1-S", "c-1-T"))
+    assert [r.status for r in reports] == [Status.SUBMITTED] * 3
+    assert (stop.parentId, target.parentId) == (entry.orderId, entry.orderId)
+    assert (stop.orderType, stop.auxPrice, target.orderType, target.lmtPrice) == (
+        "STP",
+        98.0,
+        "LMT",
+        106.0,
+    )
+    assert stop.ocaGroup == target.ocaGroup == "c-1" and entry.ocaGroup == ""
+
+
+def test_only_the_last_order_of_a_bracket_is_transmitted(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    make().submit_bracket(bracket(), now=5)
+    transmits = [trade_of(fake, c).order.transmit for c in ("c-1", "c-1-S", "c-1-T")]
+    assert transmits == [False, False, True]
+
+
+def test_a_bracket_sent_twice_is_placed_once(make: Callable[..., IbBroker], fake: FakeIB) -> None:
+    adapter = make()
+    adapter.submit_bracket(bracket(), now=5)
+    adapter.submit_bracket(bracket(), now=6)
+    assert len(fake._gateway) == 3
+
+
+def test_a_malformed_child_rejects_the_whole_bracket_before_anything_is_sent(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    orders = bracket()
+    orders[1] = Order("c-1-S", "AAPL", Side.SELL, 100, OrderType.STOP, Purpose.EXIT)
+    reports = make().submit_bracket(orders, now=5)
+    assert [r.status for r in reports] == [Status.REJECTED] * 3 and fake._gateway == []
+
+
+def test_moving_a_stop_modifies_the_working_ib_order_under_its_own_id(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    adapter = make()
+    adapter.submit_bracket(bracket(), now=5)
+    before = trade_of(fake, "c-1-S").order.orderId
+    adapter.modify(replace(bracket()[1], stop_price=101.5), now=6)
+    stop = trade_of(fake, "c-1-S").order
+    assert (stop.orderId, stop.auxPrice, fake.modifications) == (before, 101.5, 1)
+    assert len(fake._gateway) == 3

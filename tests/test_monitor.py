@@ -28,6 +28,7 @@ from engine.monitor import (
     Monitor,
     MonitorInput,
     MonitorState,
+    MoveStop,
     Pause,
     RaiseAlert,
     usage,
@@ -152,6 +153,48 @@ def test_trailing_stop_follows_the_best_price_across_steps() -> None:
         state=first.state,
     )
     assert [a.kind for a in of(ExitPosition, MON.evaluate(at))] == [ExitKind.TRAILING_STOP]
+
+
+def resting_stop(stop: float) -> Order:
+    return Order(
+        "e-S",
+        "A",
+        Side.SELL,
+        10,
+        OrderType.STOP,
+        Purpose.EXIT,
+        OrderStatus.ACCEPTED,
+        stop_price=stop,
+        parent_id="e",
+        oco_group="e",
+    )
+
+
+def test_a_trail_past_the_resting_stop_moves_the_order_instead_of_exiting() -> None:
+    # ATR 1, 3 ATRs: the high of 110 puts the trail at 107, above the resting 95.
+    c = ctx(positions=long_a(stop=95.0), last_prices={"A": 109.0}, open_orders=[resting_stop(95)])
+    actions = MON.evaluate(MonitorInput(c, bars={"A": bar(108, 110, 109)}, atr={"A": 1.0}))
+    assert [(a.client_order_id, a.stop) for a in of(MoveStop, actions)] == [("e-S", 107.0)]
+    assert not of(ExitPosition, actions)
+
+
+def test_a_resting_stop_is_never_moved_against_the_position() -> None:
+    c = ctx(positions=long_a(stop=108.0), last_prices={"A": 109.0}, open_orders=[resting_stop(108)])
+    actions = MON.evaluate(MonitorInput(c, bars={"A": bar(108, 110, 109)}, atr={"A": 1.0}))
+    assert not of(MoveStop, actions)
+
+
+def test_a_bar_through_a_resting_stop_is_left_to_the_broker() -> None:
+    c = ctx(positions=long_a(stop=95.0), open_orders=[resting_stop(95)])
+    assert not of(ExitPosition, MON.evaluate(MonitorInput(c, bars={"A": bar(90, 101, 91)})))
+
+
+def test_a_time_stop_still_exits_a_position_with_a_resting_pair() -> None:
+    monitor = Monitor(RiskSettings(time_stop_minutes=30))
+    c = ctx(positions=long_a(stop=95.0), open_orders=[resting_stop(95)])
+    assert [a.kind for a in of(ExitPosition, monitor.evaluate(MonitorInput(c)))] == [
+        ExitKind.TIME_STOP
+    ]
 
 
 def test_a_new_position_starts_a_new_trail() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import count
 
@@ -63,6 +63,7 @@ class FunctionBroker:
         self.on_bar_reports: Callable[[Bar], list[ExecutionReport]] = lambda bar: []
         self.available = True
         self.submitted: list[Order] = []
+        self.modified: list[Order] = []
         self.canceled: list[str] = []
         self.orders: dict[str, BrokerOrderState] = {}
 
@@ -93,6 +94,20 @@ class FunctionBroker:
         reports = self.decide(order, now)
         self.submitted.append(order)
         return self.record(reports)
+
+    def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        """The entry as `decide` says; its stop and target rest, accepted."""
+        self._check()
+        parent, *children = orders
+        reports = self.decide(parent, now)
+        reports += [ExecutionReport(c.client_order_id, S.ACCEPTED, now) for c in children]
+        self.submitted.extend(orders)
+        return self.record(reports)
+
+    def modify(self, order: Order, now: int) -> list[ExecutionReport]:
+        self._check()
+        self.modified.append(order)
+        return []
 
     def cancel(self, client_order_id: str, now: int) -> list[ExecutionReport]:
         self._check()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from engine.domain import Fill, Side
+from engine.domain import ExitReason, Fill, Side
 from engine.portfolio import (
     EquitySnapshot,
     Portfolio,
@@ -174,9 +174,10 @@ def test_write_position_upserts_then_deletes_the_row_when_flat(db):
 def test_write_trade_stores_every_column_of_the_round_trip(db):
     book = Portfolio(10_000)
     book.apply_fill(fill(Side.SELL, 10, 100.0, ts=1, commission=1.0, ref_price=100.5))
+    book.set_protection("AAA", 103.0, 94.0)
     trade = book.apply_fill(fill(Side.BUY, 10, 95.0, ts=2, commission=1.0)).trade
     assert trade is not None
-    row_id = write_trade(db, trade)
+    row_id = write_trade(db, trade, ExitReason.SIGNAL)
     assert db["trades"].get(row_id) == {
         "id": row_id,
         "symbol": "AAA",
@@ -189,6 +190,9 @@ def test_write_trade_stores_every_column_of_the_round_trip(db):
         "pnl": 48.0,
         "commission": 2.0,
         "slippage": 5.0,
+        "exit_reason": "signal",
+        "stop": 103.0,
+        "target": 94.0,
     }
 
 

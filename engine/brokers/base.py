@@ -13,6 +13,7 @@ Exceptions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +59,19 @@ class Broker(Protocol):
     def submit(self, order: Order, now: int) -> list[ExecutionReport]:
         """Send an order already persisted as NEW; returns SUBMITTED/ACCEPTED/REJECTED
         and any immediate fills. Raises BrokerUnavailable when it cannot be sent."""
+        ...
+
+    def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        """Send an entry with its resting stop and target (or, without a parent, a
+        stop and target guarding a position already held), all persisted as NEW.
+        Orders naming a parent work only once it has filled; orders sharing an
+        `oco_group` are one-cancels-other. All or nothing: either every order
+        reaches the broker or BrokerUnavailable is raised."""
+        ...
+
+    def modify(self, order: Order, now: int) -> list[ExecutionReport]:
+        """Move a working order's stop or limit price to those of `order` (a trailing
+        stop); the order keeps its id and its place."""
         ...
 
     def cancel(self, client_order_id: str, now: int) -> list[ExecutionReport]: ...

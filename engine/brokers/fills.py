@@ -25,6 +25,9 @@ easily lies in the strategy's favour):
   for the next bar as plain limits.
 - Participation: one order fills at most `max_participation` x bar volume per bar,
   rounded down to whole shares; the remainder keeps working on later bars.
+- No fill is ever priced outside the range of the bar it is decided on: slippage
+  that would carry a price past the bar's high or low stops there. A gap fill is
+  at the open, which is in the range by definition.
 - Commission per fill: max(`commission_min`, qty x `commission_per_share`).
 """
 
@@ -103,8 +106,13 @@ def gapped_through(side: Side, stop: float, bar: Bar) -> bool:
     return bar.open >= stop if side is Side.BUY else bar.open <= stop
 
 
+def within(price: float, bar: Bar) -> float:
+    """`price` held inside the bar's range: nobody traded beyond its high or low."""
+    return min(max(price, bar.low), bar.high)
+
+
 def _decide(qty: float, price: float, bar: Bar, settings: PaperSettings) -> Match:
-    return Match(True, FillDecision(qty, price, commission(qty, settings), bar.close))
+    return Match(True, FillDecision(qty, within(price, bar), commission(qty, settings), bar.close))
 
 
 def fill_at_market(order: Order, bar: Bar, settings: PaperSettings) -> FillDecision | None:
@@ -113,7 +121,7 @@ def fill_at_market(order: Order, bar: Bar, settings: PaperSettings) -> FillDecis
     qty = min(order.remaining, capacity(bar, settings))
     if qty <= 0:
         return None
-    price = slipped(bar.close, order.side, bar, settings)
+    price = within(slipped(bar.close, order.side, bar, settings), bar)
     return FillDecision(qty, price, commission(qty, settings), bar.close)
 
 

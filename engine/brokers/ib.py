@@ -17,6 +17,12 @@ Identity: every order carries `orderRef = client_order_id`; that is how `lookup`
 finds an order after a restart (the session's trades, then the gateway's open and
 completed orders, then its executions).
 
+Brackets: `submit_bracket` places the entry and its resting stop and target as one
+native IB bracket: the children carry `parentId` (IB activates them once the entry
+fills) and one `ocaGroup`, and only the last order of the group is transmitted, so
+IB receives the whole bracket or none of it. `modify` re-places a working order
+under its own order id with new prices (a trailing stop).
+
 Connection: a supervisor task on the IB thread connects, watches
 `ib.isConnected()`, and reconnects with exponential backoff. While disconnected,
 submit and cancel raise BrokerUnavailable.
@@ -35,7 +41,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -59,6 +65,10 @@ EXCHANGE = "SMART"
 CURRENCY = "USD"
 CASH_TAG = "TotalCashValue"
 CASH_CURRENCIES = ("BASE", CURRENCY)  # preferred first
+# The other orders of an OCA group shrink by what one of them fills, and IB blocks
+# them while it fills, so a stop and a target can never together close more than
+# is held (IB's ocaType 2).
+OCA_REDUCE_WITH_BLOCK = 2
 
 # How far along the lifecycle a status is; reports only ever move forward.
 _RANK = {
@@ -206,6 +216,12 @@ class IbBroker:
     def submit(self, order: Order, now: int) -> list[ExecutionReport]:
         return self._call(self._submit(order, now))
 
+    def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        return self._call(self._submit_bracket(list(orders), now))
+
+    def modify(self, order: Order, now: int) -> list[ExecutionReport]:
+        return self._call(self._modify(order, now))
+
     def cancel(self, client_order_id: str, now: int) -> list[ExecutionReport]:
         return self._call(self._cancel(client_order_id, now))
 
@@ -348,6 +364,75 @@ class IbBroker:
         self._advance(coid, OrderStatus.SUBMITTED)
         logger.info("sent %s to IB as order %s", coid, broker_id)
         return [ExecutionReport(coid, OrderStatus.SUBMITTED, now, None, broker_id)]
+
+    async def _submit_bracket(self, orders: list[Order], now: int) -> list[ExecutionReport]:
+        self._require_connection()
+        session = self._ib.trades()
+        known = [t for o in orders if (t := self._find_trade(o.client_order_id, session))]
+        if known:
+            detail = "duplicate submit ignored: IB already has this order"
+            return [
+                ExecutionReport(s.client_order_id, s.status, now, None, s.broker_order_id, detail)
+                for s in map(self._state, known)
+            ]
+        problems = [(o, order_problem(o)) for o in orders]
+        bad = "; ".join(f"{o.client_order_id}: {p}" for o, p in problems if p is not None)
+        if bad:
+            logger.info("IB adapter rejects a bracket before sending: %s", bad)
+            return [
+                ExecutionReport(o.client_order_id, OrderStatus.REJECTED, now, detail=bad)
+                for o in orders
+            ]
+        placed: dict[str, Any] = {}
+        reports = []
+        for i, order in enumerate(orders):
+            ib_order = to_ib_order(order, self._settings.account)
+            if order.parent_id is not None:
+                parent = placed.get(order.parent_id)
+                if parent is None:
+                    raise ValueError(f"{order.client_order_id}: its parent must come first")
+                ib_order.parentId = parent.orderId
+            if order.oco_group is not None:
+                ib_order.ocaGroup = order.oco_group
+                ib_order.ocaType = OCA_REDUCE_WITH_BLOCK
+            # Nothing is live until the last order goes: IB takes the bracket whole.
+            ib_order.transmit = i == len(orders) - 1
+            contract = ib_api.Stock(order.symbol, EXCHANGE, CURRENCY)
+            trade = self._ib.placeOrder(contract, ib_order)
+            placed[order.client_order_id] = trade.order
+            self._advance(order.client_order_id, OrderStatus.SUBMITTED)
+            broker_id = _broker_id(trade)
+            reports.append(
+                ExecutionReport(order.client_order_id, OrderStatus.SUBMITTED, now, None, broker_id)
+            )
+        logger.info("sent bracket %s to IB", ", ".join(placed))
+        return reports
+
+    async def _modify(self, order: Order, now: int) -> list[ExecutionReport]:
+        self._require_connection()
+        coid = order.client_order_id
+        trade = self._find_trade(coid, self._ib.openTrades())
+        if trade is None:
+            return [
+                ExecutionReport(
+                    coid,
+                    self._last.get(coid, OrderStatus.REJECTED),
+                    now,
+                    detail="unknown or not working",
+                )
+            ]
+        ib_order = trade.order
+        if order.stop_price is not None:
+            ib_order.auxPrice = float(order.stop_price)
+        if order.limit_price is not None:
+            ib_order.lmtPrice = float(order.limit_price)
+        ib_order.transmit = True
+        # Placing an order under its existing orderId modifies it in place.
+        self._ib.placeOrder(trade.contract, ib_order)
+        logger.info(
+            "modified %s at IB: stop %s, limit %s", coid, order.stop_price, order.limit_price
+        )
+        return []
 
     async def _cancel(self, coid: str, now: int) -> list[ExecutionReport]:
         self._require_connection()

@@ -13,6 +13,15 @@ so a cycle that wraps the broker in its transaction commits both together. When 
 write fails, the in-memory state is reloaded from the database so the two never
 disagree.
 
+Brackets: an entry may carry a resting stop and target (`submit_bracket`). They
+name the entry as parent and work only from the bar after it first filled; they
+close at most the position there is to close (reduce-only), so the two sides of
+an OCO pair can never together close more than is held, and once nothing is left
+to close (one side filled, or the position was closed otherwise) the rest of the
+pair is canceled. A parent that ends without any fill takes its children with it.
+When one bar reaches both the stop and the target, the stop is taken first: which
+traded first is unknowable from the bar, and the backtest must not be flattered.
+
 Buying power, checked at submission (exits are never blocked):
 - the part of a buy that increases a long must be paid from cash:
   qty x estimated price + commission <= cash;
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -137,6 +146,13 @@ def m001_paper_tables(db: Database) -> None:
         if_not_exists=True,
     )
     db.table("paper_executions").create_index(["client_order_id"], if_not_exists=True)
+
+
+@migrations()
+def m002_brackets(db: Database) -> None:
+    orders = db.table("paper_orders")
+    orders.add_column("parent_id", str)
+    orders.add_column("oco_group", str)
 
 
 def apply_migrations(db: Database) -> None:
@@ -267,7 +283,55 @@ class PaperBroker:
                     detail="duplicate submit ignored: the broker already has this order",
                 )
             ]
-        return self._write(lambda: self._submit(order, now))
+        return self._write(
+            lambda: self._submit(order, now) + self._settle_protection(order.symbol, now)
+        )
+
+    def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        if not self._connected:
+            raise BrokerUnavailable("paper broker is disconnected")
+        known = [self.lookup(o.client_order_id) for o in orders]
+        if any(k is not None for k in known):
+            return [
+                ExecutionReport(
+                    k.client_order_id,
+                    k.status,
+                    now,
+                    broker_order_id=k.broker_order_id,
+                    detail="duplicate submit ignored: the broker already has this order",
+                )
+                for k in known
+                if k is not None
+            ]
+        return self._write(lambda: self._submit_bracket(orders, now))
+
+    def modify(self, order: Order, now: int) -> list[ExecutionReport]:
+        if not self._connected:
+            raise BrokerUnavailable("paper broker is disconnected")
+        working = self._find_working(order.client_order_id)
+        if working is None:
+            known = self.lookup(order.client_order_id)
+            status = known.status if known else OrderStatus.REJECTED
+            broker_id = known.broker_order_id if known else None
+            return [
+                ExecutionReport(order.client_order_id, status, now, None, broker_id, NOT_WORKING)
+            ]
+        moved = replace(working.order, stop_price=order.stop_price, limit_price=order.limit_price)
+        problem = order_problem(moved)
+        if problem is not None:
+            raise ValueError(f"cannot modify {order.client_order_id}: {problem}")
+
+        def work() -> list[ExecutionReport]:
+            updated = replace(working, order=moved)
+            self._replace_working(updated)
+            self._db.conn.execute(
+                "UPDATE paper_orders SET stop_price = ?, limit_price = ?, updated_at = ?"
+                " WHERE client_order_id = ?",
+                (moved.stop_price, moved.limit_price, now, moved.client_order_id),
+            )
+            return []
+
+        return self._write(work)
 
     def cancel(self, client_order_id: str, now: int) -> list[ExecutionReport]:
         if not self._connected:
@@ -278,7 +342,12 @@ class PaperBroker:
             status = known.status if known else OrderStatus.REJECTED
             broker_id = known.broker_order_id if known else None
             return [ExecutionReport(client_order_id, status, now, None, broker_id, NOT_WORKING)]
-        return self._write(lambda: [self._finish(working, OrderStatus.CANCELED, now, "canceled")])
+
+        def work() -> list[ExecutionReport]:
+            reports = [self._finish(working, OrderStatus.CANCELED, now, "canceled")]
+            return reports + self._settle_protection(working.order.symbol, now)
+
+        return self._write(work)
 
     def on_bar(self, bar: Bar) -> list[ExecutionReport]:
         last = self._bars.get(bar.symbol)
@@ -329,7 +398,13 @@ class PaperBroker:
         problem = order_problem(order)
         if problem is None and last_bar is None:
             problem = f"no market data for {order.symbol}"
-        if problem is None and last_bar is not None:
+        if problem is None and order.parent_id is not None:
+            parent = self.lookup(order.parent_id)
+            if parent is None or parent.status is OrderStatus.REJECTED:
+                problem = f"its entry {order.parent_id} was not accepted"
+        if problem is None and last_bar is not None and not order.protective:
+            # A stop or target only ever closes what is held (reduce-only), so it needs
+            # no buying power of its own.
             order = replace(order, side=Side(order.side), order_type=OrderType(order.order_type))
             marks = {s: b.close for s, b in self._bars.items()}
             price = estimated_price(order, last_bar, self._settings)
@@ -345,7 +420,7 @@ class PaperBroker:
         if problem is not None:
             logger.info("paper broker rejects %s: %s", coid, problem)
             rejected = replace(order, status=OrderStatus.REJECTED)
-            self._insert_order(_Working(rejected, False, None), now, problem)
+            self._insert_order(_Working(rejected, False, None), now, problem or "")
             self._save_account(now)
             return [ExecutionReport(coid, OrderStatus.REJECTED, now, None, broker_id, problem)]
 
@@ -369,6 +444,54 @@ class PaperBroker:
         self._save_account(now)
         return reports
 
+    def _submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        reports: list[ExecutionReport] = []
+        for order in orders:
+            reports += self._submit(order, now)
+        symbols = {o.symbol for o in orders}
+        for symbol in sorted(symbols):
+            reports += self._settle_protection(symbol, now)
+        return reports
+
+    def _parent_filled(self, order: Order) -> float | None:
+        """How much of the order's entry has filled; None when it has no parent."""
+        if order.parent_id is None:
+            return None
+        parent = self.lookup(order.parent_id)
+        return parent.filled_qty if parent is not None else 0.0
+
+    def _closable(self, order: Order) -> float:
+        """What a protective order may still fill: what is held on the other side."""
+        held = self._positions.get(order.symbol, 0.0)
+        closable = max(0.0, -order.side.sign * held)
+        return min(order.remaining, closable)
+
+    def _settle_protection(self, symbol: str, now: int) -> list[ExecutionReport]:
+        """Cancel protective orders with nothing left to do: their entry ended without
+        a fill, or the position they guard is gone (one side of the pair filled, or
+        it was closed some other way)."""
+        reports = []
+        for working in list(self._working.get(symbol, {}).values()):
+            order = working.order
+            if not order.protective:
+                continue
+            parent_filled = self._parent_filled(order)
+            if parent_filled == 0.0:
+                parent = self.lookup(order.parent_id or "")
+                if parent is None or not parent.status.is_open:
+                    detail = "canceled: its entry ended without a fill"
+                    reports.append(self._finish(working, OrderStatus.CANCELED, now, detail))
+                continue  # still waiting for its entry
+            if self._closable(order) <= 0:
+                detail = "canceled: no position left to close (OCO)"
+                reports.append(self._finish(working, OrderStatus.CANCELED, now, detail))
+        return reports
+
+    def _armed(self, working: _Working) -> bool:
+        """A protective order whose entry filled before this bar (or that has none)."""
+        filled = self._parent_filled(working.order)
+        return filled is None or filled > 0
+
     def _on_bar(self, bar: Bar) -> list[ExecutionReport]:
         self._bars[bar.symbol] = bar
         self._db.conn.execute(
@@ -378,13 +501,30 @@ class PaperBroker:
         )
         reports: list[ExecutionReport] = []
         filled = False
-        for working in list(self._working.get(bar.symbol, {}).values()):
-            if working.after_ts is not None and bar.ts <= working.after_ts:
+        queue = list(self._working.get(bar.symbol, {}).values())
+        # Decided before anything fills on this bar: protection whose entry fills on
+        # this bar starts working on the next one (the order inside a bar is unknown).
+        armed = {w.order.client_order_id for w in queue if self._armed(w)}
+        # Stops before targets: when one bar reaches both, assume the stop traded first.
+        queue.sort(key=lambda w: 0 if w.order.order_type is not OrderType.LIMIT else 1)
+        for queued in queue:
+            if queued.after_ts is not None and bar.ts <= queued.after_ts:
                 continue
+            working = self._find_working(queued.order.client_order_id)
+            if working is None:
+                continue  # canceled with its pair earlier on this bar
             order = working.order
             if order.expires_at is not None and bar.ts >= order.expires_at:
                 reports.append(self._finish(working, OrderStatus.EXPIRED, bar.ts, "expired"))
                 continue
+            if order.protective:
+                if order.client_order_id not in armed:
+                    continue
+                closable = self._closable(order)
+                if closable <= 0:
+                    continue
+                # Match as if only what is held were left to fill.
+                order = replace(order, qty=order.filled_qty + closable)
             match = match_bar(order, bar, self._settings, triggered=working.triggered)
             if match.fill is None:
                 if match.triggered != working.triggered:
@@ -401,6 +541,7 @@ class PaperBroker:
             else:
                 self._remove_working(updated)
             filled = True
+        reports += self._settle_protection(bar.symbol, bar.ts)
         if filled:
             self._save_account(bar.ts)
         return reports
@@ -503,8 +644,8 @@ class PaperBroker:
         self._db.conn.execute(
             "INSERT INTO paper_orders (client_order_id, broker_order_id, symbol, side, qty,"
             " type, purpose, limit_price, stop_price, status, filled_qty, avg_price, triggered,"
-            " after_ts, expires_at, created_at, updated_at, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " after_ts, expires_at, created_at, updated_at, detail, parent_id, oco_group)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 o.client_order_id,
                 o.broker_order_id,
@@ -524,6 +665,8 @@ class PaperBroker:
                 now,
                 now,
                 detail,
+                o.parent_id,
+                o.oco_group,
             ),
         )
 
@@ -587,7 +730,8 @@ class PaperBroker:
             conn.execute(
                 "SELECT client_order_id, broker_order_id, symbol, side, qty, type, purpose,"
                 " limit_price, stop_price, status, filled_qty, avg_price, triggered, after_ts,"
-                " expires_at, created_at FROM paper_orders WHERE status IN (?, ?, ?, ?)"
+                " expires_at, created_at, parent_id, oco_group FROM paper_orders"
+                " WHERE status IN (?, ?, ?, ?)"
                 " ORDER BY rowid",
                 tuple(s.value for s in OrderStatus if s.is_open),
             )
@@ -614,6 +758,8 @@ def _rows_to_working(rows: Iterable[tuple[Any, ...]]) -> Iterable[_Working]:
             avg_price=r[11],
             expires_at=r[14],
             created_at=int(r[15]),
+            parent_id=r[16],
+            oco_group=r[17],
         )
         yield _Working(order, bool(r[12]), r[13])
 
