@@ -258,6 +258,7 @@ def _pages() -> list[st.Page]:
         ("alerts.py", "Alerts", ":material/notifications:"),
         ("risk.py", "Risk", ":material/shield:"),
         ("marathon.py", "Marathon", ":material/timer:"),
+        ("audit.py", "Audit", ":material/fact_check:"),
     ]
     return [
         st.Page(f"pages/{name}", title=title, icon=icon, default=name == "overview.py")

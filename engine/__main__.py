@@ -295,9 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
+    from engine.audit_cli import register_cli as register_audit
     from engine.secrets_cli import register_cli as register_secrets
 
     register_secrets(sub)
+    register_audit(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlite_utils import Database
 
+from engine import audit
 from engine import lease as lease_mod
 from engine.alerts import Alerts
 from engine.brokers.base import Broker
@@ -179,6 +180,7 @@ class Engine:
         self.metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
+        self._anchored: audit.Head | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -188,6 +190,10 @@ class Engine:
         db = open_writer(self.path)
         self.db = db
         try:
+            # Keys the audit chain on first start (re-hashing older plain-hashed rows).
+            audit.ensure_key(db)
+            db.conn.commit()
+            self._anchored = audit.write_anchor(db.conn)
             now = self.clock()
             stale_ms = int(self.settings.engine.lease_stale_seconds * 1000)
             broker_name = self.settings.engine.broker
@@ -294,6 +300,7 @@ class Engine:
                 log.exception("closing the broker failed")
         if self.lease is not None:
             lease_mod.release(self.db, self.lease, self.clock())
+        audit.write_anchor(self.db.conn, self._anchored)
         self.db.conn.close()
         self.db = None
         log.info("engine stopped")
@@ -338,6 +345,7 @@ class Engine:
             severity, source, title, message = self._events.popleft()
             trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
         self.db.conn.commit()
+        self._anchored = audit.write_anchor(self.db.conn, self._anchored)
 
     def daily_job(self) -> None:
         """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
@@ -345,11 +353,14 @@ class Engine:
         now = self.clock()
         deleted = prune(trader.db, now, self.settings.engine.keep_cycles_days)
         target = backup(trader.db, self.path.parent / "backups", now)
+        # The head leaves the machine with the alert: a third anchor for the audit chain.
+        top = audit.head(trader.db.conn)
+        anchor = f"audit head #{top.id} {top.hash}" if top else "audit chain empty"
         trader.alerts.raise_(
             Severity.INFO,
             "engine",
             "Daily housekeeping",
-            f"pruned {sum(deleted.values())} per-cycle rows; backup {target.name}",
+            f"pruned {sum(deleted.values())} per-cycle rows; backup {target.name}; {anchor}",
         )
         trader.db.conn.commit()
 

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.audit import append_audit
+from engine.audit import append_audit, write_anchor
 from engine.config import SECTIONS, ConfigError, load_settings, with_secrets
 from state.db import db_path, open_reader, open_writer
 from state.secrets import KEY_ENV, RESERVED_PREFIX, SecretsError, SecretStore
@@ -90,6 +90,7 @@ def _set(args: argparse.Namespace) -> int:
         store.put(db, name, value)
         append_audit(db, _who(), "secret.set", {"name": name})
         db.conn.commit()
+        write_anchor(db.conn)
     finally:
         db.conn.close()
     origin = KEY_ENV if store.from_env else str(store.key_file)
@@ -104,6 +105,7 @@ def _unset(args: argparse.Namespace) -> int:
         if removed:
             append_audit(db, _who(), "secret.unset", {"name": args.name})
         db.conn.commit()
+        write_anchor(db.conn)
     finally:
         db.conn.close()
     print(f"removed {args.name}" if removed else f"{args.name} was not stored")
@@ -135,6 +137,7 @@ def _rotate(args: argparse.Namespace) -> int:
         where = store.rotate(db)
         append_audit(db, _who(), "secret.rotate", {"values": len(store.names(db.conn))})
         db.conn.commit()
+        write_anchor(db.conn)
     finally:
         db.conn.close()
     if store.from_env:

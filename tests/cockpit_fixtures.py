@@ -26,6 +26,10 @@ def filled_db(engine_template: Path, tmp_path: Path) -> Path:
     path = tmp_path / "cockpit.db"
     # The engine closed its connection, so the WAL is checkpointed into the file.
     shutil.copy(engine_template, path)
+    # The secrets key and the audit anchor travel with the database they belong to.
+    for suffix in (".key", ".audit-head"):
+        if engine_template.with_suffix(suffix).exists():
+            shutil.copy(engine_template.with_suffix(suffix), path.with_suffix(suffix))
     return path
 
 
