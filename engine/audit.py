@@ -43,12 +43,10 @@ KEY_NAME = "audit.key"
 _ROWS = "SELECT id, ts, actor, action, payload, prev_hash, hash FROM audit ORDER BY id"
 
 
-def _material(prev_hash: str, ts: int, actor: str, action: str, payload: str) -> bytes:
-    return "\x1f".join([prev_hash, str(ts), actor, action, payload]).encode()
-
-
-def _digest(key: bytes | None, prev_hash: str, ts: int, actor: str, action: str, body: str) -> str:
-    material = _material(prev_hash, ts, actor, action, body)
+def _digest(key: bytes | None, prev_hash: str, content: tuple[int, str, str, str]) -> str:
+    """The hash of a row: `content` is its (ts, actor, action, payload)."""
+    ts, actor, action, payload = content
+    material = "\x1f".join([prev_hash, str(ts), actor, action, payload]).encode()
     if key is None:  # rows from before the chain was keyed
         return hashlib.sha256(material).hexdigest()
     return hmac.new(key, material, hashlib.sha256).hexdigest()
@@ -81,14 +79,14 @@ def ensure_key(db: Database) -> bytes:
     broken = _first_break(rows, None)
     prev = GENESIS
     for rid, ts, actor, action, payload, _, _ in rows:
-        digest = _digest(key, prev, ts, actor, action, payload)
+        digest = _digest(key, prev, (ts, actor, action, payload))
         db.conn.execute(
             "UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, rid)
         )
         prev = digest
     legacy = "intact" if broken is None else f"broken at row {broken[0]}: {broken[1]}"
     payload = {"rows": len(rows), "legacy_chain": legacy}
-    _append(db, key, "engine", "audit.keyed", payload, max(now_ms(), int(rows[-1][1])))
+    _append(db, key, "engine", "audit.keyed", payload, ts=max(now_ms(), int(rows[-1][1])))
     if broken is not None:
         log.warning("the audit chain was broken before keying (%s); re-hashed anyway", legacy)
     return key
@@ -98,12 +96,12 @@ def ensure_key(db: Database) -> bytes:
 
 
 def _append(
-    db: Database, key: bytes, actor: str, action: str, payload: dict[str, Any], ts: int
+    db: Database, key: bytes, actor: str, action: str, payload: dict[str, Any], *, ts: int
 ) -> str:
     body = json.dumps(payload, sort_keys=True, default=str)
     row = db.conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     prev = row[0] if row else GENESIS
-    digest = _digest(key, prev, ts, actor, action, body)
+    digest = _digest(key, prev, (ts, actor, action, body))
     db.conn.execute(
         "INSERT INTO audit (ts, actor, action, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
         (ts, actor, action, body, prev, digest),
@@ -116,7 +114,7 @@ def append_audit(
 ) -> str:
     """Append one audit row (not committed: the caller's transaction owns it)."""
     key = ensure_key(db)
-    return _append(db, key, actor, action, payload, now_ms() if ts is None else ts)
+    return _append(db, key, actor, action, payload, ts=now_ms() if ts is None else ts)
 
 
 # ------------------------------------------------------------------ anchor
@@ -207,7 +205,7 @@ def _first_break(rows: list[tuple[Any, ...]], key: bytes | None) -> tuple[int, s
     for rid, ts, actor, action, payload, prev_hash, digest in rows:
         if prev_hash != prev:
             return int(rid), "does not follow the row before it (a row deleted, moved or edited)"
-        if _digest(key, prev, ts, actor, action, payload) != digest:
+        if _digest(key, prev, (ts, actor, action, payload)) != digest:
             return int(rid), "its content does not match its hash (edited or re-hashed)"
         prev = digest
     return None

@@ -93,7 +93,7 @@ def test_plain_hashed_rows_are_re_hashed_under_the_key_when_it_is_made(db_file: 
     prev = audit.GENESIS
     for i in range(3):  # rows as the unkeyed chain wrote them
         body = json.dumps({"i": i})
-        digest = audit._digest(None, prev, i, "engine", "state_change", body)
+        digest = audit._digest(None, prev, (i, "engine", "state_change", body))
         db.conn.execute(
             "INSERT INTO audit (ts, actor, action, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
             (i, "engine", "state_change", body, prev, digest),
