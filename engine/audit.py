@@ -160,7 +160,7 @@ def write_anchor(conn: sqlite3.Connection, last: Head | None = None) -> Head | N
     if current is None or current == last:
         return current
     db = db_file_of(conn)
-    if read_anchor(db) == current:
+    if db is None or read_anchor(db) == current:
         return current
     path = anchor_file(db)
     tmp = path.with_name(path.name + ".tmp")
@@ -214,8 +214,9 @@ def _first_break(rows: list[tuple[Any, ...]], key: bytes | None) -> tuple[int, s
 def verify(conn: sqlite3.Connection, anchor: Head | None = None) -> ChainReport:
     """Check every row against the key and the chain's head against the anchor
     (by default the file beside the database)."""
-    if anchor is None:
-        anchor = read_anchor(db_file_of(conn))
+    file = db_file_of(conn)
+    if anchor is None and file is not None:
+        anchor = read_anchor(file)
     rows = [tuple(r) for r in conn.execute(_ROWS)]
     last = Head(int(rows[-1][0]), str(rows[-1][6]), int(rows[-1][1])) if rows else None
     key = read_key(conn)

@@ -61,7 +61,9 @@ def open_writer(path: str | os.PathLike[str] | None = None) -> Database:
     check_same_thread is off because the connection is made on the main thread
     and used on the trading executor's one thread; nothing else touches it.
     """
-    file = private_file(db_path(path))
+    file = db_path(path)
+    if str(file) != ":memory:":
+        private_file(file)
     for companion in (Path(f"{file}-wal"), Path(f"{file}-shm")):
         if companion.exists() and companion.stat().st_mode & 0o077:
             os.chmod(companion, 0o600)

@@ -69,12 +69,22 @@ def key_file(db: Path) -> Path:
     return db.with_suffix(".key")
 
 
-def db_file_of(conn: sqlite3.Connection) -> Path:
-    """The file a connection has open (its `main` database)."""
+def db_file_of(conn: sqlite3.Connection) -> Path | None:
+    """The file a connection has open (its `main` database); None when in memory."""
     for row in conn.execute("PRAGMA database_list"):
         if row[1] == "main" and row[2]:
             return Path(row[2])
-    raise SecretsError("the secrets store needs a database file, not an in-memory database")
+    return None
+
+
+_process_key: list[bytes] = []
+
+
+def _in_memory_key() -> bytes:
+    """An in-memory database lives as long as this process: so may its key."""
+    if not _process_key:
+        _process_key.append(Fernet.generate_key())
+    return _process_key[0]
 
 
 def _fernet(key: bytes, origin: str) -> Fernet:
@@ -101,8 +111,8 @@ def _write_key(path: Path, key: bytes) -> None:
 class SecretStore:
     """The key material for one database; rows are read and written through a connection."""
 
-    def __init__(self, db: Path, env: Mapping[str, str] | None = None) -> None:
-        self.db = Path(db)
+    def __init__(self, db: Path | None, env: Mapping[str, str] | None = None) -> None:
+        self.db = None if db is None else Path(db)
         self._env = os.environ if env is None else env
 
     @classmethod
@@ -111,6 +121,8 @@ class SecretStore:
 
     @property
     def key_file(self) -> Path:
+        if self.db is None:
+            raise SecretsError("an in-memory database has no key file")
         return key_file(self.db)
 
     @property
@@ -120,6 +132,8 @@ class SecretStore:
     def _keys(self, *, create: bool) -> MultiFernet | None:
         if self.from_env:
             return MultiFernet([_fernet(self._env[KEY_ENV].encode(), KEY_ENV)])
+        if self.db is None:
+            return MultiFernet([Fernet(_in_memory_key())])
         keys: list[Fernet] = []
         pending = self.key_file.with_name(self.key_file.name + ".new")
         for path in (pending, self.key_file):
@@ -200,7 +214,9 @@ class SecretStore:
             ) from None
 
     def _origin(self) -> str:
-        return KEY_ENV if self.from_env else str(self.key_file)
+        if self.from_env or self.db is None:
+            return KEY_ENV if self.from_env else "the process's in-memory key"
+        return str(self.key_file)
 
     def _check(self, conn: sqlite3.Connection, keys: MultiFernet) -> None:
         """Refuse to mix keys: a new secret under a key that cannot read the old ones."""
