@@ -50,7 +50,7 @@ def one_run(folder: Path, seed: int) -> tuple[float, int]:
         time.sleep(0.01)
     held = len(engine.trader.portfolio.positions)
     started = time.perf_counter()
-    enqueue_command("emergency_stop", {"reason": "bench"}, "bench", db=db)
+    enqueue_command("emergency_stop", {"reason": "bench"}, "cli:bench", db=db)
     while not _flat_and_halted(db):
         time.sleep(0.002)
     elapsed = (time.perf_counter() - started) * 1000

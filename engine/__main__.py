@@ -22,7 +22,13 @@ from typing import Any
 
 from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
-from state.commands import CommandKind, CommandStatus, enqueue_command, wait_for_command
+from state.commands import (
+    CommandKind,
+    CommandStatus,
+    cli_actor,
+    enqueue_command,
+    wait_for_command,
+)
 from state.db import PROJECT_ROOT, db_path, now_ms, reader
 from state.status import read_status
 
@@ -96,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _queue_and_wait(
     args: argparse.Namespace, kind: CommandKind, cmd_args: dict[str, Any], timeout: float
 ) -> tuple[int, str]:
-    command_id = enqueue_command(kind, cmd_args, requested_by=_who(), db=args.db)
+    command_id = enqueue_command(kind, cmd_args, requested_by=cli_actor(), db=args.db)
     done = wait_for_command(command_id, timeout, db=args.db)
     if done is None:
         return NO_ENGINE, (
@@ -105,10 +111,6 @@ def _queue_and_wait(
         )
     code = OK if done.status is CommandStatus.DONE else FAILED
     return code, f"{kind}: {done.status}: {done.result}"
-
-
-def _who() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'operator'}"
 
 
 def _simple(kind: CommandKind, build: Callable[[argparse.Namespace], dict[str, Any]]) -> Any:

@@ -70,3 +70,17 @@ class Alerts:
         if self._deliver:
             self._deliver(AlertMessage(alert_id, now, severity, source, title, message, 1))
         return alert_id
+
+
+def acknowledge(db: Database, alert_id: int | None, actor: str, now: int) -> int:
+    """Acknowledge one alert, or every open one when alert_id is None (not committed)."""
+    if alert_id is None:
+        cur = db.conn.execute(
+            "UPDATE alerts SET acked_at = ?, acked_by = ? WHERE acked_at IS NULL", (now, actor)
+        )
+    else:
+        cur = db.conn.execute(
+            "UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL",
+            (now, actor, alert_id),
+        )
+    return int(cur.rowcount)

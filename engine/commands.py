@@ -1,8 +1,20 @@
 """Execute the operator's commands on the trading thread.
 
-The command job drains pending `commands` rows every 250 ms, oldest first, and
-marks each done or failed with a result the cockpit and CLI show. A bad command
-fails with a clear result and never stops the engine. Every command is audited.
+The command job drains pending `commands` rows every 250 ms, emergency stops
+first, then oldest first, and marks each done or failed with a result the
+cockpit and CLI show. Every row is checked and applied on its own: a malformed
+row is marked failed with the reason and the queue moves on; nothing in a row
+can stop the engine or hold up the rows behind it. Every command is audited,
+under the requester the row names once it has passed `parse_row`.
+
+Exactly once: a row is claimed (status `running`) in the same transaction as
+its handler's effects. A crash before the handler's first commit rolls both
+back and the row runs again on restart; a crash after it leaves the row
+`running`, and the restarted engine marks it failed instead of running it a
+second time (`recover_interrupted`). Effects that must not repeat are committed
+before they leave the process (the emergency stop commits HALTED first, the OMS
+commits an order before the broker sees it), so the claim is durable before they
+are; what may leave uncommitted is harmless twice (a cancel, a training request).
 """
 
 from __future__ import annotations
@@ -10,11 +22,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from engine.alerts import acknowledge
 from engine.audit import append_audit
 from engine.control import TransitionRefused
 from engine.cycle import Trader
-from engine.domain import TradingState
-from state.commands import Command, CommandKind, CommandStatus, pending_commands
+from engine.domain import Severity, TradingState
+from state.commands import (
+    ENGINE_ACTOR,
+    Command,
+    CommandError,
+    CommandKind,
+    CommandRow,
+    CommandStatus,
+    parse_row,
+    pending_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +61,7 @@ def _pause(trader: Trader, cmd: Command) -> str:
 def _resume(trader: Trader, cmd: Command) -> str:
     if trader.state is TradingState.ACTIVE:
         return "already ACTIVE"
-    confirm = bool(cmd.args.get("confirm"))
+    confirm = cmd.args.get("confirm") is True
     reason = str(cmd.args.get("reason") or "")
     if trader.state is TradingState.PAUSED and not reason:
         reason = "resumed by operator"
@@ -77,46 +99,131 @@ def _emergency_stop(trader: Trader, cmd: Command) -> str:
     return trader.emergency_stop(cmd.requested_by, reason)
 
 
+def _ack_alert(trader: Trader, cmd: Command) -> str:
+    alert_id = None if cmd.args.get("all") is True else int(cmd.args["id"])
+    n = acknowledge(trader.db, alert_id, cmd.requested_by, trader.clock())
+    if alert_id is None:
+        return f"acknowledged {n} alert(s)"
+    if n == 0:
+        raise CommandFailed(f"alert #{alert_id} does not exist or is already acknowledged")
+    return f"acknowledged alert #{alert_id}"
+
+
 HANDLERS: dict[str, Callable[[Trader, Command], str]] = {
     CommandKind.PAUSE: _pause,
     CommandKind.RESUME: _resume,
     CommandKind.FLATTEN: _flatten,
     CommandKind.EMERGENCY_STOP: _emergency_stop,
+    CommandKind.ACK_ALERT: _ack_alert,
 }
 
 
 def run_pending(trader: Trader, extra: dict[str, ExtraHandler] | None = None) -> int:
-    """Execute every pending command; returns how many ran."""
-    conn = trader.db.conn
-    commands = pending_commands(conn)
+    """Apply every pending command, each on its own; returns how many were taken."""
+    trader.db.conn.commit()  # the claims below share no transaction with earlier work
+    rows = pending_rows(trader.db.conn)
     # An emergency stop jumps the queue: nothing queued before it may trade first.
-    commands.sort(key=lambda c: (c.kind != CommandKind.EMERGENCY_STOP, c.id))
-    for cmd in commands:
-        handler = HANDLERS.get(cmd.kind)
+    rows.sort(key=lambda r: (r.kind != CommandKind.EMERGENCY_STOP, r.id))
+    for row in rows:
         try:
-            if handler is not None:
-                result, status = handler(trader, cmd), CommandStatus.DONE
-            elif extra and cmd.kind in extra:
-                result, status = extra[cmd.kind](cmd), CommandStatus.DONE
-            else:
-                raise CommandFailed(f"no handler for command {cmd.kind!r} in this engine")
-        except CommandFailed as exc:
-            result, status = str(exc), CommandStatus.FAILED
-        except Exception as exc:
-            log.exception("command %s failed", cmd.kind)
-            conn.rollback()
-            result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+            _apply(trader, row, extra or {})
+        except Exception:
+            # The row's own failures are handled in _apply; this is the store itself
+            # failing. Leave the row pending for the next tick and stop this one.
+            trader.db.conn.rollback()
+            raise
+    return len(rows)
+
+
+def _apply(trader: Trader, row: CommandRow, extra: dict[str, ExtraHandler]) -> None:
+    conn = trader.db.conn
+    try:
+        cmd = parse_row(row)
+    except CommandError as exc:
+        _reject(trader, row, str(exc))
+        return
+    claimed = conn.execute(
+        "UPDATE commands SET status = 'running' WHERE id = ? AND status = 'pending'", (cmd.id,)
+    ).rowcount
+    if not claimed:
+        return
+    handler = HANDLERS.get(cmd.kind)
+    try:
+        if handler is not None:
+            result, status = handler(trader, cmd), CommandStatus.DONE
+        elif cmd.kind in extra:
+            result, status = extra[cmd.kind](cmd), CommandStatus.DONE
+        else:
+            raise CommandFailed(f"no handler for command {cmd.kind.value!r} in this engine")
+    except CommandFailed as exc:
+        conn.rollback()
+        result, status = str(exc), CommandStatus.FAILED
+    except Exception as exc:
+        log.exception("command %s #%d failed", cmd.kind, cmd.id)
+        conn.rollback()
+        result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+    _finish(trader, cmd.id, status, result)
+    append_audit(
+        trader.db,
+        cmd.requested_by,
+        f"command:{cmd.kind.value}",
+        {"id": cmd.id, "args": cmd.args, "status": status.value, "result": result},
+        ts=trader.clock(),
+    )
+    conn.commit()
+    log.info("command %s #%d %s: %s", cmd.kind, cmd.id, status, result)
+
+
+def _reject(trader: Trader, row: CommandRow, reason: str) -> None:
+    """A row that does not parse: failed with the reason, audited and alerted once."""
+    kind = str(row.kind)[:40]
+    _finish(trader, row.id, CommandStatus.FAILED, f"rejected: {reason}")
+    append_audit(
+        trader.db,
+        ENGINE_ACTOR,
+        "command_rejected",
+        {"id": row.id, "kind": kind, "reason": reason},
+        ts=trader.clock(),
+    )
+    trader.alerts.raise_(
+        Severity.WARNING,
+        "commands",
+        "Command rejected",
+        f"command #{row.id} ({kind}): {reason}",
+        dedupe_key="command-rejected",
+    )
+    trader.db.conn.commit()  # the alert logs it: one line per rejected row
+
+
+def _finish(trader: Trader, command_id: int, status: CommandStatus, result: str) -> None:
+    trader.db.conn.execute(
+        "UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
+        (status.value, result, trader.clock(), command_id),
+    )
+
+
+def recover_interrupted(trader: Trader) -> int:
+    """At start: a row left `running` by a crash is failed, never applied again.
+
+    Its effects up to its last commit stand (an emergency stop's HALTED does, and
+    the flattening it started continues because HALTED means flatten).
+    """
+    conn = trader.db.conn
+    ids = [r[0] for r in conn.execute("SELECT id FROM commands WHERE status = 'running'")]
+    for command_id in ids:
+        _finish(
+            trader,
+            command_id,
+            CommandStatus.FAILED,
+            "interrupted: the engine stopped while applying it; what it had committed"
+            " stands, and it is not applied a second time",
+        )
         append_audit(
             trader.db,
-            cmd.requested_by or "operator",
-            f"command:{cmd.kind}",
-            {"id": cmd.id, "args": cmd.args, "status": status.value, "result": result},
+            ENGINE_ACTOR,
+            "command_interrupted",
+            {"id": command_id},
             ts=trader.clock(),
         )
-        conn.execute(
-            "UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
-            (status.value, result, trader.clock(), cmd.id),
-        )
-        conn.commit()
-        log.info("command %s #%d %s: %s", cmd.kind, cmd.id, status, result)
-    return len(commands)
+    conn.commit()
+    return len(ids)

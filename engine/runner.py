@@ -37,7 +37,7 @@ from engine import audit
 from engine import lease as lease_mod
 from engine.alerts import Alerts
 from engine.brokers.base import Broker
-from engine.commands import ExtraHandler, run_pending
+from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
 from engine.config import Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.domain import Bar, Regime, Severity
@@ -45,7 +45,7 @@ from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.housekeeping import backup, prune
 from engine.metrics import EngineMetrics, MetricsServer
 from engine.models.jobs import Retrainer, retrain_trigger
-from engine.models.registry import needs_bootstrap
+from engine.models.registry import RegistryError, needs_bootstrap
 from engine.models.service import ModelService
 from engine.models.train import resolve_artifacts_dir
 from engine.notify import Notifier
@@ -216,6 +216,7 @@ class Engine:
                 self.settings, db, feed, broker, self.clock, alerts=alerts, model=model
             )
             self.trader.start(history)
+            recover_interrupted(self.trader)
             alerts.raise_(
                 Severity.INFO,
                 "engine",
@@ -254,7 +255,10 @@ class Engine:
             return "a training run is already in progress"
 
         def registry_command(cmd: Command) -> str:
-            return model.handle_command(cmd.kind, cmd.args, actor=cmd.requested_by)
+            try:
+                return model.handle_command(cmd.kind, cmd.args, actor=cmd.requested_by)
+            except RegistryError as exc:
+                raise CommandFailed(str(exc)) from None
 
         self.extra_handlers.update(
             {

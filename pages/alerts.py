@@ -8,7 +8,6 @@ import streamlit as st
 
 from pages import ui
 from state import views
-from state.commands import acknowledge_alerts
 
 ui.page_header("Alerts")
 
@@ -22,9 +21,11 @@ sources = f2.multiselect("Source", views.alert_sources(ui.db()), key="al_src")
 flt = views.AlertFilter(tuple(severities), tuple(sources), since, None, unacked_only)
 
 
-def _ack(ids: list[int] | None) -> None:
-    n = acknowledge_alerts(ids, by="cockpit", db=ui.db())
-    st.toast(f"Acknowledged {n} alert(s)")
+def _ack(alert_id: int | None) -> None:
+    # Acknowledgement is a command like any other: the engine applies and audits it.
+    args = {"all": True} if alert_id is None else {"id": alert_id}
+    if ui.send_command("ack_alert", args) is not None:
+        st.toast("Acknowledgement sent; the engine applies it within a second")
 
 
 @st.fragment(run_every=ui.refresh_seconds())
@@ -55,7 +56,7 @@ def log() -> None:
             label_visibility="collapsed",
         )
         if b2.button("Acknowledge", key="ack_one", width="stretch"):
-            _ack([int(pick)])
+            _ack(int(pick))
             st.rerun(scope="fragment")
     ui.table(
         rows,

@@ -20,7 +20,7 @@ import plotly.io as pio
 import streamlit as st
 
 from engine.config import ConfigError, Settings, load_settings
-from state.commands import enqueue_command
+from state.commands import cockpit_actor, enqueue_command
 from state.db import db_path, now_ms
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ _GUARD_SECONDS = 3.0
 
 
 def send_command(
-    kind: str, args: dict[str, Any] | None = None, *, by: str = "cockpit"
+    kind: str, args: dict[str, Any] | None = None, *, by: str | None = None
 ) -> int | None:
     """Queue one command; a repeat of the same command within a few seconds is dropped.
 
@@ -242,7 +242,7 @@ def send_command(
     if last and last[0] == key and t - last[1] < _GUARD_SECONDS:
         log.info("dropped a repeated %s command from the same session", kind)
         return None
-    command_id = enqueue_command(kind, args or {}, requested_by=by, db=db())
+    command_id = enqueue_command(kind, args or {}, requested_by=by or cockpit_actor(), db=db())
     st.session_state["_last_command"] = (key, t, command_id)
     log.info("queued command %s %s as #%d", kind, args or {}, command_id)
     return command_id

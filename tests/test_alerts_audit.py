@@ -72,7 +72,7 @@ def test_an_emergency_stop_alert_reaches_the_operators_webhook(db_file: Path, cl
     eng = Engine(settings, db_file, clock=clock)
     eng.open()
     try:
-        enqueue_command("emergency_stop", {"reason": "drill"}, "tester", db=db_file)
+        enqueue_command("emergency_stop", {"reason": "drill"}, "cli:tester", db=db_file)
         clock.advance(1000)
         eng.step()
     finally:

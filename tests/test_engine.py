@@ -135,7 +135,7 @@ def test_emergency_stop_flattens_and_halted_survives_a_restart(db_file, clock, o
     eng = start(db_file, clock, open_engines)
     until_position(eng, clock)
 
-    enqueue_command("emergency_stop", {"reason": "test"}, "tester", db=db_file)
+    enqueue_command("emergency_stop", {"reason": "test"}, "cli:tester", db=db_file)
     run(eng, clock, 1)
 
     assert eng.trader is not None and eng.trader.is_flat()
@@ -157,12 +157,12 @@ def test_emergency_stop_flattens_and_halted_survives_a_restart(db_file, clock, o
 
 def test_resume_from_halted_needs_confirmation_and_a_reason(db_file, clock, open_engines):
     eng = start(db_file, clock, open_engines)
-    enqueue_command("emergency_stop", {}, "tester", db=db_file)
+    enqueue_command("emergency_stop", {}, "cli:tester", db=db_file)
     run(eng, clock, 1)
 
-    refused = enqueue_command("resume", {}, "tester", db=db_file)
+    refused = enqueue_command("resume", {}, "cli:tester", db=db_file)
     run(eng, clock, 1)
-    accepted = enqueue_command("resume", {"confirm": True, "reason": "checked"}, "t", db=db_file)
+    accepted = enqueue_command("resume", {"confirm": True, "reason": "checked"}, "cli:t", db=db_file)
     run(eng, clock, 1)
 
     assert get_command(refused, db=db_file).status is CommandStatus.FAILED
@@ -178,7 +178,7 @@ def test_flatten_closes_positions_and_leaves_the_engine_paused(db_file, clock, o
     eng = start(db_file, clock, open_engines)
     until_position(eng, clock)
 
-    enqueue_command("flatten", {}, "tester", db=db_file)
+    enqueue_command("flatten", {}, "cli:tester", db=db_file)
     run(eng, clock, 1)
 
     assert eng.trader is not None and eng.trader.is_flat()
@@ -292,7 +292,7 @@ def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
     runner = threading.Thread(target=eng.run, kwargs={"for_seconds": 3, "install_signals": False})
     runner.start()
     time.sleep(0.5)
-    command_id = enqueue_command("pause", {}, "tester", db=db_file)
+    command_id = enqueue_command("pause", {}, "cli:tester", db=db_file)
     deadline = time.monotonic() + 2
     while get_command(command_id, db=db_file).status is CommandStatus.PENDING:
         assert time.monotonic() < deadline, "the command job answers within 250 ms"

@@ -35,21 +35,22 @@ def test_severity_filter_shows_only_that_severity(filled_db: Path) -> None:
     assert table["severity"].tolist() == ["CRITICAL"]
 
 
-def test_acknowledge_all_acknowledges_every_open_alert(filled_db: Path) -> None:
+def test_acknowledge_all_queues_one_command_and_writes_no_alert(filled_db: Path) -> None:
     _add_alerts(filled_db)
+    open_before = query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL")
     at = app(filled_db, PAGE)
     at.button(key="ack_all").click().run()
-    assert query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL")[0][0] == 0
+    assert query(filled_db, "SELECT kind, args, requested_by FROM commands") == [
+        ("ack_alert", '{"all": true}', "cockpit:operator")
+    ]
+    assert query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL") == open_before
 
 
-def test_acknowledge_one_leaves_the_others_open(filled_db: Path) -> None:
+def test_acknowledge_one_queues_that_alert_id(filled_db: Path) -> None:
     _add_alerts(filled_db)
-    before = query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL")[0][0]
     at = app(filled_db, PAGE)
     picked = at.selectbox(key="ack_pick").value
     at.button(key="ack_one").click().run()
-    assert query(filled_db, "SELECT acked_at IS NOT NULL FROM alerts WHERE id = ?", (picked,)) == [
-        (1,)
+    assert query(filled_db, "SELECT kind, args FROM commands") == [
+        ("ack_alert", f'{{"id": {picked}}}')
     ]
-    after = query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL")[0][0]
-    assert after == before - 1

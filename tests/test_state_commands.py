@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from state.commands import CommandError, acknowledge_alerts, enqueue_command, get_command
+from state.commands import CommandError, enqueue_command, get_command
 from state.db import open_reader, open_writer
 
 
 def test_a_double_click_sends_one_command(db_file: Path):
-    first = enqueue_command("emergency_stop", {}, "operator", db=db_file)
-    second = enqueue_command("emergency_stop", {}, "operator", db=db_file)
+    first = enqueue_command("emergency_stop", {}, "cockpit:operator", db=db_file)
+    second = enqueue_command("emergency_stop", {}, "cockpit:operator", db=db_file)
     conn = sqlite3.connect(db_file)
     assert first == second
     assert conn.execute("SELECT count(*) FROM commands").fetchone() == (1,)
@@ -46,17 +47,43 @@ def test_a_queued_command_round_trips(db_file: Path):
     )
 
 
-def test_acknowledging_all_leaves_none_open(db_file: Path):
-    db = open_writer(db_file)
-    db.conn.executemany(
-        "INSERT INTO alerts (ts, severity, source, title) VALUES (1, 'HIGH', 's', ?)",
-        [("a",), ("b",)],
-    )
-    db.conn.commit()
-    db.conn.close()
-    assert acknowledge_alerts(None, "me", db=db_file) == 2
-    with open_reader(db_file) as conn:
-        assert conn.execute("SELECT count(*) FROM alerts WHERE acked_at IS NULL").fetchone()[0] == 0
+def _rows(db_file: Path) -> int:
+    if not db_file.exists():
+        return 0
+    conn = sqlite3.connect(db_file)
+    try:
+        return int(conn.execute("SELECT count(*) FROM commands").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "message"),
+    [
+        ("pause", {"reason": "x" * 1001}, "reason is 1001 characters; at most 1000"),
+        ("resume", {"confirm": "no", "reason": "r"}, "confirm must be bool, not str"),
+        ("resume", {"confirm": 1, "reason": "r"}, "confirm must be bool, not int"),
+        ("flatten", {"symbol": "AAA; DROP"}, "is not a valid symbol"),
+        ("promote", {}, "promote needs version"),
+        ("pause", {"sneaky": 1}, "unknown argument 'sneaky'; allowed: reason"),
+        ("ack_alert", {"id": True}, "id must be int, not bool"),
+        ("ack_alert", {}, "needs either an alert id or all: true"),
+        ("ack_alert", {"id": 3, "all": True}, "needs either an alert id or all: true"),
+    ],
+)
+def test_bad_arguments_are_refused_at_enqueue_and_nothing_is_written(
+    db_file: Path, kind: str, args: dict[str, object], message: str
+):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        enqueue_command(kind, args, "cli:me", db=db_file)
+    assert _rows(db_file) == 0
+
+
+@pytest.mark.parametrize("actor", ["operator", "engine", "cockpit:", "cli:a b", "cli:" + "x" * 65])
+def test_a_requester_outside_the_fixed_shapes_is_refused(db_file: Path, actor: str):
+    with pytest.raises(CommandError, match="is not cockpit:NAME or cli:NAME"):
+        enqueue_command("pause", {}, actor, db=db_file)
+    assert _rows(db_file) == 0
 
 
 def test_a_reader_cannot_write(db_file: Path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,13 @@ from engine.config import load_settings
 from engine.models import registry
 from engine.models.schema import apply_migrations
 from engine.models.train import TrainedModel, TrainingError, TrainParams, train_model
-from state.commands import CommandKind, CommandStatus, enqueue_command, wait_for_command
+from state.commands import (
+    CommandKind,
+    CommandStatus,
+    cli_actor,
+    enqueue_command,
+    wait_for_command,
+)
 from state.db import db_path, open_reader, open_writer
 
 OK, FAILED, USAGE, NO_ENGINE = 0, 1, 2, 3
@@ -156,7 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     db = open_writer(args.db)
     try:
         apply_migrations(db)
-        registry.adopt(db, trained, actor=_who())
+        registry.adopt(db, trained, actor=cli_actor())
         status = registry.get(db.conn, trained.version)
     finally:
         db.conn.close()
@@ -215,10 +220,6 @@ def _list(args: argparse.Namespace) -> int:
     return OK
 
 
-def _who() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'operator'}"
-
-
 def _command(args: argparse.Namespace) -> int:
     kind = CommandKind(args.models_action)
     payload: dict[str, Any] = {}
@@ -226,7 +227,7 @@ def _command(args: argparse.Namespace) -> int:
         payload["version"] = args.version
     if args.reason:
         payload["reason"] = args.reason
-    command_id = enqueue_command(kind, payload, requested_by=_who(), db=args.db)
+    command_id = enqueue_command(kind, payload, requested_by=cli_actor(), db=args.db)
     done = wait_for_command(command_id, args.timeout, db=args.db)
     if done is None:
         print(

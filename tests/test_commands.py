@@ -1,0 +1,253 @@
+"""The engine's command job: each row checked and applied on its own, exactly once.
+
+Rows here are written straight into the database, as anyone with the file could,
+so the engine's own checks are what is tested, not enqueue_command's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.runner import Engine
+from state.commands import CommandStatus, enqueue_command, get_command
+from tests.conftest import FakeClock, engine_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(db_file: Path, clock: FakeClock, opened: list[Any]) -> Engine:
+    eng = Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock)
+    eng.open()
+    opened.append(eng)
+    return eng
+
+
+def write_row(db_file: Path, kind: str, args: str, by: str = "cli:tester") -> int:
+    conn = sqlite3.connect(db_file)
+    try:
+        with conn:
+            cur = conn.execute(
+                "INSERT INTO commands (kind, args, requested_at, requested_by, status)"
+                " VALUES (?, ?, 1, ?, 'pending')",
+                (kind, args, by),
+            )
+        return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+def query(db_file: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db_file)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def status_of(db_file: Path, command_id: int) -> tuple[str, str]:
+    cmd = get_command(command_id, db=db_file)
+    assert cmd is not None
+    return cmd.status.value, cmd.result or ""
+
+
+def test_a_malformed_row_in_front_does_not_hold_up_the_emergency_stop(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    bad = write_row(db_file, "pause", "{not json")
+    stop = enqueue_command("emergency_stop", {"reason": "drill"}, "cli:tester", db=db_file)
+
+    eng.command_job()
+
+    assert status_of(db_file, stop)[0] == "done"
+    assert query(db_file, "SELECT trading_state FROM engine") == [("HALTED",)]
+    status, result = status_of(db_file, bad)
+    assert status == "failed" and "arguments are not valid JSON" in result
+
+
+def test_an_emergency_stop_queued_last_is_applied_first(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    resume = enqueue_command("resume", {"confirm": True, "reason": "r"}, "cli:a", db=db_file)
+    stop = enqueue_command("emergency_stop", {}, "cli:a", db=db_file)
+
+    eng.command_job()
+
+    applied = query(db_file, "SELECT action FROM audit WHERE action LIKE 'command:%' ORDER BY id")
+    assert applied == [("command:emergency_stop",), ("command:resume",)]
+    assert query(db_file, "SELECT trading_state FROM engine") == [("ACTIVE",)]
+    assert (status_of(db_file, stop)[0], status_of(db_file, resume)[0]) == ("done", "done")
+
+
+def test_a_bad_row_is_failed_once_with_one_warning_and_no_traceback(
+    db_file, clock, open_engines, caplog: pytest.LogCaptureFixture
+):
+    eng = start(db_file, clock, open_engines)
+    write_row(db_file, "pause", "[1, 2")
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            eng.command_job()
+
+    assert not [r for r in caplog.records if r.exc_info]
+    assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1
+    assert query(
+        db_file, "SELECT severity, count FROM alerts WHERE title = 'Command rejected'"
+    ) == [("WARNING", 1)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "by", "reason"),
+    [
+        ("pause", json.dumps({"reason": "x" * 20_000_000}), "cli:a", "at most 4000"),
+        ("resume", '{"confirm": "no", "reason": "r"}', "cli:a", "confirm must be bool"),
+        ("pause", "[]", "cli:a", "must be an object"),
+        ("explode", "{}", "cli:a", "unknown command 'explode'"),
+        ("pause", "{}", "root; rm -rf /", "is not cockpit:NAME or cli:NAME"),
+        ("ack_alert", '{"id": "1 OR 1=1"}', "cli:a", "id must be int"),
+    ],
+)
+def test_the_engine_refuses_a_row_enqueue_would_have_refused(
+    db_file, clock, open_engines, kind: str, args: str, by: str, reason: str
+):
+    eng = start(db_file, clock, open_engines)
+    state_before = query(db_file, "SELECT trading_state FROM engine")
+    command_id = write_row(db_file, kind, args, by)
+
+    eng.command_job()
+
+    status, result = status_of(db_file, command_id)
+    assert status == "failed" and reason in result
+    assert query(db_file, "SELECT trading_state FROM engine") == state_before
+
+
+def test_resume_out_of_halted_takes_only_a_json_true(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    enqueue_command("emergency_stop", {}, "cli:a", db=db_file)
+    eng.command_job()
+    stringly = write_row(db_file, "resume", '{"confirm": "true", "reason": "r"}')
+    eng.command_job()
+    assert status_of(db_file, stringly)[0] == "failed"
+    assert query(db_file, "SELECT trading_state FROM engine") == [("HALTED",)]
+
+    real = write_row(db_file, "resume", '{"confirm": true, "reason": "checked"}')
+    eng.command_job()
+    assert status_of(db_file, real)[0] == "done"
+    assert query(db_file, "SELECT trading_state FROM engine") == [("ACTIVE",)]
+
+
+def test_the_audit_names_the_requester_the_row_was_checked_for(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    enqueue_command("pause", {"reason": "lunch"}, "cockpit:operator", db=db_file)
+    write_row(db_file, "pause", "{}", "admin (trust me)")
+
+    eng.command_job()
+
+    actors = query(db_file, "SELECT actor, action FROM audit ORDER BY id")
+    assert ("cockpit:operator", "command:pause") in actors
+    assert ("cockpit:operator", "state_change") in actors
+    assert ("engine", "command_rejected") in actors
+    assert not [a for a, _ in actors if "trust" in a]
+
+
+def test_acknowledging_an_alert_is_applied_by_the_engine_and_audited(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    alert_id = eng._trader().alerts.raise_(*_high_alert())
+    other = eng._trader().alerts.raise_(*_high_alert("other"))
+    eng._trader().db.conn.commit()
+    enqueue_command("ack_alert", {"id": alert_id}, "cockpit:operator", db=db_file)
+
+    eng.command_job()
+
+    acked = query(db_file, "SELECT id, acked_by FROM alerts WHERE acked_at IS NOT NULL")
+    assert acked == [(alert_id, "cockpit:operator")]
+    assert query(db_file, "SELECT acked_at FROM alerts WHERE id = ?", other) == [(None,)]
+    assert query(db_file, "SELECT actor FROM audit WHERE action = 'command:ack_alert'") == [
+        ("cockpit:operator",)
+    ]
+
+
+def _high_alert(title: str = "disk") -> tuple[Any, ...]:
+    from engine.domain import Severity
+
+    return (Severity.HIGH, "test", title, "message")
+
+
+# ------------------------------------------------------------ exactly once
+
+_CRASHING_ENGINE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from engine import commands
+    from engine.runner import Engine
+    from tests.conftest import FakeClock, engine_settings
+
+    path, kind = sys.argv[1], sys.argv[2]
+    original = commands.HANDLERS[kind]
+
+    def apply_then_die(trader, cmd):
+        original(trader, cmd)
+        os.kill(os.getpid(), signal.SIGKILL)  # after the handler, before the row is done
+
+    commands.HANDLERS[kind] = apply_then_die
+    eng = Engine(engine_settings(symbols=1, warmup_bars=60), path, clock=FakeClock())
+    eng.open()
+    eng.command_job()
+    """
+)
+
+
+def crash_in_handler(db_file: Path, kind: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COCKPIT_")}
+    env.update(
+        COCKPIT_CONFIG=str(db_file.parent / "none.toml"),
+        COCKPIT_ML__BOOTSTRAP="false",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASHING_ENGINE, str(db_file), kind],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def test_an_emergency_stop_killed_after_it_halted_is_not_applied_again(
+    db_file, clock, open_engines
+):
+    stop = enqueue_command("emergency_stop", {"reason": "drill"}, "cli:a", db=db_file)
+    crash_in_handler(db_file, "emergency_stop")
+    assert status_of(db_file, stop)[0] == "running"
+
+    eng = start(db_file, clock, open_engines)
+    eng.command_job()
+
+    status, result = status_of(db_file, stop)
+    assert status == "failed" and result.startswith("interrupted")
+    halts = query(db_file, "SELECT count(*) FROM audit WHERE action = 'state_change'")
+    assert halts == [(1,)]
+    stops = query(db_file, "SELECT count(*) FROM alerts WHERE title LIKE 'Emergency stop:%'")
+    assert stops == [(1,)]
+    assert query(db_file, "SELECT trading_state FROM engine") == [("HALTED",)]
+
+
+def test_a_pause_killed_before_its_commit_is_applied_once_on_restart(db_file, clock, open_engines):
+    pause = enqueue_command("pause", {"reason": "lunch"}, "cli:a", db=db_file)
+    crash_in_handler(db_file, "pause")
+    assert status_of(db_file, pause)[0] == "pending", "nothing of it was committed"
+
+    eng = start(db_file, clock, open_engines)
+    eng.command_job()
+
+    assert get_command(pause, db=db_file).status is CommandStatus.DONE
+    assert query(db_file, "SELECT count(*) FROM audit WHERE action = 'state_change'") == [(1,)]
+    assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
