@@ -103,7 +103,7 @@ def test_a_bad_row_is_failed_once_with_one_warning_and_no_traceback(
 
 
 @pytest.mark.parametrize(
-    ("kind", "args", "by", "reason"),
+    "case",
     [
         ("pause", json.dumps({"reason": "x" * 20_000_000}), "cli:a", "at most 4000"),
         ("resume", '{"confirm": "no", "reason": "r"}', "cli:a", "confirm must be bool"),
@@ -114,8 +114,9 @@ def test_a_bad_row_is_failed_once_with_one_warning_and_no_traceback(
     ],
 )
 def test_the_engine_refuses_a_row_enqueue_would_have_refused(
-    db_file, clock, open_engines, kind: str, args: str, by: str, reason: str
+    db_file, clock, open_engines, case: tuple[str, str, str, str]
 ):
+    kind, args, by, reason = case
     eng = start(db_file, clock, open_engines)
     state_before = query(db_file, "SELECT trading_state FROM engine")
     command_id = write_row(db_file, kind, args, by)
@@ -212,6 +213,7 @@ def crash_in_handler(db_file: Path, kind: str) -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-c", _CRASHING_ENGINE, str(db_file), kind],
+        check=False,
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -162,7 +162,9 @@ def test_resume_from_halted_needs_confirmation_and_a_reason(db_file, clock, open
 
     refused = enqueue_command("resume", {}, "cli:tester", db=db_file)
     run(eng, clock, 1)
-    accepted = enqueue_command("resume", {"confirm": True, "reason": "checked"}, "cli:t", db=db_file)
+    accepted = enqueue_command(
+        "resume", {"confirm": True, "reason": "checked"}, "cli:t", db=db_file
+    )
     run(eng, clock, 1)
 
     assert get_command(refused, db=db_file).status is CommandStatus.FAILED
