@@ -105,7 +105,7 @@ def reader(db: Path, until: float, out: Path) -> None:
 def _commands(db: Path, kind: str) -> None:
     from state.commands import enqueue_command
 
-    enqueue_command(kind, {}, "bench", db=db)
+    enqueue_command(kind, {}, "cli:bench", db=db)
 
 
 def main() -> None:
@@ -242,7 +242,7 @@ def _report(  # noqa: PLR0917  (one call site, every figure it prints)
         for done, req in _query(
             db,
             "SELECT done_at, requested_at FROM commands WHERE done_at IS NOT NULL"
-            " AND requested_by = 'bench'",
+            " AND requested_by = 'cli:bench'",
         )
     ]
     if latencies:

@@ -132,7 +132,7 @@ def test_a_running_engine_is_healthy_and_exports_cycles_state_and_equity(running
 def test_halted_is_alive_and_says_so(running, db_file: Path) -> None:
     r = running()
     wait_for(r.healthy)
-    enqueue_command("emergency_stop", {"reason": "drill"}, "tester", db=db_file)
+    enqueue_command("emergency_stop", {"reason": "drill"}, "cli:tester", db=db_file)
 
     body = wait_for(lambda: (b := r.get("/healthz").json())["trading_state"] == "HALTED" and b)
     assert r.get("/healthz").status_code == 200
@@ -155,7 +155,7 @@ def test_a_stuck_trading_thread_turns_healthz_503(running, db_file: Path) -> Non
 def test_an_answered_command_is_timed_and_leaves_the_queue(running, db_file: Path) -> None:
     r = running()
     wait_for(r.healthy)
-    command_id = enqueue_command("pause", {}, "tester", db=db_file)
+    command_id = enqueue_command("pause", {}, "cli:tester", db=db_file)
     wait_for(lambda: get_command(command_id, db=db_file).status is not CommandStatus.PENDING)
 
     m = r.metrics()
