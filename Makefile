@@ -4,7 +4,7 @@ RUN_OK  := .venv/.run-installed
 DEV_OK  := .venv/.dev-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-fast test-browser check lint bench clean engine
+.PHONY: run test test-fast test-browser check lint bench soak clean engine
 
 $(PY):
 	python3 -m venv .venv
@@ -53,6 +53,11 @@ bench: $(DEV_OK)
 	$(PY) bench/estop.py
 	$(PY) bench/model.py
 	$(PY) bench/ui.py
+	$(PY) bench/start.py
+
+## The marathon soak: 60 minutes by default (MINUTES=10 for a shorter one).
+soak: $(DEV_OK)
+	$(PY) bench/soak.py --minutes $(or $(MINUTES),60)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -540,6 +540,8 @@ class Trader:
     def _entries_locked(self, symbol: str, now: int) -> bool:
         if self.portfolio.position(symbol) is not None:
             return False  # the strategy must still be asked about exits
+        if self.model is not None and self.model.loading:
+            return True  # the champion the strategy trades on is still loading
         until = max(self.locked_until.get(symbol, 0), self.locked_until.get(ALL_SYMBOLS, 0))
         return until > now
 

@@ -175,6 +175,7 @@ class Engine:
         self.notifier: Notifier | None = None
         self.retrainer: Retrainer | None = None
         self._ml_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._model_loader: concurrent.futures.ThreadPoolExecutor | None = None
         self._scheduler: BackgroundScheduler | None = None
         self.metrics: EngineMetrics | None = None
         self.metrics_server: MetricsServer | None = None
@@ -237,6 +238,8 @@ class Engine:
         ml = self.settings.ml
         if not ml.enabled:
             return None
+        # loading a champion (LightGBM import and parse) must not delay the first cycle
+        self._model_loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         model = ModelService(
             db,
             ml,
@@ -244,6 +247,7 @@ class Engine:
             alerts.raise_,
             bar_ms=int(self.settings.engine.cycle_seconds * 1000),
             clock=self.clock,
+            loader=self._model_loader,
         )
         self._ml_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ml")
         self.retrainer = Retrainer(self.path, ml, self._ml_pool, alerts.raise_, clock=self.clock)
@@ -285,6 +289,9 @@ class Engine:
         trader.db.conn.commit()
 
     def close(self) -> None:
+        if self._model_loader is not None:
+            self._model_loader.shutdown(wait=True, cancel_futures=True)
+            self._model_loader = None
         if self._ml_pool is not None:
             self._ml_pool.shutdown(wait=False, cancel_futures=True)
             self._ml_pool = None

@@ -3,11 +3,14 @@ regimes, the strategy and the shadow log; a tampered artifact leaves rules only.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.config import load_settings
 from engine.feeds import generate_history
 from engine.models import registry
+from engine.models.service import ModelService
 from engine.models.train import TrainParams, train_on_history
 from engine.runner import Engine
 from state.db import open_writer
@@ -38,6 +41,8 @@ def test_the_champion_drives_regimes_and_is_recorded(db_file, tmp_path, clock, o
     eng = _engine_with_champion(db_file, tmp_path, clock)
     eng.open()
     open_engines.append(eng)
+    assert eng.trader is not None and eng.trader.model is not None
+    eng.trader.model.wait_loaded(timeout=60)
     for _ in range(100):
         clock.advance(1000)
         eng.step()
@@ -61,6 +66,8 @@ def test_a_tampered_champion_is_refused_and_the_engine_trades_on_rules(
         path.write_text(path.read_text().replace('"', "'", 1))
     eng.open()
     open_engines.append(eng)
+    assert eng.trader is not None and eng.trader.model is not None
+    eng.trader.model.wait_loaded(timeout=60)
     for _ in range(30):
         clock.advance(1000)
         eng.step()
@@ -71,3 +78,43 @@ def test_a_tampered_champion_is_refused_and_the_engine_trades_on_rules(
         "SELECT count(*) FROM alerts WHERE severity IN ('HIGH', 'CRITICAL') AND source = 'ml'"
     ).fetchone()[0]
     assert high >= 1
+
+
+def _entries(eng: Engine) -> int:
+    assert eng.db is not None
+    return eng.db.conn.execute("SELECT count(*) FROM orders WHERE purpose = 'ENTRY'").fetchone()[0]
+
+
+def test_the_engine_cycles_but_opens_nothing_while_its_champion_loads(
+    db_file, tmp_path, clock, open_engines
+):
+    eng = _engine_with_champion(db_file, tmp_path, clock)
+    eng.open()
+    open_engines.append(eng)
+    assert eng.trader is not None and eng.trader.model is not None and eng.db is not None
+    release = threading.Event()
+    blocked = ThreadPoolExecutor(1)
+    blocked.submit(release.wait, 60)  # the loader is busy: the champion cannot load yet
+    eng.trader.model = ModelService(
+        eng.db,
+        eng.settings.ml,
+        tmp_path / "models",
+        lambda *a: None,
+        clock=clock,
+        loader=blocked,
+    )
+    cycles_before = eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
+    for _ in range(150):
+        clock.advance(1000)
+        eng.step()
+    assert eng.trader.model.loading
+    assert eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0] >= cycles_before + 150
+    assert _entries(eng) == 0
+    release.set()
+    eng.trader.model.wait_loaded(timeout=60)
+    for _ in range(150):
+        clock.advance(1000)
+        eng.step()
+    blocked.shutdown()
+    assert not eng.trader.model.loading
+    assert _entries(eng) > 0, "the same market opens positions once the champion is in"

@@ -27,11 +27,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import lightgbm as lgb
+from typing import TYPE_CHECKING, Any
 
 from state.db import PROJECT_ROOT
+
+if TYPE_CHECKING:  # imported where a model is loaded: a CLI verb or a fresh engine never pays it
+    import lightgbm as lgb
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def load_artifact(path: str | os.PathLike[str], expected_sha256: str) -> LoadedM
             f"{sidecar_path}: SHA-256 {actual[:12]}… differs from the registry's"
             f" {expected_sha256[:12]}…"
         )
+    import lightgbm as lgb
+
     sidecar: dict[str, Any] = json.loads(body)
     boosters: dict[str, lgb.Booster] = {}
     for head, entry in sidecar["heads"].items():

@@ -27,7 +27,7 @@ import math
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,6 +140,20 @@ class _Runner:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    champions: tuple[ModelRecord, ...]  # the champion, then its fallbacks in order
+    challenger: ModelRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    wanted: _Wanted
+    champion: _Runner | None
+    challenger: _Runner | None
+    refused: tuple[tuple[ModelRecord, str], ...]
+
+
 class _ShadowWorker:
     """The challenger's predictions on a thread of their own: a shadow never trades, so
     the cycle does not wait for it. LightGBM releases the GIL while it predicts, so on
@@ -191,6 +205,7 @@ class ModelService:
         *,
         bar_ms: int = 60_000,
         clock: Callable[[], int] = now_ms,
+        loader: Executor | None = None,
     ) -> None:
         self._db = db
         self.settings = settings
@@ -204,6 +219,10 @@ class ModelService:
         self._features: deque[FloatArray] = deque(maxlen=settings.drift_window)
         self._probas: deque[float] = deque(maxlen=settings.drift_window)
         self._shadow = _ShadowWorker()
+        # The engine loads on its own thread so its first cycle does not wait for LightGBM;
+        # without a loader (tools, tests) loading happens inside `sync`.
+        self._loader = loader
+        self._pending: Future[_Loaded] | None = None
         apply_migrations(db)
         self.sync()
 
@@ -218,31 +237,72 @@ class ModelService:
     def challenger_version(self) -> str | None:
         return self._challenger.version if self._challenger else None
 
-    def sync(self) -> bool:
-        """Reload when the registry's champion or challenger changed; True if it did.
+    @property
+    def loading(self) -> bool:
+        """True while the first champion is still being loaded in the background: the
+        cycle manages exits but opens nothing until the model it trades on is there."""
+        return self._pending is not None and self._champion is None
 
-        One small query, so the cycle may call it every time.
+    def sync(self) -> bool:
+        """Pick up a promotion, rollback, retirement or new challenger; True if the
+        models in use changed.
+
+        One small query, so the cycle may call it every time. Loading (file reads,
+        hash checks, LightGBM parsing) runs on the loader thread when the service was
+        built with `background=True`; the models in use change at the first `sync`
+        after it finishes. Alerts and registry reads stay on the caller's thread.
         """
         conn = self._db.conn
+        if self._pending is not None:
+            if not self._pending.done():
+                return False
+            loaded, self._pending = self._pending.result(), None
+            return self._install(loaded)
         champ, chall = registry.champion(conn), registry.challenger(conn)
         key = (_identity(champ), _identity(chall))
         if key == self._seen:
             return False
         self._seen = key
-        previous = self.champion_version
-        self._champion = self._load_champion(conn, champ) if self.settings.enabled else None
         enabled = self.settings.enabled
-        self._challenger = self._load(chall, "challenger") if chall and enabled else None
-        if self.champion_version != previous:
-            self._probas.clear()
-        log.info(
-            "models in use: champion %s, challenger %s",
-            self.champion_version or "none (rules only)",
-            self.challenger_version or "none",
+        wanted = _Wanted(
+            self._champion_candidates(conn, champ) if enabled else (),
+            chall if chall and enabled else None,
         )
-        return True
+        if self._loader is None:
+            return self._install(self._load_wanted(wanted))
+        self._pending = self._loader.submit(self._load_wanted, wanted)
+        return False
 
-    def _load(self, record: ModelRecord, role: str) -> _Runner | None:
+    def wait_loaded(self, timeout: float) -> None:
+        """Block until a background load has finished and is in use (tests, tools)."""
+        if self._pending is not None:
+            self._pending.result(timeout)
+            self.sync()
+
+    def _champion_candidates(
+        self, conn: sqlite3.Connection, record: ModelRecord | None
+    ) -> tuple[ModelRecord, ...]:
+        """The champion, then the champions before it: the fallback order."""
+        if record is None:
+            return ()
+        earlier = (registry.get(conn, v) for v in registry.champion_lineage(conn, record.version))
+        return (record, *(r for r in earlier if r is not None))
+
+    def _load_wanted(self, wanted: _Wanted) -> _Loaded:
+        """Thread-safe: reads files only. The first candidate that verifies wins."""
+        refused: list[tuple[ModelRecord, str]] = []
+        champion = None
+        for record in wanted.champions:
+            champion, error = self._try_load(record)
+            if champion is not None:
+                break
+            refused.append((record, error))
+        challenger, error = self._try_load(wanted.challenger) if wanted.challenger else (None, "")
+        if wanted.challenger and challenger is None:
+            refused.append((wanted.challenger, error))
+        return _Loaded(wanted, champion, challenger, tuple(refused))
+
+    def _try_load(self, record: ModelRecord) -> tuple[_Runner | None, str]:
         try:
             model = load_artifact(self._resolve(record.path), record.sha256)
             if model.features != FEATURES:
@@ -250,47 +310,57 @@ class ModelService:
                     f"trained on other features ({len(model.features)}); this engine"
                     f" computes {N_FEATURES}"
                 )
-            return _Runner(model)
+            return _Runner(model), ""
         except (ArtifactError, KeyError, ValueError) as exc:
+            return None, str(exc)
+
+    def _install(self, loaded: _Loaded) -> bool:
+        previous = (self.champion_version, self.challenger_version)
+        self._champion, self._challenger = loaded.champion, loaded.challenger
+        self._raise_refusals(loaded)
+        if self.champion_version != previous[0]:
+            self._probas.clear()
+        log.info(
+            "models in use: champion %s, challenger %s",
+            self.champion_version or "none (rules only)",
+            self.challenger_version or "none",
+        )
+        return (self.champion_version, self.challenger_version) != previous
+
+    def _raise_refusals(self, loaded: _Loaded) -> None:
+        champions = loaded.wanted.champions
+        for record, error in loaded.refused:
+            role = "challenger" if record is loaded.wanted.challenger else "champion"
+            if role == "champion" and record is not champions[0]:
+                role = "previous champion"
             self._alert(
                 Severity.HIGH,
                 SOURCE,
                 f"Model {record.version} refused",
-                f"the {role}'s artifact failed verification and is not used: {exc}",
+                f"the {role}'s artifact failed verification and is not used: {error}",
                 f"ml.refused.{record.version}",
             )
-            return None
-
-    def _load_champion(
-        self, conn: sqlite3.Connection, record: ModelRecord | None
-    ) -> _Runner | None:
-        if record is None:
-            return None
-        runner = self._load(record, "champion")
-        if runner is not None:
-            return runner
-        for version in registry.champion_lineage(conn, record.version):
-            earlier = registry.get(conn, version)
-            runner = self._load(earlier, "previous champion") if earlier else None
-            if runner is not None:
-                self._alert(
-                    Severity.HIGH,
-                    SOURCE,
-                    "Trading on the previous champion",
-                    f"champion {record.version} was refused; predictions come from {version}"
-                    " until the operator promotes or rolls back",
-                    "ml.fallback",
-                )
-                return runner
-        self._alert(
-            Severity.HIGH,
-            SOURCE,
-            "No usable model: rules only",
-            f"champion {record.version} was refused and no earlier champion verified;"
-            " the regime rules trade alone",
-            "ml.fallback",
-        )
-        return None
+        champion = loaded.champion
+        if not champions or (champion is not None and champion.version == champions[0].version):
+            return
+        if champion is not None:
+            self._alert(
+                Severity.HIGH,
+                SOURCE,
+                "Trading on the previous champion",
+                f"champion {champions[0].version} was refused; predictions come from"
+                f" {champion.version} until the operator promotes or rolls back",
+                "ml.fallback",
+            )
+        elif loaded.champion is None:
+            self._alert(
+                Severity.HIGH,
+                SOURCE,
+                "No usable model: rules only",
+                f"champion {champions[0].version} was refused and no earlier champion"
+                " verified; the regime rules trade alone",
+                "ml.fallback",
+            )
 
     def _resolve(self, path: str) -> Path:
         p = Path(path)

@@ -27,9 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -45,6 +44,9 @@ from engine.models.drift import psi, reference
 from engine.models.features import FEATURES, feature_frame
 from engine.regime import RegimeCall, classify
 from state.db import db_path, now_ms, reader
+
+if TYPE_CHECKING:  # lightgbm costs a second to import: only training and loading pay it
+    import lightgbm as lgb
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,8 @@ def build_dataset(history: Mapping[str, pd.DataFrame], horizon_bars: int) -> Dat
 
 
 def fit(x: FloatArray, y: IntArray, num_class: int, params: TrainParams) -> lgb.Booster:
+    import lightgbm as lgb
+
     data = lgb.Dataset(x, label=y, feature_name=list(FEATURES), free_raw_data=True)
     return lgb.train(params.lightgbm(num_class), data, num_boost_round=params.rounds)
 
@@ -408,6 +412,8 @@ def drift_reference(x: FloatArray, p_up: FloatArray, window: int) -> dict[str, A
 
 
 def lib_versions() -> dict[str, str]:
+    import lightgbm as lgb
+
     return {
         "python": platform.python_version(),
         "lightgbm": lgb.__version__,

@@ -1,0 +1,103 @@
+"""Engine start time: from `python -m engine run` spawned to its first `cycles` row,
+on a fresh database and on one whose registry holds a champion model (what a
+restart of a marathon sees). Prints median and max over --runs; no pass/fail.
+
+    .venv/bin/python bench/start.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _first_cycle(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT 1 FROM cycles LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return False
+
+
+def one_start(db: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "--db", str(db), "--for", "30"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = started + 60
+        while not _first_cycle(db):
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"the engine exited or stalled (code {process.poll()})")
+            time.sleep(0.005)
+        return time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _with_champion(db: Path, artifacts: Path) -> None:
+    from engine.config import load_settings
+    from engine.feeds import generate_history
+    from engine.models import registry
+    from engine.models.train import TrainParams, train_on_history
+    from state.db import open_writer
+
+    trained = train_on_history(
+        generate_history(["A", "B"], 1_500, seed=2),
+        load_settings(ml={"artifacts_dir": str(artifacts)}).ml,
+        artifacts_dir=artifacts,
+        now=1,
+        params=TrainParams(n_folds=2),
+    )
+    writer = open_writer(db)
+    registry.adopt(writer, trained, now=1)
+    writer.conn.commit()
+    writer.conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="cockpit-start-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COCKPIT_")}
+    env.update(COCKPIT_CONFIG=str(folder / "none.toml"), COCKPIT_ML__BOOTSTRAP="false")
+    print(f"bench/start.py: process spawn to first cycles row, {args.runs} runs each")
+    fresh = [one_start(folder / f"fresh-{i}.db", env) for i in range(args.runs)]
+    print(
+        f"  fresh database:       median {statistics.median(fresh):.2f} s  max {max(fresh):.2f} s"
+    )
+    artifacts = folder / "models"
+    env["COCKPIT_ML__ARTIFACTS_DIR"] = str(artifacts)
+    template = folder / "template.db"
+    _with_champion(template, artifacts)
+    warm = []
+    for i in range(args.runs):
+        db = folder / f"champion-{i}.db"
+        db.write_bytes(template.read_bytes())
+        warm.append(one_start(db, env))
+    print(f"  with a champion:      median {statistics.median(warm):.2f} s  max {max(warm):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
