@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine import operator_cli
 from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
 from state.commands import (
@@ -73,6 +74,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.feeds import FeedError
     from engine.lease import LeaseHeld
     from engine.runner import Engine
 
@@ -80,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(settings, args.db)
     try:
         engine.open()
-    except LeaseHeld as exc:
+    except (LeaseHeld, FeedError) as exc:
         print(f"engine not started: {exc}", file=sys.stderr)
         return FAILED
     engine.run(for_seconds=args.for_seconds)
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cycle-seconds", type=float, help="seconds between cycles")
         p.add_argument("--seed", type=int, help="seed of the simulated market")
         p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
-        p.add_argument("--feed", choices=["sim", "csv"], help="market data source")
+        p.add_argument("--feed", choices=["sim", "csv", "ccxt"], help="market data source")
         p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
 
     p = verb("run", "run the engine in the foreground until Ctrl-C", cmd_run)
@@ -302,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_secrets(sub)
     register_audit(sub)
+    operator_cli.register_cli(sub)
     return parser
 
 

@@ -46,7 +46,7 @@ class EngineSettings(_Section):
     symbols: int | tuple[str, ...] = Field(
         5, description="how many simulated symbols, or their names"
     )
-    feed: Literal["sim", "csv"] = "sim"
+    feed: Literal["sim", "csv", "ccxt"] = "sim"
     data_dir: Path | None = None
     broker: Literal["paper", "ib"] = "paper"
     starting_cash: float = Field(100_000.0, gt=0)
@@ -183,6 +183,23 @@ class IbSettings(_Section):
     timeout_seconds: float = Field(5.0, gt=0, le=120)
 
 
+class CcxtSettings(_Section):
+    """Public candles from a crypto exchange through ccxt (`engine.feed = "ccxt"`)."""
+
+    exchange: str = Field("binance", description="a ccxt exchange id, e.g. binance, kraken")
+    timeframe: str = Field("1m", description="candle length, e.g. 1m, 5m, 1h")
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("exchange")
+    @classmethod
+    def _exchange(cls, value: str) -> str:
+        import ccxt
+
+        if value not in ccxt.exchanges:
+            raise ValueError("not an exchange ccxt knows; e.g. binance, kraken, coinbase")
+        return value
+
+
 class CockpitSettings(_Section):
     autostart: bool = True
     timezone: str = "UTC"
@@ -236,6 +253,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     ml: MlSettings = MlSettings()
     ib: IbSettings = IbSettings()
+    ccxt: CcxtSettings = CcxtSettings()
     cockpit: CockpitSettings = CockpitSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -263,6 +281,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "risk": RiskSettings,
     "ml": MlSettings,
     "ib": IbSettings,
+    "ccxt": CcxtSettings,
     "cockpit": CockpitSettings,
     "alerts": AlertSettings,
     "metrics": MetricsSettings,
@@ -312,6 +331,12 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
     if settings.engine.feed == "csv" and settings.engine.data_dir is None:
         raise ConfigError("engine.data_dir = None: the csv feed needs a folder of SYMBOL.csv files")
+    if settings.engine.feed in ("ccxt", "ib") and isinstance(settings.engine.symbols, int):
+        example = "BTC/USDT" if settings.engine.feed == "ccxt" else "AAPL"
+        raise ConfigError(
+            f"engine.symbols = {settings.engine.symbols}: the {settings.engine.feed} feed needs"
+            f' market names, e.g. symbols = ["{example}"]'
+        )
     if os.environ.get("COCKPIT_PASSWORD_HASH") and settings.cockpit.password_hash is None:
         settings = settings.model_copy(
             update={

@@ -60,6 +60,7 @@ class FakeIB:
         self.connect_attempts = 0
         self.modifications = 0
         self.cash = 25_000.0
+        self.accounts = ["DU123"]
         self.loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._gateway: list[Trade] = []
@@ -141,7 +142,13 @@ class FakeIB:
         return [Position(account, c, q, 0.0) for c, q in self._positions.values()]
 
     def accountValues(self, account: str = "") -> list[AccountValue]:
-        return [AccountValue(account, "TotalCashValue", str(self.cash), "USD", "")]
+        return [
+            AccountValue(account, "Currency", "USD", "USD", ""),
+            AccountValue(account, "TotalCashValue", str(self.cash), "USD", ""),
+        ]
+
+    def managedAccounts(self) -> list[str]:
+        return list(self.accounts) if self._connected else []
 
     async def reqAllOpenOrdersAsync(self) -> list[Trade]:
         await self._answer()
