@@ -1,5 +1,10 @@
 """Cockpit entry point: password gate, autostart, navigation and the shared sidebar.
 
+`st.navigation` runs on every run, so Streamlit never discovers `pages/` by itself.
+A session that may not see the cockpit gets a navigation whose every entry is the
+gate (state.auth.decide_access), so any URL lands on it; a page added to PAGES is
+gated by construction, and each page also calls ui.require_access() first.
+
 The sidebar's facts refresh in a fragment; its controls live outside that fragment
 so an open dialog is not torn down by the next refresh. Every control writes one
 `commands` row (state.commands) and nothing else.
@@ -8,7 +13,6 @@ so an open dialog is not torn down by the next refresh. Every control writes one
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -20,56 +24,17 @@ from state import auth, engine_control, views  # noqa: E402
 
 log = logging.getLogger("cockpit.app")
 ROOT = Path(__file__).resolve().parent
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 # --------------------------------------------------------------------------- access
 
 
-def _gate() -> None:
-    """Stop the run unless the operator may see the cockpit."""
-    password_hash = auth.password_hash_from_config()
-    if password_hash is None:
-        address = str(st.get_option("server.address") or "")
-        # None for loopback connections (AppTest puts a stand-in there, not a str).
-        remote = st.context.ip_address
-        if address not in LOOPBACK or isinstance(remote, str):
-            st.error(
-                "No cockpit password is set, so the cockpit only serves on 127.0.0.1."
-                " Set one with `python -m engine set-password`, or bind to 127.0.0.1."
-            )
-            st.stop()
-        st.warning(
-            "No password set: the cockpit is open to anyone on this machine."
-            " Set one with `python -m engine set-password`.",
-            icon=":material/lock_open:",
-        )
-        return
-    if st.session_state.get("authenticated"):
-        return
-    _login_form(password_hash)
-    st.stop()
-
-
-def _login_form(password_hash: str) -> None:
-    st.title("Cockpit")
-    with st.form("login"):
-        password = st.text_input("Password", type="password")
-        submitted = st.form_submit_button("Log in")
-    if not submitted:
-        return
-    wait = auth.throttle.wait_seconds(time.monotonic())
-    if wait > 0:
-        st.error(f"Too many failed attempts: try again in {wait:.0f} s.")
-        return
-    if auth.verify_password(password_hash, password):
-        auth.throttle.record_success()
-        st.session_state["authenticated"] = True
-        log.info("operator logged in")
-        st.rerun()
-    delay = auth.throttle.record_failure(time.monotonic())
-    log.warning("failed login; next attempt allowed in %.0f s", delay)
-    st.error(f"Wrong password. Next attempt allowed in {delay:.0f} s.")
+def _no_password_banner() -> None:
+    st.warning(
+        "No password set: the cockpit is open to anyone on this machine."
+        " Set one with `python -m engine set-password`.",
+        icon=":material/lock_open:",
+    )
 
 
 # --------------------------------------------------------------------------- autostart
@@ -248,27 +213,52 @@ def _sidebar() -> None:
 
 # --------------------------------------------------------------------------- pages
 
-
-def _pages() -> list[st.Page]:
-    spec = [
-        ("overview.py", "Overview", ":material/dashboard:"),
-        ("regime.py", "Regime", ":material/insights:"),
-        ("orders.py", "Orders", ":material/receipt_long:"),
-        ("models.py", "Models", ":material/model_training:"),
-        ("alerts.py", "Alerts", ":material/notifications:"),
-        ("risk.py", "Risk", ":material/shield:"),
-        ("marathon.py", "Marathon", ":material/timer:"),
-        ("audit.py", "Audit", ":material/fact_check:"),
-    ]
-    return [
-        st.Page(f"pages/{name}", title=title, icon=icon, default=name == "overview.py")
-        for name, title, icon in spec
-        if (ROOT / "pages" / name).exists()
-    ]
+# Every page of the cockpit, in one place: (file in pages/, title, icon).
+PAGES = (
+    ("overview.py", "Overview", ":material/dashboard:"),
+    ("regime.py", "Regime", ":material/insights:"),
+    ("orders.py", "Orders", ":material/receipt_long:"),
+    ("models.py", "Models", ":material/model_training:"),
+    ("alerts.py", "Alerts", ":material/notifications:"),
+    ("risk.py", "Risk", ":material/shield:"),
+    ("marathon.py", "Marathon", ":material/timer:"),
+    ("audit.py", "Audit", ":material/fact_check:"),
+)
+DEFAULT_PAGE = "overview.py"
 
 
-_gate()
-_autostart()
-page = st.navigation(_pages())
-_sidebar()
+def _navigation(allowed: bool) -> st.Page:
+    """The page this run draws. Before access every entry draws the gate.
+
+    The gate entries keep the pages' URLs, so a bookmarked page shows the gate and,
+    after login, the page itself instead of a "page not found".
+    """
+    present = [spec for spec in PAGES if (ROOT / "pages" / spec[0]).exists()]
+    if not allowed:
+        gate = [
+            st.Page(
+                ui.gate_page,
+                title="Cockpit",
+                url_path=Path(name).stem,
+                default=name == DEFAULT_PAGE,
+            )
+            for name, _, _ in present
+        ]
+        return st.navigation(gate, position="hidden")
+    return st.navigation(
+        [
+            st.Page(f"pages/{name}", title=title, icon=icon, default=name == DEFAULT_PAGE)
+            for name, title, icon in present
+        ]
+    )
+
+
+access = ui.access()
+if access.allowed:
+    _autostart()
+page = _navigation(access.allowed)
+if access.allowed:
+    if access is auth.Access.OPEN:
+        _no_password_banner()
+    _sidebar()
 page.run()

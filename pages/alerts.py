@@ -9,6 +9,8 @@ import streamlit as st
 from pages import ui
 from state import views
 
+ui.require_access()
+
 ui.page_header("Alerts")
 
 w1, w2 = st.columns([3, 1])

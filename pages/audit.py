@@ -8,6 +8,8 @@ import streamlit as st
 from pages import ui
 from state.audit_views import audit_state
 
+ui.require_access()
+
 ui.page_header("Audit", "Every operator action and state change, in a keyed hash chain.")
 state = audit_state(ui.db())
 report = state.report

@@ -13,6 +13,8 @@ import streamlit as st
 from pages import ui
 from state import views
 
+ui.require_access()
+
 ui.page_header("Marathon", "A paper-trading marathon and its go-live readiness.")
 cfg = ui.settings()
 thresholds = views.ReadinessThresholds(max_drawdown=cfg.risk.max_drawdown)

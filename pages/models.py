@@ -10,6 +10,8 @@ import streamlit as st
 from pages import ui
 from state import ml_views
 
+ui.require_access()
+
 ui.page_header("Models", "LightGBM direction and regime models; the champion trades.")
 ml = ui.settings().ml
 view = ml_views.models_view(ui.db())

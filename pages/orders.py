@@ -10,6 +10,8 @@ from engine.domain import OrderStatus, Side
 from pages import ui
 from state import views
 
+ui.require_access()
+
 ui.page_header("Orders")
 
 since = ui.window_picker("ord_window", default="1 week")

@@ -9,6 +9,8 @@ from plotly.subplots import make_subplots
 from pages import ui
 from state import views
 
+ui.require_access()
+
 ui.page_header("Overview")
 since = ui.window_picker("overview_window")
 limit = ui.settings().risk.max_open_positions

@@ -10,6 +10,8 @@ import streamlit as st
 from pages import ui
 from state import views
 
+ui.require_access()
+
 ui.page_header("Regime")
 symbols = views.regime_symbols(ui.db())
 if not symbols:

@@ -12,6 +12,8 @@ from plotly.subplots import make_subplots
 from pages import ui
 from state import risk_views, views
 
+ui.require_access()
+
 ui.page_header(
     "Risk", "Limits from the configuration's [risk] section; the gate and monitor enforce them."
 )

@@ -1,7 +1,8 @@
-"""Shared drawing helpers for every cockpit page: theme, plotly template, time zone,
-money formatting, empty states and the guarded command button.
+"""Shared drawing helpers for every cockpit page: the access guard, theme, plotly
+template, time zone, money formatting, empty states and the guarded command button.
 
-Pages import this module; it never talks SQL (read models live in state/views.py).
+Pages import this module and call `require_access()` before drawing anything; it
+never talks SQL (read models live in state/views.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from engine.config import ConfigError, Settings, load_settings
+from state import auth
 from state.commands import cockpit_actor, enqueue_command
 from state.db import db_path, now_ms
 
@@ -82,6 +85,76 @@ pio.templates["cockpit"] = go.layout.Template(
     )
 )
 pio.templates.default = "plotly_dark+cockpit"
+
+
+# --------------------------------------------------------------------------- access
+
+_AUTH_KEY = "authenticated_hash"
+
+
+def access() -> auth.Access:
+    """What this session may see now (see state.auth.decide_access)."""
+    password_hash = auth.password_hash_from_config()
+    remote = st.context.ip_address
+    return auth.decide_access(
+        password_set=password_hash is not None,
+        # The session remembers the hash it logged in with: a new password logs every
+        # session out.
+        authenticated=password_hash is not None
+        and st.session_state.get(_AUTH_KEY) == password_hash,
+        server_address=str(st.get_option("server.address") or ""),
+        # None for loopback clients; AppTest puts a stand-in there, not a str.
+        remote_ip=remote if isinstance(remote, str) else None,
+    )
+
+
+def require_access() -> None:
+    """The first call of every page: draw only the gate unless the session may see it.
+
+    app.py already routes a session that may not see the cockpit to the gate alone;
+    this guard covers a page run without app.py. Streamlit does that on the first run
+    of a fresh process, when it still discovers the `pages/` folder by itself: the
+    guard ends that mode and reruns through app.py.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    if not access().allowed:
+        gate_page()
+        st.stop()
+
+
+def gate_page() -> None:
+    """The only page a session that may not see the cockpit gets, whatever its URL."""
+    password_hash = auth.password_hash_from_config()
+    if password_hash is None:
+        st.error(
+            "No cockpit password is set, so the cockpit only serves on 127.0.0.1."
+            " Set one with `python -m engine set-password`, or bind to 127.0.0.1."
+        )
+        return
+    _login_form(password_hash)
+
+
+def _login_form(password_hash: str) -> None:
+    st.title("Cockpit")
+    with st.form("login"):
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Log in")
+    if not submitted:
+        return
+    wait = auth.throttle.wait_seconds(time.monotonic())
+    if wait > 0:
+        st.error(f"Too many failed attempts: try again in {wait:.0f} s.")
+        return
+    if auth.verify_password(password_hash, password):
+        auth.throttle.record_success()
+        st.session_state[_AUTH_KEY] = password_hash
+        log.info("operator logged in")
+        st.rerun()
+    delay = auth.throttle.record_failure(time.monotonic())
+    log.warning("failed login; next attempt allowed in %.0f s", delay)
+    st.error(f"Wrong password. Next attempt allowed in {delay:.0f} s.")
 
 
 # --------------------------------------------------------------------------- settings
@@ -323,3 +396,9 @@ def time_axis(fig: go.Figure, since: int | None) -> None:
         ends = local_times(pd.Series([since, now()]))
         fig.update_xaxes(range=[ends.iloc[0], ends.iloc[1]])
     fig.update_xaxes(title_text=tz_name())
+
+
+if __name__ == "__main__":
+    # Streamlit's own discovery of `pages/` (a fresh process's first run) lists this
+    # helper as a page too; run that way, it is only the gate.
+    require_access()

@@ -4,6 +4,10 @@ The hash lives in `.streamlit/secrets.toml` (git-ignored) under `password_hash`,
 or in COCKPIT_PASSWORD_HASH, which wins so a deployment can override the file.
 `python -m engine set-password` writes it through `set_password_cli`.
 
+Who may see the cockpit is decided once, by `decide_access`: with a password, a
+session that logged in; without one, only a browser on this machine talking to a
+cockpit bound to loopback.
+
 Failed logins slow the next attempt down: the throttle is per process, not per
 browser session, because a new session costs an attacker nothing.
 """
@@ -18,6 +22,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 
 import tomli_w
@@ -32,7 +37,38 @@ SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 ENV_VAR = "COCKPIT_PASSWORD_HASH"
 MIN_LENGTH = 8
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
 _hasher = PasswordHasher()
+
+
+class Access(Enum):
+    """What one browser session may see."""
+
+    OPEN = "open"  # no password: a browser on this machine, a cockpit bound to loopback
+    AUTHENTICATED = "authenticated"  # the session logged in with the password
+    LOGIN = "login"  # a password is set and the session has not logged in
+    REFUSED = "refused"  # no password, and the cockpit can be reached from elsewhere
+
+    @property
+    def allowed(self) -> bool:
+        return self in {Access.OPEN, Access.AUTHENTICATED}
+
+
+def decide_access(
+    *, password_set: bool, authenticated: bool, server_address: str, remote_ip: str | None
+) -> Access:
+    """The one rule for every page. `remote_ip` is None for a loopback client.
+
+    Without a password the bind address decides, not only the client: a cockpit
+    bound beyond loopback is refused to a local browser too, so the operator sees
+    the problem before someone else does.
+    """
+    if password_set:
+        return Access.AUTHENTICATED if authenticated else Access.LOGIN
+    if server_address in LOOPBACK and remote_ip is None:
+        return Access.OPEN
+    return Access.REFUSED
 
 
 def hash_password(password: str) -> str:

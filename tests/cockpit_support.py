@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlit.testing.v1 import AppTest
+from streamlit.util import calc_hash
 
 from state.db import now_ms
 
@@ -59,6 +60,18 @@ def app(db: Path, page: str | None = None, *, timeout: float = 20) -> AppTest:
     if page is not None:
         at.switch_page(page).run()
     return at
+
+
+def open_url(db: Path, url_path: str, *, timeout: float = 20) -> AppTest:
+    """app.py run once against `db` as a browser opening `/<url_path>` first.
+
+    AppTest.switch_page only reaches pages the current navigation lists; a browser
+    can ask for any URL, and Streamlit resolves it from the hash of its path.
+    """
+    os.environ["COCKPIT_DB"] = str(db)
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at._page_hash = calc_hash(url_path)
+    return at.run()
 
 
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

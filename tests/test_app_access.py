@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import streamlit
+from streamlit.testing.v1 import AppTest
 
 from state import auth
-from tests.cockpit_support import app
+from tests.cockpit_support import ROOT, app, open_url, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
 PASSWORD = "a long operator password"
@@ -65,3 +66,93 @@ def test_without_a_password_it_refuses_to_serve_beyond_loopback(
     at = app(empty_db)
     assert "only serves on 127.0.0.1" in at.error[0].value
     assert len(at.sidebar.button) == 0
+
+
+GATED_PAGES = sorted(
+    f"pages/{p.name}"
+    for p in (ROOT / "pages").glob("*.py")
+    if p.name not in {"__init__.py", "ui.py"}
+)
+URLS = [Path(p).stem for p in GATED_PAGES] + ["ui", "app", "no-such-page"]
+
+
+def _shows_nothing_but_the_login_form(at: AppTest) -> bool:
+    return (
+        [t.label for t in at.text_input] == ["Password"]
+        and len(at.sidebar.button) == 0
+        and len(at.dataframe) == 0
+        and len(at.metric) == 0
+        and [t.value for t in at.title] == ["Cockpit"]
+    )
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_with_a_password_every_url_shows_only_the_login_form(
+    filled_db: Path, password_hash: str, monkeypatch, url: str
+) -> None:
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    at = open_url(filled_db, url)
+    assert _shows_nothing_but_the_login_form(at)
+
+
+@pytest.mark.parametrize("page", [*GATED_PAGES, "pages/ui.py"])
+def test_a_page_run_without_app_py_draws_only_the_gate(
+    filled_db: Path, password_hash: str, monkeypatch, page: str
+) -> None:
+    # What Streamlit does on a fresh process's first run: the page file alone.
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    monkeypatch.setenv("COCKPIT_DB", str(filled_db))
+    at = AppTest.from_file(str(ROOT / page), default_timeout=20).run()
+    assert _shows_nothing_but_the_login_form(at)
+
+
+def test_acknowledge_all_cannot_run_before_login(
+    filled_db: Path, password_hash: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    before = query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL")
+    at = open_url(filled_db, "alerts")
+    assert not [b for b in at.button if b.key == "ack_all"]
+    assert query(filled_db, "SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL") == before
+
+
+def test_logging_in_on_a_page_url_opens_that_page(
+    filled_db: Path, password_hash: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    at = open_url(filled_db, "orders")
+    at.text_input[0].input(PASSWORD)
+    at.button[0].click().run()
+    assert [t.value for t in at.title] == ["Orders"]
+
+
+def test_a_new_password_logs_a_session_out(empty_db: Path, password_hash: str, monkeypatch) -> None:
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    at = app(empty_db)
+    at.text_input[0].input(PASSWORD)
+    at.button[0].click().run()
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", auth.hash_password("another long password"))
+    at.run()
+    assert at.text_input[0].label == "Password"
+    assert len(at.sidebar.button) == 0
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_without_a_password_beyond_loopback_every_url_is_refused(
+    filled_db: Path, monkeypatch, url: str
+) -> None:
+    real = streamlit.get_option
+    monkeypatch.setattr(
+        streamlit, "get_option", lambda k: "0.0.0.0" if k == "server.address" else real(k)
+    )
+    at = open_url(filled_db, url)
+    assert "only serves on 127.0.0.1" in at.error[0].value
+    assert len(at.sidebar.button) == 0 and len(at.dataframe) == 0 and len(at.metric) == 0
+
+
+def test_no_engine_is_started_before_login(empty_db: Path, password_hash: str, monkeypatch) -> None:
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    monkeypatch.delenv("COCKPIT_NO_AUTOSTART")
+    at = open_url(empty_db, "overview")
+    assert "autostart" not in at.session_state
+    assert not empty_db.exists()

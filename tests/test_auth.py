@@ -78,3 +78,27 @@ def test_the_throttle_caps_the_delay_and_a_success_clears_it() -> None:
     assert last == 10.0
     t.record_success()
     assert t.wait_seconds(0.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("password_set", "authenticated", "address", "remote", "expected"),
+    [
+        (True, False, "127.0.0.1", None, auth.Access.LOGIN),
+        (True, True, "0.0.0.0", "192.0.2.7", auth.Access.AUTHENTICATED),
+        (False, False, "127.0.0.1", None, auth.Access.OPEN),
+        (False, False, "0.0.0.0", None, auth.Access.REFUSED),
+        (False, False, "", None, auth.Access.REFUSED),
+        (False, False, "127.0.0.1", "192.0.2.7", auth.Access.REFUSED),
+    ],
+)
+def test_access_is_decided_by_password_session_and_bind_address(
+    password_set: bool, authenticated: bool, address: str, remote: str | None, expected
+) -> None:
+    got = auth.decide_access(
+        password_set=password_set,
+        authenticated=authenticated,
+        server_address=address,
+        remote_ip=remote,
+    )
+    assert got is expected
+    assert got.allowed == (expected in {auth.Access.OPEN, auth.Access.AUTHENTICATED})
