@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_secrets(sub)
     register_audit(sub)
     operator_cli.register_cli(sub)
+    from engine.alerts_cli import register_cli as register_alerts
+
+    register_alerts(sub)
     return parser
 
 

@@ -228,6 +228,13 @@ class AlertSettings(_Section):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    telegram_token: SecretStr | None = Field(None, description="a bot token from @BotFather")
+    telegram_chat_id: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    group_seconds: float = Field(
+        5.0, ge=0, le=3600, description="alerts within this long of a send go out as one; 0 = off"
+    )
+    digest_cron: str = Field("0 7 * * *", description="daily digest, UTC; empty = none")
 
 
 class MetricsSettings(_Section):

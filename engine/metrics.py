@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,7 +134,7 @@ class EngineMetrics:
         with self._lock:
             self._last_tick = now
 
-    def watch_notifier(self, stats: Callable[[], NotifierStats]) -> None:
+    def watch_notifier(self, stats: Callable[[], Mapping[str, NotifierStats]]) -> None:
         self.store.notifier_stats = stats
 
     def health(self) -> Health:
@@ -196,7 +196,7 @@ class StoreCollector(Collector):
             registry=None,
         )
         self._failing = False
-        self.notifier_stats: Callable[[], NotifierStats] | None = None
+        self.notifier_stats: Callable[[], Mapping[str, NotifierStats]] | None = None
 
     def start(self) -> None:
         """Counters count from here: rows already stored belong to earlier runs."""
@@ -390,19 +390,22 @@ class StoreCollector(Collector):
     def _notifier_metrics(self) -> Iterator[Metric]:
         if self.notifier_stats is None:
             return
-        stats = self.notifier_stats()
+        per_channel = self.notifier_stats()
         deliveries = CounterMetricFamily(
             "cockpit_alert_deliveries",
-            "Alert deliveries outside the cockpit, per alert and channel",
-            labels=["outcome"],
+            "Alerts delivered outside the cockpit, failed after every retry, or dropped",
+            labels=["channel", "outcome"],
         )
-        deliveries.add_metric(["delivered"], stats.delivered)
-        deliveries.add_metric(["failed"], stats.failed)
-        deliveries.add_metric(["dropped"], stats.dropped)
+        queued = GaugeMetricFamily(
+            "cockpit_alert_queue_depth", "Alerts waiting for delivery", labels=["channel"]
+        )
+        for channel, stats in sorted(per_channel.items()):
+            deliveries.add_metric([channel, "delivered"], stats.delivered)
+            deliveries.add_metric([channel, "failed"], stats.failed)
+            deliveries.add_metric([channel, "dropped"], stats.dropped)
+            queued.add_metric([channel], stats.pending)
         yield deliveries
-        yield GaugeMetricFamily(
-            "cockpit_alert_queue_depth", "Alerts waiting for delivery", value=stats.pending
-        )
+        yield queued
 
 
 class MetricsServer:

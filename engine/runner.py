@@ -40,6 +40,9 @@ from engine.brokers.base import Broker
 from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
 from engine.config import Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
+from engine.deliveries import apply_migrations as apply_delivery_migrations
+from engine.deliveries import record as record_deliveries
+from engine.digest import digest_facts, digest_message, digest_trigger
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.housekeeping import backup, prune
@@ -223,6 +226,7 @@ class Engine:
                 feed, history = build_feed(self.settings, db, now)
             broker = self._broker or build_broker(self.settings, db)
             self.notifier = Notifier.from_settings(self.settings.alerts)
+            apply_delivery_migrations(db)
             alerts = Alerts(db, self.clock, deliver=self.notifier.submit)
             model = self._build_ml(db, alerts)
             self.trader = Trader(
@@ -367,8 +371,19 @@ class Engine:
         while self._events:
             severity, source, title, message = self._events.popleft()
             trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
+        if self.notifier is not None:
+            record_deliveries(self.db, self.notifier.take_deliveries())
         self.db.conn.commit()
         self._anchored = audit.write_anchor(self.db.conn, self._anchored)
+
+    def digest_job(self) -> None:
+        """The daily digest on every channel, whatever the severity floor."""
+        if self.notifier is None or not self.notifier.enabled:
+            return
+        trader = self._trader()
+        self.notifier.submit(
+            digest_message(digest_facts(trader.db.conn, self.clock())), always=True
+        )
 
     def daily_job(self) -> None:
         """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
@@ -465,7 +480,7 @@ class Engine:
             clock=self.clock,
         )
         if self.notifier is not None:
-            metrics.watch_notifier(self.notifier.stats)
+            metrics.watch_notifier(self.notifier.channel_stats)
         try:
             metrics.store.start()
             server = MetricsServer(metrics, cfg.address, cfg.port)
@@ -509,6 +524,9 @@ class Engine:
                 misfire_grace_time=grace,
                 next_run_time=_now_dt(delay=DELAYED_START.get(job_id, 0.0)),
             )
+        digest = digest_trigger(self.settings.alerts)
+        if digest is not None and self.notifier is not None and self.notifier.enabled:
+            scheduler.add_job(self.digest_job, digest, id="digest", executor=TRADING)
         if self.retrainer is not None and self.db is not None:
             retrainer = self.retrainer
             scheduler.add_job(

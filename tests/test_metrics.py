@@ -232,7 +232,7 @@ def test_the_grafana_dashboard_asks_only_for_exported_metrics(
         failures_limit=5,
         clock=clock,
     )
-    metrics.watch_notifier(NotifierStats)
+    metrics.watch_notifier(lambda: {"telegram": NotifierStats()})
     metrics.cycle_done(eng.step()[0], eng.trader)  # type: ignore[arg-type]
     text = generate_latest(metrics.registry).decode()
     exported = {family.name for family in text_string_to_metric_families(text)}

@@ -22,7 +22,7 @@ from engine.config import AlertSettings
 from engine.domain import Severity
 from engine.notify import AlertMessage, EmailChannel, Notifier, _Scrubber, redact_url
 
-FAST = {"timeout": 1.0, "attempts": 3, "backoff": 0.01}
+FAST = {"timeout": 1.0, "attempts": 3, "backoff": 0.01, "group_seconds": 0.0}
 
 
 def alert(

@@ -1,0 +1,308 @@
+"""Telegram, grouping, per-channel retries, dead letters, the digest and the test
+message, against real receivers on 127.0.0.1 (an HTTP server for the Bot API and
+webhooks, aiosmtpd for email)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.__main__ import main
+from engine.config import AlertSettings, effective, load_settings
+from engine.deliveries import apply_migrations, record
+from engine.domain import Severity
+from engine.notify import Delivery, DeliveryStatus, Notifier
+from engine.runner import Engine
+from state.db import open_writer
+from tests.conftest import FakeClock
+from tests.test_engine import query
+from tests.test_notify import FAST, Mailbox, Receiver, alert, free_port, mailbox, receiver
+
+__all__ = ["mailbox", "receiver"]  # fixtures shared with the notifier's tests
+
+TOKEN = "123456:AAH-T0k3n-PLANTED"
+
+
+@dataclass
+class BotApi:
+    """The Telegram Bot API's sendMessage: answers each POST with the next scripted reply."""
+
+    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def bot_api() -> Iterator[BotApi]:
+    state = BotApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.requests.append((self.path, body, time.monotonic()))
+            status, answer = state.replies.pop(0) if state.replies else (200, {"ok": True})
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(2)
+
+
+def telegram(api_url: str, **kwargs: Any) -> AlertSettings:
+    return AlertSettings(
+        telegram_token=TOKEN,  # type: ignore[arg-type]
+        telegram_chat_id="4242",
+        telegram_api_url=api_url,
+        **kwargs,
+    )
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+    return value
+
+
+def test_telegram_message_goes_to_the_bot_api_for_the_chat(bot_api: BotApi) -> None:
+    notifier = Notifier(telegram(bot_api.url), **FAST)
+    notifier.submit(alert(title="Kill switch tripped"))
+    assert notifier.close(2)
+
+    ((path, body, _),) = bot_api.requests
+    assert path == f"/bot{TOKEN}/sendMessage"
+    assert body["chat_id"] == "4242"
+    assert body["text"].startswith("[CRITICAL] Kill switch tripped\ndaily loss 6.2% > 6%")
+    assert notifier.stats().delivered == 1
+
+
+def test_telegram_rate_limit_waits_as_long_as_the_api_asks(bot_api: BotApi) -> None:
+    bot_api.replies = [(429, {"ok": False, "parameters": {"retry_after": 0.3}})]
+    notifier = Notifier(telegram(bot_api.url), **FAST)
+    notifier.submit(alert())
+    assert notifier.close(3)
+
+    (_, _, first), (_, _, second) = bot_api.requests
+    assert second - first >= 0.3  # FAST's own backoff is 0.01 s
+    assert notifier.stats().delivered == 1
+
+
+def test_a_refused_token_is_not_retried_and_never_logged(
+    bot_api: BotApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bot_api.replies = [(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})]
+    notifier = Notifier(telegram(bot_api.url), **FAST)
+    notifier.submit(alert())
+    assert notifier.close(2)
+
+    assert len(bot_api.requests) == 1
+    (dead,) = notifier.take_deliveries()
+    assert (dead.status, dead.error) == (DeliveryStatus.DEAD, "HTTP 401 Unauthorized")
+    assert "not delivered" in caplog.text
+    assert TOKEN not in caplog.text and "T0k3n" not in caplog.text
+
+
+def test_an_unreachable_bot_api_never_shows_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    notifier = Notifier(telegram(f"http://127.0.0.1:{free_port()}"), **FAST)
+    notifier.submit(alert())
+    assert notifier.close(2)
+
+    (dead,) = notifier.take_deliveries()
+    assert dead.attempts == 3 and "Connection" in dead.error
+    for text in (caplog.text, dead.error, dead.target):
+        assert "T0k3n" not in text
+
+
+def test_a_burst_is_held_for_the_window_then_sent_as_one_message(receiver: Receiver) -> None:
+    notifier = Notifier(AlertSettings(webhook_url=receiver.url), **{**FAST, "group_seconds": 30.0})
+    notifier.submit(alert(1, Severity.HIGH))
+    wait_for(lambda: notifier.stats().delivered == 1)  # the first alert goes at once
+    for i in range(2, 7):
+        notifier.submit(alert(i, Severity.CRITICAL if i == 4 else Severity.HIGH))
+    time.sleep(0.3)
+    assert len(receiver.bodies) == 1
+    assert notifier.close(2)  # closing flushes what the window holds
+
+    grouped = receiver.bodies[1]
+    assert [a["id"] for a in grouped["alerts"]] == [2, 3, 4, 5, 6]
+    assert grouped["severity"] == "CRITICAL"
+    assert grouped["title"].startswith("5 alerts, worst CRITICAL")
+    assert notifier.stats().delivered == 6
+
+
+def test_a_failing_channel_does_not_hold_up_another(mailbox: Mailbox) -> None:
+    settings = AlertSettings(
+        webhook_url=f"http://127.0.0.1:{free_port()}/hook",
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_to=("operator@example.com",),
+    )
+    # The webhook retries for 0.5 + 1 + 2 + 4 s before giving up.
+    notifier = Notifier(settings, timeout=1.0, attempts=5, backoff=0.5, group_seconds=0)
+    notifier.submit(alert())
+
+    wait_for(lambda: mailbox.messages, seconds=5)
+    assert notifier.channel_stats()["webhook"].failed == 0  # still retrying
+    assert notifier.channel_stats()["email"].delivered == 1
+    notifier.close(0.1)
+
+
+def engine_with(db_file: Path, clock: FakeClock, **alerts: Any) -> Engine:
+    settings = load_settings(
+        engine={"cycle_seconds": 1.0, "symbols": 3, "seed": 11, "warmup_bars": 60},
+        alerts=alerts,
+    )
+    eng = Engine(settings, db_file, clock=clock)
+    eng.open()
+    return eng
+
+
+def test_a_dead_letter_is_recorded_without_the_secret(
+    db_file: Path, clock: FakeClock, open_engines: list[Any]
+) -> None:
+    url = f"http://ops:pw-PLANTED@127.0.0.1:{free_port()}/hooks/PLANTED-path"
+    eng = engine_with(db_file, clock, webhook_url=url, min_severity="INFO")
+    open_engines.append(eng)
+    assert eng.notifier is not None
+    wait_for(lambda: eng.notifier and eng.notifier.stats().failed == 1)  # "Engine started"
+    eng.heartbeat_job()
+
+    ((channel, target, ids, status, attempts, error),) = query(
+        db_file,
+        "SELECT channel, target, alert_ids, status, attempts, error FROM alert_deliveries",
+    )
+    assert (channel, status, attempts, json.loads(ids)) == ("webhook", "dead", 3, [1])
+    assert "PLANTED" not in f"{target} {error}"
+    assert b"PLANTED" not in db_file.read_bytes()
+
+
+def test_the_daily_digest_sums_up_the_day_on_every_channel(
+    receiver: Receiver, db_file: Path, clock: FakeClock, open_engines: list[Any]
+) -> None:
+    eng = engine_with(db_file, clock, webhook_url=receiver.url, min_severity="CRITICAL")
+    open_engines.append(eng)
+    for _ in range(30):
+        clock.advance(1000)
+        eng.step()
+    eng.digest_job()
+    assert eng.notifier is not None and eng.notifier.close(2)
+
+    (body,) = receiver.bodies  # INFO, yet sent: the digest ignores the severity floor
+    (cycles,) = query(db_file, "SELECT count(*) FROM cycles")[0]
+    assert body["title"] == "Daily digest"
+    assert "trading state: ACTIVE" in body["message"]
+    assert f"cycles: {cycles} run, 0 failed" in body["message"]
+
+
+def test_cli_test_message_reports_each_channel(
+    receiver: Receiver,
+    bot_api: BotApi,
+    db_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COCKPIT_ALERTS__WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_TOKEN", TOKEN)
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_CHAT_ID", "4242")
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_API_URL", bot_api.url)
+    bot_api.replies = [(400, {"ok": False, "description": "Bad Request: chat not found"})]
+
+    code = main(["alerts", "--db", str(db_file), "test"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert receiver.bodies[0]["title"] == "Test message from the cockpit"
+    assert "webhook http://127.0.0.1" in out and "delivered (1 attempt)" in out
+    assert "FAILED after 1 attempt: HTTP 400 Bad Request: chat not found" in err
+    assert "T0k3n" not in out + err
+
+
+def test_cli_test_message_on_one_channel_only(
+    receiver: Receiver, bot_api: BotApi, db_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COCKPIT_ALERTS__WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_TOKEN", TOKEN)
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_CHAT_ID", "4242")
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_API_URL", bot_api.url)
+
+    assert main(["alerts", "--db", str(db_file), "test", "--channel", "telegram"]) == 0
+    assert len(bot_api.requests) == 1
+    assert receiver.bodies == []
+
+
+def test_the_telegram_token_comes_from_the_secrets_store(
+    bot_api: BotApi, db_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(TOKEN + "\n"))
+    assert main(["secrets", "--db", str(db_file), "set", "alerts.telegram_token"]) == 0
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_CHAT_ID", "4242")
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_API_URL", bot_api.url)
+
+    assert main(["alerts", "--db", str(db_file), "test"]) == 0
+    assert bot_api.requests[0][0] == f"/bot{TOKEN}/sendMessage"
+    assert TOKEN.encode() not in db_file.read_bytes()
+
+
+def test_config_output_masks_the_telegram_token() -> None:
+    settings = load_settings(alerts={"telegram_token": TOKEN, "telegram_chat_id": "4242"})
+    assert "T0k3n" not in json.dumps(effective(settings))
+
+
+def test_cli_lists_dead_letters_only_when_asked(
+    db_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = open_writer(db_file)
+    apply_migrations(db)
+    outcome = {"ts": 1_767_225_600_000, "target": "telegram chat 4242", "attempts": 3}
+    record(
+        db,
+        [
+            Delivery(
+                channel="telegram",
+                alert_ids=(7, 8),
+                title="2 alerts",
+                status=DeliveryStatus.DEAD,
+                error="HTTP 502",
+                **outcome,
+            ),
+            Delivery(
+                channel="email",
+                alert_ids=(9,),
+                title="Stop hit",
+                status=DeliveryStatus.DELIVERED,
+                **outcome,
+            ),
+        ],
+    )
+    db.conn.commit()
+    db.conn.close()
+
+    assert main(["alerts", "--db", str(db_file), "deliveries", "--dead"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "dead" in line and "alerts 7,8" in line and "HTTP 502" in line
