@@ -199,6 +199,180 @@ def _hhmm(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+
+AROUND_THE_CLOCK = "24/7"
+
+
+def symbol_exchanges(
+    configured: Mapping[str, str], symbols: Iterable[str], default: str | None = None
+) -> dict[str, str]:
+    """Each traded symbol's exchange calendar: its configured one, else `default`
+    (the simulated market's sessions), else none (around the clock)."""
+    out = {s.upper(): e for s, e in configured.items()}
+    if default is not None:
+        for symbol in symbols:
+            out.setdefault(symbol.upper(), default)
+    return out
+
+
+def next_slot(ts: int, bar_ms: int, exchange: str | None) -> int:
+    """When the bar after one at `ts` starts: one interval later around the clock;
+    on an exchange calendar the next open minute (closed hours pass in no time),
+    and for daily or longer bars the next session's open."""
+    if exchange is None:
+        return ts + bar_ms
+    cal = _schedule(exchange)
+    if bar_ms >= _DAY_MS:
+        i = int(np.searchsorted(cal.opens, ts, side="right"))
+        return int(cal.opens[i]) if i < len(cal.opens) else ts + bar_ms
+    t = ts + bar_ms
+    if cal.is_open(t) or not cal.covers(t):
+        return t
+    i = cal.index(t)
+    if i >= 0 and t < cal.closes[i] and cal.break_starts[i] >= 0:
+        return int(cal.break_ends[i])  # inside the lunch break
+    return int(cal.opens[i + 1]) if i + 1 < len(cal.opens) else t
+
+
+def previous_slot(ts: int, bar_ms: int, exchange: str | None) -> int:
+    """When the bar before one at `ts` started; `next_slot` backwards."""
+    if exchange is None:
+        return ts - bar_ms
+    cal = _schedule(exchange)
+    if bar_ms >= _DAY_MS:
+        i = int(np.searchsorted(cal.opens, ts, side="left")) - 1
+        return int(cal.opens[i]) if i >= 0 else ts - bar_ms
+    t = ts - bar_ms
+    if cal.is_open(t) or not cal.covers(t):
+        return t
+    i = cal.index(t)
+    if i < 0:
+        return t
+    if t < cal.closes[i] and cal.break_starts[i] >= 0:
+        return int(cal.break_starts[i]) - bar_ms
+    return int(cal.closes[i]) - bar_ms
+
+
+@dataclass(frozen=True, slots=True)
+class TradingDay:
+    """The one definition of "today" for daily limits, day P&L and per-day figures.
+
+    A trader's day is a session, not a calendar date: "15 trades per session",
+    "6% daily loss" reset when the venue's next session begins. So:
+
+    - when every traded symbol follows one exchange calendar, a trading day runs
+      from one session's close to the next close: it is the session about to
+      close (pre-market and the evening before belong to it);
+    - otherwise (24/7 symbols, or a book spread over venues with different
+      hours) a day starts at `boundary_minutes` after 00:00 UTC every day
+      (`risk.day_boundary`, default 00:00).
+
+    Every caller (gate, monitor, cockpit pages, CLI) takes its day from here, on
+    market time, so they agree on what today is.
+    """
+
+    exchange: str | None = None
+    boundary_minutes: int = 0
+
+    @classmethod
+    def for_symbols(
+        cls, exchanges: Mapping[str, str], symbols: Iterable[str], boundary_minutes: int = 0
+    ) -> TradingDay:
+        names = {exchanges.get(s.upper()) for s in symbols}
+        if len(names) == 1:
+            (only,) = names
+            return cls(only, boundary_minutes)
+        return cls(None, boundary_minutes)
+
+    @property
+    def spec(self) -> str:
+        """Text that rebuilds this definition (stored on the engine row for the cockpit)."""
+        minutes = f"{self.boundary_minutes // 60:02d}:{self.boundary_minutes % 60:02d}"
+        return f"{self.exchange or AROUND_THE_CLOCK}@{minutes}"
+
+    @classmethod
+    def from_spec(cls, spec: str | None) -> TradingDay:
+        if not spec:
+            return cls()
+        name, _, minutes = spec.partition("@")
+        hours, _, mins = (minutes or "00:00").partition(":")
+        boundary = int(hours or 0) * 60 + int(mins or 0)
+        return cls(None if name == AROUND_THE_CLOCK else name, boundary)
+
+    def _closes(self, ts: int) -> tuple[int, int] | None:
+        if self.exchange is None:
+            return None
+        cal = _schedule(self.exchange)
+        i = int(np.searchsorted(cal.closes, ts, side="right"))
+        if i <= 0 or i >= len(cal.closes):
+            return None  # outside the calendar's years: fall back to the boundary
+        return int(cal.closes[i - 1]), int(cal.closes[i])
+
+    def start(self, ts: int) -> int:
+        """Epoch ms at which the trading day holding `ts` began."""
+        session = self._closes(ts)
+        if session is not None:
+            return session[0]
+        offset = self.boundary_minutes * _MINUTE_MS
+        return ts - (ts - offset) % _DAY_MS
+
+    def next_start(self, ts: int) -> int:
+        """Epoch ms at which the next trading day begins (when day-scoped limits lift)."""
+        session = self._closes(ts)
+        if session is not None:
+            return session[1]
+        return self.start(ts) + _DAY_MS
+
+    def label(self, ts: int) -> str:
+        """The day's date: the session's date, or the date the 24/7 day mostly falls on."""
+        session = self._closes(ts)
+        if session is not None:
+            cal = _schedule(self.exchange or "")
+            i = int(np.searchsorted(cal.opens, session[0], side="right"))
+            return _date(int(cal.opens[min(i, len(cal.opens) - 1)]))
+        return _date(self.start(ts) + _DAY_MS // 2)
+
+    def starts(self, first: int, last: int) -> list[int]:
+        """Starts of the trading days from the one holding `first` to the one after `last`."""
+        out = [self.start(first)]
+        while out[-1] <= last:
+            out.append(self.next_start(out[-1]))
+        return out
+
+    def count(self, first: int, last: int) -> int:
+        """How many trading days the span from `first` to `last` touches."""
+        return len(self.starts(first, last)) - 1
+
+
+def missed_bars(exchange: str | None, last_ts: int, now: int, bar_ms: int) -> float:
+    """Bars that should have arrived after `last_ts` by `now`, counting only open
+    market time, so a night, weekend or holiday is not missing data.
+
+    Around the clock every interval counts. On an exchange calendar an intraday
+    interval counts the open minutes in between; a daily (or longer) interval
+    counts the sessions that closed in between.
+    """
+    if now <= last_ts:
+        return 0.0
+    if exchange is None:
+        return (now - last_ts) / bar_ms
+    cal = _schedule(exchange)
+    if bar_ms >= _DAY_MS:
+        closed = np.searchsorted(cal.closes, now, side="right") - np.searchsorted(
+            cal.closes, last_ts, side="right"
+        )
+        return float(closed) * _DAY_MS / bar_ms
+    first = int(np.searchsorted(cal.closes, last_ts, side="right"))
+    last = int(np.searchsorted(cal.opens, now, side="left"))
+    opens = np.maximum(cal.opens[first:last], last_ts)
+    closes = np.minimum(cal.closes[first:last], now)
+    open_ms = float(np.clip(closes - opens, 0, None).sum())
+    return open_ms / bar_ms
+
+
 class MarketCalendar:
     """Sessions per symbol and the event blackouts; queried by the gate and the Risk page."""
 
@@ -242,6 +416,12 @@ class MarketCalendar:
 
     def is_open(self, symbol: str, now: int) -> bool:
         return self.closed_reason(symbol, now) is None
+
+    def trading_day(self, symbols: Iterable[str], boundary_minutes: int = 0) -> TradingDay:
+        return TradingDay.for_symbols(self._exchanges, symbols, boundary_minutes)
+
+    def missed_bars(self, symbol: str, last_ts: int, now: int, bar_ms: int) -> float:
+        return missed_bars(self.exchange_of(symbol), last_ts, now, bar_ms)
 
     def blackouts(self) -> tuple[Blackout, ...]:
         return self._fixed + self._from_file()

@@ -12,14 +12,23 @@ secrets store when a secret of the same dotted name is stored there
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,8 +49,50 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_INTERVAL_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_SPEED = "max"
+
+
+def interval_ms(text: str) -> int:
+    """Milliseconds of a bar interval written as a count and a unit: 30s, 1m, 5m, 1h, 1d."""
+    text = text.strip().lower()
+    count, unit = text[:-1], text[-1:]
+    if unit not in _INTERVAL_UNITS_MS or not count.isdigit() or int(count) <= 0:
+        raise ValueError("a bar interval such as 1m, 5m, 1h or 1d (units s, m, h, d)")
+    return int(count) * _INTERVAL_UNITS_MS[unit]
+
+
+def boundary_minutes(text: str) -> int:
+    """Minutes after 00:00 UTC of an HH:MM time of day."""
+    hours, _, minutes = text.strip().partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError("a time of day HH:MM in UTC, such as 00:00 or 21:00")
+    h, m = int(hours), int(minutes)
+    if not (0 <= h < 24 and 0 <= m < 60):
+        raise ValueError("a time of day HH:MM in UTC, such as 00:00 or 21:00")
+    return h * 60 + m
+
+
+def _check_calendars(names: Iterable[str]) -> None:
+    import exchange_calendars
+
+    known = set(exchange_calendars.get_calendar_names(include_aliases=True))
+    unknown = sorted({v for v in names if v not in known})
+    if unknown:
+        raise ValueError(f"unknown exchange calendar {', '.join(unknown)}; use e.g. XNYS")
+
+
 class EngineSettings(_Section):
+    # How often the cycle runs. Left unset, a simulated or replayed market runs one
+    # bar per cycle at `speed`: bar_interval / speed seconds (1m bars at 60x: 1 s).
     cycle_seconds: float = Field(1.0, ge=0.05, le=3600)
+    bar_interval: str = Field("1m", description="bar length: 1m, 5m, 1h, 1d, ...")
+    speed: float | str = Field(
+        60.0, description="market seconds per wall second for sim and csv; max = no pacing"
+    )
+    sim_calendar: str | None = Field(
+        None, description='sessions of the simulated market: None = 24/7, or e.g. "XNYS"'
+    )
     seed: int = Field(7, ge=0)
     symbols: int | tuple[str, ...] = Field(
         5, description="how many simulated symbols, or their names"
@@ -57,6 +108,78 @@ class EngineSettings(_Section):
     heartbeat_seconds: float = Field(1.0, gt=0, le=60)
     lease_stale_seconds: float = Field(10.0, gt=0)
     keep_cycles_days: float = Field(30.0, gt=0)
+
+    @field_validator("bar_interval")
+    @classmethod
+    def _bar_interval(cls, value: str) -> str:
+        interval_ms(value)
+        return value.strip().lower()
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, value: float | str) -> float | str:
+        if isinstance(value, str) and value.strip().lower() == MAX_SPEED:
+            return MAX_SPEED
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0 < number <= 1_000_000:
+            raise ValueError("market seconds per wall second (a number up to 1e6) or max")
+        return number
+
+    @field_validator("sim_calendar")
+    @classmethod
+    def _sim_calendar(cls, value: str | None) -> str | None:
+        if value is None or value in ("", "24/7"):
+            return None
+        _check_calendars([value])
+        return value
+
+    @model_validator(mode="after")
+    def _pace(self) -> EngineSettings:
+        period = self.cycle_period
+        if 0 < period < 0.01:
+            raise ValueError(
+                f"speed {self.speed:g} with bar_interval {self.bar_interval} means a cycle every"
+                f" {period * 1000:.2f} ms; the fastest paced cycle is 10 ms: use speed = max"
+            )
+        return self
+
+    @property
+    def bar_ms(self) -> int:
+        return interval_ms(self.bar_interval)
+
+    @property
+    def simulated(self) -> bool:
+        """The market's clock is the engine's own (simulator or replay), not the world's."""
+        return self.feed in ("sim", "csv")
+
+    @property
+    def as_fast_as_possible(self) -> bool:
+        return (
+            self.simulated
+            and self.speed == MAX_SPEED
+            and "cycle_seconds" not in (self.model_fields_set)
+        )
+
+    @property
+    def cycle_period(self) -> float:
+        """Wall seconds between cycles: cycle_seconds when set (or for a live feed),
+        else one bar per cycle at the configured speed; 0 = as fast as possible."""
+        if "cycle_seconds" in self.model_fields_set or not self.simulated:
+            return self.cycle_seconds
+        if self.speed == MAX_SPEED:
+            return 0.0
+        return self.bar_ms / 1000 / float(self.speed)
+
+    @property
+    def effective_speed(self) -> float | None:
+        """Market seconds per wall second; None when unpaced (max) or live (1)."""
+        period = self.cycle_period
+        if not self.simulated:
+            return 1.0
+        return None if period == 0 else self.bar_ms / 1000 / period
 
     @field_validator("symbols")
     @classmethod
@@ -119,6 +242,9 @@ class RiskSettings(_Section):
     trail_atr: float = Field(3.0, gt=0, le=100, description="trailing distance in ATRs")
     trail_percent: float = Field(0.05, gt=0, le=1)
     time_stop_minutes: float = Field(0.0, ge=0, description="0 = no time stop")
+    day_boundary: str = Field(
+        "00:00", description="HH:MM UTC where a 24/7 symbol's trading day starts"
+    )
     stale_bar_intervals: float = Field(5.0, ge=1, description="cycles without a bar")
     stale_flatten_seconds: float = Field(0.0, ge=0, description="0 = never flatten on stale data")
     disconnect_flatten_seconds: float = Field(0.0, ge=0, description="0 = never flatten")
@@ -138,13 +264,18 @@ class RiskSettings(_Section):
     def _exchanges(cls, value: dict[str, str]) -> dict[str, str]:
         if not value:
             return value
-        import exchange_calendars
-
-        known = set(exchange_calendars.get_calendar_names(include_aliases=True))
-        unknown = sorted({v for v in value.values() if v not in known})
-        if unknown:
-            raise ValueError(f"unknown exchange calendar {', '.join(unknown)}; use e.g. XNYS")
+        _check_calendars(value.values())
         return {k.upper(): v for k, v in value.items()}
+
+    @field_validator("day_boundary")
+    @classmethod
+    def _day_boundary(cls, value: str) -> str:
+        boundary_minutes(value)
+        return value.strip()
+
+    @property
+    def day_boundary_minutes(self) -> int:
+        return boundary_minutes(self.day_boundary)
 
     @field_validator("lot_sizes")
     @classmethod

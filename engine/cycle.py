@@ -2,7 +2,14 @@
 portfolio -> state (docs/ARCHITECTURE.md, The cycle).
 
 `Trader` holds the engine's working state in memory and writes every fact through
-the single writer connection. It is driven by the runner's jobs (cycle, commands,
+the single writer connection.
+
+Two clocks. Market time (`market_now`) is the time of the bars being processed,
+taken from the feed: every trading rule (daily limits, cooldowns, streaks,
+staleness, time stops, order expiry, blackouts, market hours) and every stamp on
+an order, fill, signal or equity mark uses it, so a replay of 2006 trades in
+2006. The wall clock (`clock`) is for liveness only: cycles, heartbeat, alerts,
+commands and state changes. It is driven by the runner's jobs (cycle, commands,
 monitor, heartbeat) on one executor thread, or stepped directly by a backtest or a
 test with a simulated clock: one code path for both.
 
@@ -20,7 +27,7 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from sqlite_utils import Database
@@ -28,6 +35,7 @@ from sqlite_utils import Database
 from engine import control
 from engine.alerts import Alerts
 from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
+from engine.calendar import TradingDay, symbol_exchanges
 from engine.config import Settings
 from engine.domain import (
     Bar,
@@ -54,7 +62,6 @@ from engine.monitor import (
     MonitorInput,
     MonitorState,
     MoveStop,
-    Pause,
     RaiseAlert,
     apply_migrations,
     usage,
@@ -62,9 +69,8 @@ from engine.monitor import (
 )
 from engine.oms import Oms
 from engine.portfolio import Portfolio, write_position, write_snapshot
-from engine.regime import RegimeCall, classify, combine
+from engine.regime import RegimeCall, RegimeParams, classify, combine
 from engine.risk import RiskContext, RiskGate, load_risk_facts
-from engine.risk.facts import day_start_of
 from engine.sizing import size
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 
@@ -73,9 +79,9 @@ log = logging.getLogger(__name__)
 ENTRY_RETRY_MS = 60_000
 KELLY_HISTORY = 500  # round trips Kelly sizing estimates its edge from
 DRIFT_CHECK_MS = 60_000
-DAY_MS = 86_400_000
 ALL_SYMBOLS = "*"
-ACCOUNT_DAILY_CHECKS = frozenset({"trades_per_day", "daily_loss"})
+# Denials that hold for the rest of the trading day, for every symbol.
+ACCOUNT_DAILY_CHECKS = frozenset({"trades_per_day", "daily_loss", "consecutive_losses"})
 RETURNS_WINDOW = 60  # bars of returns kept per symbol for the correlation check
 STAGES = ("feed", "features", "regime", "signal", "risk", "execution", "portfolio", "state")
 
@@ -168,20 +174,32 @@ class Trader:
         self.actor = actor
         self.alerts = alerts or Alerts(db, clock)
         self.strategy: Strategy = strategy or default_strategy(settings)
+        exchanges = symbol_exchanges(
+            settings.risk.exchanges,
+            feed.symbols,
+            settings.engine.sim_calendar if settings.engine.feed == "sim" else None,
+        )
         # from_settings reads the events file now: a bad row stops the start.
-        self.gate = RiskGate.from_settings(settings.risk)
-        self.monitor = Monitor(settings.risk)
+        self.gate = RiskGate.from_settings(settings.risk, exchanges)
+        self.trading_day = TradingDay.for_symbols(
+            exchanges, feed.symbols, settings.risk.day_boundary_minutes
+        )
+        self.market_now = clock()  # until the first bar says otherwise
+        self.regime_params = RegimeParams.for_bar(settings.engine.bar_ms)
+        self.monitor = Monitor(settings.risk, self.gate.calendar)
         self.monitor_state = MonitorState()
         self.entry_blocks: tuple[BlockEntries, ...] = ()
         self.started_at = clock()
         self.last_cycle_at: int | None = None
-        self.validator = BarValidator(max_jump=settings.engine.max_jump)
+        self.validator = BarValidator(
+            max_jump=settings.engine.max_jump, bar_ms=settings.engine.bar_ms
+        )
         self.portfolio = Portfolio.load(db, settings.engine.starting_cash)
         self.oms = Oms(
             db,
             broker,
             self.portfolio,
-            clock,
+            self._market_clock,
             order_timeout_ms=int(settings.engine.order_timeout_seconds * 1000),
         )
         self.model = model
@@ -218,9 +236,14 @@ class Trader:
             self.live_features[symbol] = features
             if snap is not None:
                 self.snapshots[symbol] = snap
-                self.regimes[symbol] = self.rules_regimes[symbol] = classify(snap, None)
+                self.regimes[symbol] = self.rules_regimes[symbol] = classify(
+                    snap, None, self.regime_params
+                )
             if bars:
                 self.last_bar[symbol] = bars[-1]
+                self.market_now = max(self.market_now, bars[-1].ts)
+        if self.last_bar:
+            self.market_now = max(b.ts for b in self.last_bar.values())
         self.validator.seed(b for bars in history.values() for b in bars)
         for bar in self.last_bar.values():
             self.broker.on_bar(bar)  # the broker learns prices; resting orders match on new bars
@@ -240,6 +263,19 @@ class Trader:
             if self.oms.protect(position):
                 protected += 1
         return protected
+
+    # -------------------------------------------------------------------- clocks
+
+    def _market_clock(self) -> int:
+        return self.market_now
+
+    def advance_market(self, wall: int, bars: Sequence[Bar] = ()) -> int:
+        """Move market time to the newest of: the bars just accepted, the feed's own
+        clock (a live feed's market moves with the world). It never goes back."""
+        feed_now = self.feed.market_time(wall)
+        newest = max((b.ts for b in bars), default=self.market_now)
+        self.market_now = max(self.market_now, newest, feed_now or self.market_now)
+        return self.market_now
 
     # -------------------------------------------------------------------- cycle
 
@@ -263,10 +299,11 @@ class Trader:
         self.cycles_run += 1
         return result
 
-    def _run_stages(self, now: int, watch: _Stopwatch, result: CycleResult) -> None:
+    def _run_stages(self, wall: int, watch: _Stopwatch, result: CycleResult) -> None:
         cycle_id = self._next_cycle_id()
         self.oms.retry_unsent(int(self.settings.engine.order_timeout_seconds * 1000))
-        bars = self._ingest(self.feed.next_bars(now), result)
+        bars = self._ingest(self.feed.next_bars(wall), result)
+        now = self.advance_market(wall, bars)
         watch.lap("feed")
 
         for bar in bars:
@@ -294,7 +331,9 @@ class Trader:
         predictions = self.model.predict_batch(rows) if self.model is not None else {}
         regime_rows = []
         for bar in bars:
-            rules = classify(snaps[bar.symbol], self.rules_regimes.get(bar.symbol))
+            rules = classify(
+                snaps[bar.symbol], self.rules_regimes.get(bar.symbol), self.regime_params
+            )
             self.rules_regimes[bar.symbol] = rules
             call = rules
             prediction = predictions.get(bar.symbol)
@@ -377,11 +416,12 @@ class Trader:
             rejection = self.validator.check(bar)
             if rejection is not None:
                 result.rejected_bars += 1
+                where = f" ({bar.origin})" if bar.origin else ""
                 self.alerts.raise_(
                     Severity.WARNING,
                     "feed",
                     f"Bad bar rejected for {bar.symbol}",
-                    f"{bar.symbol} bar at {bar.ts}: {rejection.reason}",
+                    f"{bar.symbol} bar at {bar.ts}{where}: {rejection.reason}",
                     dedupe_key=f"bad-bar:{bar.symbol}",
                 )
                 continue
@@ -425,7 +465,7 @@ class Trader:
         return TradingState.HALTED if row[0] == "emergency_stop" else TradingState.PAUSED
 
     def risk_context(self, now: int) -> RiskContext:
-        facts = load_risk_facts(self.db.conn, now)
+        facts = load_risk_facts(self.db.conn, now, day=self.trading_day)
         prices = self._prices()
         snapshot = self.portfolio.mark(prices, now)
         return facts.context(
@@ -452,7 +492,7 @@ class Trader:
         ctx: RiskContext | None = None,
     ) -> Order | None:
         """Gate the intent, record the verdict, and send it if allowed."""
-        now = self.clock()
+        now = self.market_now
         ref = self.last_bar.get(intent.symbol)
         verdict: Verdict
         if ref is None:
@@ -529,11 +569,11 @@ class Trader:
 
     def _lock_entries(self, symbol: str, verdict: Verdict, now: int) -> None:
         """After a denied entry, don't ask the strategy again until it could pass:
-        the verdict's own lock, the next UTC day for daily account limits, else a
-        minute. Every denial is still stored; this only stops the same one being
-        stored every cycle."""
+        the verdict's own lock, the next trading day for daily account limits, else
+        a market minute. Every denial is still stored; this only stops the same one
+        being stored every cycle."""
         if verdict.check in ACCOUNT_DAILY_CHECKS:
-            self.locked_until[ALL_SYMBOLS] = verdict.until or day_start_of(now) + DAY_MS
+            self.locked_until[ALL_SYMBOLS] = verdict.until or self.trading_day.next_start(now)
         else:
             self.locked_until[symbol] = verdict.until or now + ENTRY_RETRY_MS
 
@@ -554,7 +594,7 @@ class Trader:
         closed; returns how many were sent."""
         working = {o.symbol for o in self.oms.open_orders() if o.purpose is Purpose.FLATTEN}
         sent = 0
-        ctx = self.risk_context(self.clock())
+        ctx = self.risk_context(self.market_now)
         for symbol, position in list(self.portfolio.positions.items()):
             if position.qty == 0 or symbol in working:
                 continue
@@ -584,6 +624,10 @@ class Trader:
         self, target: TradingState, reason: str, actor: str, *, confirm: bool = False
     ) -> TradingState:
         previous = control.set_state(self.db, target, reason, actor, self.clock(), confirm=confirm)
+        # Limits that count from a state change (the losing streak) count in market time.
+        self.db.conn.execute(
+            "UPDATE engine SET state_changed_market_at = ? WHERE id = 1", (self.market_now,)
+        )
         self.state, self.state_reason = target, reason
         if target is not TradingState.HALTED:
             self.flattening = False
@@ -644,20 +688,24 @@ class Trader:
 
     def monitor_step(self) -> None:
         """Every second, between cycles: protective exits, kill switch, pauses,
-        entry blocks and alerts decided by the pure monitor, acted on here."""
-        now = self.clock()
+        entry blocks and alerts decided by the pure monitor, acted on here. Its rules
+        run on market time; the dead-man's switch and the broker's absence on wall time."""
+        wall = self.clock()
+        now = self.advance_market(wall)
         ctx = self.risk_context(now)
-        interval = int(self.settings.engine.cycle_seconds * 1000)
+        engine = self.settings.engine
         result = self.monitor.step(
             MonitorInput(
                 ctx=ctx,
                 bars=dict(self.last_bar),
                 atr={s: snap.atr for s, snap in self.snapshots.items()},
-                bar_interval_ms=interval,
-                cycle_interval_ms=interval,
+                bar_interval_ms=engine.bar_ms,
+                cycle_interval_ms=int(max(engine.cycle_period, 0.05) * 1000),
                 last_cycle_at=self.last_cycle_at,
                 started_at=self.started_at,
                 state=self.monitor_state,
+                wall_now=wall,
+                next_day=self.trading_day.next_start(now),
             )
         )
         self.monitor_state = result.state
@@ -678,9 +726,6 @@ class Trader:
                     self.emergency_stop(
                         "monitor", f"kill switch: {action.reason}", ExitReason.KILL_SWITCH
                     )
-            elif isinstance(action, Pause):
-                if self.state is TradingState.ACTIVE:
-                    self.set_state(TradingState.PAUSED, action.reason, "monitor")
             elif isinstance(action, ExitPosition):
                 self.submit(action.intent())
             elif isinstance(action, MoveStop):
@@ -689,9 +734,10 @@ class Trader:
         write_usage(self.db, usage(ctx, self.settings.risk), now)
         if self.model is not None:
             self.model.score_due(now, self._prices())
-            if now >= self._next_drift_check:
+            # Drift checks cost a query over thousands of rows: paced on the wall clock.
+            if wall >= self._next_drift_check:
                 self.model.check_drift(now)
-                self._next_drift_check = now + DRIFT_CHECK_MS
+                self._next_drift_check = wall + DRIFT_CHECK_MS
         self.db.conn.commit()
         self.continue_flattening()
 
@@ -708,7 +754,7 @@ class Trader:
         position = self.portfolio.position(action.symbol)
         if position is not None:
             self.portfolio.set_protection(action.symbol, action.stop, position.target)
-            write_position(self.db, self.portfolio, action.symbol, self.clock())
+            write_position(self.db, self.portfolio, action.symbol, self.market_now)
         log.info("%s: %s", action.symbol, action.reason)
 
     # ------------------------------------------------------------- failures
@@ -769,7 +815,10 @@ class Trader:
                 r.error,
             ),
         )
-        self.db.conn.execute("UPDATE engine SET last_cycle_at = ? WHERE id = 1", (r.started_at,))
+        self.db.conn.execute(
+            "UPDATE engine SET last_cycle_at = ?, market_time = ? WHERE id = 1",
+            (r.started_at, self.market_now),
+        )
         self._last_cycle_id = cycle_id
         self.last_cycle_at = r.started_at
         return cycle_id

@@ -116,6 +116,9 @@ class Bar:
     close: float
     volume: float
     true_regime: Regime | None = None  # ground truth, only from the simulator
+    # Where the bar came from ("data/GOOG.csv row 17"), for the validator's alert;
+    # not part of the bar's identity.
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

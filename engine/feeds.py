@@ -7,7 +7,14 @@ way, with a reason that names the fields, and never reaches signal or risk.
 - `SimulatedFeed`: seeded regime-switching market (the embedded default). Each bar
   carries its `true_regime` so regime detection can be scored.
 - `generate_history`: the same simulator as DataFrames, for backtests and training.
-- `CsvReplayFeed`: one `SYMBOL.csv` per symbol, replayed one row per call.
+- `CsvReplayFeed`: one `SYMBOL.csv` per symbol, replayed in time order.
+
+Market time: a feed owns the market clock. Every bar is stamped with the market
+time it covers, and the cycle's clock is the time of the bars it processes. The
+simulator and a replay have no other clock (`market_time` returns None), so a
+replay of 2006 runs in 2006 and the simulator's minutes pass at `engine.speed`;
+a live feed (a broker's or an exchange's) returns the wall time, because its
+market moves with the world even when no bar arrives.
 
 Exceptions:
 
@@ -37,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from engine.calendar import next_slot, previous_slot
 from engine.domain import Bar, Regime
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+DAY_MS = 86_400_000
 # A fixed minute (2023-11-14T22:14:00Z), so history is reproducible without reading a clock.
 DEFAULT_END_TS = 1_700_000_040_000
 
@@ -61,7 +70,14 @@ class Feed(Protocol):
         ...
 
     def next_bars(self, now_ms: int) -> list[Bar]:
-        """At most one new bar per symbol; none for a symbol that has run out."""
+        """At most one new bar per symbol, stamped with the market time it covers;
+        none for a symbol that has run out or has no new bar yet. `now_ms` is the
+        wall time, for a live feed's polling; a simulated market ignores it."""
+        ...
+
+    def market_time(self, wall_ms: int) -> int | None:
+        """The market clock when no bar says otherwise: wall_ms for a live feed,
+        None for a simulated or replayed market (its time is its bars' time)."""
         ...
 
 
@@ -345,12 +361,14 @@ def _rows_of(block: _Block) -> list[tuple[float, float, float, float, float, int
 
 
 class SimulatedFeed:
-    """A seeded, regime-switching market, one bar per symbol per call.
+    """A seeded, regime-switching market on its own clock, one bar per symbol per call.
 
     Each symbol has its own random streams derived from the seed and its name, so
-    adding a symbol leaves the others unchanged. `bar_ms` is the nominal bar length
-    the parameters are calibrated for; live bars are stamped with the caller's
-    `now_ms` (kept strictly increasing per symbol).
+    adding a symbol leaves the others unchanged. `bar_ms` is the bar length the
+    parameters are calibrated for (one minute); each call emits the next bar one
+    `bar_ms` after the last in market time, skipping the closed hours of
+    `calendar` (an exchange_calendars name; None = around the clock). The runner
+    paces the calls, so market time passes at `engine.speed`.
     """
 
     def __init__(
@@ -361,6 +379,7 @@ class SimulatedFeed:
         bar_ms: int = 60_000,
         *,
         resume_from: Mapping[str, Bar] | None = None,
+        calendar: str | None = None,
     ):
         self.symbols: tuple[str, ...] = tuple(symbols)
         if len(set(self.symbols)) != len(self.symbols) or not all(self.symbols):
@@ -369,6 +388,7 @@ class SimulatedFeed:
             raise ValueError(f"bar_ms={bar_ms} must be positive")
         self.seed = seed
         self.bar_ms = bar_ms
+        self.calendar = calendar
         starts = start_prices or {}
         last = resume_from or {}
         self._paths = [_Path(s, seed, starts.get(s), last.get(s)) for s in self.symbols]
@@ -382,38 +402,57 @@ class SimulatedFeed:
         symbols: Sequence[str] | None = None,
         start_prices: Mapping[str, float] | None = None,
         bar_ms: int = 60_000,
+        calendar: str | None = None,
     ) -> SimulatedFeed:
         """Continue after a restart from each symbol's last stored bar: its close, its
-        regime (RANGE when the bar has none) and its time. Symbols without a last bar
-        start fresh. Pass the first run's start_prices, if it had any: over a long run
+        regime (RANGE when the bar has none) and its time, so the market goes on where
+        it stopped rather than jumping to today. Symbols without a last bar start
+        fresh. Pass the first run's start_prices, if it had any: over a long run
         prices are pulled gently toward them."""
         names = tuple(last) if symbols is None else symbols
-        return cls(names, seed, start_prices, bar_ms, resume_from=last)
+        return cls(names, seed, start_prices, bar_ms, resume_from=last, calendar=calendar)
 
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
-        """n bars per symbol ending at end_ts, spaced interval_ms; live bars continue them."""
+        """n bars per symbol ending at (the last open slot at or before) end_ts, one
+        interval_ms apart in open market time; live bars continue them."""
         if n < 0 or interval_ms <= 0:
             raise ValueError(f"warmup n={n} must be >= 0 and interval_ms={interval_ms} > 0")
+        stamps: list[int] = []
+        if n:
+            ts = previous_slot(end_ts + interval_ms, interval_ms, self.calendar)
+            stamps.append(ts)
+            for _ in range(n - 1):
+                ts = previous_slot(ts, interval_ms, self.calendar)
+                stamps.append(ts)
+            stamps.reverse()
         out: dict[str, list[Bar]] = {}
-        first_ts = end_ts - (n - 1) * interval_ms
         for symbol, path in zip(self.symbols, self._paths, strict=True):
             rows = path.take(n)
             out[symbol] = [
-                Bar(symbol, first_ts + i * interval_ms, o, h, lo, c, v, _REGIMES[r])
+                Bar(symbol, stamps[i], o, h, lo, c, v, _REGIMES[r])
                 for i, (o, h, lo, c, v, r) in enumerate(rows)
             ]
             if n:
-                path.last_ts = end_ts
+                path.last_ts = stamps[-1]
         return out
 
     def next_bars(self, now_ms: int) -> list[Bar]:
+        """The next bar of every symbol, one bar interval after its last in market
+        time. `now_ms` only places the very first bar when there is no history."""
         bars = []
         for symbol, path in zip(self.symbols, self._paths, strict=True):
             o, h, lo, c, v, r = path.next_row()
-            ts = now_ms if path.last_ts is None or now_ms > path.last_ts else path.last_ts + 1
+            if path.last_ts is None:
+                start = now_ms - now_ms % self.bar_ms
+                ts = next_slot(start - self.bar_ms, self.bar_ms, self.calendar)
+            else:
+                ts = next_slot(path.last_ts, self.bar_ms, self.calendar)
             path.last_ts = ts
             bars.append(Bar(symbol, ts, o, h, lo, c, v, _REGIMES[r]))
         return bars
+
+    def market_time(self, wall_ms: int) -> int | None:
+        return None
 
 
 def generate_history(
@@ -458,15 +497,23 @@ CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 
 class CsvReplayFeed:
-    """Replays one `SYMBOL.csv` per symbol, one row per symbol per call, in file order.
+    """Replays one `SYMBOL.csv` per symbol in market time: each call emits the rows
+    with the earliest next timestamp across the files (at most one per symbol), so
+    symbols stay aligned on the clock even when one has a gap.
 
     Rows are not sorted or repaired: an out-of-order or unreadable row is yielded as
     it is (unreadable values as NaN, an unreadable timestamp as ts 0) and logged with
     its line, so the validator rejects it with a reason and the replay goes on.
-    Bars keep the file's timestamps; `now_ms` does not pace the replay.
+    Bars keep the file's timestamps; `now_ms` does not pace the replay (the runner
+    does, at `engine.speed`).
+
+    With `bar_ms`, each file's usual spacing must match it: a file of daily bars
+    under a one-minute interval stops the start with an error naming file and row.
     """
 
-    def __init__(self, data_dir: Path, symbols: Sequence[str] | None = None):
+    def __init__(
+        self, data_dir: Path, symbols: Sequence[str] | None = None, *, bar_ms: int | None = None
+    ):
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise FeedError(f"CSV data dir {data_dir} does not exist or is not a folder")
@@ -480,7 +527,11 @@ class CsvReplayFeed:
         if twice:
             raise FeedError(f"CSV symbols {', '.join(twice)} are listed more than once")
         self._rows = {s: _read_csv(data_dir / f"{s}.csv", s) for s in self.symbols}
+        if bar_ms is not None:
+            for s in self.symbols:
+                check_interval(self._rows[s], data_dir / f"{s}.csv", bar_ms)
         self._cursor = dict.fromkeys(self.symbols, 0)
+        self.total_rows = sum(len(r.ts) for r in self._rows.values())
 
     @property
     def exhausted(self) -> bool:
@@ -498,13 +549,23 @@ class CsvReplayFeed:
         return out
 
     def next_bars(self, now_ms: int) -> list[Bar]:
+        due = {
+            s: int(self._rows[s].ts[self._cursor[s]])
+            for s in self.symbols
+            if self._cursor[s] < len(self._rows[s].ts)
+        }
+        if not due:
+            return []
+        first = min(due.values())
         bars = []
-        for s in self.symbols:
-            i = self._cursor[s]
-            if i < len(self._rows[s].ts):
-                bars.append(self._rows[s].bar(s, i))
-                self._cursor[s] = i + 1
+        for s, ts in due.items():
+            if ts == first:
+                bars.append(self._rows[s].bar(s, self._cursor[s]))
+                self._cursor[s] += 1
         return bars
+
+    def market_time(self, wall_ms: int) -> int | None:
+        return None
 
 
 class _Rows(NamedTuple):
@@ -512,10 +573,43 @@ class _Rows(NamedTuple):
 
     ts: IntArray
     values: FloatArray  # open, high, low, close, volume
+    lines: IntArray  # the file's line number of each row, for error messages
+    path: str
 
     def bar(self, symbol: str, i: int) -> Bar:
         o, h, lo, c, v = self.values[i].tolist()
-        return Bar(symbol, int(self.ts[i]), o, h, lo, c, v)
+        origin = f"{self.path} row {int(self.lines[i])}"
+        return Bar(symbol, int(self.ts[i]), o, h, lo, c, v, origin=origin)
+
+
+def format_interval(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def check_interval(rows: _Rows, path: Path, bar_ms: int) -> None:
+    """Refuse a file whose usual bar spacing is not `bar_ms`.
+
+    The usual spacing is the most common step between readable, increasing rows:
+    nights, weekends and holidays make longer steps, but not the most common one.
+    """
+    ts = rows.ts
+    ok = np.flatnonzero((ts[1:] > ts[:-1]) & (ts[:-1] > 0))
+    if len(ok) == 0:
+        return
+    steps = (ts[ok + 1] - ts[ok])[:5_000]
+    values, counts = np.unique(steps, return_counts=True)
+    usual = int(values[int(np.argmax(counts))])
+    if usual == bar_ms:
+        return
+    at = int(ok[int(np.flatnonzero(steps == usual)[0])])
+    raise FeedError(
+        f"{path} row {int(rows.lines[at + 1])}: bars are {format_interval(usual)} apart"
+        f" (rows {int(rows.lines[at])} and {int(rows.lines[at + 1])}), but engine.bar_interval"
+        f' is {format_interval(bar_ms)}; set engine.bar_interval = "{format_interval(usual)}"'
+    )
 
 
 _LOGGED_ROW_PROBLEMS = 10
@@ -526,6 +620,7 @@ def _read_csv(path: Path, symbol: str) -> _Rows:
         raise FeedError(f"{path}: no such file for symbol {symbol}")
     stamps: list[int] = []
     values: list[list[float]] = []
+    lines: list[int] = []
     problems = 0
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -547,6 +642,7 @@ def _read_csv(path: Path, symbol: str) -> _Rows:
                 ts, row_values, problem = _parse_row(row, index, len(names))
                 stamps.append(ts)
                 values.append(row_values)
+                lines.append(reader.line_num)
                 if problem is not None:
                     problems += 1
                     if problems <= _LOGGED_ROW_PROBLEMS:
@@ -558,7 +654,10 @@ def _read_csv(path: Path, symbol: str) -> _Rows:
     if not stamps:
         logger.warning("%s: header only, no rows to replay", path)
     return _Rows(
-        np.array(stamps, dtype=np.int64), np.array(values, dtype=np.float64).reshape(-1, 5)
+        np.array(stamps, dtype=np.int64),
+        np.array(values, dtype=np.float64).reshape(-1, 5),
+        np.array(lines, dtype=np.int64),
+        str(path),
     )
 
 
@@ -665,9 +764,20 @@ class BarValidator:
     bars; a rejected bar changes nothing, so one bad tick cannot move the reference.
     The jump rule waits for `min_bars` ranges and is skipped while they are all zero
     (a flat series gives no scale to judge a move by).
+
+    With `bar_ms`, a bar closer to the last than one bar interval is rejected: the
+    data mixes intervals (daily bars may be half an interval short, for a clock
+    change). Longer steps are nights, weekends, holidays or gaps, and pass.
     """
 
-    def __init__(self, max_jump: float = 10.0, window: int = 20, *, min_bars: int = 5):
+    def __init__(
+        self,
+        max_jump: float = 10.0,
+        window: int = 20,
+        *,
+        min_bars: int = 5,
+        bar_ms: int | None = None,
+    ):
         if max_jump <= 0 or window < 1 or min_bars < 1:
             raise ValueError(
                 f"max_jump={max_jump} must be > 0, window={window} and min_bars={min_bars} >= 1"
@@ -675,6 +785,8 @@ class BarValidator:
         self.max_jump = max_jump
         self.window = window
         self.min_bars = min(min_bars, window)
+        self.min_step = 0 if bar_ms is None else bar_ms if bar_ms < DAY_MS else bar_ms // 2
+        self.bar_ms = bar_ms
         self._history: dict[str, _History] = {}
 
     def check(self, bar: Bar) -> Rejection | None:
@@ -706,6 +818,11 @@ class BarValidator:
         if bar.ts <= last.ts:
             kind = "duplicate" if bar.ts == last.ts else "out of order"
             return f"ts {bar.ts} is not after the last bar {last.ts} ({kind})"
+        if bar.ts - last.ts < self.min_step and self.bar_ms is not None:
+            return (
+                f"ts {bar.ts} is {format_interval(bar.ts - last.ts)} after the last bar, less"
+                f" than the bar interval {format_interval(self.bar_ms)} (mixed intervals)"
+            )
         ranges = history.ranges
         if len(ranges) >= self.min_bars:
             mean_range = sum(ranges) / len(ranges)

@@ -15,13 +15,20 @@ Actions, and what the runner does with each:
   while a resting stop guards the position (the broker fills it where it trades).
 - `KillSwitch(reason)`: the emergency stop (HALTED, cancel all, flatten, CRITICAL
   alert). Not emitted while already HALTED.
-- `Pause(reason)`: set PAUSED with this reason. Only emitted while ACTIVE; a
-  `RaiseAlert` comes with it.
 - `BlockEntries(reason, symbols)`: level-triggered; while any is emitted the
   cycle denies entries (`RiskContext.entries_blocked` / `stale_symbols`); when
   none is emitted, entries are free again. `symbols` empty = every symbol.
 - `RaiseAlert(severity, title, message, dedupe_key)`: raise it. Edge-triggered:
   once when a condition starts, and an INFO note when it clears.
+
+Limits that belong to the trading day (the losing streak, trades per day) block
+entries until the next trading day and lift by themselves with an INFO alert;
+exits go on meanwhile. Only the kill switch (HALTED) and an operator's pause stay
+until someone acts.
+
+Two clocks: `ctx.now` is market time (staleness, time stops, day limits);
+`wall_now` is the wall clock (the dead-man's switch, how long the broker has been
+away), because those are about this process being alive, not about the market.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from engine.calendar import MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import (
     Bar,
@@ -63,7 +71,6 @@ __all__ = [
     "MonitorResult",
     "MonitorState",
     "MoveStop",
-    "Pause",
     "RaiseAlert",
     "TrailState",
     "apply_migrations",
@@ -136,11 +143,6 @@ class KillSwitch:
 
 
 @dataclass(frozen=True, slots=True)
-class Pause:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class BlockEntries:
     reason: str
     symbols: frozenset[str] = frozenset()  # empty = every symbol
@@ -155,7 +157,13 @@ class RaiseAlert:
     source: str = SOURCE
 
 
-MonitorAction = ExitPosition | MoveStop | KillSwitch | Pause | BlockEntries | RaiseAlert
+MonitorAction = ExitPosition | MoveStop | KillSwitch | BlockEntries | RaiseAlert
+
+# What the INFO note says when a day-scoped limit lifts at the next trading day.
+DAY_LIMIT_LIFTED = {
+    "losing-streak": "Losing-streak pause lifted: a new trading day",
+    "trades-per-day": "Trade limit reset: a new trading day",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +194,11 @@ class MonitorInput:
       prices, open orders, trading state, consecutive losses, broker_connected).
     bars: the latest bar per symbol (its high/low for stops, its ts for staleness).
     atr: ATR per symbol in price units (trailing stops in ATR mode).
-    bar_interval_ms: how often each symbol should get a bar.
-    cycle_interval_ms / last_cycle_at / started_at: the dead-man's switch; before
-      the first cycle completes, the time since start counts.
+    bar_interval_ms: how often each symbol should get a bar (in open market time).
+    cycle_interval_ms / last_cycle_at / started_at: the dead-man's switch, on the
+      wall clock; before the first cycle completes, the time since start counts.
+    wall_now: the wall clock (None: same as ctx.now, for a market that runs on it).
+    next_day: when the next trading day starts (named in day-limit alerts).
     """
 
     ctx: RiskContext
@@ -199,6 +209,12 @@ class MonitorInput:
     last_cycle_at: int | None = None
     started_at: int | None = None
     state: MonitorState = field(default_factory=MonitorState)
+    wall_now: int | None = None
+    next_day: int | None = None
+
+    @property
+    def wall(self) -> int:
+        return self.ctx.now if self.wall_now is None else self.wall_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +227,16 @@ def _hhmm(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S UTC")
 
 
+def _day_and_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 class Monitor:
-    def __init__(self, settings: RiskSettings):
+    """`calendar` tells which hours are open, so a closed market is not stale data."""
+
+    def __init__(self, settings: RiskSettings, calendar: MarketCalendar | None = None):
         self.settings = settings
+        self.calendar = calendar
 
     def evaluate(self, inp: MonitorInput) -> list[MonitorAction]:
         """The actions only; use `step` to keep trailing stops and alert state."""
@@ -225,6 +248,7 @@ class Monitor:
         trails = self._trails(inp)
         actions += self._account(ctx)
         conditions: dict[str, RaiseAlert] = {}
+        self._day_limits(inp, actions, conditions)
         disconnected_since = self._connection(inp, actions, conditions)
         self._staleness(inp, actions, conditions)
         self._deadman(inp, conditions)
@@ -255,20 +279,35 @@ class Monitor:
                         f" {fmt_pct(s.max_drawdown)} limit"
                     )
                 )
-        if (
-            ctx.trading_state is TradingState.ACTIVE
-            and not out
-            and ctx.consecutive_losses >= s.max_consecutive_losses
-        ):
+        return out
+
+    def _day_limits(
+        self, inp: MonitorInput, actions: list[MonitorAction], conditions: dict[str, RaiseAlert]
+    ) -> None:
+        """Limits of the trading day: entries wait for the next one, exits go on."""
+        ctx, s = inp.ctx, self.settings
+        until = f" until {_day_and_time(inp.next_day)}" if inp.next_day is not None else ""
+        if ctx.consecutive_losses >= s.max_consecutive_losses:
             reason = (
-                f"{ctx.consecutive_losses} losing trades in a row"
+                f"{ctx.consecutive_losses} losing trades in a row today"
                 f" (limit {s.max_consecutive_losses})"
             )
-            out.append(Pause(reason))
-            out.append(
-                RaiseAlert(Severity.HIGH, "Trading paused: losing streak", reason, "losing-streak")
+            actions.append(BlockEntries(reason))
+            conditions["losing-streak"] = RaiseAlert(
+                Severity.HIGH,
+                "Entries paused for the day: losing streak",
+                f"{reason}; no new entries{until}, the next trading day; exits go on",
+                "losing-streak",
             )
-        return out
+        if ctx.trades_today >= s.max_trades_per_day:
+            reason = f"{ctx.trades_today} trades today (limit {s.max_trades_per_day})"
+            actions.append(BlockEntries(reason))
+            conditions["trades-per-day"] = RaiseAlert(
+                Severity.WARNING,
+                "Entries paused for the day: trade limit",
+                f"{reason}; no new entries{until}, the next trading day; exits go on",
+                "trades-per-day",
+            )
 
     # -- health: broker, data, dead-man --------------------------------------------
 
@@ -278,7 +317,7 @@ class Monitor:
         ctx = inp.ctx
         if ctx.broker_connected:
             return None
-        since = inp.state.disconnected_since or ctx.now
+        since = inp.state.disconnected_since or inp.wall
         reason = f"broker disconnected since {_hhmm(since)}"
         actions.append(BlockEntries(reason))
         conditions["broker-disconnected"] = RaiseAlert(
@@ -290,9 +329,19 @@ class Monitor:
         return since
 
     def stale_symbols(self, inp: MonitorInput) -> dict[str, int]:
-        """Symbols without a bar for too long, with the time of their last bar."""
-        limit = self.settings.stale_bar_intervals * inp.bar_interval_ms
-        return {s: b.ts for s, b in inp.bars.items() if inp.ctx.now - b.ts > limit}
+        """Symbols that missed too many bars, with the time of their last bar. Only
+        open market time counts: a night, weekend or holiday is not stale."""
+        limit = self.settings.stale_bar_intervals
+        return {
+            s: b.ts
+            for s, b in inp.bars.items()
+            if self._missed(s, b.ts, inp.ctx.now, inp.bar_interval_ms) > limit
+        }
+
+    def _missed(self, symbol: str, last_ts: int, now: int, bar_ms: int) -> float:
+        if self.calendar is None:
+            return (now - last_ts) / bar_ms if now > last_ts else 0.0
+        return self.calendar.missed_bars(symbol, last_ts, now, bar_ms)
 
     def _staleness(
         self, inp: MonitorInput, actions: list[MonitorAction], conditions: dict[str, RaiseAlert]
@@ -315,7 +364,7 @@ class Monitor:
         last = inp.last_cycle_at if inp.last_cycle_at is not None else inp.started_at
         if last is None:
             return
-        silent = inp.ctx.now - last
+        silent = inp.wall - last
         limit = self.settings.deadman_intervals * inp.cycle_interval_ms
         if silent >= limit:
             conditions["deadman"] = RaiseAlert(
@@ -331,9 +380,15 @@ class Monitor:
     ) -> list[MonitorAction]:
         out: list[MonitorAction] = [a for k, a in sorted(now_active.items()) if k not in before]
         for key in sorted(before - set(now_active)):
-            out.append(
-                RaiseAlert(Severity.INFO, f"Recovered: {key}", f"cleared at {_hhmm(now)}", key)
-            )
+            lifted = DAY_LIMIT_LIFTED.get(key)
+            if lifted is None:
+                out.append(
+                    RaiseAlert(Severity.INFO, f"Recovered: {key}", f"cleared at {_hhmm(now)}", key)
+                )
+            else:
+                # Its own alert, not folded into the limit's: the operator sees it lift.
+                message = f"entries allowed again from {_day_and_time(now)}"
+                out.append(RaiseAlert(Severity.INFO, lifted, message, f"{key}:lifted"))
         return out
 
     # -- positions: stops, trailing, time, loss, stale, disconnected ----------------
@@ -453,7 +508,7 @@ class Monitor:
             if silent >= stale_limit + s.stale_flatten_seconds * 1000:
                 return ExitKind.STALE_DATA, f"no bar for {silent / 1000:.0f} s"
         if s.disconnect_flatten_seconds > 0 and disconnected_since is not None:
-            down = ctx.now - disconnected_since
+            down = inp.wall - disconnected_since
             if down >= s.disconnect_flatten_seconds * 1000:
                 return ExitKind.DISCONNECTED, f"broker disconnected for {down / 1000:.0f} s"
         return None

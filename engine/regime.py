@@ -60,6 +60,20 @@ class RegimeParams:
     rsi_span: float = 20.0  # RSI this far from 50 counts as full confluence
     hold_decay: float = 0.9  # confidence kept per bar when a call is held over missing data
 
+    @classmethod
+    def for_bar(cls, bar_ms: int) -> RegimeParams:
+        """The defaults scaled to a bar length. A bar's range grows about with the square
+        root of its length, capped at ten times the one-minute levels: a daily bar
+        covers one session of trading, not a day and a night."""
+        scale = min(math.sqrt(max(bar_ms, 60_000) / 60_000), 10.0)
+        base = cls()
+        return replace(
+            base,
+            high_vol_atr_pct=base.high_vol_atr_pct * scale,
+            high_vol_exit_atr_pct=base.high_vol_exit_atr_pct * scale,
+            high_vol_full_atr_pct=base.high_vol_full_atr_pct * scale,
+        )
+
     def __post_init__(self) -> None:
         if not 0 < self.high_vol_exit_atr_pct <= self.high_vol_atr_pct:
             raise ValueError("need 0 < high_vol_exit_atr_pct <= high_vol_atr_pct")

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 TRADING = "trading"
+BURST_SECONDS = 0.2
 WATCHDOG = "watchdog"
 DEAD_MAN_KEY = "deadman"  # the monitor's dedupe key for the same condition
 # The watchdog waits for a first cycle; housekeeping runs an hour in, then daily.
@@ -108,16 +109,25 @@ class _AfterStored:
                 out.append(bar)
         return out
 
+    def market_time(self, wall_ms: int) -> int | None:
+        return self._feed.market_time(wall_ms)
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(getattr(self._feed, "exhausted", False))
+
 
 def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[str, list[Bar]]]:
     """The configured feed and the history to warm up from: stored bars after a
     restart, fresh warm-up bars (stored now) on a first start."""
     cfg = settings.engine
-    interval = int(cfg.cycle_seconds * 1000)
+    interval = cfg.bar_ms
     feed: Feed
     if cfg.feed == "csv":
         assert cfg.data_dir is not None  # checked by load_settings
-        csv = CsvReplayFeed(cfg.data_dir, None if isinstance(cfg.symbols, int) else cfg.symbols)
+        csv = CsvReplayFeed(
+            cfg.data_dir, None if isinstance(cfg.symbols, int) else cfg.symbols, bar_ms=interval
+        )
         symbols = csv.symbols
         history = _stored_history(db, symbols, cfg.warmup_bars)
         if any(history.values()):
@@ -141,9 +151,15 @@ def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[s
         history = _stored_history(db, symbols, cfg.warmup_bars)
         last = {s: bars[-1] for s, bars in history.items() if bars}
         if last:
-            return SimulatedFeed.resume(last, cfg.seed, symbols=symbols), history
-        feed = SimulatedFeed(symbols, cfg.seed)
-    history = feed.warmup(cfg.warmup_bars, now - interval, interval) if cfg.warmup_bars else {}
+            # The simulated market goes on from its last stored bar, not from today.
+            resumed = SimulatedFeed.resume(
+                last, cfg.seed, symbols=symbols, bar_ms=interval, calendar=cfg.sim_calendar
+            )
+            return resumed, history
+        feed = SimulatedFeed(symbols, cfg.seed, bar_ms=interval, calendar=cfg.sim_calendar)
+    # A first start's simulated market begins now, its history just behind it.
+    end = now - now % interval - interval
+    history = feed.warmup(cfg.warmup_bars, end, interval) if cfg.warmup_bars else {}
     store_bars(db, [b for bars in history.values() for b in bars])
     db.conn.commit()
     return feed, history
@@ -216,9 +232,16 @@ class Engine:
             self.lease = lease_mod.acquire(
                 db, now, stale_ms, trading_mode(self.settings), broker_name
             )
+            cfg = self.settings.engine
             db.conn.execute(
-                "UPDATE engine SET cycle_seconds = ? WHERE id = 1",
-                (self.settings.engine.cycle_seconds,),
+                "UPDATE engine SET cycle_seconds = ?, speed = ?, simulated = ?, bar_interval = ?"
+                " WHERE id = 1",
+                (
+                    max(cfg.cycle_period, 0.05),
+                    cfg.effective_speed,
+                    int(cfg.simulated),
+                    cfg.bar_interval,
+                ),
             )
             if self._feed is not None:
                 feed, history = self._feed, self._history or {}
@@ -234,6 +257,10 @@ class Engine:
             )
             self.trader.start(history)
             recover_interrupted(self.trader)
+            db.conn.execute(
+                "UPDATE engine SET trading_day = ?, market_time = ? WHERE id = 1",
+                (self.trader.trading_day.spec, self.trader.market_now),
+            )
             alerts.raise_(
                 Severity.INFO,
                 "engine",
@@ -261,7 +288,7 @@ class Engine:
             ml,
             resolve_artifacts_dir(ml),
             alerts.raise_,
-            bar_ms=int(self.settings.engine.cycle_seconds * 1000),
+            bar_ms=self.settings.engine.bar_ms,
             clock=self.clock,
             loader=self._model_loader,
         )
@@ -360,13 +387,14 @@ class Engine:
         assert self.lease is not None and self.db is not None
         now = self.clock()
         lease_mod.heartbeat(self.db, self.lease, now)
+        market_now = trader.advance_market(now)
         calendar = trader.gate.calendar
         market_open = calendar is None or any(
-            calendar.is_open(symbol, now) for symbol in trader.feed.symbols
+            calendar.is_open(symbol, market_now) for symbol in trader.feed.symbols
         )
         self.db.conn.execute(
-            "UPDATE engine SET broker_connected = ?, market_open = ? WHERE id = 1",
-            (int(trader.broker.connected), int(market_open)),
+            "UPDATE engine SET broker_connected = ?, market_open = ?, market_time = ? WHERE id = 1",
+            (int(trader.broker.connected), int(market_open), market_now),
         )
         while self._events:
             severity, source, title, message = self._events.popleft()
@@ -434,7 +462,7 @@ class Engine:
         """Dead-man's switch, on its own thread and connection."""
         # The monitor watches the same condition from the trading thread; the same
         # limit and dedupe key make one stall one alert, whichever sees it first.
-        interval = self.settings.engine.cycle_seconds
+        interval = max(self.settings.engine.cycle_period, 0.05)
         limit_ms = int(max(interval * self.settings.risk.deadman_intervals, 5.0) * 1000)
         conn = sqlite3.connect(self.path, timeout=2)
         try:
@@ -494,6 +522,20 @@ class Engine:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _burst(self) -> None:
+        deadline = time.monotonic() + BURST_SECONDS
+        trader = self._trader()
+        while time.monotonic() < deadline and not self._stop.is_set():
+            trader.cycle()
+            trader.monitor_step()
+            if self.replay_done():
+                return
+
+    def replay_done(self) -> bool:
+        """A replay has run out of data (a live or simulated market never does)."""
+        trader = self.trader
+        return trader is not None and bool(getattr(trader.feed, "exhausted", False))
+
     def run(self, for_seconds: float | None = None, *, install_signals: bool = True) -> None:
         """Run on the scheduler until stopped (SIGINT, SIGTERM, request_stop) or for a while."""
         if self.trader is None:
@@ -505,10 +547,14 @@ class Engine:
             timezone="UTC",
         )
         scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-        grace = max(1, int(cfg.cycle_seconds * 2))
+        period = cfg.cycle_period
+        grace = max(1, int(period * 2))
+        # Unpaced (speed = max): short bursts of cycles, each followed by its monitor
+        # step, so commands and the heartbeat still get the trading thread in between.
+        cycle = self._burst if period == 0 else self.cycle_job
         jobs: list[tuple[str, Callable[[], Any], float, str]] = [
             ("commands", self.command_job, 0.25, TRADING),
-            ("cycle", self.cycle_job, cfg.cycle_seconds, TRADING),
+            ("cycle", cycle, period or BURST_SECONDS, TRADING),
             ("monitor", self.monitor_job, 1.0, TRADING),
             ("heartbeat", self.heartbeat_job, cfg.heartbeat_seconds, TRADING),
             ("watchdog", self.watchdog_job, 1.0, WATCHDOG),
@@ -558,11 +604,19 @@ class Engine:
         self._scheduler = scheduler
         self._start_metrics()
         scheduler.start()
-        log.info("engine running: cycle every %.2f s", cfg.cycle_seconds)
+        log.info(
+            "engine running: %s, %s bars, market %s",
+            f"cycle every {period:.2f} s" if period else "unpaced",
+            cfg.bar_interval,
+            "simulated" if cfg.simulated else "live",
+        )
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         try:
             while not self._stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self.replay_done():
+                    log.info("end of the replayed data")
                     break
                 self._stop.wait(0.1)
         finally:

@@ -41,7 +41,7 @@ c[3].metric(
 )
 c[4].metric("Failed", f"{facts.failed:,}")
 
-daily = views.pnl_per_day(ui.db(), ui.tz_name())
+daily = views.pnl_per_day(ui.db())
 sharpe = views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
 _, p99 = views.cycle_percentiles(ui.db(), since)
 

@@ -18,7 +18,7 @@ limit = ui.settings().risk.max_open_positions
 
 @st.fragment(run_every=ui.refresh_seconds())
 def live() -> None:
-    s = views.account_summary(ui.db(), ui.now(), ui.tz_name())
+    s = views.account_summary(ui.db(), ui.now())
     if s.equity is None:
         ui.empty_state("No equity yet: the engine has not completed a cycle.", ui.no_engine_hint())
     cols = st.columns(6)

@@ -354,6 +354,25 @@ def m005_brackets_and_exit_reasons(db: Database) -> None:
     trades.add_column("target", float)
 
 
+@migrations()
+def m006_market_clock(db: Database) -> None:
+    """Market time beside wall time on the engine row: the market clock the cycle
+    runs on, its speed, whether it is simulated, the bar interval, the trading-day
+    definition every page shares, and the market time of the last state change
+    (a losing streak counts from there)."""
+    engine = db.table("engine")
+    for name, kind in (
+        ("market_time", int),
+        ("speed", float),
+        ("simulated", int),
+        ("bar_interval", str),
+        ("trading_day", str),
+        ("state_changed_market_at", int),
+    ):
+        if name not in engine.columns_dict:
+            engine.add_column(name, kind)
+
+
 def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
     """Apply a set's pending migrations (idempotent); return the names applied.
     Every module that owns tables (paper broker, risk, ML) applies its set through this."""

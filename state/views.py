@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from engine.calendar import TradingDay
+from engine.risk.facts import day_start_equity
 from state.db import db_path, maybe_reader
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ class EngineStatus:
     pid: int | None = None
     cycle_seconds: float | None = None
     last_cycle_at: int | None = None
+    market_time: int | None = None  # the market clock: the time of the bars processed
+    speed: float | None = None  # market seconds per wall second; None = unpaced
+    simulated: bool = False
+    bar_interval: str = ""
     open_positions: int = 0
     open_orders: int = 0
     unacked: dict[str, int] = field(default_factory=dict)
@@ -159,10 +165,31 @@ def engine_status(path: PathLike, now: int) -> EngineStatus:
         pid=row["pid"],
         cycle_seconds=row["cycle_seconds"],
         last_cycle_at=row["last_cycle_at"],
+        market_time=_col(row, "market_time"),
+        speed=_col(row, "speed"),
+        simulated=bool(_col(row, "simulated")),
+        bar_interval=_col(row, "bar_interval") or "",
         open_positions=int(counts[0]) if counts else 0,
         open_orders=int(counts[1]) if counts else 0,
         unacked=unacked,
     )
+
+
+def _col(row: sqlite3.Row, name: str) -> Any:
+    """A column the engine adds when it starts (None on a database it has not opened yet)."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 (a Row iterates values)
+
+
+def market_clock(conn: sqlite3.Connection | None) -> tuple[int | None, TradingDay]:
+    """The engine's market time and its trading-day definition, the one the risk gate
+    uses; without an engine row, the last equity mark and the 24/7 default."""
+    row = _one(conn, "SELECT * FROM engine WHERE id = 1")
+    market = _col(row, "market_time") if row is not None else None
+    day = TradingDay.from_spec(_col(row, "trading_day") if row is not None else None)
+    if market is None:
+        last = _one(conn, "SELECT max(ts) FROM equity")
+        market = last[0] if last is not None else None
+    return (int(market) if market is not None else None), day
 
 
 def _unacked(conn: sqlite3.Connection | None) -> dict[str, int]:
@@ -189,34 +216,6 @@ def json_or_empty(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-# --------------------------------------------------------------------------- time
-
-
-def local_day_start(now: int, tz: str) -> int:
-    """Epoch ms of midnight today in the operator's zone."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    local = datetime.fromtimestamp(now / 1000, ZoneInfo(tz))
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return int(midnight.timestamp() * 1000)
-
-
-def local_day_starts(first: int, last: int, tz: str) -> list[int]:
-    """Midnights (epoch ms, operator's zone) from the day of `first` to the day after `last`."""
-    from datetime import datetime, timedelta
-    from zoneinfo import ZoneInfo
-
-    zone = ZoneInfo(tz)
-    day = datetime.fromtimestamp(first / 1000, zone).date()
-    end = datetime.fromtimestamp(last / 1000, zone).date() + timedelta(days=1)
-    out = []
-    while day <= end:
-        out.append(int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000))
-        day += timedelta(days=1)
-    return out
-
-
 # --------------------------------------------------------------------------- overview
 
 
@@ -235,17 +234,16 @@ class AccountSummary:
     as_of: int | None
 
 
-def account_summary(path: PathLike, now: int, tz: str) -> AccountSummary:
-    day = local_day_start(now, tz)
+def account_summary(path: PathLike, now: int) -> AccountSummary:
+    """The account today. "Today" is the risk gate's trading day on market time (the
+    engine's market clock, else `now`), and the day's P&L is measured from the same
+    day-start equity the daily loss limit uses, so the page and the gate agree."""
     with _read(path) as conn:
+        market, trading_day = market_clock(conn)
+        day = trading_day.start(market if market is not None else now)
         last = _one(conn, "SELECT ts, equity, cash, drawdown FROM equity ORDER BY ts DESC LIMIT 1")
         first = _one(conn, "SELECT equity FROM equity ORDER BY ts LIMIT 1")
-        # The day's P&L is measured from the last mark before midnight (or the day's first).
-        base = _one(
-            conn,
-            "SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1",
-            (day,),
-        ) or _one(conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (day,))
+        base = day_start_equity(conn, day) if conn is not None else None
         worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
         pos = _one(
             conn,
@@ -257,7 +255,7 @@ def account_summary(path: PathLike, now: int, tz: str) -> AccountSummary:
     return AccountSummary(
         equity=equity,
         cash=float(last["cash"]) if last and last["cash"] is not None else None,
-        day_pnl=equity - float(base[0]) if equity is not None and base else None,
+        day_pnl=equity - base if equity is not None and base is not None else None,
         total_pnl=equity - float(first[0]) if equity is not None and first else None,
         drawdown=float(last["drawdown"] or 0.0) if last else None,
         max_drawdown=float(worst[0]) if worst and worst[0] is not None else None,
@@ -925,15 +923,17 @@ def cycle_percentiles(
     return float(row[0]), float(row[1])
 
 
-def pnl_per_day(path: PathLike, tz: str) -> pd.DataFrame:
-    """P&L per local day: the last mark of the day against the last mark before it."""
+def pnl_per_day(path: PathLike) -> pd.DataFrame:
+    """P&L per trading day (the gate's days, on market time): the last mark of the
+    day against the last mark before it."""
     columns = ["day", "start_equity", "end_equity", "pnl", "ret"]
     span = equity_range(path)
     if span is None:
         return pd.DataFrame(columns=columns)
-    starts = local_day_starts(span[0], span[1], tz)
-    values = ",".join(f"({int(s)})" for s in starts)
     with _read(path) as conn:
+        _, trading_day = market_clock(conn)
+        starts = trading_day.starts(span[0], span[1])
+        values = ",".join(f"({int(s)})" for s in starts)
         df = _frame(
             conn,
             f"WITH d(start) AS (VALUES {values}) SELECT start,"

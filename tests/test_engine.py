@@ -200,6 +200,9 @@ class _Sabotaged:
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
         return self.inner.warmup(n, end_ts, interval_ms)
 
+    def market_time(self, wall_ms: int) -> int | None:
+        return None
+
     def next_bars(self, now_ms: int) -> list[Bar]:
         self.calls += 1
         bars = self.inner.next_bars(now_ms)
@@ -231,7 +234,8 @@ def test_bad_bars_are_rejected_with_an_alert_and_never_traded(db_file, clock, op
     settings = engine_settings()
     symbols = ("BAD", "GOOD-A", "GOOD-B")
     inner = SimulatedFeed(symbols, seed=3)
-    history = inner.warmup(120, clock() - 1000, 1000)
+    history = inner.warmup(120, clock() - 60_000, 60_000)
+    live_from = clock() - 60_000  # market time: live bars follow the warm-up, a minute apart
     feed = _Sabotaged(inner, {5: "nan", 6: "negative", 7: "duplicate", 8: "jump"})
     eng = Engine(settings, db_file, clock=clock, feed=feed, history=history)
     eng.open()
@@ -243,23 +247,18 @@ def test_bad_bars_are_rejected_with_an_alert_and_never_traded(db_file, clock, op
     (count,) = query(db_file, "SELECT count FROM alerts WHERE source = 'feed'")[0]
     assert count == 4
     assert "BAD" in messages[0] and "jump" in messages[0]
-    stored = query(
-        db_file, "SELECT count(*) FROM bars WHERE symbol = 'BAD' AND ts > ?", clock() - 10_000
-    )
+    stored = query(db_file, "SELECT count(*) FROM bars WHERE symbol = 'BAD' AND ts > ?", live_from)
     assert stored == [(6,)], "ten cycles minus four rejected bars"
     for symbol in symbols[1:]:
         good = query(
-            db_file,
-            "SELECT count(*) FROM bars WHERE symbol = ? AND ts > ?",
-            symbol,
-            clock() - 10_000,
+            db_file, "SELECT count(*) FROM bars WHERE symbol = ? AND ts > ?", symbol, live_from
         )
         assert good == [(10,)]
     bad_bar_orders = query(
         db_file,
         "SELECT count(*) FROM signals WHERE symbol = 'BAD' AND ts BETWEEN ? AND ?",
-        clock() - 6_000,
-        clock() - 2_000,
+        live_from + 5 * 60_000,
+        live_from + 8 * 60_000,
     )
     assert bad_bar_orders == [(0,)]
 

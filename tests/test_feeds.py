@@ -165,10 +165,20 @@ def test_a_long_simulated_stream_passes_the_validator() -> None:
     assert [r for r in rejections if r is not None] == []
 
 
-def test_live_bars_carry_now_and_stay_strictly_increasing() -> None:
+def test_live_bars_run_on_the_simulators_own_clock_one_interval_apart() -> None:
     feed = SimulatedFeed(["X"], seed=1)
-    stamps = [feed.next_bars(now)[0].ts for now in (T0, T0 + 5, T0 + 5, T0 - 100, T0 + 50)]
-    assert stamps == [T0, T0 + 5, T0 + 6, T0 + 7, T0 + 50]
+    stamps = [feed.next_bars(wall)[0].ts for wall in (T0, T0 + 5, T0 + 5, T0 - 100, T0 + 50)]
+    first = T0 - T0 % MINUTE  # a fresh market starts on the minute
+    assert stamps == [first + i * MINUTE for i in range(5)]
+
+
+def test_a_simulator_on_an_exchange_calendar_skips_the_closed_hours() -> None:
+    feed = SimulatedFeed(["X"], seed=1, calendar="XNYS")
+    friday_close = 1_720_209_600_000  # 2024-07-05 20:00 UTC
+    warm = feed.warmup(2, end_ts=friday_close, interval_ms=MINUTE)["X"]
+    monday_open = 1_720_445_400_000  # 2024-07-08 13:30 UTC
+    assert [b.ts for b in warm] == [friday_close - 2 * MINUTE, friday_close - MINUTE]
+    assert feed.next_bars(0)[0].ts == monday_open
 
 
 def test_warmup_ends_at_end_ts_and_live_continues_from_its_last_close() -> None:
@@ -208,9 +218,9 @@ def test_resume_without_a_known_regime_starts_in_range() -> None:
     assert first[0].true_regime is Regime.RANGE
 
 
-def test_resume_keeps_stamps_after_the_last_stored_bar() -> None:
+def test_resume_continues_the_market_one_interval_after_the_last_stored_bar() -> None:
     feed = SimulatedFeed.resume({"X": flat_bar(T0)}, seed=2)
-    assert feed.next_bars(T0 - 10)[0].ts == T0 + 1
+    assert feed.next_bars(T0 + 86_400_000)[0].ts == T0 + MINUTE
 
 
 def test_default_symbols_are_stable_readable_and_distinct() -> None:
@@ -533,3 +543,38 @@ def test_an_accepted_bar_is_always_sane(o: float, h: float, lo: float, c: float,
         assert all(math.isfinite(x) for x in (o, h, lo, c, v))
         assert 0 < lo <= min(o, c) <= max(o, c) <= h
         assert v >= 0
+
+
+def test_a_bar_closer_than_the_interval_is_rejected_as_mixed_intervals() -> None:
+    validator = BarValidator(bar_ms=5 * MINUTE)
+    assert validator.check(flat_bar(T0)) is None
+    rejection = validator.check(flat_bar(T0 + MINUTE))
+    assert rejection is not None and "1m after the last bar" in rejection.reason
+
+
+def test_a_gap_longer_than_the_interval_passes_the_validator() -> None:
+    validator = BarValidator(bar_ms=MINUTE)
+    assert validator.check(flat_bar(T0)) is None
+    assert validator.check(flat_bar(T0 + 65 * MINUTE)) is None
+
+
+def test_a_csv_whose_spacing_disagrees_with_the_bar_interval_names_file_and_row(
+    tmp_path: Path,
+) -> None:
+    rows = "".join(f"2024-01-0{d},10,11,9,10,100\n" for d in range(1, 6))
+    (tmp_path / "GOOG.csv").write_text("timestamp,open,high,low,close,volume\n" + rows)
+    with pytest.raises(FeedError, match=r"GOOG\.csv row 3: bars are 1d apart.*bar_interval is 1m"):
+        CsvReplayFeed(tmp_path, bar_ms=MINUTE)
+
+
+def test_csv_replay_emits_symbols_in_market_time_across_a_gap(tmp_path: Path) -> None:
+    header = "timestamp,open,high,low,close,volume\n"
+    (tmp_path / "A.csv").write_text(header + "60,1,1,1,1,1\n120,1,1,1,1,1\n180,1,1,1,1,1\n")
+    (tmp_path / "B.csv").write_text(header + "60,1,1,1,1,1\n180,1,1,1,1,1\n")
+    feed = CsvReplayFeed(tmp_path)
+    calls = [sorted((b.symbol, b.ts) for b in feed.next_bars(0)) for _ in range(3)]
+    assert calls == [
+        [("A", 60_000), ("B", 60_000)],
+        [("A", 120_000)],
+        [("A", 180_000), ("B", 180_000)],
+    ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlite_utils import Database
 
+from engine.calendar import MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import (
     Bar,
@@ -29,7 +31,6 @@ from engine.monitor import (
     MonitorInput,
     MonitorState,
     MoveStop,
-    Pause,
     RaiseAlert,
     usage,
     write_usage,
@@ -91,15 +92,30 @@ def test_no_kill_switch_while_already_halted() -> None:
     assert not of(KillSwitch, MON.evaluate(MonitorInput(c)))
 
 
-@pytest.mark.parametrize(("losses", "pauses"), [(3, False), (4, True)])
-def test_pause_after_consecutive_losses(losses: int, pauses: bool) -> None:
+@pytest.mark.parametrize(("losses", "blocks"), [(3, False), (4, True)])
+def test_a_losing_streak_blocks_entries_for_the_day_without_pausing(
+    losses: int, blocks: bool
+) -> None:
     actions = MON.evaluate(MonitorInput(ctx(consecutive_losses=losses)))
-    assert bool(of(Pause, actions)) is pauses
+    assert bool(of(BlockEntries, actions)) is blocks
+    assert not of(KillSwitch, actions)
 
 
-def test_no_pause_while_already_paused() -> None:
-    c = ctx(consecutive_losses=9, trading_state=TradingState.PAUSED)
-    assert not of(Pause, MON.evaluate(MonitorInput(c)))
+def test_the_losing_streak_alert_names_the_next_trading_day() -> None:
+    day = NOW + 3_600_000
+    actions = MON.evaluate(MonitorInput(ctx(consecutive_losses=4), next_day=day))
+    (alert,) = of(RaiseAlert, actions)
+    assert alert.severity is Severity.HIGH and "until 2023-11-14 23:13 UTC" in alert.message
+
+
+def test_a_day_limit_lifts_by_itself_with_an_info_alert_when_its_count_resets() -> None:
+    blocked = MON.step(MonitorInput(ctx(trades_today=15)))
+    assert of(BlockEntries, list(blocked.actions))
+    next_day = MON.step(MonitorInput(ctx(trades_today=0), state=blocked.state))
+    assert not of(BlockEntries, list(next_day.actions))
+    assert [(a.severity, a.title) for a in of(RaiseAlert, list(next_day.actions))] == [
+        (Severity.INFO, "Trade limit reset: a new trading day")
+    ]
 
 
 # -- exits -------------------------------------------------------------------------
@@ -283,11 +299,22 @@ def test_disconnect_remembers_when_it_started() -> None:
     assert later.state.disconnected_since == NOW
 
 
+def test_a_broker_outage_is_timed_on_the_wall_clock_not_the_market() -> None:
+    first = MON.step(MonitorInput(ctx(now=1_000, broker_connected=False), wall_now=NOW))
+    assert first.state.disconnected_since == NOW
+
+
 @pytest.mark.parametrize(("silent_ms", "fires"), [(9_999, False), (10_000, True)])
 def test_dead_mans_switch(silent_ms: int, fires: bool) -> None:
     inp = MonitorInput(ctx(), cycle_interval_ms=1_000, last_cycle_at=NOW - silent_ms)
     alerts = [(a.severity, a.dedupe_key) for a in of(RaiseAlert, MON.evaluate(inp))]
     assert alerts == ([(Severity.CRITICAL, "deadman")] if fires else [])
+
+
+def test_dead_mans_switch_reads_the_wall_clock_while_a_replay_runs_in_2006() -> None:
+    replay = ctx(now=1_140_000_000_000)  # market time: February 2006
+    inp = MonitorInput(replay, cycle_interval_ms=1_000, last_cycle_at=NOW - 500, wall_now=NOW)
+    assert not of(RaiseAlert, MON.evaluate(inp))
 
 
 def test_dead_mans_switch_counts_from_start_before_the_first_cycle() -> None:
@@ -321,3 +348,37 @@ def test_write_usage_overwrites_one_row_per_limit(db: Database) -> None:
         "SELECT value, updated_at FROM risk_usage WHERE name = 'trades_per_day'"
     ).fetchall()
     assert rows == [(2.0, NOW + 1_000)]
+
+
+# -- staleness on the venue's calendar -----------------------------------------------
+
+XNYS_MONITOR = Monitor(RiskSettings(), MarketCalendar({"A": "XNYS"}))
+
+
+def utc(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def stale_on_xnys(last: str, now: str, bar_ms: int = 60_000) -> set[str]:
+    inp = MonitorInput(
+        ctx(now=utc(now)), bars={"A": bar(99, 101, 100, ts=utc(last))}, bar_interval_ms=bar_ms
+    )
+    return set(XNYS_MONITOR.stale_symbols(inp))
+
+
+def test_a_weekend_is_not_stale_data() -> None:
+    # Friday's last minute bar, Monday two minutes after the open.
+    assert stale_on_xnys("2024-07-05T19:59", "2024-07-08T13:32") == set()
+
+
+def test_missing_bars_inside_the_session_are_stale() -> None:
+    assert stale_on_xnys("2024-07-08T13:31", "2024-07-08T13:40") == {"A"}
+
+
+def test_a_holiday_is_not_stale_data_for_daily_bars() -> None:
+    # Thanksgiving 2024: Wednesday's daily bar, then Friday.
+    assert stale_on_xnys("2024-11-27T00:00", "2024-11-29T00:00", bar_ms=86_400_000) == set()
+
+
+def test_a_week_without_daily_bars_is_stale() -> None:
+    assert stale_on_xnys("2024-11-04T00:00", "2024-11-12T00:00", bar_ms=86_400_000) == {"A"}

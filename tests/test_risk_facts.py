@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from engine.calendar import TradingDay
 from engine.domain import TradingState
 from engine.risk import load_risk_facts
 from engine.risk.facts import DAY_MS
@@ -55,8 +56,33 @@ def test_losing_streak_counts_back_to_the_last_win(db: Database) -> None:
 def test_losing_streak_restarts_at_a_state_change(db: Database) -> None:
     for i in range(3):
         trade(db, "A", DAY + i, -1.0)
-    db["engine"].insert({"id": 1, "trading_state": "ACTIVE", "state_changed_at": DAY + 1})
+    db["engine"].insert({"id": 1, "trading_state": "ACTIVE", "state_changed_market_at": DAY + 1})
     assert load_risk_facts(db.conn, NOW).consecutive_losses == 1
+
+
+def test_losing_streak_belongs_to_the_trading_day(db: Database) -> None:
+    for i in range(3):
+        trade(db, "A", DAY - 10 - i, -1.0)
+    trade(db, "A", DAY + 5, -1.0)
+    assert load_risk_facts(db.conn, NOW).consecutive_losses == 1
+
+
+def test_trades_today_follow_the_exchange_session_not_the_utc_date(db: Database) -> None:
+    # 2024-07-08: XNYS closes 20:00 UTC; an entry at 21:00 belongs to Tuesday's session.
+    monday_close = 1_720_468_800_000
+    order(db, "c1", monday_close - 3_600_000)
+    order(db, "c2", monday_close + 3_600_000)
+    tuesday_noon = monday_close + 16 * 3_600_000
+    facts = load_risk_facts(db.conn, tuesday_noon, day=TradingDay("XNYS"))
+    assert facts.trades_today == 1 and facts.day_start == monday_close
+
+
+def test_a_24_7_day_starts_at_the_configured_boundary(db: Database) -> None:
+    order(db, "c1", DAY + 20 * 3_600_000)  # 20:00 UTC
+    order(db, "c2", DAY + 22 * 3_600_000)  # 22:00 UTC, after a 21:00 boundary
+    late = DAY + 23 * 3_600_000
+    assert load_risk_facts(db.conn, late, day=TradingDay(None, 21 * 60)).trades_today == 1
+    assert load_risk_facts(db.conn, late).trades_today == 2
 
 
 def test_trading_state_comes_from_the_engine_row(db: Database) -> None:

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.calendar import TradingDay
+from engine.risk import limits, load_risk_facts
 from state import views
 from state.db import open_writer
 
@@ -124,36 +126,38 @@ def test_a_recent_halt_is_counted_from_the_audit(db) -> None:
     assert (facts.halts, facts.last_halt_at) == (1, T0 - DAY)
 
 
-def test_daily_pnl_adds_up_to_the_total_in_the_operators_zone(db) -> None:
+def test_daily_pnl_adds_up_to_the_total_over_the_engines_trading_days(db) -> None:
     path, writer = db
+    _engine(writer, heartbeat=T0, trading_day="XNYS@00:00")
     marks = [(T0 + i * 3_600_000, 100_000 + 50 * i - (i % 7) * 30) for i in range(24 * 5)]
     _equity(writer, marks)
-    daily = views.pnl_per_day(path, "America/New_York")
+    daily = views.pnl_per_day(path)
     assert daily["pnl"].sum() == pytest.approx(marks[-1][1] - marks[0][1])
-    # each day starts at local midnight
-    hours = {
-        datetime.fromtimestamp(d / 1000, ZoneInfo("America/New_York")).hour for d in daily["day"]
-    }
-    assert hours == {0}
+    # each trading day starts at the previous session's close: 21:00 UTC in March 2026
+    assert {datetime.fromtimestamp(d / 1000, ZoneInfo("UTC")).hour for d in daily["day"]} == {21}
 
 
-def test_local_day_start_follows_daylight_saving(db) -> None:
-    # 2026-03-29 is the switch to summer time in Zurich: midnight is 22:00 UTC the day before
-    noon = int(datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/Zurich")).timestamp() * 1000)
-    start = views.local_day_start(noon, "Europe/Zurich")
-    assert datetime.fromtimestamp(start / 1000, ZoneInfo("UTC")) == datetime(
-        2026, 3, 28, 23, tzinfo=ZoneInfo("UTC")
-    )
+def test_the_overviews_day_pnl_equals_the_gates_daily_loss_on_the_same_marks(db) -> None:
+    path, writer = db
+    midnight = T0 + DAY  # 2026-03-02 00:00 UTC
+    _equity(writer, [(midnight - 60_000, 100_000), (midnight + 1_800_000, 97_000)])
+    _equity(writer, [(midnight + 14 * 3_600_000, 95_000)])
+    _engine(writer, heartbeat=T0, market_time=midnight + 14 * 3_600_000, trading_day="24/7@00:00")
+    market_now = midnight + 14 * 3_600_000
+    gate = load_risk_facts(writer.conn, market_now, day=TradingDay.from_spec("24/7@00:00"))
+    overview = views.account_summary(path, market_now + 5 * DAY)  # wall clock days later
+    assert limits.loss_today(gate.context(equity=95_000)) == 5_000
+    assert overview.day_pnl == -5_000
 
 
 def test_day_pnl_is_measured_from_the_last_mark_before_midnight(db) -> None:
     path, writer = db
-    midnight = views.local_day_start(T0 + DAY // 2, "UTC")
+    midnight = T0 + DAY // 2 - (T0 + DAY // 2) % DAY
     _equity(
         writer,
         [(midnight - 60_000, 100_000), (midnight + 60_000, 100_250), (midnight + 120_000, 100_400)],
     )
-    s = views.account_summary(path, midnight + 180_000, "UTC")
+    s = views.account_summary(path, midnight + 180_000)
     assert (s.equity, s.day_pnl, s.total_pnl) == (100_400, 400, 400)
 
 
@@ -250,7 +254,7 @@ def test_sharpe_like_needs_variation() -> None:
 
 def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
     path = tmp_path / "absent.db"
-    assert views.account_summary(path, T0, "UTC").equity is None
+    assert views.account_summary(path, T0).equity is None
     assert views.orders(path, views.OrderFilter()).empty
     assert not views.engine_status(path, T0).present
     assert not path.exists()

@@ -1,7 +1,10 @@
 """The state store's share of the risk context: thin reads over trades, orders,
 fills, equity and the engine row. Nothing here decides anything.
 
-The trading day starts at 00:00 UTC unless the caller passes `day_start`.
+Every time here is market time (orders, fills, trades and equity marks are
+stamped with the time of the bars they happened on). "Today" is the trading day
+of `engine.calendar.TradingDay` (00:00 UTC around the clock unless the caller
+passes another).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.calendar import Blackout
+from engine.calendar import Blackout, TradingDay
 from engine.domain import Order, Position, TradingState
 from engine.risk.context import RiskContext
 
@@ -82,22 +85,31 @@ class RiskFacts:
         )
 
 
-def day_start_of(now: int) -> int:
-    return now - now % DAY_MS
-
-
 def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
     row = conn.execute(sql, args).fetchone()
     return None if row is None else row[0]
 
 
+def day_start_equity(conn: sqlite3.Connection, day_start: int) -> float | None:
+    """The equity the day's P&L and loss limit are measured from: the last mark
+    before the day began, else the day's first mark. The gate and the Overview
+    both read it here, so they agree on today's P&L."""
+    before = _one(
+        conn, "SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1", day_start
+    )
+    if before is not None:
+        return float(before)
+    first = _one(conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", day_start)
+    return None if first is None else float(first)
+
+
 def load_risk_facts(
-    conn: sqlite3.Connection, now: int, *, day_start: int | None = None
+    conn: sqlite3.Connection, now: int, *, day: TradingDay | None = None
 ) -> RiskFacts:
     """Read what the gate and the monitor need to know about today from the state store."""
-    start = day_start_of(now) if day_start is None else day_start
+    start = (day or TradingDay()).start(now)
     engine = conn.execute(
-        "SELECT trading_state, state_changed_at FROM engine ORDER BY id LIMIT 1"
+        "SELECT trading_state, state_changed_market_at FROM engine ORDER BY id LIMIT 1"
     ).fetchone()
     state = TradingState(engine[0]) if engine and engine[0] else TradingState.ACTIVE
     changed_at = engine[1] if engine else None
@@ -110,12 +122,13 @@ def load_risk_facts(
         *_OPEN,
     )
     realized = _one(conn, "SELECT TOTAL(pnl) FROM trades WHERE exit_ts >= ?", start)
-    # The streak restarts at every state change, so resuming after a pause clears it.
-    # Iterated lazily: the streak usually ends at the first win, a few rows in.
+    # The streak belongs to the trading day, and restarts at every state change, so
+    # a new session or an operator's resume clears it. Iterated lazily: the streak
+    # usually ends at the first win, a few rows in.
     pnls = conn.execute(
-        "SELECT pnl FROM trades WHERE exit_ts > ? AND exit_ts <= ?"
+        "SELECT pnl FROM trades WHERE exit_ts > ? AND exit_ts >= ? AND exit_ts <= ?"
         " ORDER BY exit_ts DESC, id DESC LIMIT 1000",
-        (changed_at or 0, now),
+        (changed_at or 0, start, now),
     )
     streak = 0
     for (pnl,) in pnls:
@@ -132,13 +145,6 @@ def load_risk_facts(
         " ORDER BY created_at",
         (now - ORDER_WINDOW_MS, now),
     ).fetchall()
-    day_start_equity = _one(
-        conn, "SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1", start
-    )
-    if day_start_equity is None:
-        day_start_equity = _one(
-            conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", start
-        )
     # `peak` is the portfolio's running peak, so the latest row answers without a
     # table scan; rows written without it fall back to the scan.
     peak = _one(conn, "SELECT peak FROM equity WHERE ts <= ? ORDER BY ts DESC LIMIT 1", now)
@@ -156,6 +162,6 @@ def load_risk_facts(
         order_times=tuple(int(t) for (t,) in times),
         orders_today=int(_one(conn, "SELECT COUNT(*) FROM orders WHERE created_at >= ?", start)),
         fills_today=int(_one(conn, "SELECT COUNT(*) FROM fills WHERE ts >= ?", start)),
-        day_start_equity=day_start_equity,
+        day_start_equity=day_start_equity(conn, start),
         peak_equity=peak,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from engine.calendar import MarketCalendar
 from engine.config import RiskSettings
@@ -66,13 +66,18 @@ class RiskGate:
         self.calendar = calendar
 
     @classmethod
-    def from_settings(cls, settings: RiskSettings) -> RiskGate:
-        """A gate with the configured exchange calendars and events file.
+    def from_settings(
+        cls, settings: RiskSettings, exchanges: Mapping[str, str] | None = None
+    ) -> RiskGate:
+        """A gate with the exchange calendars (`exchanges`, else the configured ones)
+        and the events file.
 
         Reads the events file once, so a bad row stops the start (EventsFileError,
         naming file and line) instead of surfacing in the first cycle.
         """
-        calendar = MarketCalendar.from_settings(settings.exchanges, settings.events_file)
+        calendar = MarketCalendar.from_settings(
+            settings.exchanges if exchanges is None else exchanges, settings.events_file
+        )
         calendar.blackouts()
         return cls(settings, calendar)
 
