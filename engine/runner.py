@@ -501,7 +501,7 @@ class Engine:
             return
         metrics = EngineMetrics(
             self.path,
-            cycle_seconds=self.settings.engine.cycle_seconds,
+            cycle_seconds=max(self.settings.engine.cycle_period, 0.05),
             stale_seconds=cfg.stale_seconds,
             stale_intervals=self.settings.risk.deadman_intervals,
             failures_limit=self.settings.engine.failure_pause_after,
