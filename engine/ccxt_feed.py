@@ -135,6 +135,10 @@ class CcxtFeed:
                 state.last_open = bars[-1].ts - step
         return out
 
+    def market_time(self, wall_ms: int) -> int | None:
+        """A live market: its clock is the world's, even while no candle closes."""
+        return wall_ms
+
     def next_bars(self, now_ms: int) -> list[Bar]:
         bars = []
         for symbol in self.symbols:

@@ -475,6 +475,8 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
             f"engine.symbols = {settings.engine.symbols}: the {settings.engine.feed} feed needs"
             f' market names, e.g. symbols = ["{example}"]'
         )
+    if settings.engine.feed == "ccxt":
+        settings = _bars_of_the_timeframe(settings)
     if os.environ.get("COCKPIT_PASSWORD_HASH") and settings.cockpit.password_hash is None:
         settings = settings.model_copy(
             update={
@@ -555,6 +557,24 @@ def _masked(key: str, value: Any, stored: set[str]) -> Any:
     if key in stored or _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
         return MASK
     return value
+
+
+def _bars_of_the_timeframe(settings: Settings) -> Settings:
+    """A ccxt feed's bars are its candles: the bar interval is the timeframe."""
+    timeframe = settings.ccxt.timeframe.strip().lower()
+    try:
+        candle_ms = interval_ms(timeframe)
+    except ValueError:
+        return settings  # the feed names the bad timeframe when it starts
+    engine = settings.engine
+    if "bar_interval" in engine.model_fields_set and engine.bar_ms != candle_ms:
+        raise ConfigError(
+            f"engine.bar_interval = {engine.bar_interval!r}: the ccxt feed's bars are its"
+            f" {timeframe} candles (ccxt.timeframe); set one to match the other"
+        )
+    return settings.model_copy(
+        update={"engine": engine.model_copy(update={"bar_interval": timeframe})}
+    )
 
 
 def effective(settings: Settings, stored: set[str] | None = None) -> dict[str, Any]:

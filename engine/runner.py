@@ -142,10 +142,11 @@ def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[s
         exchange = make_exchange(settings.ccxt.exchange, settings.ccxt.timeout_seconds)
         last_ts = {s: bars[-1].ts for s, bars in history.items() if bars}
         # After a restart the feed fetches the candles missed while down, after the stored ones.
-        feed = CcxtFeed(exchange, symbols, settings.ccxt.timeframe, resume_from=last_ts)
+        candles = CcxtFeed(exchange, symbols, settings.ccxt.timeframe, resume_from=last_ts)
         if last_ts:
-            return feed, history
-        interval = feed.interval_ms
+            return candles, history
+        interval = candles.interval_ms
+        feed = candles
     else:
         symbols = symbols_of(settings)
         history = _stored_history(db, symbols, cfg.warmup_bars)
