@@ -6,9 +6,9 @@ trading stays on the paper broker. ccxt's own throttle (`enableRateLimit`) space
 the requests; on top of it a symbol is only polled once its next candle can have
 closed, so a one-second cycle does not become one request per second.
 
-Bars are stamped at the candle's close (open time + timeframe): that is the moment
-its prices were known in the market, so nothing downstream looks ahead. Only
-closed candles are yielded, at most one per symbol per call, oldest first; a
+Bars are stamped with the market time they cover (the candle's open, as the
+exchange stamps it) and only yielded once the candle has closed, so nothing
+downstream looks ahead. Closed candles are yielded, at most one per symbol per call, oldest first; a
 catch-up after a gap or a restart queues the rest. The feed passes on gaps as they
 are (the validator and the staleness rules judge them) and drops a candle it has
 already yielded (a duplicated row in a response, an overlapping page).
@@ -106,21 +106,22 @@ class CcxtFeed:
         self._state = {s: _Symbol() for s in self.symbols}
         for symbol, ts in resume.items():
             if symbol in self._state:
-                # A stored bar's ts is its close; continue with the candle after it.
-                self._state[symbol].last_open = ts - self.interval_ms
+                self._state[symbol].last_open = ts  # continue with the candle after it
 
     # ---- Feed protocol --------------------------------------------------------
 
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
-        """Up to n closed candles per symbol closing at or before end_ts, oldest first
-        (the feed's own timeframe applies, not interval_ms); live bars continue them."""
+        """Up to n candles per symbol opening at or before end_ts (the caller's last
+        closed slot), oldest first; the feed's own timeframe applies, not interval_ms.
+        Live bars continue them."""
         out: dict[str, list[Bar]] = {}
         step = self.interval_ms
+        end_ts -= end_ts % step  # candles open on whole timeframes
         for symbol in self.symbols:
             state = self._state[symbol]
-            since = end_ts - (n + 1) * step
+            since = end_ts - (n - 1) * step
             bars: list[Bar] = []
-            while len(bars) < n + 1:
+            while len(bars) < n:
                 fetch = partial(self._exchange.fetch_ohlcv, symbol, self.timeframe, since, PAGE)
                 rows = self._at_start(fetch, f"{symbol} history")
                 fresh = [b for b in self._bars(symbol, rows) if not bars or b.ts > bars[-1].ts]
@@ -128,11 +129,11 @@ class CcxtFeed:
                 if not fresh:
                     break
                 bars += fresh
-                since = fresh[-1].ts  # the next candle opens at the last one's close
+                since = fresh[-1].ts + step
             bars = bars[-n:] if n else []
             out[symbol] = bars
             if bars:
-                state.last_open = bars[-1].ts - step
+                state.last_open = bars[-1].ts
         return out
 
     def market_time(self, wall_ms: int) -> int | None:
@@ -149,6 +150,10 @@ class CcxtFeed:
                 bars.append(state.queued.popleft())
         return bars
 
+    def market_time(self, wall_ms: int) -> int | None:
+        """An exchange's market moves with the world even when no candle arrives."""
+        return wall_ms
+
     # ---- polling ----------------------------------------------------------------
 
     def _poll(self, symbol: str, state: _Symbol, now_ms: int) -> None:
@@ -160,10 +165,10 @@ class CcxtFeed:
             self._back_off(symbol, state, now_ms, exc)
             return
         state.backoff = BACKOFF_MIN_MS
-        closed = [b for b in self._bars(symbol, rows) if b.ts <= now_ms]
+        closed = [b for b in self._bars(symbol, rows) if b.ts + step <= now_ms]
         newest = state.last_open
         for bar in closed:
-            open_ts = bar.ts - step
+            open_ts = bar.ts
             if newest is not None and open_ts <= newest:
                 continue  # already yielded: a duplicated candle or an overlapping page
             if newest is not None and open_ts > newest + step:
@@ -198,14 +203,14 @@ class CcxtFeed:
         )
 
     def _bars(self, symbol: str, rows: Sequence[Sequence[Any]] | None) -> list[Bar]:
-        """Rows [open ms, o, h, l, c, v] as bars stamped at their close, sorted, each once."""
+        """Rows [open ms, o, h, l, c, v] as bars, sorted, each time once."""
         by_ts: dict[int, Bar] = {}
         for row in rows or []:
             try:
                 open_ts, o, h, lo, c, v = row[:6]
                 bar = Bar(
                     symbol,
-                    int(open_ts) + self.interval_ms,
+                    int(open_ts),
                     float(o),
                     float(h),
                     float(lo),

@@ -26,9 +26,9 @@ def feed(local: LocalExchange, symbols: tuple[str, ...] = ("BTC/USDT",), **kw: o
     return CcxtFeed(local.exchange(), symbols, "1m", sleep=lambda s: None, **kw)  # type: ignore[arg-type]
 
 
-def closes_at(minute: int) -> int:
-    """The close time of the candle that opened `minute` minutes into the recording."""
-    return FIRST_OPEN + (minute + 1) * MINUTE
+def opens_at(minute: int) -> int:
+    """The time of the candle that opened `minute` minutes into the recording."""
+    return FIRST_OPEN + minute * MINUTE
 
 
 def drain(f: CcxtFeed, now: int, calls: int = 60) -> list[Bar]:
@@ -38,66 +38,66 @@ def drain(f: CcxtFeed, now: int, calls: int = 60) -> list[Bar]:
     return bars
 
 
-def test_warmup_returns_closed_candles_stamped_at_their_close(local: LocalExchange) -> None:
+def test_warmup_returns_candles_up_to_the_last_closed_slot(local: LocalExchange) -> None:
     local.now = FIRST_OPEN + 8 * MINUTE + 30_000  # the ninth candle is still forming
-    bars = feed(local).warmup(5, local.now, 1_000)["BTC/USDT"]
-    assert [b.ts for b in bars] == [closes_at(m) for m in range(3, 8)]
+    bars = feed(local).warmup(5, opens_at(7), MINUTE)["BTC/USDT"]
+    assert [b.ts for b in bars] == [opens_at(m) for m in range(3, 8)]
     assert bars[-1].close == float(ccxt_support.KLINES[7][4])
 
 
 def test_live_bars_come_one_per_call_and_never_an_open_candle(local: LocalExchange) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(2)})
+    f = feed(local, resume_from={"BTC/USDT": opens_at(2)})
     local.now = FIRST_OPEN + 6 * MINUTE + 10_000
     first = f.next_bars(local.now)
     rest = drain(f, local.now)
     assert len(first) == 1
-    assert [b.ts for b in first + rest] == [closes_at(m) for m in range(3, 6)]
+    assert [b.ts for b in first + rest] == [opens_at(m) for m in range(3, 6)]
 
 
 def test_a_candle_the_exchange_sent_twice_is_yielded_once(local: LocalExchange) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(7)})
+    f = feed(local, resume_from={"BTC/USDT": opens_at(7)})
     local.now = FIRST_OPEN + 13 * MINUTE + 5_000
     stamps = [b.ts for b in drain(f, local.now)]
-    assert stamps == [closes_at(m) for m in range(8, 13)]
+    assert stamps == [opens_at(m) for m in range(8, 13)]
 
 
 def test_a_gap_passes_through_and_the_validator_accepts_the_bars_after_it(
     local: LocalExchange,
 ) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(16)})
+    f = feed(local, resume_from={"BTC/USDT": opens_at(16)})
     local.now = FIRST_OPEN + 26 * MINUTE + 5_000
     bars = drain(f, local.now)
     validator = BarValidator()
     assert [validator.check(b) for b in bars] == [None] * len(bars)
-    assert [b.ts for b in bars] == [closes_at(m) for m in (17, 18, 19, 23, 24, 25)]
+    assert [b.ts for b in bars] == [opens_at(m) for m in (17, 18, 19, 23, 24, 25)]
 
 
 def test_a_symbol_is_not_polled_again_before_its_next_candle_can_close(
     local: LocalExchange,
 ) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(4)})
-    local.now = closes_at(5) + 3_000
+    f = feed(local, resume_from={"BTC/USDT": opens_at(4)})
+    local.now = opens_at(6) + 3_000
     drain(f, local.now, calls=10)
     assert len(local.kline_requests) == 1
-    drain(f, closes_at(6) + 3_000, calls=1)
+    drain(f, opens_at(7) + 3_000, calls=1)
     assert len(local.kline_requests) == 2
 
 
 def test_http_429_backs_off_without_raising_then_catches_up(local: LocalExchange) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(4)})
-    local.now = closes_at(7) + 3_000
+    f = feed(local, resume_from={"BTC/USDT": opens_at(4)})
+    local.now = opens_at(8) + 3_000
     local.failures.extend([429])
     assert f.next_bars(local.now) == []
     assert f.next_bars(local.now) == []  # waiting: no second request inside the backoff
     assert len(local.kline_requests) == 1
     local.now += 60_000
     caught_up = drain(f, local.now)
-    assert [b.ts for b in caught_up] == [closes_at(m) for m in (5, 6, 7, 8)]
+    assert [b.ts for b in caught_up] == [opens_at(m) for m in (5, 6, 7, 8)]
 
 
 def test_repeated_rate_limits_double_the_wait(local: LocalExchange) -> None:
-    f = feed(local, resume_from={"BTC/USDT": closes_at(4)})
-    now = closes_at(7) + 3_000
+    f = feed(local, resume_from={"BTC/USDT": opens_at(4)})
+    now = opens_at(7) + 3_000
     local.failures.extend([429, 429, 429])
     seen = []
     for _ in range(3):
@@ -164,4 +164,4 @@ def test_engine_paper_trades_on_ccxt_candles_and_resumes_after_the_stored_ones(
         stored = eng.db.conn.execute("SELECT ts FROM bars ORDER BY ts").fetchall()  # type: ignore[union-attr]
     finally:
         eng.close()
-    assert [ts for (ts,) in stored] == [closes_at(m) for m in range(2, 11)]
+    assert [ts for (ts,) in stored] == [opens_at(m) for m in range(3, 11)]
