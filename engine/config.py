@@ -312,6 +312,23 @@ class IbSettings(_Section):
     client_id: int = Field(17, ge=0)
     account: str = ""
     timeout_seconds: float = Field(5.0, gt=0, le=120)
+    backoff_min_seconds: float = Field(5.0, gt=0, le=300)
+    backoff_max_seconds: float = Field(300.0, gt=0, le=3600)
+    breaker_failures: int = Field(5, ge=1, description="failed connects before entries block")
+    maintenance_windows: tuple[str, ...] = Field(
+        ("23:40-01:05", "sun 00:00-03:00"),
+        description="gateway nightly reset / weekly re-login, HH:MM-HH:MM [after a day]",
+    )
+    maintenance_timezone: str = "America/New_York"
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from engine.brokers.ib_link import parse_window
+
+        for text in value:
+            parse_window(text)
+        return value
 
 
 class CcxtSettings(_Section):

@@ -379,7 +379,18 @@ class Engine:
         return run_pending(self._trader(), self.extra_handlers)
 
     def monitor_job(self) -> None:
-        self._trader().monitor_step()
+        trader = self._trader()
+        self.broker_events(trader)
+        trader.monitor_step()
+
+    @staticmethod
+    def broker_events(trader: Trader) -> None:
+        """A live broker's connectivity events become alerts here, on the trading thread."""
+        drain = getattr(trader.broker, "drain_events", None)
+        if drain is None:
+            return
+        for severity, title, message in drain():
+            trader.alerts.raise_(severity, "broker", title, message, dedupe_key=f"broker:{title}")
 
     def heartbeat_job(self) -> None:
         trader = self._trader()

@@ -204,6 +204,22 @@ class FakeIB:
         self._on_loop(fill)
         return exec_id
 
+    def gateway_reject(self, trade: Trade, code: int, message: str) -> None:
+        """IB refuses an order the way ib_async reports it: Cancelled, then the error."""
+
+        def reject() -> None:
+            trade.orderStatus.status = "Cancelled"
+            text = f"Error {code}, reqId {trade.order.orderId}: {message}"
+            trade.log.append(TradeLogEntry(_now(), "Cancelled", text, code))
+            self.orderStatusEvent.emit(trade)
+            self.errorEvent.emit(trade.order.orderId, code, message, trade.contract)
+
+        self._on_loop(reject)
+
+    def gateway_error(self, code: int, message: str, req_id: int = -1) -> None:
+        """A message not tied to an order: connectivity, data farms, pacing."""
+        self._on_loop(lambda: self.errorEvent.emit(req_id, code, message, None))
+
     def gateway_drop(self) -> None:
         """The socket to the gateway breaks."""
         self.reachable = False

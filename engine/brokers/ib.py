@@ -24,8 +24,22 @@ IB receives the whole bracket or none of it. `modify` re-places a working order
 under its own order id with new prices (a trailing stop).
 
 Connection: a supervisor task on the IB thread connects, watches
-`ib.isConnected()`, and reconnects with exponential backoff. While disconnected,
-submit and cancel raise BrokerUnavailable.
+`ib.isConnected()`, and reconnects with exponential backoff and jitter (5-300 s by
+default, `engine.brokers.ib_link.Backoff`). After `ib.breaker_failures` failed
+connects or timed-out calls in a row the circuit breaker opens: the adapter reads
+as disconnected (so the monitor blocks entries) and one HIGH alert says so; the
+next successful connect closes it. While disconnected, submit and cancel raise
+BrokerUnavailable. Every message to IB first takes a token from the process's
+45/s budget (`ib_link.MESSAGES`), shared with the IB market-data feed.
+
+Events for the operator (connectivity codes 1100/1101/1102/2110, the breaker, a
+disconnect) queue up for `drain_events`, which the engine turns into alerts on
+its trading thread. A disconnect or 1100 inside `ib.maintenance_windows` (the
+gateway's nightly reset, its weekly re-login) is an expected INFO event.
+
+Rejections: IB's order errors 201, 202, 10147 and 110 arrive as a Cancelled status
+carrying the error code; an order the engine did not ask to cancel becomes
+REJECTED with IB's reason ("IB 201: ...").
 
 Exceptions (engine.brokers.base):
 
@@ -51,9 +65,27 @@ except ImportError:  # pragma: no cover - the older name of the same library
     import ib_insync as ib_api  # type: ignore[no-redef]
 
 from engine.brokers.base import BrokerAccount, BrokerOrderState, BrokerUnavailable
+from engine.brokers.ib_link import (
+    MESSAGES,
+    Backoff,
+    CircuitBreaker,
+    IbEvent,
+    TokenBucket,
+    classify,
+    in_maintenance,
+)
 from engine.brokers.paper import order_problem
 from engine.config import IbSettings
-from engine.domain import Bar, ExecutionReport, Fill, Order, OrderStatus, OrderType, Side
+from engine.domain import (
+    Bar,
+    ExecutionReport,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Severity,
+    Side,
+)
 from state.db import now_ms
 
 logger = logging.getLogger(__name__)
@@ -65,6 +97,9 @@ EXCHANGE = "SMART"
 CURRENCY = "USD"
 CASH_TAG = "TotalCashValue"
 CASH_CURRENCIES = ("BASE", CURRENCY)  # preferred first
+REJECTION_CODES = frozenset({201, 202, 10147, 110})
+
+BrokerEvent = tuple[Severity, str, str]  # severity, title, message
 # The other orders of an OCA group shrink by what one of them fills, and IB blocks
 # them while it fills, so a stop and a target can never together close more than
 # is held (IB's ocaType 2).
@@ -152,6 +187,14 @@ def _broker_id(trade: Any) -> str:
     return str(trade.order.orderId or trade.order.permId)
 
 
+def _rejection(trade: Any) -> str | None:
+    """IB's reason when the order's last word is a rejection code, else None."""
+    entry = trade.log[-1] if trade.log else None
+    if entry is not None and getattr(entry, "errorCode", 0) in REJECTION_CODES:
+        return f"IB {entry.errorCode}: {entry.message}"
+    return None
+
+
 def _detail(trade: Any) -> str:
     """IB's last word on the order (a rejection reason, a cancel message), if any."""
     for entry in reversed(trade.log or []):
@@ -169,14 +212,20 @@ class IbBroker:
         ib_factory: IbFactory | None = None,
         *,
         clock: Callable[[], int] = now_ms,
-        backoff_seconds: tuple[float, float] = (1.0, 60.0),
+        backoff_seconds: tuple[float, float] | None = None,
         poll_seconds: float = 0.5,
         commission_grace_seconds: float = 5.0,
+        messages: TokenBucket = MESSAGES,
     ) -> None:
         self._settings = settings
         self._timeout = settings.timeout_seconds
         self._clock = clock
-        self._backoff_min, self._backoff_max = backoff_seconds
+        low, high = backoff_seconds or (settings.backoff_min_seconds, settings.backoff_max_seconds)
+        self._backoff = Backoff(low, high)
+        self._breaker = CircuitBreaker(settings.breaker_failures)
+        self._messages = messages
+        self._events: queue.SimpleQueue[BrokerEvent] = queue.SimpleQueue()
+        self._cancel_requested: set[str] = set()
         self._poll = poll_seconds
         self._grace = commission_grace_seconds
         self._reports: queue.SimpleQueue[ExecutionReport] = queue.SimpleQueue()
@@ -206,12 +255,25 @@ class IbBroker:
 
     @property
     def connected(self) -> bool:
-        if self._closed:
+        if self._closed or self._breaker.open:
             return False
         try:
             return bool(self._call(self._sync(self._ib.isConnected)))
         except BrokerUnavailable:
             return False
+
+    @property
+    def breaker_open(self) -> bool:
+        return self._breaker.open
+
+    def drain_events(self) -> list[BrokerEvent]:
+        """Connectivity events since the last call, for the engine to raise as alerts."""
+        events: list[BrokerEvent] = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
 
     def submit(self, order: Order, now: int) -> list[ExecutionReport]:
         return self._call(self._submit(order, now))
@@ -279,6 +341,7 @@ class IbBroker:
             return future.result(self._timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
+            self._loop.call_soon_threadsafe(self._failed, "a call timed out")
             raise BrokerUnavailable(f"IB did not answer within {self._timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise BrokerUnavailable(f"IB connection failed: {exc}") from exc
@@ -295,6 +358,7 @@ class IbBroker:
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.disconnectedEvent += self._on_disconnected
+        ib.errorEvent += self._on_error
         self._ib = ib
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(ib))
         return ib
@@ -307,12 +371,12 @@ class IbBroker:
         ib.execDetailsEvent -= self._on_exec
         ib.commissionReportEvent -= self._on_commission
         ib.disconnectedEvent -= self._on_disconnected
+        ib.errorEvent -= self._on_error
         if ib.isConnected():
             ib.disconnect()
 
     async def _supervise(self, ib: Any) -> None:
         s = self._settings
-        delay = self._backoff_min
         while True:
             if not ib.isConnected():
                 try:
@@ -329,14 +393,15 @@ class IbBroker:
                     logger.info(
                         "connected to IB at %s:%d as client %d", s.host, s.port, s.client_id
                     )
-                    delay = self._backoff_min
+                    self._connected_again()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._first_attempt.set()
+                    delay = self._backoff.next()
+                    self._failed(f"connect failed ({type(exc).__name__})")
                     logger.warning("IB connection failed (%s); next attempt in %.1fs", exc, delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._backoff_max)
                     continue
             self._first_attempt.set()
             self._sweep_pending_execs()
@@ -359,6 +424,7 @@ class IbBroker:
             logger.info("IB adapter rejects %s before sending: %s", coid, problem)
             return [ExecutionReport(coid, OrderStatus.REJECTED, now, detail=problem)]
         contract = ib_api.Stock(order.symbol, EXCHANGE, CURRENCY)
+        await self._messages.take()
         trade = self._ib.placeOrder(contract, to_ib_order(order, self._settings.account))
         broker_id = _broker_id(trade)
         self._advance(coid, OrderStatus.SUBMITTED)
@@ -451,6 +517,8 @@ class IbBroker:
                     coid, state.status, now, None, state.broker_order_id, "unknown or not working"
                 )
             ]
+        await self._messages.take()
+        self._cancel_requested.add(coid)
         self._ib.cancelOrder(trade.order)
         # The confirmation (Cancelled) arrives as a status event; it is queued for on_bar.
         return []
@@ -535,13 +603,19 @@ class IbBroker:
         status = map_status(trade.orderStatus.status)
         if status is None or status is OrderStatus.FILLED:
             return  # fills drive FILLED, so it never precedes the last fill's report
+        rejection = _rejection(trade)
+        if (
+            status is OrderStatus.CANCELED
+            and rejection is not None
+            and coid not in self._cancel_requested
+        ):
+            status = OrderStatus.REJECTED  # IB cancels what it refuses; we asked for nothing
         if status is OrderStatus.REJECTED and self._reported_qty.get(coid, 0.0) > 0:
             status = OrderStatus.CANCELED
         if self._advance(coid, status):
+            detail = rejection or _detail(trade)
             self._reports.put(
-                ExecutionReport(
-                    coid, status, self._clock(), None, _broker_id(trade), _detail(trade)
-                )
+                ExecutionReport(coid, status, self._clock(), None, _broker_id(trade), detail)
             )
 
     def _on_exec(self, trade: Any, fill: Any) -> None:
@@ -554,6 +628,66 @@ class IbBroker:
 
     def _on_disconnected(self) -> None:
         logger.warning("disconnected from IB; reconnecting")
+        if self._expected():
+            self._event(
+                Severity.INFO,
+                "IB maintenance",
+                "disconnected in the gateway's reset or re-login window; reconnecting",
+            )
+        else:
+            self._event(
+                Severity.WARNING,
+                "IB disconnected",
+                "the connection to the gateway dropped; reconnecting with backoff",
+            )
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        kind = classify(code, message)
+        if kind is IbEvent.CONNECTION_LOST:
+            if self._expected():
+                self._event(
+                    Severity.INFO,
+                    "IB maintenance",
+                    f"IB {code}: {message} (expected: nightly reset or weekly re-login)",
+                )
+            else:
+                self._event(Severity.HIGH, "IB lost its connection to IB", f"IB {code}: {message}")
+        elif kind is IbEvent.RESTORED_DATA_LOST:
+            self._event(
+                Severity.WARNING,
+                "IB connectivity restored, data lost",
+                f"IB {code}: {message}; market data is resubscribed",
+            )
+        elif kind is IbEvent.RESTORED:
+            self._event(Severity.INFO, "IB connectivity restored", f"IB {code}: {message}")
+        elif kind is IbEvent.SERVER_LINK:
+            severity = Severity.INFO if self._expected() else Severity.WARNING
+            self._event(severity, "IB gateway lost the IB servers", f"IB {code}: {message}")
+
+    def _expected(self) -> bool:
+        s = self._settings
+        return in_maintenance(self._clock(), s.maintenance_windows, s.maintenance_timezone)
+
+    def _event(self, severity: Severity, title: str, message: str) -> None:
+        self._events.put((severity, title, message))
+
+    def _failed(self, what: str) -> None:
+        if self._breaker.failure():
+            self._event(
+                Severity.HIGH,
+                "IB circuit breaker open: entries blocked",
+                f"{self._breaker.threshold} failures in a row, the last: {what}; probing with"
+                f" backoff up to {self._backoff.high:g} s",
+            )
+
+    def _connected_again(self) -> None:
+        self._backoff.reset()
+        if self._breaker.success():
+            self._event(
+                Severity.INFO,
+                "IB circuit breaker closed",
+                "a connect succeeded; entries may resume",
+            )
 
     def _sweep_pending_execs(self) -> None:
         cutoff = self._loop.time() - self._grace
