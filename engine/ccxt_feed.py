@@ -150,10 +150,6 @@ class CcxtFeed:
                 bars.append(state.queued.popleft())
         return bars
 
-    def market_time(self, wall_ms: int) -> int | None:
-        """An exchange's market moves with the world even when no candle arrives."""
-        return wall_ms
-
     # ---- polling ----------------------------------------------------------------
 
     def _poll(self, symbol: str, state: _Symbol, now_ms: int) -> None:
