@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         register_cli(sub)
     from engine.audit_cli import register_cli as register_audit
+    from engine.backup_cli import register_cli as register_backup
     from engine.secrets_cli import register_cli as register_secrets
 
     register_secrets(sub)
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.alerts_cli import register_cli as register_alerts
 
     register_alerts(sub)
+    register_backup(sub)
     return parser
 
 

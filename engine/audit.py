@@ -59,9 +59,10 @@ def anchor_file(db: Path) -> Path:
 # ----------------------------------------------------------------- the key
 
 
-def read_key(conn: sqlite3.Connection) -> bytes | None:
-    """The chain's key, or None when the chain has never been keyed."""
-    value = SecretStore.of(conn).get(conn, KEY_NAME)
+def read_key(conn: sqlite3.Connection, store: SecretStore | None = None) -> bytes | None:
+    """The chain's key, or None when the chain has never been keyed. `store` holds the
+    key material when the database is not where its key lives (a backup)."""
+    value = (store or SecretStore.of(conn)).get(conn, KEY_NAME)
     return bytes.fromhex(value) if value else None
 
 
@@ -211,7 +212,9 @@ def _first_break(rows: list[tuple[Any, ...]], key: bytes | None) -> tuple[int, s
     return None
 
 
-def verify(conn: sqlite3.Connection, anchor: Head | None = None) -> ChainReport:
+def verify(
+    conn: sqlite3.Connection, anchor: Head | None = None, store: SecretStore | None = None
+) -> ChainReport:
     """Check every row against the key and the chain's head against the anchor
     (by default the file beside the database)."""
     file = db_file_of(conn)
@@ -219,7 +222,7 @@ def verify(conn: sqlite3.Connection, anchor: Head | None = None) -> ChainReport:
         anchor = read_anchor(file)
     rows = [tuple(r) for r in conn.execute(_ROWS)]
     last = Head(int(rows[-1][0]), str(rows[-1][6]), int(rows[-1][1])) if rows else None
-    key = read_key(conn)
+    key = read_key(conn, store)
 
     def report(first_bad: int | None, reason: str) -> ChainReport:
         return ChainReport(len(rows), key is not None, first_bad, reason, last, anchor)

@@ -108,6 +108,24 @@ class EngineSettings(_Section):
     heartbeat_seconds: float = Field(1.0, gt=0, le=60)
     lease_stale_seconds: float = Field(10.0, gt=0)
     keep_cycles_days: float = Field(30.0, gt=0)
+    backup_at: str = Field("02:30", description="daily prune and backup, HH:MM UTC")
+    backup_dir: Path | None = Field(None, description="None = backups/ beside the database")
+    keep_backups: int = Field(7, ge=1, le=1000)
+
+    @field_validator("backup_at")
+    @classmethod
+    def _backup_at(cls, value: str) -> str:
+        hours, _, minutes = value.strip().partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+            raise ValueError("a time of day as HH:MM (UTC), e.g. 02:30")
+        if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+            raise ValueError("a time of day as HH:MM (UTC), e.g. 02:30")
+        return f"{int(hours):02d}:{minutes}"
+
+    @property
+    def backup_hour_minute(self) -> tuple[int, int]:
+        hours, minutes = self.backup_at.split(":")
+        return int(hours), int(minutes)
 
     @field_validator("bar_interval")
     @classmethod
@@ -293,7 +311,9 @@ class MlSettings(_Section):
     auto_promote: bool = False
     bootstrap: bool = True
     # Added by the ML layer (issue 5); every key has a default.
-    artifacts_dir: Path | None = Field(None, description="model files; None = var/models")
+    artifacts_dir: Path | None = Field(
+        None, description="model files; None = models/ beside the database"
+    )
     bootstrap_bars: int = Field(5_000, ge=500, le=1_000_000, description="per simulated symbol")
     psi_warning: float = Field(0.10, gt=0, le=10, description="PSI that raises a warning")
     psi_alert: float = Field(0.25, gt=0, le=10, description="PSI that raises a HIGH alert")

@@ -31,22 +31,25 @@ from apscheduler.events import (
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlite_utils import Database
 
 from engine import audit
 from engine import lease as lease_mod
 from engine.alerts import Alerts
+from engine.backup import BackupError, take_backup
 from engine.brokers.base import Broker
 from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
-from engine.config import Settings, with_stored_secrets
+from engine.config import EngineSettings, Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.deliveries import apply_migrations as apply_delivery_migrations
 from engine.deliveries import record as record_deliveries
 from engine.digest import digest_facts, digest_message, digest_trigger
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
-from engine.housekeeping import backup, prune
+from engine.housekeeping import prune
 from engine.metrics import EngineMetrics, MetricsServer
+from engine.models import registry
 from engine.models.jobs import Retrainer, retrain_trigger
 from engine.models.registry import RegistryError, needs_bootstrap
 from engine.models.service import ModelService
@@ -64,11 +67,8 @@ TRADING = "trading"
 BURST_SECONDS = 0.2
 WATCHDOG = "watchdog"
 DEAD_MAN_KEY = "deadman"  # the monitor's dedupe key for the same condition
-# The watchdog waits for a first cycle; housekeeping runs an hour in, then daily.
-DELAYED_START = {
-    "watchdog": 1.0,
-    "daily": 3_600.0,
-}  # no completed cycle for this many intervals: CRITICAL
+# The watchdog waits for a first cycle.
+DELAYED_START = {"watchdog": 1.0}
 
 
 def symbols_of(settings: Settings) -> tuple[str, ...]:
@@ -177,6 +177,12 @@ def build_broker(settings: Settings, db: Database) -> Broker:
     return PaperBroker(db, settings.paper, settings.engine.starting_cash)
 
 
+def daily_trigger(settings: EngineSettings) -> CronTrigger:
+    """Prune and back up every day at `engine.backup_at` (UTC)."""
+    hour, minute = settings.backup_hour_minute
+    return CronTrigger(hour=hour, minute=minute, timezone="UTC")
+
+
 def trading_mode(settings: Settings) -> str:
     live_ports = {7496, 4001}
     is_live = settings.engine.broker == "ib" and settings.ib.port in live_ports
@@ -282,12 +288,14 @@ class Engine:
         ml = self.settings.ml
         if not ml.enabled:
             return None
+        if ml.artifacts_dir is None:
+            registry.localize_artifacts(db)
         # loading a champion (LightGBM import and parse) must not delay the first cycle
         self._model_loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         model = ModelService(
             db,
             ml,
-            resolve_artifacts_dir(ml),
+            resolve_artifacts_dir(ml, self.path),
             alerts.raise_,
             bar_ms=self.settings.engine.bar_ms,
             clock=self.clock,
@@ -425,12 +433,31 @@ class Engine:
             digest_message(digest_facts(trader.db.conn, self.clock())), always=True
         )
 
+    @property
+    def backup_dir(self) -> Path:
+        configured = self.settings.engine.backup_dir
+        return Path(configured) if configured else self.path.parent / "backups"
+
     def daily_job(self) -> None:
         """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
         trader = self._trader()
         now = self.clock()
         deleted = prune(trader.db, now, self.settings.engine.keep_cycles_days)
-        target = backup(trader.db, self.path.parent / "backups", now)
+        try:
+            target = take_backup(
+                trader.db.conn,
+                self.path,
+                self.backup_dir,
+                now,
+                keep=self.settings.engine.keep_backups,
+            )
+            done = f"backup {target}"
+        except (BackupError, OSError, sqlite3.Error) as exc:
+            log.error("daily backup into %s failed: %s", self.backup_dir, exc)
+            trader.alerts.raise_(
+                Severity.HIGH, "engine", "Daily backup failed", f"{self.backup_dir}: {exc}"
+            )
+            done = "backup FAILED"
         # The head leaves the machine with the alert: a third anchor for the audit chain.
         top = audit.head(trader.db.conn)
         anchor = f"audit head #{top.id} {top.hash}" if top else "audit chain empty"
@@ -438,7 +465,7 @@ class Engine:
             Severity.INFO,
             "engine",
             "Daily housekeeping",
-            f"pruned {sum(deleted.values())} per-cycle rows; backup {target.name}; {anchor}",
+            f"pruned {sum(deleted.values())} per-cycle rows; {done}; {anchor}",
         )
         trader.db.conn.commit()
 
@@ -570,7 +597,6 @@ class Engine:
             ("monitor", self.monitor_job, 1.0, TRADING),
             ("heartbeat", self.heartbeat_job, cfg.heartbeat_seconds, TRADING),
             ("watchdog", self.watchdog_job, 1.0, WATCHDOG),
-            ("daily", self.daily_job, 86_400.0, TRADING),
         ]
         for job_id, func, seconds, executor in jobs:
             scheduler.add_job(
@@ -585,6 +611,13 @@ class Engine:
         digest = digest_trigger(self.settings.alerts)
         if digest is not None and self.notifier is not None and self.notifier.enabled:
             scheduler.add_job(self.digest_job, digest, id="digest", executor=TRADING)
+        scheduler.add_job(
+            self.daily_job,
+            daily_trigger(cfg),
+            id="daily",
+            executor=TRADING,
+            misfire_grace_time=3_600,  # a late backup beats none
+        )
         if self.retrainer is not None and self.db is not None:
             retrainer = self.retrainer
             scheduler.add_job(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.housekeeping import KEEP_BACKUPS, backup, prune
+from engine.backup import take_backup
+from engine.housekeeping import prune
 from engine.runner import Engine
 from tests.conftest import engine_settings
 
@@ -37,11 +38,11 @@ def test_a_backup_is_a_complete_database_and_old_ones_rotate(
     eng.step(5)
     assert eng.db is not None
     folder = tmp_path / "backups"
-    for i in range(KEEP_BACKUPS + 2):
-        target = backup(eng.db, folder, clock() + i * 1000)
+    for i in range(3 + 2):
+        target = take_backup(eng.db.conn, db_file, folder, clock() + i * 1000, keep=3)
 
-    copy = sqlite3.connect(target)
+    copy = sqlite3.connect(target / "cockpit.db")
     cycles = copy.execute("SELECT count(*) FROM cycles").fetchone()[0]
     copy.close()
     assert cycles == eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
-    assert len(list(folder.glob("cockpit-*.db"))) == KEEP_BACKUPS
+    assert len(list(folder.glob("cockpit-*"))) == 3

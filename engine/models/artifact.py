@@ -6,6 +6,11 @@
         model.json      sidecar: features, heads with each file's SHA-256, parameters,
                         data range, metrics, library versions, drift references
 
+Artifacts live beside the database that registers them (`<db folder>/models/`,
+unless `ml.artifacts_dir` says otherwise) and the registry records their paths
+relative to that folder, so a backup carries both and a restore elsewhere finds
+them.
+
 The registry records the sidecar's SHA-256; the sidecar records each head's. A
 change to any file breaks one link of that chain, and loading refuses it. Files are
 read once and the same bytes are hashed and parsed, so nothing can change between
@@ -37,7 +42,13 @@ if TYPE_CHECKING:  # imported where a model is loaded: a CLI verb or a fresh eng
 log = logging.getLogger(__name__)
 
 SIDECAR = "model.json"
-DEFAULT_ARTIFACTS_DIR = PROJECT_ROOT / "var" / "models"
+# Where artifacts lived before they moved beside the database; read for migration only.
+LEGACY_ARTIFACTS_DIR = PROJECT_ROOT / "var" / "models"
+
+
+def models_dir(db_file: Path) -> Path:
+    """The artifact folder beside a database: `var/cockpit.db` -> `var/models/`."""
+    return Path(db_file).parent / "models"
 
 
 class ArtifactError(Exception):

@@ -68,7 +68,7 @@ class Retrainer:
         self._settings = settings
         self._executor = executor
         self._alert = alert
-        self._artifacts_dir = artifacts_dir or resolve_artifacts_dir(settings)
+        self._artifacts_dir = artifacts_dir or resolve_artifacts_dir(settings, path)
         self._params = params or TrainParams()
         self._clock = clock
         self._lock = threading.Lock()

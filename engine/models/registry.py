@@ -21,21 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from engine.audit import append_audit
-from engine.models.artifact import ArtifactError, verify_artifact
+from engine.models.artifact import ArtifactError, models_dir, verify_artifact
 from engine.models.schema import apply_migrations
 from engine.models.train import TrainedModel
 from state.commands import CommandKind
 from state.db import now_ms
+from state.secrets import db_file_of
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +218,63 @@ def _require(db: Database, version: str) -> ModelRecord:
     return record
 
 
-def _verified(record: ModelRecord) -> None:
+def artifact_path(conn: sqlite3.Connection, stored: str) -> Path:
+    """A registry path on disk: relative paths are inside the models folder beside
+    the database, absolute ones (a configured `ml.artifacts_dir`) stand as they are."""
+    path = Path(stored)
+    db = db_file_of(conn)
+    if path.is_absolute() or db is None:
+        return path
+    return models_dir(db) / path
+
+
+def _stored_path(conn: sqlite3.Connection, path: Path) -> str:
+    db = db_file_of(conn)
+    if db is not None:
+        try:
+            return str(Path(path).resolve().relative_to(models_dir(db).resolve()))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def localize_artifacts(db: Database) -> int:
+    """Bring every registered artifact into the models folder beside the database and
+    record its path relative to it; returns the rows rewritten.
+
+    Registries from before artifacts lived beside the database hold absolute paths
+    into a shared folder: each version folder is copied (not moved: another database
+    may point at it too). A missing artifact is left as it is; loading it alerts.
+    """
+    apply_migrations(db)
+    file = db_file_of(db.conn)
+    if file is None:
+        return 0
+    folder = models_dir(file)
+    moved = 0
+    rows = db.conn.execute("SELECT version, path FROM models").fetchall()
+    for version, stored in rows:
+        path = Path(stored)
+        if not path.is_absolute():
+            continue
+        inside = _stored_path(db.conn, path)
+        if Path(inside).is_absolute():
+            if not path.exists():
+                continue
+            target = folder / path.parent.name
+            if not target.exists():
+                shutil.copytree(path.parent, target)
+            inside = str(target.relative_to(folder) / path.name)
+        db.conn.execute("UPDATE models SET path = ? WHERE version = ?", (inside, version))
+        log.info("model %s: artifact now at %s in %s", version, inside, folder)
+        moved += 1
+    db.conn.commit()
+    return moved
+
+
+def _verified(conn: sqlite3.Connection, record: ModelRecord) -> None:
     try:
-        verify_artifact(record.path, record.sha256)
+        verify_artifact(artifact_path(conn, record.path), record.sha256)
     except ArtifactError as exc:
         raise RegistryError(f"model {record.version} refused: {exc}") from None
 
@@ -238,7 +295,7 @@ def register(
             (
                 trained.name,
                 trained.version,
-                str(trained.path),
+                _stored_path(db.conn, Path(trained.path)),
                 trained.sha256,
                 json.dumps(trained.params, sort_keys=True),
                 json.dumps(list(trained.features)),
@@ -276,7 +333,7 @@ def promote(
     record = _require(db, version)
     if record.status is ModelStatus.CHAMPION:
         raise RegistryError(f"model {version} is already the champion")
-    _verified(record)
+    _verified(db.conn, record)
     current = champion(db.conn)
     _take_over(
         db,
@@ -342,7 +399,7 @@ def rollback(
     if previous is None:
         raise RegistryError(f"champion {current.version} replaced no earlier champion")
     target = _require(db, previous)
-    _verified(target)
+    _verified(db.conn, target)
     with transaction(db.conn):
         _event(
             db,

@@ -363,8 +363,7 @@ class ModelService:
             )
 
     def _resolve(self, path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else self.artifacts_dir / p
+        return registry.artifact_path(self._db.conn, path)
 
     # ------------------------------------------------------------------ live
 

@@ -38,7 +38,7 @@ from engine.domain import Regime
 from engine.feeds import DEFAULT_END_TS, default_symbols, generate_history
 from engine.indicators import IncrementalIndicators
 from engine.models import metrics as m
-from engine.models.artifact import DEFAULT_ARTIFACTS_DIR, sha256_hex, write_artifact
+from engine.models.artifact import models_dir, sha256_hex, write_artifact
 from engine.models.cv import purged_folds
 from engine.models.drift import psi, reference
 from engine.models.features import FEATURES, feature_frame
@@ -532,8 +532,9 @@ def train_on_history(
     )
 
 
-def resolve_artifacts_dir(settings: MlSettings) -> Path:
-    return Path(settings.artifacts_dir) if settings.artifacts_dir else DEFAULT_ARTIFACTS_DIR
+def resolve_artifacts_dir(settings: MlSettings, db: str | Path | None = None) -> Path:
+    """`ml.artifacts_dir` if set, else the models folder beside the database."""
+    return Path(settings.artifacts_dir) if settings.artifacts_dir else models_dir(db_path(db))
 
 
 def train_model(
@@ -557,7 +558,7 @@ def train_model(
     `settings.bootstrap` allows it; otherwise raises TrainingError.
     """
     now = now_ms() if now is None else now
-    folder = artifacts_dir or resolve_artifacts_dir(settings)
+    folder = artifacts_dir or resolve_artifacts_dir(settings, path)
     history = {} if simulated else load_history(db_path(path), symbols, since, until)
     usable = sum(max(len(b) - settings.horizon_bars, 0) for b in history.values())
     if simulated or usable < MIN_TRAIN_ROWS + 100 * max(len(history), 1):
