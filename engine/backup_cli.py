@@ -64,7 +64,7 @@ def run_restore(args: argparse.Namespace) -> int:
     try:
         done = restore(args.backup, target, now_ms(), stale_ms=stale_ms)
     except BackupError as exc:
-        hint = f" ({key_hint(target)})" if "key" in str(exc) else ""
+        hint = f" ({key_hint(target)})" if "does not open" in str(exc) else ""
         print(f"restore refused: {exc}{hint}", file=sys.stderr)
         return FAILED
     db = open_writer(target)

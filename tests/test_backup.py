@@ -134,6 +134,7 @@ def test_a_restore_on_a_fresh_path_runs_the_engine_with_its_champion(
     eng.open()
     open_engines.append(eng)
     assert eng.trader is not None and eng.trader.model is not None
+    eng.trader.model.wait_loaded(timeout=60)
     assert eng.trader.model.champion_version == version
     clock.advance(1000)
     eng.step()
