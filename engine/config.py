@@ -404,6 +404,20 @@ class AlertSettings(_Section):
     )
     digest_cron: str = Field("0 7 * * *", description="daily digest, UTC; empty = none")
 
+    @field_validator("digest_cron")
+    @classmethod
+    def _digest_cron(cls, value: str) -> str:
+        if value.strip():
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc}; use five cron fields (minute hour day month weekday), e.g. '0 7 * * *'"
+                ) from None
+        return value
+
 
 class MetricsSettings(_Section):
     address: str = Field("127.0.0.1", description="where /metrics and /healthz listen")

@@ -273,8 +273,10 @@ class StoreCollector(Collector):
         span = self._tail(conn, "signals")
         if span:
             for check, n in conn.execute(
+                # `+verdict`: the id range must drive the search, not the verdict
+                # index, which would visit every denial ever stored.
                 "SELECT check_name, count(*) FROM signals WHERE id > ? AND id <= ?"
-                " AND verdict = 'denied' GROUP BY check_name",
+                " AND +verdict = 'denied' GROUP BY check_name",
                 span,
             ):
                 key = check or "unknown"

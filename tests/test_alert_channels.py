@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from engine.__main__ import main
-from engine.config import AlertSettings, effective, load_settings
+from engine.config import AlertSettings, ConfigError, effective, load_settings
 from engine.deliveries import apply_migrations, record
 from engine.domain import Severity
 from engine.notify import Delivery, DeliveryStatus, Notifier
 from engine.runner import Engine
+from state.commands import enqueue_command
 from state.db import open_writer
 from tests.conftest import FakeClock
 from tests.test_engine import query
@@ -208,6 +209,7 @@ def test_the_daily_digest_sums_up_the_day_on_every_channel(
 ) -> None:
     eng = engine_with(db_file, clock, webhook_url=receiver.url, min_severity="CRITICAL")
     open_engines.append(eng)
+    enqueue_command("resume", {}, "cli:tester", db=db_file)  # an audited action
     for _ in range(30):
         clock.advance(1000)
         eng.step()
@@ -219,6 +221,8 @@ def test_the_daily_digest_sums_up_the_day_on_every_channel(
     assert body["title"] == "Daily digest"
     assert "trading state: ACTIVE" in body["message"]
     assert f"cycles: {cycles} run, 0 failed" in body["message"]
+    (head_id, head_hash) = query(db_file, "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")[0]
+    assert f"audit head: #{head_id} {head_hash}" in body["message"]
 
 
 def test_cli_test_message_reports_each_channel(
@@ -267,6 +271,11 @@ def test_the_telegram_token_comes_from_the_secrets_store(
     assert main(["alerts", "--db", str(db_file), "test"]) == 0
     assert bot_api.requests[0][0] == f"/bot{TOKEN}/sendMessage"
     assert TOKEN.encode() not in db_file.read_bytes()
+
+
+def test_a_bad_digest_schedule_stops_the_start_with_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"alerts\.digest_cron = '0 7 \* \*'"):
+        load_settings(alerts={"digest_cron": "0 7 * *"})
 
 
 def test_config_output_masks_the_telegram_token() -> None:
