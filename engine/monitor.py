@@ -246,8 +246,21 @@ class Monitor:
         ctx = inp.ctx
         actions: list[MonitorAction] = []
         trails = self._trails(inp)
-        actions += self._account(ctx)
         conditions: dict[str, RaiseAlert] = {}
+        fault = self._equity_fault(ctx)
+        if fault is None:
+            actions += self._account(ctx)
+        else:
+            # NaN compares false with every limit: the kill switch could never fire,
+            # so trading stops until the figures can be trusted again.
+            conditions["equity-fault"] = RaiseAlert(
+                Severity.CRITICAL,
+                "Account figures are not numbers: trading paused",
+                fault,
+                "equity-fault",
+            )
+            if ctx.trading_state is TradingState.ACTIVE:
+                actions.append(Pause(f"equity fault: {fault}"))
         self._day_limits(inp, actions, conditions)
         disconnected_since = self._connection(inp, actions, conditions)
         self._staleness(inp, actions, conditions)
@@ -258,6 +271,17 @@ class Monitor:
         return MonitorResult(tuple(actions), state)
 
     # -- account-level: kill switch and pause ------------------------------------
+
+    @staticmethod
+    def _equity_fault(ctx: RiskContext) -> str | None:
+        for name, value in (
+            ("equity", ctx.equity),
+            ("day-start equity", ctx.start_equity),
+            ("peak equity", ctx.peak_equity if ctx.peak_equity is not None else ctx.equity),
+        ):
+            if not math.isfinite(value):
+                return f"{name} is {value!r}; the loss limits cannot be checked"
+        return None
 
     def _account(self, ctx: RiskContext) -> list[MonitorAction]:
         s = self.settings

@@ -382,3 +382,14 @@ def test_a_holiday_is_not_stale_data_for_daily_bars() -> None:
 
 def test_a_week_without_daily_bars_is_stale() -> None:
     assert stale_on_xnys("2024-11-04T00:00", "2024-11-12T00:00", bar_ms=86_400_000) == {"A"}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [{"equity": float("nan")}, {"day_start_equity": float("nan")}, {"peak_equity": float("inf")}],
+    ids=["equity", "day_start", "peak"],
+)
+def test_a_non_finite_equity_is_a_fault_that_alerts_and_pauses(broken: dict) -> None:
+    actions = MON.evaluate(MonitorInput(ctx(**broken)))
+    assert of(Pause, actions)
+    assert [a.severity for a in of(RaiseAlert, actions)] == [Severity.CRITICAL]

@@ -8,6 +8,7 @@ from engine.calendar import Blackout, MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import Intent, Position, Purpose, Side, TradingState
 from engine.risk import CHECK_NAMES, RiskContext, RiskGate
+from engine.risk.gate import ALWAYS, ENTRY_ONLY, Check
 
 NOW = 1_700_000_000_000
 GATE = RiskGate(RiskSettings())
@@ -113,3 +114,38 @@ def test_a_flatten_larger_than_a_lowered_quantity_limit_goes_through() -> None:
     big = ctx(positions={"A": Position("A", 5_000, 100.0)}, trading_state=TradingState.HALTED)
     gate = RiskGate(RiskSettings(max_position_qty=1_000))
     assert gate.check(Intent("A", Side.SELL, 5_000, Purpose.FLATTEN), big).allowed
+
+
+NAN, INF = float("nan"), float("inf")
+ENTRY_CHECKS = [pytest.param(fn, id=name) for name, fn in ENTRY_ONLY]
+
+
+@pytest.mark.parametrize("check", ENTRY_CHECKS)
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"equity": NAN},
+        {"day_start_equity": NAN},
+        {"peak_equity": NAN},
+        {"cash": INF},
+        {"last_prices": {"A": 100.0, "B": NAN}},
+        {"positions": {"A": Position("A", 100, NAN)}},
+    ],
+    ids=["equity", "day_start", "peak", "cash", "last_price", "avg_price"],
+)
+def test_every_entry_check_denies_on_a_non_finite_input(
+    check: Check, broken: dict[str, object]
+) -> None:
+    verdict = check(entry(), ctx(**broken), RiskSettings())
+    assert not verdict.allowed and "not a finite number" in verdict.reason
+
+
+@pytest.mark.parametrize("name", ["quantity", "price", "exit_size"])
+def test_the_sanity_checks_deny_a_non_finite_intent(name: str) -> None:
+    check = dict(ALWAYS)[name]
+    verdict = check(Intent("A", Side.SELL, INF, Purpose.EXIT), ctx(), RiskSettings())
+    assert not verdict.allowed
+
+
+def test_a_broken_equity_still_lets_a_position_be_closed() -> None:
+    assert GATE.check(exit_a(purpose=Purpose.FLATTEN), ctx(equity=NAN)).allowed

@@ -33,6 +33,7 @@ LIMIT_SETS = [
 ]
 LIMITS = LIMIT_SETS[0]
 GATE = RiskGate(LIMITS)
+GATE_FOR = {id(limits): RiskGate(limits) for limits in LIMIT_SETS}
 START = 100_000.0
 EPS = 1e-6
 
@@ -177,3 +178,56 @@ def test_a_halted_engine_lets_nothing_through_but_flatten(warmup: list, steps: l
             assert intent.purpose is Purpose.FLATTEN
             book.fill(intent)
             assert book.qty.get(symbol, 0.0) == 0 or abs(book.qty[symbol]) < abs(before)
+
+
+@pytest.mark.parametrize("limits", LIMIT_SETS)
+@settings(max_examples=100, deadline=None)
+@given(
+    held=st.lists(
+        st.tuples(st.sampled_from(SYMBOLS[:2]), st.sampled_from(list(Side)), st.integers(1, 50)),
+        max_size=4,
+    ),
+    symbol=st.sampled_from(SYMBOLS[2:]),
+    side=st.sampled_from(list(Side)),
+    qty=st.integers(1, 50),
+    move=st.floats(0.9, 1.1),
+    stop=st.floats(0.005, 0.05),
+    rr=st.floats(2.5, 5.0),
+)
+def test_an_entry_well_inside_every_limit_is_allowed(
+    limits: RiskSettings,
+    held: list,
+    symbol: str,
+    side: Side,
+    qty: int,
+    move: float,
+    stop: float,
+    rr: float,
+) -> None:
+    # The converse of the property above: a gate that denied everything would pass it.
+    book = Book()
+    for s, held_side, n in held:
+        book.fill(Intent(s, held_side, n, Purpose.ENTRY))
+    book.prices[symbol] *= move
+    intent = make_intent(book, symbol, side, qty, Purpose.ENTRY, stop=stop, rr=rr)
+    verdict = GATE_FOR[id(limits)].check(intent, book.context())
+    assert verdict.allowed, verdict
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    symbol=st.sampled_from(SYMBOLS),
+    side=st.sampled_from(list(Side)),
+    qty=st.integers(2, 3_000),
+    part=st.floats(0.01, 1.0),
+    purpose=st.sampled_from([Purpose.EXIT, Purpose.FLATTEN]),
+)
+def test_an_exit_within_the_position_is_allowed_whatever_the_limits(
+    symbol: str, side: Side, qty: int, part: float, purpose: Purpose
+) -> None:
+    book = Book()
+    book.fill(Intent(symbol, side, qty, Purpose.ENTRY))
+    book.cash -= 50_000  # deep in loss: every entry limit is past its line
+    exit_qty = max(1, int(qty * part)) if purpose is Purpose.EXIT else qty
+    intent = Intent(symbol, side.opposite, exit_qty, purpose)
+    assert GATE.check(intent, book.context(TradingState.PAUSED)).allowed

@@ -15,6 +15,7 @@ from engine.domain import Intent, Verdict
 from engine.risk.context import (
     RiskContext,
     exceeds,
+    fail_closed,
     fmt_money,
     fmt_pct,
     fmt_qty,
@@ -34,6 +35,7 @@ def buying_power(ctx: RiskContext, settings: RiskSettings) -> float:
     return ctx.equity / settings.margin_requirement - ctx.gross_exposure()
 
 
+@fail_closed("buying_power")
 def buying_power_check(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "buying_power"
     need = abs(order_notional(intent, ctx))
@@ -62,6 +64,7 @@ def _resulting_qty(intent: Intent, ctx: RiskContext) -> float:
     return ctx.position_qty(intent.symbol) + working + intent.side.sign * intent.qty
 
 
+@fail_closed("position_qty")
 def position_qty(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "position_qty"
     after = abs(_resulting_qty(intent, ctx))
@@ -74,6 +77,7 @@ def position_qty(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ve
     return Verdict.ok(name)
 
 
+@fail_closed("position_notional")
 def position_notional(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "position_notional"
     p = intent_price(intent, ctx) or 0.0
@@ -89,6 +93,7 @@ def position_notional(intent: Intent, ctx: RiskContext, settings: RiskSettings) 
     return Verdict.ok(name)
 
 
+@fail_closed("open_positions")
 def open_positions(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "open_positions"
     engaged = ctx.symbols_held() | {o.symbol for o in ctx.pending_entries()}
@@ -102,6 +107,7 @@ def open_positions(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> 
     return Verdict.ok(name)
 
 
+@fail_closed("gross_exposure")
 def gross_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "gross_exposure"
     current = ctx.exposure(intent.symbol) + ctx.pending_exposure(intent.symbol)
@@ -116,6 +122,7 @@ def gross_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> 
     return Verdict.ok(name)
 
 
+@fail_closed("net_exposure")
 def net_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "net_exposure"
     before = ctx.net_exposure()
@@ -167,6 +174,7 @@ def correlated_group(symbol: str, ctx: RiskContext, settings: RiskSettings) -> d
     return group
 
 
+@fail_closed("correlated_exposure")
 def correlated_exposure(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     """A long in A and a long in a stock that moves with A are one bet (a short in it, a hedge)."""
     name = "correlated_exposure"

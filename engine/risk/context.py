@@ -8,12 +8,17 @@ prices, indicators) and calls `facts.context(...)`.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.calendar import Blackout
-from engine.domain import Intent, Order, OrderType, Position, Side, TradingState
+from engine.domain import Intent, Order, OrderType, Position, Side, TradingState, Verdict
+
+if TYPE_CHECKING:
+    from engine.config import RiskSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +188,70 @@ def fmt_qty(x: float) -> str:
     if math.isfinite(x) and x == int(x):
         return f"{int(x):,}"
     return f"{x:,.8g}"
+
+
+CheckFn = Callable[[Intent, RiskContext, "RiskSettings"], Verdict]
+
+
+def _intent_figures(intent: Intent, ctx: RiskContext) -> Iterator[tuple[str, float]]:
+    yield "qty", intent.qty
+    for name in ("limit_price", "stop_price", "stop_loss", "take_profit"):
+        value = getattr(intent, name)
+        if value is not None:
+            yield name, value
+    last = ctx.last_prices.get(intent.symbol)
+    if last is not None:
+        yield f"last price of {intent.symbol}", last
+    atr = ctx.atr_pct.get(intent.symbol)
+    if atr is not None:
+        yield f"ATR% of {intent.symbol}", atr
+
+
+def _account_figures(ctx: RiskContext) -> Iterator[tuple[str, float]]:
+    yield "equity", ctx.equity
+    for name in ("cash", "day_start_equity", "peak_equity"):
+        value = getattr(ctx, name)
+        if value is not None:
+            yield name, value
+    yield "realized_today", ctx.realized_today
+    for symbol, pos in ctx.positions.items():
+        yield f"{symbol} position", pos.qty
+        yield f"{symbol} average price", pos.avg_price
+        last = ctx.last_prices.get(symbol)
+        if last is not None:
+            yield f"last price of {symbol}", last
+
+
+def non_finite(intent: Intent, ctx: RiskContext, *, account: bool = True) -> str | None:
+    """The first input that is not a number (NaN or infinite), described; else None."""
+    figures = _intent_figures(intent, ctx)
+    if account:
+        figures = _chain(figures, _account_figures(ctx))
+    for name, value in figures:
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            return f"{name} is {value!r}, not a finite number"
+    return None
+
+
+def _chain(*parts: Iterator[tuple[str, float]]) -> Iterator[tuple[str, float]]:
+    for part in parts:
+        yield from part
+
+
+def fail_closed(name: str, *, account: bool = True) -> Callable[[CheckFn], CheckFn]:
+    """A check that denies when any figure it may read is not finite: NaN compares
+    false with everything, so an unguarded `loss > limit` would allow. `account`:
+    the check reads the account's figures (entry checks); the sanity checks every
+    exit passes read only the intent's, so a broken equity never traps a position."""
+
+    def wrap(check: CheckFn) -> CheckFn:
+        @functools.wraps(check)
+        def guarded(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
+            problem = non_finite(intent, ctx, account=account)
+            if problem is not None:
+                return Verdict.deny(name, f"fail closed: {problem}")
+            return check(intent, ctx, settings)
+
+        return guarded
+
+    return wrap

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
-from engine.risk.context import RiskContext, exceeds, fmt_money, fmt_pct
+from engine.risk.context import RiskContext, exceeds, fail_closed, fmt_money, fmt_pct
 from engine.risk.trade import order_risk
 
 MINUTE_MS = 60_000
@@ -25,6 +25,7 @@ def drawdown(ctx: RiskContext) -> float:
     return max(0.0, 1 - ctx.equity / peak) if peak > 0 else 1.0
 
 
+@fail_closed("daily_loss")
 def daily_loss(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "daily_loss"
     base = ctx.start_equity
@@ -41,6 +42,7 @@ def daily_loss(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verd
     return Verdict.ok(name)
 
 
+@fail_closed("max_drawdown")
 def max_drawdown(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "max_drawdown"
     peak = ctx.peak
@@ -57,6 +59,7 @@ def max_drawdown(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ve
     return Verdict.ok(name)
 
 
+@fail_closed("consecutive_losses")
 def consecutive_losses(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "consecutive_losses"
     if ctx.consecutive_losses >= settings.max_consecutive_losses:
@@ -68,6 +71,7 @@ def consecutive_losses(intent: Intent, ctx: RiskContext, settings: RiskSettings)
     return Verdict.ok(name)
 
 
+@fail_closed("trades_per_day")
 def trades_per_day(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "trades_per_day"
     if ctx.trades_today >= settings.max_trades_per_day:
@@ -82,6 +86,7 @@ def recent_orders(ctx: RiskContext) -> list[int]:
     return sorted(t for t in ctx.order_times if ctx.now - MINUTE_MS < t <= ctx.now)
 
 
+@fail_closed("order_rate")
 def order_rate(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "order_rate"
     recent = recent_orders(ctx)
@@ -97,6 +102,7 @@ def order_rate(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verd
     return Verdict.ok(name)
 
 
+@fail_closed("order_fill_ratio")
 def order_fill_ratio(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "order_fill_ratio"
     orders = ctx.orders_today + 1
@@ -110,6 +116,7 @@ def order_fill_ratio(intent: Intent, ctx: RiskContext, settings: RiskSettings) -
     return Verdict.ok(name)
 
 
+@fail_closed("cooldown")
 def cooldown(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "cooldown"
     last = ctx.last_exit_at.get(intent.symbol)

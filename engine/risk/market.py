@@ -10,9 +10,10 @@ import math
 
 from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
-from engine.risk.context import RiskContext, fmt_pct
+from engine.risk.context import RiskContext, fail_closed, fmt_pct
 
 
+@fail_closed("volatility")
 def volatility(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "volatility"
     value = ctx.atr_pct.get(intent.symbol)
@@ -26,6 +27,7 @@ def volatility(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verd
     return Verdict.ok(name)
 
 
+@fail_closed("market_hours")
 def market_hours(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "market_hours"
     if ctx.market_open is None or ctx.market_open.get(intent.symbol, True):
@@ -36,6 +38,7 @@ def market_hours(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Ve
     )
 
 
+@fail_closed("blackout")
 def blackout(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "blackout"
     active = [b for b in ctx.blackouts or () if b.covers(intent.symbol, ctx.now)]

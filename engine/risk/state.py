@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from engine.config import RiskSettings
 from engine.domain import Intent, Purpose, TradingState, Verdict
-from engine.risk.context import RiskContext, reduces_exposure
+from engine.risk.context import RiskContext, fail_closed, reduces_exposure
 
 
 def trading_state(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
@@ -26,6 +26,7 @@ def trading_state(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> V
     return Verdict.deny(name, f"trading is HALTED: only flattening orders, not {intent.purpose}")
 
 
+@fail_closed("health")
 def health(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     """No entries while the broker is gone, the symbol's data is stale, or the monitor says so."""
     name = "health"

@@ -13,6 +13,7 @@ from engine.domain import Intent, OrderType, Side, Verdict
 from engine.risk.context import (
     RiskContext,
     exceeds,
+    fail_closed,
     fmt_money,
     fmt_pct,
     fmt_qty,
@@ -33,6 +34,7 @@ def on_lot(qty: float, lot: float) -> bool:
     return abs(steps - round(steps)) <= _LOT_TOLERANCE * max(1.0, abs(steps))
 
 
+@fail_closed("quantity", account=False)
 def quantity(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "quantity"
     qty = intent.qty
@@ -53,6 +55,7 @@ def quantity(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdic
     return Verdict.ok(name)
 
 
+@fail_closed("price", account=False)
 def price(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     """A known, positive last price, and limit/stop prices within the band around it."""
     name = "price"
@@ -79,6 +82,7 @@ def price(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     return Verdict.ok(name)
 
 
+@fail_closed("exit_size", account=False)
 def exit_size(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     """An exit must shrink an existing position and never take it beyond flat."""
     name = "exit_size"
@@ -115,6 +119,7 @@ def _stop_distance(intent: Intent, ctx: RiskContext) -> tuple[float, float] | No
     return entry, intent.stop_loss
 
 
+@fail_closed("stop_loss")
 def stop_loss(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     """Every entry carries a stop-loss on the losing side of its price."""
     name = "stop_loss"
@@ -145,6 +150,7 @@ def order_risk(intent: Intent, ctx: RiskContext) -> float | None:
     return loss if math.isfinite(loss) and loss > 0 else None
 
 
+@fail_closed("risk_per_trade")
 def risk_per_trade(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "risk_per_trade"
     risk = order_risk(intent, ctx)
@@ -161,6 +167,7 @@ def risk_per_trade(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> 
     return Verdict.ok(name)
 
 
+@fail_closed("reward_risk")
 def reward_risk(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "reward_risk"
     if settings.min_reward_risk == 0:
