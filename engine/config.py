@@ -272,6 +272,9 @@ class RiskSettings(_Section):
     kelly_fraction: float = Field(0.5, gt=0, le=1)
     kelly_cap: float = Field(0.02, gt=0, le=0.2, description="largest risk share Kelly may give")
     kelly_min_trades: int = Field(30, ge=5)
+    kelly_min_wins_losses: int = Field(
+        10, ge=1, description="wins and losses each needed before Kelly is used"
+    )
     exchanges: dict[str, str] = Field(
         default_factory=dict, description='exchange calendar per symbol, e.g. {AAPL = "XNYS"}'
     )

@@ -7,7 +7,8 @@ Three methods, each a pure function returning `Sizing(qty, details)`; the detail
 - volatility-scaled: risk the same share over a multiple of ATR instead of the stop,
   so positions shrink when the market moves more.
 - fractional Kelly: the risk share from the trade history's win rate and payoff,
-  times a fraction, capped; fixed fractional until there are enough trades.
+  times a fraction, capped; fixed fractional until the history holds enough wins
+  and enough losses (scratches are neither).
 
 `size(settings, ...)` picks the configured method and applies the caps that the
 gate would otherwise deny on (risk per trade, position quantity and notional, lot).
@@ -74,20 +75,32 @@ def volatility_scaled(
     return Sizing(round_to_lot(risk / (atr * atr_multiple), lot), details | {"risk": risk})
 
 
-def kelly_share(pnls: Sequence[float]) -> tuple[float, float, float]:
-    """Full-Kelly risk share f* = W - (1 - W) / R, with win rate W and payoff R.
+# A round trip within half a cent of zero is a scratch: neither a win nor a loss.
+SCRATCH = 0.005
 
-    Returns (f*, W, R); f* <= 0 means the history shows no edge.
+
+def outcomes(pnls: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The wins and the losses (as positive amounts) of a history; scratches and
+    values that are not numbers count as neither."""
+    wins = [p for p in pnls if math.isfinite(p) and p >= SCRATCH]
+    losses = [-p for p in pnls if math.isfinite(p) and p <= -SCRATCH]
+    return wins, losses
+
+
+def kelly_share(pnls: Sequence[float]) -> tuple[float, float, float]:
+    """Full-Kelly risk share f* = W - (1 - W) / R, with win rate W and payoff R over
+    the wins and losses (scratches excluded).
+
+    Returns (f*, W, R); f* <= 0 means the history shows no edge. Without both a win
+    and a loss the payoff is unknown, and f* is 0: no evidence is no edge.
     """
-    wins = [p for p in pnls if p > 0]
-    losses = [-p for p in pnls if p < 0]
-    if not pnls:
+    wins, losses = outcomes(pnls)
+    decided = len(wins) + len(losses)
+    if not decided:
         return 0.0, 0.0, 0.0
-    w = len(wins) / len(pnls)
-    if not losses:
-        return 1.0, w, math.inf
-    if not wins:
-        return -1.0, w, 0.0
+    w = len(wins) / decided
+    if not wins or not losses:
+        return 0.0, w, math.nan
     r = (sum(wins) / len(wins)) / (sum(losses) / len(losses))
     return w - (1 - w) / r, w, r
 
@@ -103,11 +116,19 @@ def kelly(
     min_trades: int,
     fallback_share: float,
     lot: float = 1.0,
+    min_each: int = 1,
 ) -> Sizing:
-    """Fractional Kelly on the stop distance; fixed fractional below `min_trades`."""
-    if len(pnls) < min_trades:
+    """Fractional Kelly on the stop distance, at most `cap`. Fixed fractional until
+    the history holds `min_trades` wins and losses together and `min_each` of
+    each: a win rate from a history without losses is not an edge."""
+    wins, losses = outcomes(pnls)
+    decided = len(wins) + len(losses)
+    if decided < min_trades or min(len(wins), len(losses)) < min_each:
         base = fixed_fractional(equity, entry, stop, min(fallback_share, cap), lot)
-        why = f"{len(pnls)} trades < {min_trades}: fixed fractional"
+        why = (
+            f"{len(wins)} wins and {len(losses)} losses (scratches excluded); Kelly needs"
+            f" {min_trades} together and {min_each} of each: fixed fractional"
+        )
         return Sizing(base.qty, base.details | {"method": "kelly", "fallback": why})
     full, win_rate, payoff = kelly_share(pnls)
     share = min(max(full * fraction, 0.0), cap)
@@ -115,6 +136,8 @@ def kelly(
     stats = {
         "method": "kelly",
         "trades": len(pnls),
+        "wins": len(wins),
+        "losses": len(losses),
         "win_rate": win_rate,
         "payoff": payoff,
         "kelly_full": full,
@@ -153,6 +176,7 @@ def size(
             min_trades=settings.kelly_min_trades,
             fallback_share=settings.risk_per_trade,
             lot=lot,
+            min_each=settings.kelly_min_wins_losses,
         )
     else:
         result = fixed_fractional(equity, entry, stop, settings.risk_per_trade, lot)

@@ -196,6 +196,7 @@ def test_a_halted_engine_lets_nothing_through_but_flatten(warmup: list, steps: l
 )
 def test_an_entry_well_inside_every_limit_is_allowed(
     limits: RiskSettings,
+    *,
     held: list,
     symbol: str,
     side: Side,

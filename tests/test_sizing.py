@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import RiskSettings
 from engine.sizing import (
@@ -88,3 +90,77 @@ def test_size_caps_volatility_sizing_at_the_risk_per_trade() -> None:
     settings = RiskSettings(sizing="volatility", max_position_notional=10)
     result = size(settings, equity=100_000, entry=100.0, stop=80.0, atr=1.0)
     assert result.qty * 20.0 <= 2_000.0
+
+
+KELLY = {"fraction": 0.5, "cap": 0.02, "min_trades": 30, "fallback_share": 0.01, "min_each": 10}
+
+
+def test_thirty_scratches_are_no_history_and_size_fixed_fractional() -> None:
+    result = kelly(100_000, 100.0, 90.0, [0.0] * 30, **KELLY)  # type: ignore[arg-type]
+    assert result.qty == 100 and "fallback" in result.details  # 1% fixed, not Kelly's 2%
+
+
+def test_one_win_among_scratches_is_no_edge_and_sizes_fixed_fractional() -> None:
+    result = kelly(100_000, 100.0, 90.0, [1.0] + [0.0] * 29, **KELLY)  # type: ignore[arg-type]
+    assert result.qty == 100 and "fallback" in result.details
+
+
+def test_kelly_waits_for_enough_losses_as_well_as_wins() -> None:
+    pnls = [50.0] * 40 + [-10.0] * 9
+    result = kelly(100_000, 100.0, 90.0, pnls, **KELLY)  # type: ignore[arg-type]
+    assert "fallback" in result.details
+    enough = kelly(100_000, 100.0, 90.0, [*pnls, -10.0], **KELLY)  # type: ignore[arg-type]
+    assert "fallback" not in enough.details and enough.qty == 200
+
+
+def test_a_scratch_is_neither_a_win_nor_a_loss() -> None:
+    with_scratches = kelly_share([2.0] * 6 + [-1.0] * 4 + [0.0, 0.001, -0.004])
+    assert with_scratches == pytest.approx((0.4, 0.6, 2.0))
+
+
+pnl = st.floats(-1_000, 1_000, allow_nan=False)
+history = st.tuples(
+    st.lists(st.floats(0.01, 1_000), min_size=10, max_size=40),
+    st.lists(st.floats(-1_000, -0.01), min_size=10, max_size=40),
+    st.lists(st.sampled_from([0.0, 0.001, -0.001]), max_size=20),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pnls=st.lists(pnl, max_size=80),
+    fraction=st.floats(0.01, 1.0),
+    cap=st.floats(0.001, 0.2),
+    stop=st.floats(50.0, 99.9),
+)
+def test_kelly_never_risks_more_than_its_cap(
+    pnls: list[float], fraction: float, cap: float, stop: float
+) -> None:
+    result = kelly(
+        100_000, 100.0, stop, pnls, fraction=fraction, cap=cap, min_trades=5, fallback_share=0.2
+    )
+    assert result.qty * (100.0 - stop) <= cap * 100_000 * (1 + 1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(outcome=history, fraction=st.floats(0.01, 1.0))
+def test_kelly_sizes_zero_when_the_expectancy_is_not_positive(
+    outcome: tuple[list[float], list[float], list[float]], fraction: float
+) -> None:
+    wins, losses, scratches = outcome
+    scale = max(1.0, sum(wins) / sum(-x for x in losses))
+    losses = [x * scale * 1.0001 for x in losses]  # total losses above the total wins
+    pnls = wins + losses + scratches
+    assert sum(wins) + sum(losses) <= 0
+    result = kelly(
+        100_000,
+        100.0,
+        90.0,
+        pnls,
+        fraction=fraction,
+        cap=0.2,
+        min_trades=20,
+        fallback_share=0.01,
+        min_each=10,
+    )
+    assert "fallback" not in result.details and result.qty == 0
