@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -122,6 +123,23 @@ def _simple(kind: CommandKind, build: Callable[[argparse.Namespace], dict[str, A
         return code
 
     return run
+
+
+def _positive_amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"an amount must be a positive number, got {text!r}")
+    return value
+
+
+def _cash_args(sign: int) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def build(args: argparse.Namespace) -> dict[str, Any]:
+        return {"amount": sign * args.amount, "reason": args.reason}
+
+    return build
 
 
 def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -284,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("stop", "EMERGENCY STOP: halt, cancel all, close all; waits until flat", cmd_stop)
     p.add_argument("--reason", help="recorded in the audit trail")
     waiting(p, 30.0)
+    for name, sign, help_text in (
+        ("deposit", 1, "add cash to the account (not P&L; audited)"),
+        ("withdraw", -1, "take cash out of the account (not a loss; audited)"),
+    ):
+        p = verb(
+            name,
+            help_text,
+            _simple(CommandKind.CASH_MOVEMENT, _cash_args(sign)),
+        )
+        p.add_argument("amount", type=_positive_amount, help="in account currency")
+        p.add_argument("--reason", required=True, help="recorded in the audit trail")
+        waiting(p)
     p = verb("config", "print the effective configuration (secrets masked)", cmd_config)
     engine_options(p)
     p = verb("up", "start the engine and the cockpit together", cmd_up)

@@ -109,12 +109,21 @@ def _ack_alert(trader: Trader, cmd: Command) -> str:
     return f"acknowledged alert #{alert_id}"
 
 
+def _cash_movement(trader: Trader, cmd: Command) -> str:
+    try:
+        amount = float(cmd.args.get("amount", 0.0))
+        return trader.move_cash(amount, str(cmd.args.get("reason") or ""), cmd.requested_by)
+    except (TypeError, ValueError) as exc:
+        raise CommandFailed(str(exc)) from None
+
+
 HANDLERS: dict[str, Callable[[Trader, Command], str]] = {
     CommandKind.PAUSE: _pause,
     CommandKind.RESUME: _resume,
     CommandKind.FLATTEN: _flatten,
     CommandKind.EMERGENCY_STOP: _emergency_stop,
     CommandKind.ACK_ALERT: _ack_alert,
+    CommandKind.CASH_MOVEMENT: _cash_movement,
 }
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from sqlite_utils import Database
 
 from engine import control
+from engine.account import fix_starting_cash, movement_problem, record_movement
 from engine.alerts import Alerts
 from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
 from engine.calendar import TradingDay, symbol_exchanges
@@ -62,6 +63,7 @@ from engine.monitor import (
     MonitorInput,
     MonitorState,
     MoveStop,
+    Pause,
     RaiseAlert,
     apply_migrations,
     usage,
@@ -194,7 +196,8 @@ class Trader:
         self.validator = BarValidator(
             max_jump=settings.engine.max_jump, bar_ms=settings.engine.bar_ms
         )
-        self.portfolio = Portfolio.load(db, settings.engine.starting_cash)
+        starting_cash = fix_starting_cash(db, settings.engine.starting_cash, clock())
+        self.portfolio = Portfolio.load(db, starting_cash)
         self.oms = Oms(
             db,
             broker,
@@ -585,6 +588,29 @@ class Trader:
         until = max(self.locked_until.get(symbol, 0), self.locked_until.get(ALL_SYMBOLS, 0))
         return until > now
 
+    # ------------------------------------------------------ cash movements
+
+    def move_cash(self, amount: float, reason: str, actor: str) -> str:
+        """A deposit (> 0) or withdrawal (< 0): recorded and audited, applied to the
+        portfolio and the paper account, left out of P&L and drawdown. Raises
+        ValueError with the reason when it cannot be made. Stamped on market time,
+        the clock of the equity marks it must be set against."""
+        now = self.market_now
+        equity = self.portfolio.mark(self._prices(), now).equity
+        problem = movement_problem(amount, reason, equity)
+        if problem is not None:
+            raise ValueError(problem)
+        transfer = getattr(self.broker, "transfer", None)
+        with self.db.atomic():
+            record_movement(self.db, amount, reason, actor, now)
+            if transfer is not None:
+                transfer(amount, now)
+        self.portfolio.move_cash(amount)
+        self._mark(now)
+        self.db.conn.commit()
+        kind = "deposit" if amount > 0 else "withdrawal"
+        return f"{kind} of {abs(amount):,.2f} recorded; cash {self.portfolio.cash:,.2f}"
+
     # ------------------------------------------------------ flatten and stop
 
     def flatten_step(
@@ -730,6 +756,8 @@ class Trader:
                 self.submit(action.intent())
             elif isinstance(action, MoveStop):
                 self.move_stop(action)
+            elif isinstance(action, Pause) and self.state is TradingState.ACTIVE:
+                self.set_state(TradingState.PAUSED, action.reason, "monitor")
         self.entry_blocks = tuple(blocks)
         write_usage(self.db, usage(ctx, self.settings.risk), now)
         if self.model is not None:

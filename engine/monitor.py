@@ -15,6 +15,9 @@ Actions, and what the runner does with each:
   while a resting stop guards the position (the broker fills it where it trades).
 - `KillSwitch(reason)`: the emergency stop (HALTED, cancel all, flatten, CRITICAL
   alert). Not emitted while already HALTED.
+- `Pause(reason)`: set PAUSED with this reason; only for a fault the monitor cannot
+  judge past (an equity that is not a number), so it stays until someone acts.
+  Only emitted while ACTIVE; a CRITICAL `RaiseAlert` comes with it.
 - `BlockEntries(reason, symbols)`: level-triggered; while any is emitted the
   cycle denies entries (`RiskContext.entries_blocked` / `stale_symbols`); when
   none is emitted, entries are free again. `symbols` empty = every symbol.
@@ -23,8 +26,8 @@ Actions, and what the runner does with each:
 
 Limits that belong to the trading day (the losing streak, trades per day) block
 entries until the next trading day and lift by themselves with an INFO alert;
-exits go on meanwhile. Only the kill switch (HALTED) and an operator's pause stay
-until someone acts.
+exits go on meanwhile. Only the kill switch (HALTED), a fault's pause and an
+operator's pause stay until someone acts.
 
 Two clocks: `ctx.now` is market time (staleness, time stops, day limits);
 `wall_now` is the wall clock (the dead-man's switch, how long the broker has been
@@ -71,6 +74,7 @@ __all__ = [
     "MonitorResult",
     "MonitorState",
     "MoveStop",
+    "Pause",
     "RaiseAlert",
     "TrailState",
     "apply_migrations",
@@ -143,6 +147,11 @@ class KillSwitch:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class BlockEntries:
     reason: str
     symbols: frozenset[str] = frozenset()  # empty = every symbol
@@ -157,7 +166,7 @@ class RaiseAlert:
     source: str = SOURCE
 
 
-MonitorAction = ExitPosition | MoveStop | KillSwitch | BlockEntries | RaiseAlert
+MonitorAction = ExitPosition | MoveStop | KillSwitch | Pause | BlockEntries | RaiseAlert
 
 # What the INFO note says when a day-scoped limit lifts at the next trading day.
 DAY_LIMIT_LIFTED = {

@@ -5,8 +5,12 @@ reducing leaves it and realizes (price - avg) x closed qty in the position's
 direction; crossing zero closes the old position and opens the new one at the
 fill price. Commissions are charged to realized P&L when paid, so at any mark
 
-    equity - starting_cash == realized + unrealized
-                           == realized_gross + unrealized - commissions
+    equity - starting_cash - movements == realized + unrealized
+                                       == realized_gross + unrealized - commissions
+
+where `movements` is the net of deposits and withdrawals (engine.account): cash
+that came or went without being P&L. The peak moves with each movement, so a
+withdrawal is not a drawdown.
 
 A position that returns to flat (or flips) completes a round trip, reported as
 a `TradeRecord`. Fills are the only input: `Portfolio.load` replays the `fills`
@@ -141,6 +145,7 @@ class Portfolio:
 
     def _reset(self) -> None:
         self.cash = self.starting_cash
+        self.movements = 0.0  # net deposits less withdrawals
         self.realized = 0.0  # net of commissions
         self.realized_gross = 0.0
         self.commissions = 0.0
@@ -226,6 +231,15 @@ class Portfolio:
         self.realized += realized_change
         return FillEffect(fill, book.position() if book else None, realized_change, trade)
 
+    def move_cash(self, amount: float) -> None:
+        """A deposit (> 0) or withdrawal (< 0): cash and the peak move together, so
+        neither P&L nor drawdown sees it."""
+        if not math.isfinite(amount):
+            raise ValueError(f"a cash movement must be a finite amount, got {amount!r}")
+        self.cash += amount
+        self.movements += amount
+        self.peak += amount
+
     def set_protection(self, symbol: str, stop: float | None, target: float | None) -> bool:
         """Stop-loss and take-profit of the open position; False when there is none."""
         book = self._books.get(symbol)
@@ -290,9 +304,16 @@ class Portfolio:
             self._books[symbol].stop, self._books[symbol].target = stop, target
             if last_price is not None:
                 self._last_prices[symbol] = last_price
-        peak = db.execute("SELECT MAX(peak) FROM equity").fetchone()[0]
-        if peak is not None:
-            self.peak = max(self.peak, float(peak))
+        movements = db.execute("SELECT TOTAL(amount) FROM cash_movements").fetchone()[0]
+        if movements:
+            self.cash += float(movements)
+            self.movements = float(movements)
+        # The latest snapshot's peak is the running peak, moved by every deposit and
+        # withdrawal before it; a larger one from before a withdrawal is not a peak.
+        peak = db.execute("SELECT peak FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+        self.peak = self.starting_cash + self.movements
+        if peak is not None and peak[0] is not None:
+            self.peak = max(self.peak, float(peak[0]))
 
 
 _UPSERT_POSITION = (

@@ -36,6 +36,7 @@ class CommandKind(StrEnum):
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     RETIRE = "retire"
+    CASH_MOVEMENT = "cash_movement"  # a deposit (amount > 0) or withdrawal (< 0)
 
 
 class CommandStatus(StrEnum):
@@ -100,6 +101,7 @@ _SPECS: dict[CommandKind, dict[str, _Arg]] = {
     CommandKind.PROMOTE: {"version": _Arg(str, True, _VERSION), "reason": _REASON},
     CommandKind.ROLLBACK: {"reason": _REASON},
     CommandKind.RETIRE: {"version": _Arg(str, True, _VERSION), "reason": _REASON},
+    CommandKind.CASH_MOVEMENT: {"amount": _Arg(float, True), "reason": _Arg(str, True)},
 }
 
 

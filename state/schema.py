@@ -373,6 +373,22 @@ def m006_market_clock(db: Database) -> None:
             engine.add_column(name, kind)
 
 
+@migrations()
+def m007_account_and_cash_movements(db: Database) -> None:
+    """Starting cash is fixed for an account's life; deposits and withdrawals are
+    their own audited rows, so P&L and drawdown can leave them out."""
+    db.table("account").create(
+        {"id": int, "starting_cash": float, "created_at": int}, pk="id", if_not_exists=True
+    )
+    db.table("cash_movements").create(
+        {"id": int, "ts": int, "amount": float, "reason": str, "actor": str},
+        pk="id",
+        not_null={"ts", "amount"},
+        if_not_exists=True,
+    )
+    db.table("cash_movements").create_index(["ts"], if_not_exists=True)
+
+
 def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
     """Apply a set's pending migrations (idempotent); return the names applied.
     Every module that owns tables (paper broker, risk, ML) applies its set through this."""

@@ -11,6 +11,7 @@ every read model has an empty value that pages show as an empty state.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -234,16 +235,29 @@ class AccountSummary:
     as_of: int | None
 
 
+def _moved_after(conn: sqlite3.Connection | None, ts: int | None) -> float:
+    """Net deposits less withdrawals after the mark at `ts` (0 without a mark)."""
+    if conn is None or ts is None:
+        return 0.0
+    row = conn.execute(
+        "SELECT TOTAL(amount) FROM cash_movements WHERE ts > ?", (int(ts),)
+    ).fetchone()
+    return float(row[0] or 0.0)
+
+
 def account_summary(path: PathLike, now: int) -> AccountSummary:
     """The account today. "Today" is the risk gate's trading day on market time (the
     engine's market clock, else `now`), and the day's P&L is measured from the same
-    day-start equity the daily loss limit uses, so the page and the gate agree."""
+    day-start equity the daily loss limit uses, so the page and the gate agree.
+    Deposits and withdrawals are left out of both P&L figures."""
     with _read(path) as conn:
         market, trading_day = market_clock(conn)
         day = trading_day.start(market if market is not None else now)
         last = _one(conn, "SELECT ts, equity, cash, drawdown FROM equity ORDER BY ts DESC LIMIT 1")
-        first = _one(conn, "SELECT equity FROM equity ORDER BY ts LIMIT 1")
+        first = _one(conn, "SELECT equity, ts FROM equity ORDER BY ts LIMIT 1")
         base = day_start_equity(conn, day) if conn is not None else None
+        # Deposits and withdrawals since the first mark moved equity without being P&L.
+        moved_total = _moved_after(conn, first[1] if first else None)
         worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
         pos = _one(
             conn,
@@ -256,7 +270,9 @@ def account_summary(path: PathLike, now: int) -> AccountSummary:
         equity=equity,
         cash=float(last["cash"]) if last and last["cash"] is not None else None,
         day_pnl=equity - base if equity is not None and base is not None else None,
-        total_pnl=equity - float(first[0]) if equity is not None and first else None,
+        total_pnl=(
+            equity - float(first[0]) - moved_total if equity is not None and first else None
+        ),
         drawdown=float(last["drawdown"] or 0.0) if last else None,
         max_drawdown=float(worst[0]) if worst and worst[0] is not None else None,
         open_positions=int(pos[0]) if pos else 0,
@@ -956,7 +972,11 @@ def pnl_per_day(path: PathLike) -> pd.DataFrame:
         }
     )
     out = out.dropna(subset=["end_equity"])
-    out["pnl"] = out["end_equity"] - out["start_equity"]
+    with _read(path) as conn:
+        moved = conn.execute("SELECT ts, amount FROM cash_movements").fetchall() if conn else []
+    next_start = dict(itertools.pairwise(starts))
+    moved_in_day = [sum(a for ts, a in moved if day <= ts < next_start[day]) for day in out["day"]]
+    out["pnl"] = out["end_equity"] - out["start_equity"] - moved_in_day
     out["ret"] = out["pnl"] / out["start_equity"]
     return out.reset_index(drop=True)[columns]
 

@@ -31,6 +31,7 @@ from engine.monitor import (
     MonitorInput,
     MonitorState,
     MoveStop,
+    Pause,
     RaiseAlert,
     usage,
     write_usage,

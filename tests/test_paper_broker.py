@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
+from engine.account import StartingCashChanged
 from engine.brokers.base import Broker, BrokerUnavailable
 from engine.brokers.fills import slippage
 from engine.brokers.paper import NOT_WORKING, PaperBroker
@@ -319,7 +320,7 @@ def test_working_limit_survives_a_restart_and_fills_on_the_next_bar(path: Path) 
     first_db.conn.close()
 
     second_db = open_writer(path)
-    second = broker(second_db, cash=1.0)  # starting cash applies to a new account only
+    second = broker(second_db)
     assert second.account() == before
     [report] = second.on_bar(bar(4, 50, 50, 48, 49))
     second_db.conn.close()
@@ -424,7 +425,7 @@ def test_cash_and_positions_follow_the_fills_exactly(steps: list[tuple]) -> None
                 Bar(symbol, ts, close, close * (1 + spread), close * (1 - spread), close, volume)
             )
         else:
-            b = PaperBroker(db, paper, starting_cash=1)
+            b = PaperBroker(db, paper, starting_cash=50_000)
     for r in reports:
         if r.fill is not None:
             f = r.fill
@@ -434,3 +435,14 @@ def test_cash_and_positions_follow_the_fills_exactly(steps: list[tuple]) -> None
     assert account.cash == pytest.approx(expected_cash, rel=1e-12, abs=1e-9)
     assert {s: account.positions.get(s, 0.0) for s in expected} == expected
     db.close()
+
+
+def test_a_different_starting_cash_on_an_existing_account_is_refused(db: Database) -> None:
+    broker(db).on_bar(flat(1, 50))
+    with pytest.raises(StartingCashChanged, match=r"began with 100,000\.00"):
+        PaperBroker(db, FREE, starting_cash=50_000)
+
+
+def test_a_transfer_moves_the_paper_cash_and_survives_a_restart(db: Database) -> None:
+    broker(db).transfer(-2_500.0, now=5)
+    assert PaperBroker(db, FREE, CASH).account().cash == CASH - 2_500.0

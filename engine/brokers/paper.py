@@ -42,6 +42,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from engine.account import starting_cash_changed
 from engine.brokers.base import BrokerAccount, BrokerOrderState, BrokerUnavailable
 from engine.brokers.fills import (
     FillDecision,
@@ -382,6 +383,18 @@ class PaperBroker:
 
     # ---- extras for the engine and tests ------------------------------------------
 
+    def transfer(self, amount: float, now: int) -> None:
+        """A deposit (> 0) or withdrawal (< 0) of cash, in the caller's transaction."""
+        if not math.isfinite(amount):
+            raise ValueError(f"a transfer must be a finite amount, got {amount!r}")
+
+        def work() -> list[ExecutionReport]:
+            self._cash += amount
+            self._save_account(now)
+            return []
+
+        self._write(work)
+
     def last_bar(self, symbol: str) -> Bar | None:
         return self._bars.get(symbol)
 
@@ -706,12 +719,9 @@ class PaperBroker:
                     (self._starting_cash, self._starting_cash),
                 )
             row = (self._starting_cash, 0, 0, self._starting_cash)
-        elif row[3] != self._starting_cash:
-            logger.info(
-                "paper account continues with cash %.2f; starting_cash %.2f applies only to a"
-                " new account",
-                row[0],
-                self._starting_cash,
+        elif not math.isclose(row[3], self._starting_cash, rel_tol=0, abs_tol=1e-6):
+            raise starting_cash_changed(
+                self._starting_cash, float(row[3]), "the paper account in this database"
             )
         self._cash = float(row[0])
         self._order_seq = int(row[1])

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.account import net_movements
 from engine.calendar import Blackout, TradingDay
 from engine.domain import Order, Position, TradingState
 from engine.risk.context import RiskContext
@@ -93,14 +94,19 @@ def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
 def day_start_equity(conn: sqlite3.Connection, day_start: int) -> float | None:
     """The equity the day's P&L and loss limit are measured from: the last mark
     before the day began, else the day's first mark. The gate and the Overview
-    both read it here, so they agree on today's P&L."""
-    before = _one(
-        conn, "SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1", day_start
+    both read it here, so they agree on today's P&L. Deposits and withdrawals made
+    since that mark are added: they moved equity without being P&L."""
+    mark = (
+        conn.execute(
+            "SELECT equity, ts FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1", (day_start,)
+        ).fetchone()
+        or conn.execute(
+            "SELECT equity, ts FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (day_start,)
+        ).fetchone()
     )
-    if before is not None:
-        return float(before)
-    first = _one(conn, "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", day_start)
-    return None if first is None else float(first)
+    if mark is None:
+        return None
+    return float(mark[0]) + net_movements(conn, since=int(mark[1]) + 1)
 
 
 def load_risk_facts(
