@@ -58,6 +58,9 @@ def _autostart() -> None:
 
 
 def _status_panel() -> None:
+    if ui.idle_expired():
+        # A full run logs the idle session out; until then nothing more is drawn.
+        st.rerun()
     s = views.engine_status(ui.db(), ui.now())
     st.session_state["engine_state"] = s.trading_state
     if not s.present:
@@ -204,11 +207,16 @@ def _controls() -> None:
         dialog()
 
 
-def _sidebar() -> None:
+def _sidebar(access: auth.Access) -> None:
     with st.sidebar:
         st.fragment(_status_panel, run_every=ui.refresh_seconds())()
         st.divider()
         _controls()
+        if access is auth.Access.AUTHENTICATED:
+            st.divider()
+            if st.button("Log out", key="logout", icon=":material/logout:", width="stretch"):
+                ui.logout()
+                st.rerun()
 
 
 # --------------------------------------------------------------------------- pages
@@ -260,5 +268,5 @@ page = _navigation(access.allowed)
 if access.allowed:
     if access is auth.Access.OPEN:
         _no_password_banner()
-    _sidebar()
+    _sidebar(access)
 page.run()

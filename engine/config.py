@@ -376,6 +376,9 @@ class CockpitSettings(_Section):
     timezone: str = "UTC"
     refresh_seconds: float = Field(2.0, ge=0.5, le=60)
     password_hash: SecretStr | None = None
+    idle_timeout_minutes: float = Field(
+        30.0, gt=0, le=1440, description="a logged-in session idle this long must log in again"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,22 +91,58 @@ pio.templates.default = "plotly_dark+cockpit"
 # --------------------------------------------------------------------------- access
 
 _AUTH_KEY = "authenticated_hash"
+_ACTIVE_KEY = "last_active"  # time.monotonic() of the session's last full run
+_NOTICE_KEY = "gate_notice"
 
 
 def access() -> auth.Access:
-    """What this session may see now (see state.auth.decide_access)."""
+    """What this session may see now (see state.auth.decide_access).
+
+    A full run of a logged-in session counts as activity; a session idle for
+    cockpit.idle_timeout_minutes is logged out here, on its next full run.
+    """
     password_hash = auth.password_hash_from_config()
-    remote = st.context.ip_address
+    # The session remembers the hash it logged in with: a new password logs every
+    # session out.
+    authenticated = password_hash is not None and st.session_state.get(_AUTH_KEY) == password_hash
+    if authenticated:
+        if idle_expired():
+            minutes = settings().cockpit.idle_timeout_minutes
+            logout(f"Logged out after {minutes:g} min without activity.")
+            authenticated = False
+        else:
+            st.session_state[_ACTIVE_KEY] = time.monotonic()
     return auth.decide_access(
         password_set=password_hash is not None,
-        # The session remembers the hash it logged in with: a new password logs every
-        # session out.
-        authenticated=password_hash is not None
-        and st.session_state.get(_AUTH_KEY) == password_hash,
+        authenticated=authenticated,
         server_address=str(st.get_option("server.address") or ""),
-        # None for loopback clients; AppTest puts a stand-in there, not a str.
-        remote_ip=remote if isinstance(remote, str) else None,
+        remote_ip=_remote_ip(),
     )
+
+
+def idle_expired() -> bool:
+    """True when a logged-in session has had no full run for the idle timeout.
+
+    Fragments refresh on their own, so they do not count as activity; the sidebar's
+    fragment asks this to end an idle session's live refresh.
+    """
+    last = st.session_state.get(_ACTIVE_KEY)
+    if st.session_state.get(_AUTH_KEY) is None or last is None:
+        return False
+    return time.monotonic() - float(last) > settings().cockpit.idle_timeout_minutes * 60
+
+
+def logout(notice: str = "Logged out.") -> None:
+    """Forget everything this session held; the gate shows `notice` once."""
+    st.session_state.clear()
+    st.session_state[_NOTICE_KEY] = notice
+    log.info("operator session ended: %s", notice)
+
+
+def _remote_ip() -> str | None:
+    remote = st.context.ip_address
+    # None for loopback clients; AppTest puts a stand-in there, not a str.
+    return remote if isinstance(remote, str) else None
 
 
 def require_access() -> None:
@@ -138,22 +175,28 @@ def gate_page() -> None:
 
 def _login_form(password_hash: str) -> None:
     st.title("Cockpit")
+    notice = st.session_state.pop(_NOTICE_KEY, None)
+    if notice:
+        st.info(notice, icon=":material/logout:")
     with st.form("login"):
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
     if not submitted:
         return
-    wait = auth.throttle.wait_seconds(time.monotonic())
+    throttle = auth.throttle_for(Path(db()))
+    source = _remote_ip() or "local"
+    wait = throttle.wait_seconds(source, time.time())
     if wait > 0:
         st.error(f"Too many failed attempts: try again in {wait:.0f} s.")
         return
     if auth.verify_password(password_hash, password):
-        auth.throttle.record_success()
+        throttle.record_success(source)
         st.session_state[_AUTH_KEY] = password_hash
-        log.info("operator logged in")
+        st.session_state[_ACTIVE_KEY] = time.monotonic()
+        log.info("operator logged in from %s", source)
         st.rerun()
-    delay = auth.throttle.record_failure(time.monotonic())
-    log.warning("failed login; next attempt allowed in %.0f s", delay)
+    delay = throttle.record_failure(source, time.time())
+    log.warning("failed login from %s; next attempt allowed in %.0f s", source, delay)
     st.error(f"Wrong password. Next attempt allowed in {delay:.0f} s.")
 
 
@@ -161,7 +204,8 @@ def _login_form(password_hash: str) -> None:
 
 
 @st.cache_resource(ttl=30, show_spinner=False, max_entries=8)
-def _settings_cached(_environment: tuple[tuple[str, str], ...]) -> Settings:
+def _settings_cached(environment: tuple[tuple[str, str], ...]) -> Settings:
+    # `environment` is only the cache key; a leading underscore would leave it out.
     return load_settings()
 
 

@@ -49,7 +49,6 @@ def cockpit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     monkeypatch.setenv("COCKPIT_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.delenv("COCKPIT_PASSWORD_HASH", raising=False)
     monkeypatch.setattr(state.auth, "SECRETS_FILE", tmp_path / "absent-secrets.toml")
-    state.auth.throttle.record_success()
     # AppTest resets PagesManager.uses_pages_directory before every run, and a
     # `pages/` folder then makes every run after the first execute the page alone
     # (multipage v1) instead of app.py. st.navigation apps are v2: keep it so.

@@ -66,18 +66,73 @@ def test_set_password_refuses_without_writing(tmp_path: Path, answers: list[str]
 
 def test_the_throttle_doubles_the_delay_after_each_failure() -> None:
     t = auth.LoginThrottle(base=1.0, cap=60.0)
-    delays = [t.record_failure(now=100.0) for _ in range(4)]
+    delays = [t.record_failure("local", now=100.0) for _ in range(4)]
     assert delays == [1.0, 2.0, 4.0, 8.0]
-    assert t.wait_seconds(103.0) == 5.0
+    assert t.wait_seconds("local", 103.0) == 5.0
 
 
 def test_the_throttle_caps_the_delay_and_a_success_clears_it() -> None:
     t = auth.LoginThrottle(base=1.0, cap=10.0)
     for _ in range(10):
-        last = t.record_failure(now=0.0)
+        last = t.record_failure("local", now=0.0)
     assert last == 10.0
-    t.record_success()
-    assert t.wait_seconds(0.0) == 0.0
+    t.record_success("local")
+    assert t.wait_seconds("local", 0.0) == 0.0
+
+
+def test_the_throttle_survives_a_restart(tmp_path: Path) -> None:
+    path = auth.throttle_path(tmp_path / "cockpit.db")
+    for _ in range(3):
+        auth.LoginThrottle(path).record_failure("local", now=1000.0)
+    restarted = auth.LoginThrottle(path)
+    assert restarted.failures("local", 1001.0) == 3
+    assert restarted.wait_seconds("local", 1001.0) == 3.0
+
+
+def test_the_throttle_file_is_private_and_beside_the_database(tmp_path: Path) -> None:
+    path = auth.throttle_path(tmp_path / "cockpit.db")
+    auth.LoginThrottle(path).record_failure("local", now=0.0)
+    assert path.parent == tmp_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_attackers_failures_do_not_delay_another_address() -> None:
+    t = auth.LoginThrottle(base=1.0, cap=60.0)
+    for _ in range(20):
+        t.record_failure("203.0.113.9", now=0.0)
+    assert t.wait_seconds("203.0.113.9", 1.0) == 59.0
+    assert t.wait_seconds("local", 1.0) == 0.0
+
+
+def test_no_stored_deadline_waits_longer_than_the_cap(tmp_path: Path) -> None:
+    path = auth.throttle_path(tmp_path / "cockpit.db")
+    # An edited file, or a clock set back after the failures were recorded.
+    path.write_text('{"local": {"failures": 99, "not_before": 1e12, "last": 1000.0}}')
+    assert auth.LoginThrottle(path, cap=60.0).wait_seconds("local", 1000.0) == 60.0
+
+
+def test_failures_are_forgotten_after_a_quiet_period() -> None:
+    t = auth.LoginThrottle(base=1.0, cap=60.0, forget_after=900.0)
+    for _ in range(10):
+        t.record_failure("local", now=0.0)
+    assert t.record_failure("local", now=2000.0) == 1.0
+
+
+def test_an_unreadable_throttle_file_still_throttles(tmp_path: Path) -> None:
+    path = auth.throttle_path(tmp_path / "cockpit.db")
+    path.write_text("not json")
+    t = auth.LoginThrottle(path)
+    t.record_failure("local", now=0.0)
+    path.write_text("not json")
+    assert t.wait_seconds("local", 0.5) == 0.5
+
+
+def test_the_throttle_keeps_a_bounded_number_of_addresses() -> None:
+    t = auth.LoginThrottle()
+    for i in range(auth.LoginThrottle.MAX_SOURCES + 5):
+        t.record_failure(f"198.51.100.{i}", now=i / 1000)
+    assert t.failures("198.51.100.0", 2.0) == 0  # the oldest gave way
+    assert t.failures(f"198.51.100.{auth.LoginThrottle.MAX_SOURCES + 4}", 2.0) == 1
 
 
 @pytest.mark.parametrize(

@@ -92,10 +92,10 @@ def _dump(db: Path) -> list[str]:
 
 @pytest.fixture
 def server(request, template: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A fresh `streamlit run app.py` on (address, with password) from `request.param`."""
+    """A fresh `streamlit run app.py` on (address, with password[, idle minutes])."""
     from state.auth import hash_password
 
-    address, password = request.param
+    address, password, *idle = request.param
     db = tmp_path / "cockpit.db"
     shutil.copy(template, db)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COCKPIT_", "STREAMLIT_"))}
@@ -107,6 +107,8 @@ def server(request, template: Path, tmp_path: Path) -> Iterator[tuple[str, Path]
     )
     if password:
         env["COCKPIT_PASSWORD_HASH"] = hash_password(PASSWORD)
+    if idle:
+        env["COCKPIT_COCKPIT__IDLE_TIMEOUT_MINUTES"] = str(idle[0])
     port = _free_port()
     argv = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
     argv += ["--server.address", address, "--server.headless", "true"]
@@ -186,3 +188,39 @@ def test_without_a_password_on_loopback_every_page_shows_its_data(browser, serve
             expect(page.get_by_role("button", name="EMERGENCY STOP")).to_be_visible()
         finally:
             context.close()
+
+
+def _log_in(browser, url: str):
+    context, page = _open(browser, url, "Password")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    return context, page
+
+
+@pytest.mark.parametrize("server", [("127.0.0.1", True)], indirect=True, ids=["password"])
+def test_log_out_returns_to_the_login_form(browser, server) -> None:
+    url, _ = server
+    context, page = _log_in(browser, f"{url}/alerts")
+    try:
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_label("Password", exact=True)).to_be_visible()
+        expect(page.get_by_role("button", name="Acknowledge all")).to_have_count(0)
+        page.goto(f"{url}/alerts")
+        expect(page.get_by_label("Password", exact=True)).to_be_visible()
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("server", [("127.0.0.1", True, 0.05)], indirect=True, ids=["idle-3s"])
+def test_an_idle_session_is_logged_out_without_a_click(browser, server) -> None:
+    # Nothing is clicked after login: only the sidebar's own refresh notices the idle
+    # timeout (3 s here) and ends the live page.
+    url, _ = server
+    context, page = _log_in(browser, f"{url}/overview")
+    try:
+        expect(page.get_by_text("without activity")).to_be_visible(timeout=30_000)
+        expect(page.get_by_label("Password", exact=True)).to_be_visible()
+        expect(page.locator('[data-testid="stMetric"]')).to_have_count(0)
+    finally:
+        context.close()
