@@ -32,7 +32,7 @@ from state.commands import (
     wait_for_command,
 )
 from state.db import PROJECT_ROOT, db_path, now_ms, reader
-from state.status import read_status
+from state.status import read_status, replay_summary
 
 log = logging.getLogger("engine")
 
@@ -54,6 +54,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("symbols", "symbols"),
         ("feed", "feed"),
         ("data_dir", "data"),
+        ("speed", "speed"),
+        ("bar_interval", "bar_interval"),
     ]:
         value = getattr(args, attr, None)
         if value is not None:
@@ -87,6 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"engine not started: {exc}", file=sys.stderr)
         return FAILED
     engine.run(for_seconds=args.for_seconds)
+    if engine.replay_done():
+        summary = replay_summary(args.db)
+        if summary is not None:
+            print(summary.describe())
     return OK
 
 
@@ -270,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
         p.add_argument("--feed", choices=["sim", "csv", "ccxt"], help="market data source")
         p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
+        p.add_argument(
+            "--speed", help="sim and csv: market seconds per wall second, or max (no pacing)"
+        )
+        p.add_argument("--bar-interval", help="bar length: 1m, 5m, 1h, 1d, ...")
 
     p = verb("run", "run the engine in the foreground until Ctrl-C", cmd_run)
     engine_options(p)

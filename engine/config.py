@@ -534,6 +534,8 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
         )
     if settings.engine.feed == "ccxt":
         settings = _bars_of_the_timeframe(settings)
+    if settings.engine.feed == "sim":
+        settings = _sized_for_the_simulator(settings)
     if os.environ.get("COCKPIT_PASSWORD_HASH") and settings.cockpit.password_hash is None:
         settings = settings.model_copy(
             update={
@@ -614,6 +616,22 @@ def _masked(key: str, value: Any, stored: set[str]) -> Any:
     if key in stored or _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
         return MASK
     return value
+
+
+# The simulated market trades one-minute bars around the clock, about two hundred
+# round trips a (24-hour) day on five symbols; a day limit sized for a stock
+# session would stop the demo within its first market hour and keep it idle for
+# the rest of the day. These apply to the simulator only, and only where the
+# operator did not set the key.
+SIM_RISK_DEFAULTS: dict[str, Any] = {"max_trades_per_day": 500, "max_consecutive_losses": 12}
+
+
+def _sized_for_the_simulator(settings: Settings) -> Settings:
+    risk = settings.risk
+    update = {k: v for k, v in SIM_RISK_DEFAULTS.items() if k not in risk.model_fields_set}
+    if not update:
+        return settings
+    return settings.model_copy(update={"risk": risk.model_copy(update=update)})
 
 
 def _bars_of_the_timeframe(settings: Settings) -> Settings:

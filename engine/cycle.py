@@ -739,6 +739,10 @@ class Trader:
         for action in result.actions:
             if isinstance(action, BlockEntries):
                 blocks.append(action)
+                if action.until is not None:
+                    # The strategy is not asked again today: one denial, not one a bar.
+                    locked = self.locked_until.get(ALL_SYMBOLS, 0)
+                    self.locked_until[ALL_SYMBOLS] = max(locked, action.until)
             elif isinstance(action, RaiseAlert):
                 self.alerts.raise_(
                     action.severity,

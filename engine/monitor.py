@@ -155,6 +155,7 @@ class Pause:
 class BlockEntries:
     reason: str
     symbols: frozenset[str] = frozenset()  # empty = every symbol
+    until: int | None = None  # a day limit: blocked until the next trading day starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +326,7 @@ class Monitor:
                 f"{ctx.consecutive_losses} losing trades in a row today"
                 f" (limit {s.max_consecutive_losses})"
             )
-            actions.append(BlockEntries(reason))
+            actions.append(BlockEntries(reason, until=inp.next_day))
             conditions["losing-streak"] = RaiseAlert(
                 Severity.HIGH,
                 "Entries paused for the day: losing streak",
@@ -334,7 +335,7 @@ class Monitor:
             )
         if ctx.trades_today >= s.max_trades_per_day:
             reason = f"{ctx.trades_today} trades today (limit {s.max_trades_per_day})"
-            actions.append(BlockEntries(reason))
+            actions.append(BlockEntries(reason, until=inp.next_day))
             conditions["trades-per-day"] = RaiseAlert(
                 Severity.WARNING,
                 "Entries paused for the day: trade limit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from state.db import reader
@@ -30,9 +31,15 @@ class EngineStatus:
     open_positions: int
     open_orders: int
     unacked_alerts: dict[str, int]
+    market_time: int | None = None  # the time of the bars the engine last processed
+    speed: float | None = None  # market seconds per wall second; None = unpaced
+    simulated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def market_clock(self) -> str:
+        return describe_market_clock(self.market_time, self.speed, self.simulated)
 
     def describe(self) -> str:
         beat = "never" if self.heartbeat_age_s is None else f"{self.heartbeat_age_s:.1f} s ago"
@@ -48,10 +55,104 @@ class EngineStatus:
             f" ({'connected' if self.broker_connected else 'disconnected'})",
             f"cycles     {self.cycles} ({self.failed_cycles} failed)",
             f"equity     {equity}  drawdown {dd}",
+            f"market     {self.market_clock()}",
             f"positions  {self.open_positions} open, {self.open_orders} working orders",
             f"alerts     {alerts} unacknowledged",
         ]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What a replay did, for the one screen printed at the end of the data."""
+
+    first_bar: int | None
+    last_bar: int | None
+    trading_days: int
+    bars: int
+    rejected_rows: int
+    orders: int
+    fills: int
+    round_trips: int
+    winners: int
+    pnl: float
+    equity: float | None
+    day_limit_pauses: int
+    trading_state: str
+
+    def describe(self) -> str:
+        def day(ms: int | None) -> str:
+            return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+        wins = f"{self.winners / self.round_trips:.0%}" if self.round_trips else "-"
+        equity = "-" if self.equity is None else f"{self.equity:,.2f}"
+        return "\n".join(
+            [
+                "replay finished: end of the data",
+                f"market     {day(self.first_bar)} to {day(self.last_bar)},"
+                f" {self.trading_days} trading days",
+                f"bars       {self.bars:,} stored, {self.rejected_rows:,} rows rejected",
+                f"orders     {self.orders:,} sent, {self.fills:,} fills",
+                f"trades     {self.round_trips:,} round trips, {wins} winners",
+                f"P&L        {self.pnl:+,.2f} (equity {equity})",
+                f"day limits {self.day_limit_pauses} times entries waited for the next day",
+                f"state      {self.trading_state}",
+            ]
+        )
+
+
+def describe_market_clock(market_time: int | None, speed: float | None, simulated: bool) -> str:
+    """Market time as the operator reads it: the time, and how fast it runs."""
+    if market_time is None:
+        return "no bar yet"
+    when = datetime.fromtimestamp(market_time / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if not simulated:
+        return f"{when} (live)"
+    pace = "unpaced" if speed is None else f"{speed:g}x"
+    return f"{when} (simulated, {pace})"
+
+
+def replay_summary(path: str | os.PathLike[str] | None) -> ReplaySummary | None:
+    from engine.calendar import TradingDay
+
+    try:
+        with reader(path) as conn:
+            engine = conn.execute(
+                "SELECT trading_state, trading_day FROM engine WHERE id = 1"
+            ).fetchone()
+            span = conn.execute("SELECT min(ts), max(ts), count(*) FROM bars").fetchone()
+            rejected = conn.execute("SELECT coalesce(sum(rejected_bars), 0) FROM cycles").fetchone()
+            orders = conn.execute("SELECT count(*) FROM orders").fetchone()
+            fills = conn.execute("SELECT count(*) FROM fills").fetchone()
+            trades = conn.execute(
+                "SELECT count(*), coalesce(sum(pnl > 0), 0) FROM trades"
+            ).fetchone()
+            equity = conn.execute(
+                "SELECT (SELECT equity FROM equity ORDER BY ts LIMIT 1),"
+                " (SELECT equity FROM equity ORDER BY ts DESC LIMIT 1)"
+            ).fetchone()
+            pauses = conn.execute(
+                "SELECT coalesce(sum(count), 0) FROM alerts WHERE title LIKE 'Entries paused%'"
+            ).fetchone()
+    except FileNotFoundError:
+        return None
+    day = TradingDay.from_spec(engine["trading_day"] if engine else None)
+    first, last = span[0], span[1]
+    return ReplaySummary(
+        first_bar=first,
+        last_bar=last,
+        trading_days=day.count(first, last) if first is not None else 0,
+        bars=int(span[2]),
+        rejected_rows=int(rejected[0]),
+        orders=int(orders[0]),
+        fills=int(fills[0]),
+        round_trips=int(trades[0]),
+        winners=int(trades[1]),
+        pnl=(equity[1] - equity[0]) if equity[0] is not None else 0.0,
+        equity=equity[1],
+        day_limit_pauses=int(pauses[0]),
+        trading_state=engine["trading_state"] if engine else "ACTIVE",
+    )
 
 
 def read_status(
@@ -59,10 +160,7 @@ def read_status(
 ) -> EngineStatus | None:
     try:
         with reader(path) as conn:
-            engine = conn.execute(
-                "SELECT trading_state, state_reason, mode, broker, broker_connected, pid,"
-                " heartbeat_at, last_cycle_at, stopped_at FROM engine WHERE id = 1"
-            ).fetchone()
+            engine = conn.execute("SELECT * FROM engine WHERE id = 1").fetchone()
             cycles = conn.execute("SELECT count(*), count(error) FROM cycles").fetchone()
             equity = conn.execute(
                 "SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1"
@@ -103,4 +201,12 @@ def read_status(
         open_positions=int(positions[0]),
         open_orders=int(orders[0]),
         unacked_alerts={row[0]: int(row[1]) for row in alerts},
+        market_time=_column(engine, "market_time"),
+        speed=_column(engine, "speed"),
+        simulated=bool(_column(engine, "simulated")),
     )
+
+
+def _column(row: sqlite3.Row | None, name: str) -> Any:
+    """A column the engine adds when it opens the database (None before that)."""
+    return row[name] if row is not None and name in row.keys() else None  # noqa: SIM118

@@ -109,3 +109,28 @@ def test_a_replay_of_real_daily_bars_places_orders(tmp_path, db_file, clock, ope
     assert stale == [(0,)], "2005 bars are not stale against a 2026 wall clock"
     (first_order,) = query(db_file, "SELECT min(created_at) FROM orders")[0]
     assert first_order < 1_150_000_000_000, "orders are stamped in the bars' time (2004-2006)"
+
+
+def test_replay_ends_with_a_summary_of_what_it_did(tmp_path, db_file, clock, open_engines):
+    from state.status import replay_summary
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = (DATA / "GOOG.csv").read_text().splitlines()
+    rows.insert(150, "2005-03-21,abc,1,1,1,1")  # one unreadable row among real ones
+    (data / "GOOG.csv").write_text("\n".join(rows) + "\n")
+    eng = open_engine(
+        db_file,
+        clock,
+        open_engines,
+        engine={"feed": "csv", "data_dir": data, "bar_interval": "1d", "warmup_bars": 60},
+        ml={"enabled": False},
+    )
+    while not eng.replay_done():
+        run(eng, clock, 1, wall_ms=50)
+
+    summary = replay_summary(db_file)
+    assert summary is not None
+    assert (summary.bars, summary.rejected_rows) == (400, 1)
+    assert summary.orders > 0 and summary.fills > 0
+    assert "1 rows rejected" in summary.describe()
