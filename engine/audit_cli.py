@@ -1,7 +1,9 @@
 """`python -m engine audit verify [--json]` and `audit export --csv [--out FILE]`.
 
 `verify` exits 0 when every row matches its keyed hash and the chain still holds
-the anchored head, else 1 and names the first bad row. It reads the database
+the anchored head, else 1 and names the first bad row. The anchor is the file
+beside the database, or a head kept elsewhere: `--head ID:HASH` (from a daily
+alert) or `--manifest BACKUP` (a backup's manifest). It reads the database
 read-only, so it is safe beside a running engine.
 """
 
@@ -33,9 +35,19 @@ def register_cli(subparsers: Any) -> None:
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     v = actions.add_parser("verify", help="check every row and the anchored head")
     v.add_argument("--json", action="store_true", help="machine-readable output")
+    against = v.add_mutually_exclusive_group()
+    against.add_argument("--head", type=_head_arg, help="ID:HASH, e.g. from a daily alert")
+    against.add_argument("--manifest", type=Path, help="a backup folder or its manifest.json")
     e = actions.add_parser("export", help="every row, oldest first")
     e.add_argument("--csv", action="store_true", required=True, help="as CSV")
     e.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+
+def _head_arg(text: str) -> audit.Head:
+    rid, _, digest = text.strip().lstrip("#").partition(":")
+    if not rid.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ID:HASH, the hash in 64 hex digits")
+    return audit.Head(int(rid), digest.lower(), 0)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -45,16 +57,25 @@ def run_cli(args: argparse.Namespace) -> int:
         return FAILED
     try:
         if args.audit_action == "verify":
-            return _verify(path, args.json)
+            anchor = args.head
+            if args.manifest is not None:
+                from engine.backup import BackupError, read_manifest
+
+                try:
+                    anchor = read_manifest(args.manifest)[0].audit_head
+                except BackupError as exc:
+                    print(f"audit: {exc}", file=sys.stderr)
+                    return FAILED
+            return _verify(path, args.json, anchor)
         return _export(path, args.out)
     except SecretsError as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return FAILED
 
 
-def _verify(path: Path, as_json: bool) -> int:
+def _verify(path: Path, as_json: bool, anchor: audit.Head | None) -> int:
     with reader(path) as conn:
-        report = audit.verify(conn)
+        report = audit.verify(conn, anchor=anchor)
     if as_json:
         print(
             json.dumps(

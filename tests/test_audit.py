@@ -148,3 +148,18 @@ def test_the_engine_anchors_the_head_after_a_command(
     assert anchored is not None and eng.db is not None
     assert anchored == audit.head(eng.db.conn)
     assert audit.verify(eng.db.conn).ok
+
+
+def test_a_head_from_elsewhere_catches_a_cut_when_the_anchor_file_is_gone(
+    db_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = chain(db_file)
+    kept = audit.head(db.conn)
+    assert kept is not None
+    db.conn.execute("DELETE FROM audit WHERE id > 4")
+    db.conn.commit()
+    audit.anchor_file(db_file).unlink()
+    assert main(["audit", "--db", str(db_file), "verify"]) == 0  # nothing left to compare
+    head = f"{kept.id}:{kept.hash}"
+    assert main(["audit", "--db", str(db_file), "verify", "--head", head]) == 1
+    assert "row 6" in capsys.readouterr().err

@@ -174,3 +174,16 @@ def test_legacy_absolute_artifact_paths_move_beside_the_database(
     (path,) = db.conn.execute("SELECT path FROM models").fetchone()
     assert path == stored and (models_dir(db_file) / path).exists()
     db.conn.close()
+
+
+def test_a_backups_manifest_anchors_the_audit_chain(
+    db_file: Path, clock: FakeClock, tmp_path: Path
+) -> None:
+    ran_engine(db_file, clock)
+    folder = backup(db_file, tmp_path / "b")
+    conn = sqlite3.connect(db_file)
+    conn.execute("DELETE FROM audit")
+    conn.commit()
+    conn.close()
+    audit.anchor_file(db_file).unlink()
+    assert main(["audit", "--db", str(db_file), "verify", "--manifest", str(folder)]) == 1
