@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from engine.notify import Delivery, DeliveryStatus
+from engine.domain import Severity
+from engine.notify import Delivery, DeliveryStatus, Notifier
 from state.schema import apply_pending
 
 migrations = Migrations("notify")
@@ -69,6 +70,28 @@ def record(db: Database, deliveries: Iterable[Delivery]) -> int:
         rows,
     )
     return len(rows)
+
+
+RaiseAlert = Callable[..., int]  # Alerts.raise_
+
+
+def take_and_record(notifier: Notifier, db: Database, raise_alert: RaiseAlert) -> int:
+    """Record the notifier's outcomes since the last call. A dead letter also raises
+    one HIGH alert per failing channel (deduplicated until acknowledged), so the
+    cockpit and the channels that still work say that this one does not."""
+    deliveries = notifier.take_deliveries()
+    record(db, deliveries)
+    for d in deliveries:
+        if d.status is DeliveryStatus.DEAD:
+            raise_alert(
+                Severity.HIGH,
+                "notify",
+                f"Alert channel {d.channel} failing",
+                f"{d.target}: {d.error or 'failed'} after {d.attempts} attempt(s);"
+                f" alerts {', '.join(map(str, d.alert_ids))} not delivered there",
+                dedupe_key=f"delivery-dead:{d.channel}",
+            )
+    return len(deliveries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from engine.config import EngineSettings, Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.deliveries import apply_migrations as apply_delivery_migrations
 from engine.deliveries import record as record_deliveries
+from engine.deliveries import take_and_record
 from engine.digest import digest_facts, digest_message, digest_trigger
 from engine.domain import Bar, Regime, Severity
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
@@ -349,6 +350,8 @@ class Engine:
             self._ml_pool = None
         if self.notifier is not None:
             self.notifier.close(timeout=5.0)
+            if self.db is not None:
+                self._record_last_deliveries(self.db, self.notifier)
             self.notifier = None
         if self.db is None:
             return
@@ -367,6 +370,15 @@ class Engine:
         self.db.conn.close()
         self.db = None
         log.info("engine stopped")
+
+    @staticmethod
+    def _record_last_deliveries(db: Database, notifier: Notifier) -> None:
+        """What the notifier finished while closing; a full disk costs the record only."""
+        try:
+            record_deliveries(db, notifier.take_deliveries())
+            db.conn.commit()
+        except sqlite3.Error as exc:
+            log.warning("alert deliveries at shutdown not recorded: %s", exc)
 
     # ----------------------------------------------------------------- jobs
 
@@ -420,7 +432,7 @@ class Engine:
             severity, source, title, message = self._events.popleft()
             trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
         if self.notifier is not None:
-            record_deliveries(self.db, self.notifier.take_deliveries())
+            take_and_record(self.notifier, self.db, trader.alerts.raise_)
         self.db.conn.commit()
         self._anchored = audit.write_anchor(self.db.conn, self._anchored)
 

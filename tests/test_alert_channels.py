@@ -204,6 +204,30 @@ def test_a_dead_letter_is_recorded_without_the_secret(
     assert b"PLANTED" not in db_file.read_bytes()
 
 
+def test_a_dead_letter_raises_one_alert_per_failing_channel(
+    db_file: Path, clock: FakeClock, open_engines: list[Any]
+) -> None:
+    eng = engine_with(db_file, clock, webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    open_engines.append(eng)
+    eng.trader.alerts.raise_(Severity.HIGH, "risk", "Stop hit", "AAA")  # type: ignore[union-attr]
+    wait_for(lambda: eng.notifier and eng.notifier.stats().failed == 1)
+    eng.heartbeat_job()  # raises the channel alert, which fails on that channel too
+    wait_for(lambda: eng.notifier and eng.notifier.stats().failed == 2)
+    eng.heartbeat_job()
+
+    rows = query(db_file, "SELECT severity, title, count FROM alerts WHERE source = 'notify'")
+    assert rows == [("HIGH", "Alert channel webhook failing", 2)]
+    assert eng.notifier is not None and eng.notifier.stats().pending == 0  # no loop
+
+
+def test_a_dead_letter_at_shutdown_is_still_recorded(db_file: Path, clock: FakeClock) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    eng = engine_with(db_file, clock, webhook_url=url, min_severity="INFO")
+    eng.close()  # waits for "Engine started" to fail on every attempt
+
+    assert query(db_file, "SELECT status, alert_ids FROM alert_deliveries") == [("dead", "[1]")]
+
+
 def test_the_daily_digest_sums_up_the_day_on_every_channel(
     receiver: Receiver, db_file: Path, clock: FakeClock, open_engines: list[Any]
 ) -> None:
