@@ -10,6 +10,7 @@ for each test, so a test may add rows or queue commands freely.
 
 from __future__ import annotations
 
+import ast
 import os
 import sqlite3
 from pathlib import Path
@@ -60,6 +61,17 @@ def app(db: Path, page: str | None = None, *, timeout: float = 20) -> AppTest:
     if page is not None:
         at.switch_page(page).run()
     return at
+
+
+def declared_pages() -> list[tuple[str, str, str]]:
+    """app.py's PAGES (file, title, icon), read without running Streamlit."""
+    tree = ast.parse(Path(APP).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "PAGES" for t in node.targets
+        ):
+            return [tuple(spec) for spec in ast.literal_eval(node.value)]
+    raise AssertionError("app.py declares no PAGES")
 
 
 def open_url(db: Path, url_path: str, *, timeout: float = 20) -> AppTest:

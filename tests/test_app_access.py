@@ -11,7 +11,7 @@ import streamlit
 from streamlit.testing.v1 import AppTest
 
 from state import auth
-from tests.cockpit_support import ROOT, app, open_url, query
+from tests.cockpit_support import ROOT, app, declared_pages, open_url, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
 PASSWORD = "a long operator password"
@@ -143,6 +143,12 @@ def _shows_nothing_but_the_login_form(at: AppTest) -> bool:
         and len(at.metric) == 0
         and [t.value for t in at.title] == ["Cockpit"]
     )
+
+
+def test_every_page_file_is_in_the_one_page_list() -> None:
+    # A page missing from PAGES is unreachable through app.py, yet Streamlit's own
+    # discovery would still run it on a fresh process's first request.
+    assert sorted(f"pages/{name}" for name, _, _ in declared_pages()) == GATED_PAGES
 
 
 @pytest.mark.parametrize("url", URLS)

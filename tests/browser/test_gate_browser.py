@@ -31,7 +31,7 @@ from tests.browser.test_cockpit_browser import (
     expect,
     sync_api,
 )
-from tests.cockpit_support import execute, run_engine_into
+from tests.cockpit_support import declared_pages, execute, run_engine_into
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +40,7 @@ PAGES = sorted(
 )
 # alerts first: it is the page whose button once changed the database without login.
 URLS = ["alerts", *[p for p in PAGES if p != "alerts"], "", "ui", "app", "no-such-page"]
-TITLES = ["Overview", "Regime", "Orders", "Models", "Alerts", "Risk", "Marathon", "Audit"]
+TITLES = [title for _, title, _ in declared_pages()]
 REFUSAL = "No cockpit password is set, so the cockpit only serves on 127.0.0.1."
 DATA = [
     '[data-testid="stMetric"]',
