@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cycle-seconds", type=float, help="seconds between cycles")
         p.add_argument("--seed", type=int, help="seed of the simulated market")
         p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
-        p.add_argument("--feed", choices=["sim", "csv", "ccxt"], help="market data source")
+        p.add_argument("--feed", choices=["sim", "csv", "ccxt", "ib"], help="market data source")
         p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
         p.add_argument(
             "--speed", help="sim and csv: market seconds per wall second, or max (no pacing)"

@@ -97,7 +97,7 @@ class EngineSettings(_Section):
     symbols: int | tuple[str, ...] = Field(
         5, description="how many simulated symbols, or their names"
     )
-    feed: Literal["sim", "csv", "ccxt"] = "sim"
+    feed: Literal["sim", "csv", "ccxt", "ib"] = "sim"
     data_dir: Path | None = None
     broker: Literal["paper", "ib"] = "paper"
     starting_cash: float = Field(100_000.0, gt=0)
@@ -329,6 +329,29 @@ class MlSettings(_Section):
     min_scored: int = Field(200, ge=20, description="scored predictions before judging")
 
 
+class IbContract(_Section):
+    """One instrument for the IB feed; qualified with IB at start."""
+
+    symbol: str
+    sec_type: str = Field("STK", description="STK, CASH, FUT, IND, ...")
+    exchange: str = "SMART"
+    currency: str = "USD"
+    primary_exchange: str = Field("", description="e.g. NASDAQ, NYSE, ARCA: settles ambiguity")
+    calendar: str | None = Field(None, description="exchange_calendars name, e.g. XNYS")
+
+    @field_validator("symbol", "sec_type", "exchange", "currency", "primary_exchange")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.strip().upper()
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, value: str | None) -> str | None:
+        if value:
+            _check_calendars([value])
+        return value or None
+
+
 class IbSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(7497, ge=1, le=65535)
@@ -343,6 +366,9 @@ class IbSettings(_Section):
         description="gateway nightly reset / weekly re-login, HH:MM-HH:MM [after a day]",
     )
     maintenance_timezone: str = "America/New_York"
+    contracts: tuple[IbContract, ...] = Field(
+        (), description="the IB feed's instruments; a symbol without one is a SMART US stock"
+    )
 
     @field_validator("maintenance_windows")
     @classmethod
@@ -526,6 +552,8 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
     if settings.engine.feed == "csv" and settings.engine.data_dir is None:
         raise ConfigError("engine.data_dir = None: the csv feed needs a folder of SYMBOL.csv files")
+    if settings.engine.feed == "ib":
+        settings = _ib_instruments(settings)
     if settings.engine.feed in ("ccxt", "ib") and isinstance(settings.engine.symbols, int):
         example = "BTC/USDT" if settings.engine.feed == "ccxt" else "AAPL"
         raise ConfigError(
@@ -547,6 +575,29 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
     if db is not None:
         settings = with_stored_secrets(settings, Path(db))
     return settings
+
+
+def _ib_instruments(settings: Settings) -> Settings:
+    """The IB feed's symbols and contracts agree: each symbol has a contract (a SMART
+    US stock unless `ib.contracts` says otherwise), and a contract's calendar becomes
+    the symbol's exchange calendar unless `risk.exchanges` names one."""
+    engine, ib, risk = settings.engine, settings.ib, settings.risk
+    given = {c.symbol: c for c in ib.contracts}
+    if isinstance(engine.symbols, int):
+        if not given:
+            return settings  # the symbol-names error below says what to set
+        symbols = tuple(given)
+    else:
+        symbols = engine.symbols
+    contracts = tuple(given.get(s) or IbContract(symbol=s) for s in symbols)
+    exchanges = {c.symbol: c.calendar for c in contracts if c.calendar} | dict(risk.exchanges)
+    return settings.model_copy(
+        update={
+            "engine": engine.model_copy(update={"symbols": symbols}),
+            "ib": ib.model_copy(update={"contracts": contracts}),
+            "risk": risk.model_copy(update={"exchanges": exchanges}),
+        }
+    )
 
 
 def with_stored_secrets(settings: Settings, db: Path) -> Settings:

@@ -762,6 +762,9 @@ class Trader:
                 self.move_stop(action)
             elif isinstance(action, Pause) and self.state is TradingState.ACTIVE:
                 self.set_state(TradingState.PAUSED, action.reason, "monitor")
+        farm_down = frozenset(getattr(self.feed, "stale_symbols", ()))
+        if farm_down:
+            blocks.append(BlockEntries("market data farm lost", farm_down))
         self.entry_blocks = tuple(blocks)
         write_usage(self.db, usage(ctx, self.settings.risk), now)
         if self.model is not None:

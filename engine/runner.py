@@ -148,6 +148,17 @@ def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[s
             return candles, history
         interval = candles.interval_ms
         feed = candles
+    elif cfg.feed == "ib":
+        from engine.ib_feed import IbFeed
+
+        symbols = symbols_of(settings)
+        history = _stored_history(db, symbols, cfg.warmup_bars)
+        last_ts = {s: bars[-1].ts for s, bars in history.items() if bars}
+        # After a restart the subscription reaches back to the last stored bar.
+        ib_feed = IbFeed(settings.ib, interval, resume_from=last_ts)
+        if last_ts:
+            return ib_feed, history
+        feed = ib_feed
     else:
         symbols = symbols_of(settings)
         history = _stored_history(db, symbols, cfg.warmup_bars)
@@ -405,12 +416,16 @@ class Engine:
 
     @staticmethod
     def broker_events(trader: Trader) -> None:
-        """A live broker's connectivity events become alerts here, on the trading thread."""
-        drain = getattr(trader.broker, "drain_events", None)
-        if drain is None:
-            return
-        for severity, title, message in drain():
-            trader.alerts.raise_(severity, "broker", title, message, dedupe_key=f"broker:{title}")
+        """A live broker's and feed's connectivity events become alerts here, on the
+        trading thread (the only writer)."""
+        for source, side in (("broker", trader.broker), ("feed", trader.feed)):
+            drain = getattr(side, "drain_events", None)
+            if drain is None:
+                continue
+            for severity, title, message in drain():
+                trader.alerts.raise_(
+                    severity, source, title, message, dedupe_key=f"{source}:{title}"
+                )
 
     def heartbeat_job(self) -> None:
         trader = self._trader()

@@ -37,7 +37,11 @@ def test_the_file_then_the_environment_then_the_command_line_win(tmp_path: Path,
             {"daily_loss": "lots"},
             "risk.daily_loss = 'lots': Input should be a valid number",
         ),
-        ("engine", {"feed": "ftp"}, "engine.feed = 'ftp': Input should be 'sim', 'csv' or 'ccxt'"),
+        (
+            "engine",
+            {"feed": "ftp"},
+            "engine.feed = 'ftp': Input should be 'sim', 'csv', 'ccxt' or 'ib'",
+        ),
         ("cockpit", {"timezone": "Mars/Base"}, "cockpit.timezone = 'Mars/Base'"),
     ],
 )
