@@ -1,73 +1,108 @@
-"""Scenarios on simulated data: a crash trips the kill switch in time; a holiday and a
-blackout let no entry through; a disconnect blocks entries and alerts."""
+"""Scenarios: a crash through the real engine on scripted bars (the stop is lost at the
+gap, and the kill switch trips); a holiday and a blackout let no entry through; a
+disconnect blocks entries and alerts."""
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from engine.brokers.fills import slippage
 from engine.calendar import MarketCalendar
-from engine.config import RiskSettings
+from engine.config import PaperSettings, RiskSettings
 from engine.domain import Bar, Intent, Position, Purpose, Severity, Side, TradingState
-from engine.feeds import generate_history
-from engine.monitor import BlockEntries, KillSwitch, Monitor, MonitorInput, RaiseAlert
+from engine.monitor import BlockEntries, Monitor, MonitorInput, RaiseAlert
 from engine.risk import RiskContext, RiskGate
+from engine.runner import Engine
+from engine.strategy import StrategyInput
+from tests.conftest import FakeClock, engine_settings
 
-CRASH_START = 2_700  # seed 7: AAA falls about 9.5% in a crash from bar 2,742
+T0 = 1_767_225_600_000  # 2026-01-01 UTC, the tests' fake clock
+MINUTE = 60_000
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [
-        RiskSettings(max_drawdown=0.05, daily_loss=1.0, trailing_stop="off", max_position_loss=1.0),
-        RiskSettings(max_drawdown=1.0, daily_loss=0.05, trailing_stop="off", max_position_loss=1.0),
-    ],
-    ids=["drawdown", "daily_loss"],
-)
-def test_a_crash_trips_the_kill_switch_and_the_book_is_flat_within_one_bar(
-    limits: RiskSettings,
+class ScriptedFeed:
+    """One symbol's bars, one per cycle, exactly as written: a market that does what
+    the scenario says and nothing else."""
+
+    symbols = ("AAA",)
+
+    def __init__(self, bars: list[tuple[float, float, float, float]]) -> None:
+        self._bars = [
+            Bar("AAA", T0 + (i + 1) * MINUTE, o, h, lo, c, 1e6)
+            for i, (o, h, lo, c) in enumerate(bars)
+        ]
+
+    def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
+        calm = [(100.0, 100.25, 99.75, 100.0)] * n
+        return {"AAA": [Bar("AAA", T0 - (n - i) * MINUTE, *p, 1e6) for i, p in enumerate(calm)]}
+
+    def next_bars(self, now_ms: int) -> list[Bar]:
+        return [self._bars.pop(0)] if self._bars else []
+
+    def market_time(self, wall_ms: int) -> int | None:
+        return None
+
+
+class LongOnce:
+    """Buys once, with a stop at 90 and a target at 130, then holds."""
+
+    name = "long-once"
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def decide(self, ctx: StrategyInput) -> list[Intent]:
+        if self.sent or ctx.position is not None:
+            return []
+        self.sent = True
+        return [Intent("AAA", Side.BUY, 1, Purpose.ENTRY, stop_loss=90.0, take_profit=130.0)]
+
+
+# The crash: three bars sliding towards the stop, then a gap that opens far below it.
+GAP_BAR = (80.0, 81.0, 78.0, 79.0)
+CRASH = [(100.0, 100.25, 99.75, 100.0), (99.0, 99.5, 98.5, 99.0), (98.0, 98.5, 97.0, 97.5)]
+
+
+def test_a_gap_through_the_stop_is_lost_at_the_gap_and_trips_the_kill_switch(
+    tmp_path: Path,
 ) -> None:
-    df = generate_history(["AAA", "BBB", "CCC"], 3_000, seed=7)["AAA"]
-    ts, op, hi, lo, cl = (df[c].to_numpy() for c in ("ts", "open", "high", "low", "close"))
-    start_equity = 100_000.0
-    qty = start_equity / cl[CRASH_START]  # fully invested, long into the crash
-    cash, peak = start_equity - qty * cl[CRASH_START], start_equity
-    limit = min(limits.max_drawdown, limits.daily_loss)
-    monitor = Monitor(limits)
-    for t in range(CRASH_START + 1, len(df) - 1):
-        equity = cash + qty * cl[t]
-        peak = max(peak, equity)
-        ctx = RiskContext(
-            now=int(ts[t]) + 1,
-            equity=equity,
-            day_start_equity=start_equity,
-            peak_equity=peak,
-            positions={
-                "AAA": Position("AAA", qty, cl[CRASH_START], opened_at=int(ts[CRASH_START]))
-            },
-            last_prices={"AAA": cl[t]},
-        )
-        bar = Bar("AAA", int(ts[t]), op[t], hi[t], lo[t], cl[t], 1.0)
-        if any(
-            isinstance(a, KillSwitch)
-            for a in monitor.evaluate(MonitorInput(ctx, bars={"AAA": bar}))
-        ):
-            break
-        base = peak if limits.max_drawdown < 1 else start_equity
-        assert 1 - equity / base < limit  # it would have fired earlier
-    else:
-        pytest.fail("the crash never reached the limit")
-    # The runner's emergency stop: flatten at the next price.
-    cash += qty * op[t + 1]
-    qty = 0.0
-    base = peak if limits.max_drawdown < 1 else start_equity
-    loss_at_flat = 1 - cash / base
-    one_bar = abs(op[t + 1] - cl[t - 1]) * (start_equity / cl[CRASH_START]) / base
-    assert qty == 0
-    assert loss_at_flat <= limit + one_bar
+    clock = FakeClock(T0)
+    # A gap this size is what a crash looks like; the bad-bar filter must let it through.
+    settings = engine_settings(symbols=("AAA",), warmup_bars=60, max_jump=100.0)
+    settings = settings.model_copy(
+        update={
+            "risk": settings.risk.model_copy(update={"daily_loss": 0.03, "trailing_stop": "off"})
+        }
+    )
+    feed = ScriptedFeed([*CRASH, GAP_BAR, (79.0, 80.0, 78.5, 79.5)])
+    eng = Engine(settings, tmp_path / "c.db", clock=clock, feed=feed, history=feed.warmup(60, 0, 0))
+    trader = eng.open()
+    trader.strategy = LongOnce()
+    try:
+        for _ in range(len(CRASH) + 1):
+            clock.advance(1000)
+            eng.step()
+        conn = sqlite3.connect(tmp_path / "c.db")
+        ((qty, entry, exit_price, pnl, reason),) = conn.execute(
+            "SELECT qty, entry_price, exit_price, pnl, exit_reason FROM trades"
+        ).fetchall()
+        commission = conn.execute("SELECT TOTAL(commission) FROM fills").fetchone()[0]
+        conn.close()
+        gap = Bar("AAA", 0, *GAP_BAR, 1e6)
+        paper = PaperSettings()
+        at_the_gap = 80.0 - slippage(80.0, gap, paper)  # the open, not the stop at 90
+        assert reason == "stop" and exit_price == pytest.approx(at_the_gap)
+        assert pnl == pytest.approx((at_the_gap - entry) * qty - commission)
+        assert -pnl >= 0.03 * 100_000  # the gap overshot the 3% daily limit...
+        assert trader.state is TradingState.HALTED  # ...and the kill switch saw it
+        assert trader.is_flat() and trader.oms.open_orders() == []
+    finally:
+        eng.close()
 
 
 def ms(text: str) -> int:
