@@ -93,15 +93,63 @@ def env(tmp_path: Path) -> dict[str, str]:
     return out
 
 
+TREND_START = 1_704_067_200_000  # 2024-01-01 UTC
+TREND_BARS = 1_000
+CYCLE_SECONDS = 0.4
+
+
+def write_slow_uptrend(path: Path) -> None:
+    """One-minute bars rising 0.02% a bar, each bar's low just under its open: the
+    regime strategy buys on the first live bar, its stop (2 ATRs under) is never
+    traded, and with a reward/risk of 110 its target is some 600 bars away."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    prev = 100.0
+    for i in range(TREND_BARS):
+        close = 100.0 * 1.0002 ** (i + 1)
+        lines.append(
+            f"{TREND_START + i * 60_000},{prev:.4f},{close + 0.02:.4f},{prev - 0.02:.4f},"
+            f"{close:.4f},100000"
+        )
+        prev = close
+    path.write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture
 def engine(env: dict[str, str], tmp_path: Path) -> Iterator[Path]:
-    """A real engine at 0.2 s cycles, once it holds at least one open position."""
+    """A real engine replaying a market that holds its one position for minutes.
+
+    The position cannot close before the test acts: the price only rises, so the
+    stop is never reached; the target is hundreds of bars away (reward/risk 110);
+    the regime stays trend_up, so the strategy has no exit; trailing stops and the
+    model are off. The precondition holds by construction, not by timing.
+    """
     db = Path(env["COCKPIT_DB"])
+    data = tmp_path / "data"
+    data.mkdir()
+    write_slow_uptrend(data / "AAA.csv")
+    engine_env = env | {
+        "COCKPIT_ML__ENABLED": "false",
+        "COCKPIT_RISK__MIN_REWARD_RISK": "100",
+        "COCKPIT_RISK__TRAILING_STOP": "off",
+    }
     log = (tmp_path / "engine.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", "--db", str(db), "--cycle-seconds", "0.2"],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "run",
+            "--db",
+            str(db),
+            "--feed",
+            "csv",
+            "--data",
+            str(data),
+            "--cycle-seconds",
+            str(CYCLE_SECONDS),
+        ],
         cwd=ROOT,
-        env=env,
+        env=engine_env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
