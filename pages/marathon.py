@@ -65,16 +65,21 @@ st.dataframe(
 
 bucket = ui.bucket_ms(since)
 times = views.cycle_times(ui.db(), since, bucket)
+down: list[tuple[int, int]] = []
 left, right = st.columns(2)
 with left:
     st.subheader("Cycle time")
     if times.empty:
         ui.empty_state("No cycles in this window.")
     else:
+        # A bucket without a single cycle is time the engine was down.
+        down = views.time_gaps(times["bucket"], min_gap=1.5 * bucket)
+        times = views.broken_at(times, "bucket", down)
         x = ui.local_times(times["bucket"])
         fig = go.Figure()
         fig.add_trace(go.Scatter(x=x, y=times["p50_ms"], name="p50", mode="lines+markers"))
         fig.add_trace(go.Scatter(x=x, y=times["p99_ms"], name="p99", mode="lines+markers"))
+        ui.mark_downtime(fig, down, "engine down")
         fig.update_layout(yaxis_title=f"ms per cycle (per {ui.bucket_label(bucket)})")
         ui.time_axis(fig, since)
         ui.chart(fig, height=300, key="cycle_times")
@@ -92,6 +97,7 @@ with right:
                 marker={"color": ui.COLORS["down"]},
             )
         )
+        ui.mark_downtime(fig, down, "engine down")
         fig.update_layout(yaxis_title="failed cycles per hour")
         ui.time_axis(fig, since)
         ui.chart(fig, height=300, key="errors_per_hour")

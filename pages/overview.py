@@ -75,6 +75,9 @@ def _equity_chart() -> None:
     curve = views.equity_curve(ui.db(), since)
     if curve.empty:
         return
+    # No marks for a while: the engine was down. Break the line and say so.
+    gaps = views.time_gaps(curve["ts"])
+    curve = views.broken_at(curve, "ts", gaps)
     x = ui.local_times(curve["ts"])
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04
@@ -92,6 +95,7 @@ def _equity_chart() -> None:
         2,
         1,
     )
+    ui.mark_downtime(fig, gaps, "engine down")
     fig.update_yaxes(title_text="equity", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".1%", row=2, col=1)
     fig.update_xaxes(title_text=ui.tz_name(), row=2, col=1)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,22 @@ def chart(fig: go.Figure, *, height: int = 360, key: str | None = None) -> None:
     """Draw a plotly figure with the cockpit template (not Streamlit's theme)."""
     fig.update_layout(height=height)
     st.plotly_chart(fig, theme=None, width="stretch", key=key, config={"displaylogo": False})
+
+
+def mark_downtime(fig: go.Figure, gaps: Sequence[tuple[int, int]], label: str) -> None:
+    """Shade each stretch the engine was down, so a chart shows the outage instead of
+    a line drawn straight across it."""
+    for start, end in gaps:
+        x0, x1 = local_times(pd.Series([start, end])).tolist()
+        fig.add_vrect(
+            x0=x0,
+            x1=x1,
+            fillcolor="gray",
+            opacity=0.2,
+            line_width=0,
+            annotation_text=label,
+            annotation_position="top left",
+        )
 
 
 def state_badge(state: str, reason: str = "") -> None:

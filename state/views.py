@@ -17,9 +17,11 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from engine.calendar import TradingDay
@@ -314,6 +316,31 @@ def equity_curve(
             (first, step, step, hi),
             columns,
         )
+
+
+GAP_FACTOR = 3.0  # a spacing this many times the usual one is a gap, not a slow tick
+
+
+def time_gaps(ts: Sequence[int], min_gap: float | None = None) -> list[tuple[int, int]]:
+    """Stretches with no points, as (last point before, first point after): consecutive
+    instants further apart than `min_gap`, by default GAP_FACTOR x their median
+    spacing. On the equity curve a gap is time the engine did not mark: it was down."""
+    times = [int(t) for t in ts]
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    if not steps:
+        return []
+    limit = min_gap if min_gap is not None else GAP_FACTOR * float(np.median(steps))
+    return [(a, b) for a, b in itertools.pairwise(times) if b - a > limit]
+
+
+def broken_at(frame: pd.DataFrame, column: str, gaps: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    """The frame with an empty row in the middle of each gap, so a line chart breaks
+    there instead of drawing a straight line across time nobody saw."""
+    if not gaps:
+        return frame
+    blanks = pd.DataFrame({column: [(a + b) // 2 for a, b in gaps]})
+    out = pd.concat([frame, blanks], ignore_index=True)
+    return out.sort_values(column, kind="stable").reset_index(drop=True)
 
 
 def open_positions(path: PathLike) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.cockpit_support import app, execute, query
@@ -32,3 +33,18 @@ def test_readiness_fails_a_short_marathon(filled_db: Path) -> None:
     table = next(d.value for d in at.dataframe if "check" in d.value.columns)
     row = table[table["check"] == "Marathon length"].iloc[0]
     assert row["result"] == "FAIL"
+
+
+def test_hours_without_cycles_are_marked_as_engine_downtime(filled_db: Path) -> None:
+    first = query(filled_db, "SELECT MIN(started_at) FROM cycles")[0][0]
+    for hours in (12, 11):  # two cycles well before the run, then nothing for hours
+        execute(
+            filled_db,
+            "INSERT INTO cycles (started_at, duration_ms) VALUES (?, 5.0)",
+            (first - hours * 3_600_000,),
+        )
+    at = app(filled_db, PAGE)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    cycle_chart = next(s for s in specs if any(t.get("name") == "p50" for t in s["data"]))
+    shapes = cycle_chart["layout"].get("shapes", [])
+    assert [s["type"] for s in shapes] == ["rect"]

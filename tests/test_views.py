@@ -271,3 +271,20 @@ def test_missed_cycles_counted_incrementally_equal_a_full_count(db, monkeypatch)
     full = views.marathon_facts(path, T0 + 60_000, lookback_days=7)
     assert (incremental.cycles, incremental.missed, incremental.failed) == (15, 4, 1)
     assert incremental == full
+
+
+def test_two_hours_without_marks_are_a_gap_and_the_line_breaks_inside_it(db) -> None:
+    path, writer = db
+    before = [T0 + i * 60_000 for i in range(60)]
+    after = [before[-1] + 2 * 3_600_000 + i * 60_000 for i in range(60)]
+    _equity(writer, [(t, 100_000.0 + i) for i, t in enumerate(before + after)])
+    curve = views.equity_curve(path, points=500)
+    gaps = views.time_gaps(curve["ts"])
+    assert gaps == [(before[-1], after[0])]
+    broken = views.broken_at(curve, "ts", gaps)
+    inside = broken[(broken["ts"] > before[-1]) & (broken["ts"] < after[0])]
+    assert len(inside) == 1 and inside["equity"].isna().all()
+
+
+def test_evenly_spaced_marks_have_no_gap() -> None:
+    assert views.time_gaps([T0 + i * 60_000 for i in range(100)]) == []
