@@ -54,6 +54,7 @@ bench: $(DEV_OK)
 	$(PY) bench/model.py
 	$(PY) bench/ui.py
 	$(PY) bench/start.py
+	$(PY) bench/audit.py
 
 ## The marathon soak: 60 minutes by default (MINUTES=10 for a shorter one).
 soak: $(DEV_OK)
