@@ -77,6 +77,8 @@ def _status_panel() -> None:
     broker = ":green[connected]" if s.broker_connected else ":red[disconnected]"
     market = "open" if s.market_open else "closed"
     st.markdown(f"Broker {broker} · market {market}")
+    st.markdown(f"Market clock **{_market_clock(s)}**")
+    st.caption(f"Wall clock {ui.fmt_ts(ui.now(), '%H:%M:%S')} ({ui.tz_name()})")
     st.caption(f"Last cycle {ui.fmt_ts(s.last_cycle_at)} ({ui.tz_name()})")
     if s.unacked_total:
         st.markdown(
@@ -92,6 +94,17 @@ def _status_panel() -> None:
     if s.stale and st.session_state.get("autostart_note"):
         st.caption(st.session_state["autostart_note"])
     _estop_progress(s)
+
+
+def _market_clock(s: views.EngineStatus) -> str:
+    """Market time (the bars' clock every trading rule runs on) and its pace."""
+    if s.market_time is None:
+        return "no bar yet"
+    when = ui.fmt_ts(s.market_time, "%Y-%m-%d %H:%M")
+    if not s.simulated:
+        return f"{when} (live)"
+    pace = "unpaced" if s.speed is None else f"{s.speed:g}×"
+    return f"{when} · {pace} · simulated"
 
 
 _SEVERITY_BADGE = {"CRITICAL": "red", "HIGH": "orange", "WARNING": "yellow", "INFO": "gray"}

@@ -32,14 +32,23 @@ uptime = (
     if facts.engine_alive and facts.engine_started_at
     else None
 )
-c = st.columns(5)
+c = st.columns(6)
 c[0].metric("Uptime", ui.duration(uptime) if uptime is not None else "engine down")
-c[1].metric("Days run", f"{facts.days_run:.1f}", help=f"since {ui.fmt_ts(facts.first_cycle_at)}")
-c[2].metric("Cycles run", f"{facts.cycles:,}")
-c[3].metric(
+c[1].metric(
+    "Days run (wall)",
+    f"{facts.days_run:.1f}",
+    help=f"operations: wall time with cycles since {ui.fmt_ts(facts.first_cycle_at)}",
+)
+c[2].metric(
+    "Market sessions",
+    f"{facts.market_sessions:,}",
+    help="strategy evidence: trading days of market time the engine has traded",
+)
+c[3].metric("Cycles run", f"{facts.cycles:,}")
+c[4].metric(
     "Missed", f"{facts.missed:,}", help=f"{facts.gaps} gaps beyond 1.5 × the cycle interval"
 )
-c[4].metric("Failed", f"{facts.failed:,}")
+c[5].metric("Failed", f"{facts.failed:,}")
 
 daily = views.pnl_per_day(ui.db())
 sharpe = views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
@@ -56,6 +65,7 @@ st.dataframe(
             "check": [i.name for i in items],
             "fact": [i.fact for i in items],
             "target": [i.target for i in items],
+            "counted on": [i.clock for i in items],
         }
     ),
     hide_index=True,
@@ -119,5 +129,5 @@ else:
             },
         )
     )
-    fig.update_layout(yaxis_title="P&L", xaxis_title=f"day ({ui.tz_name()})")
+    fig.update_layout(yaxis_title="P&L", xaxis_title=f"trading day, market time ({ui.tz_name()})")
     ui.chart(fig, height=300, key="pnl_per_day")

@@ -811,9 +811,11 @@ class MarathonFacts:
     last_halt_at: int | None
     max_drawdown: float | None
     unacked_critical: int
+    market_sessions: int = 0  # trading days the market clock has covered (strategy evidence)
 
     @property
     def days_run(self) -> float:
+        """Days of wall time with cycles (operations: is the process dependable?)."""
         if self.first_cycle_at is None or self.last_cycle_at is None:
             return 0.0
         return (self.last_cycle_at - self.first_cycle_at) / DAY_MS
@@ -911,6 +913,13 @@ def marathon_facts(path: PathLike, now: int, lookback_days: float) -> MarathonFa
             (halt_since,),
         )
         worst = _one(conn, "SELECT MAX(drawdown) FROM equity")
+        _, trading_day = market_clock(conn)
+        marks = _one(conn, "SELECT MIN(ts), MAX(ts) FROM equity")
+    sessions = (
+        trading_day.count(int(marks[0]), int(marks[1]))
+        if marks is not None and marks[0] is not None
+        else 0
+    )
     has_cycles = span is not None and span[0] is not None and tally is not None
     return MarathonFacts(
         first_cycle_at=int(span[0]) if has_cycles and span else None,
@@ -926,6 +935,7 @@ def marathon_facts(path: PathLike, now: int, lookback_days: float) -> MarathonFa
         last_halt_at=int(halts[1]) if halts and halts[1] is not None else None,
         max_drawdown=float(worst[0]) if worst and worst[0] is not None else None,
         unacked_critical=status.unacked.get("CRITICAL", 0),
+        market_sessions=sessions,
     )
 
 
@@ -1022,6 +1032,7 @@ def errors_per_hour(path: PathLike, since: int | None = None) -> pd.DataFrame:
 @dataclass(frozen=True)
 class ReadinessThresholds:
     min_days: float = 14.0
+    min_sessions: int = 20  # trading days of market evidence (a month of sessions)
     no_halt_days: float = 7.0
     max_failure_rate: float = 0.005
     max_missed_rate: float = 0.01
@@ -1030,12 +1041,19 @@ class ReadinessThresholds:
     p99_share_of_cycle: float = 0.5  # p99 cycle time as a share of the cycle interval
 
 
+# Operations are judged on the wall clock (how long the process has run and
+# behaved); the strategy on market time (how many sessions of trading it has seen).
+WALL = "wall time"
+MARKET = "market time"
+
+
 @dataclass(frozen=True)
 class CheckItem:
     name: str
     fact: str
     target: str
     passed: bool
+    clock: str = WALL  # which clock the check counts on
 
 
 def sharpe_like(daily_returns: list[float]) -> float | None:
@@ -1064,6 +1082,14 @@ def readiness(
             f"{facts.days_run:.1f} days of cycles",
             f"≥ {t.min_days:g} days",
             facts.days_run >= t.min_days,
+            WALL,
+        ),
+        CheckItem(
+            "Market sessions traded",
+            f"{facts.market_sessions} trading days",
+            f"≥ {t.min_sessions}",
+            facts.market_sessions >= t.min_sessions,
+            MARKET,
         ),
         CheckItem(
             "No HALT recently",
@@ -1090,12 +1116,14 @@ def readiness(
             f"{facts.max_drawdown:.2%}" if facts.max_drawdown is not None else "no equity yet",
             f"< {t.max_drawdown:.0%} (risk limit)",
             facts.max_drawdown is not None and facts.max_drawdown < t.max_drawdown,
+            MARKET,
         ),
         CheckItem(
             "Sharpe-like ratio (daily, annualised)",
             f"{sharpe:.2f}" if sharpe is not None else "needs two days of P&L",
             f"≥ {t.min_sharpe:g}",
             sharpe is not None and sharpe >= t.min_sharpe,
+            MARKET,
         ),
         CheckItem(
             "Cycle time p99",

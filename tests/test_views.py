@@ -229,6 +229,7 @@ def _facts(**kw) -> views.MarathonFacts:
         last_halt_at=None,
         max_drawdown=0.05,
         unacked_critical=0,
+        market_sessions=25,
     )
     return views.MarathonFacts(**{**base, **kw})
 
@@ -243,6 +244,24 @@ def test_readiness_fails_a_drawdown_beyond_the_limit() -> None:
         _facts(max_drawdown=0.2), 1.5, 40.0, views.ReadinessThresholds(max_drawdown=0.15)
     )
     assert [i.name for i in items if not i.passed] == ["Max drawdown"]
+
+
+def test_readiness_counts_operations_on_the_wall_and_evidence_in_market_sessions() -> None:
+    # Twenty wall days of a 60x simulation: plenty of operations, and of sessions too;
+    # a two-day replay of a year of history: sessions but not operations.
+    replay = _facts(last_cycle_at=2 * DAY, market_sessions=250)
+    items = {i.name: i for i in views.readiness(replay, 1.5, 40.0, views.ReadinessThresholds())}
+    assert items["Marathon length"].clock == views.WALL and not items["Marathon length"].passed
+    assert items["Market sessions traded"].clock == views.MARKET
+    assert items["Market sessions traded"].passed
+
+
+def test_marathon_counts_market_sessions_on_the_engines_trading_day(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0, trading_day="XNYS@00:00")
+    _cycles(writer, [T0])
+    _equity(writer, [(T0 + i * 6 * 3_600_000, 100_000) for i in range(4 * 7)])  # a week
+    assert views.marathon_facts(path, T0, lookback_days=7).market_sessions == 6
 
 
 def test_sharpe_like_needs_variation() -> None:
