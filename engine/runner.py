@@ -469,7 +469,9 @@ class Engine:
         """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
         trader = self._trader()
         now = self.clock()
-        deleted = prune(trader.db, now, self.settings.engine.keep_cycles_days)
+        deleted = prune(
+            trader.db, now, self.settings.engine.keep_cycles_days, market_now=trader.market_now
+        )
         try:
             target = take_backup(
                 trader.db.conn,

@@ -46,3 +46,18 @@ def test_a_backup_is_a_complete_database_and_old_ones_rotate(
     copy.close()
     assert cycles == eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
     assert len(list(folder.glob("cockpit-*"))) == 3
+
+
+def test_pruning_a_replay_keeps_market_facts_by_market_time(db_file, clock, open_engines):
+    eng = Engine(engine_settings(), db_file, clock=clock)
+    eng.open()
+    open_engines.append(eng)
+    eng.step(30)
+    assert eng.db is not None and eng.trader is not None
+    regimes = eng.db.conn.execute("SELECT count(*) FROM regimes").fetchone()[0]
+
+    a_year_later = clock() + 365 * 86_400_000  # the wall clock, long after the market's bars
+    prune(eng.db, a_year_later, keep_days=1, market_now=eng.trader.market_now)
+
+    assert eng.db.conn.execute("SELECT count(*) FROM regimes").fetchone()[0] == regimes
+    assert eng.db.conn.execute("SELECT count(*) FROM cycles").fetchone()[0] == 0
