@@ -1,5 +1,5 @@
 """Alerts: the log filtered by severity, source and time; acknowledge one or all;
-alert counts over time."""
+alert counts over time; what reached the operator outside the cockpit and what did not."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import ui
-from state import views
+from state import delivery_views, views
 
 ui.require_access()
 
@@ -93,3 +93,15 @@ else:
     fig.update_layout(barmode="stack", yaxis_title=f"alerts per {ui.bucket_label(bucket)}")
     ui.time_axis(fig, since)
     ui.chart(fig, height=300, key="alert_counts")
+
+st.subheader("Deliveries outside the cockpit")
+dead_only = st.toggle("Dead letters only", key="al_dead")
+sent = delivery_views.deliveries(ui.db(), dead_only=dead_only)
+if sent.empty:
+    ui.empty_state(
+        "No dead letters."
+        if dead_only
+        else "No alert has been sent to a webhook, email or Telegram."
+    )
+else:
+    ui.table(sent, time_columns=("ts",), key="deliveries_table")
