@@ -369,7 +369,14 @@ def send_command(
     enqueue_command already returns the pending row for an identical command, but a
     fast engine may have finished the first one before the second click arrives;
     the session guard covers that window.
+
+    Access is checked again here: a button in a fragment reruns only its fragment,
+    not app.py, so a session that went idle or whose password changed since the
+    page was drawn is sent to the gate instead of queueing anything.
     """
+    if not access().allowed:
+        log.warning("refused a %s command from a session without access", kind)
+        st.rerun()
     key = (kind, tuple(sorted((args or {}).items())))
     last = st.session_state.get("_last_command")
     t = time.monotonic()

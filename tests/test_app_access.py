@@ -11,7 +11,7 @@ import streamlit
 from streamlit.testing.v1 import AppTest
 
 from state import auth
-from tests.cockpit_support import ROOT, app, declared_pages, open_url, query
+from tests.cockpit_support import ROOT, app, commands, declared_pages, open_url, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
 PASSWORD = "a long operator password"
@@ -221,3 +221,26 @@ def test_no_engine_is_started_before_login(empty_db: Path, password_hash: str, m
     at = open_url(empty_db, "overview")
     assert "autostart" not in at.session_state
     assert not empty_db.exists()
+
+
+def _one_pause_command() -> None:
+    import streamlit as st
+
+    from pages import ui
+
+    if "tried" not in st.session_state:  # the refusal reruns the script
+        st.session_state["tried"] = True
+        ui.send_command("pause", {})
+    st.markdown("done")
+
+
+def test_a_command_from_a_session_without_access_is_not_queued(
+    filled_db: Path, password_hash: str, monkeypatch
+) -> None:
+    # A fragment's button runs without app.py: send_command itself must check.
+    monkeypatch.setenv("COCKPIT_PASSWORD_HASH", password_hash)
+    monkeypatch.setenv("COCKPIT_DB", str(filled_db))
+    before = commands(filled_db)
+    at = AppTest.from_function(_one_pause_command, default_timeout=20).run()
+    assert at.markdown[0].value == "done"
+    assert commands(filled_db) == before
