@@ -731,8 +731,13 @@ class Oms:
         return [o for o in (self.get(c) for c in coids) if o is not None]
 
     def _sync(self, coid: str, state: BrokerOrderState, now: int, why: str) -> None:
-        """Adopt the broker's status and any fill quantity the database lacks."""
+        """Adopt the broker's status and the executions the database lacks."""
         working = self._open[coid]
+        if state.filled_qty - working.order.filled_qty > _FILL_TOLERANCE * max(
+            working.order.qty, 1.0
+        ):
+            self._adopt_executions(coid, why)
+            working = self._open.get(coid) or working
         order = working.order
         fill = None
         missing = state.filled_qty - order.filled_qty
@@ -766,6 +771,24 @@ class Oms:
                 current = self._current_status(coid)
                 agreement = "agrees" if current is state.status else "disagrees, kept " + current
                 self._event(coid, now, current, f"{why}: broker {agreement} ({state.status})")
+
+    def _adopt_executions(self, coid: str, why: str) -> None:
+        """Each execution the broker has and the database lacks, as its own fill with
+        the broker's exec id; one already booked is a repeat and changes nothing."""
+        executions = self._broker.fills(coid)
+        reports = [
+            ExecutionReport(
+                coid,
+                OrderStatus.PARTIALLY_FILLED,
+                fill.ts,
+                fill,
+                detail=f"{why}: missed execution {fill.exec_id}",
+            )
+            for fill in executions
+        ]
+        if reports:
+            log.info("%s: adopting %d execution(s) from the broker", coid, len(reports))
+            self._apply_batch(reports)
 
     def _missing_fill_price(
         self, working: _Working, state: BrokerOrderState, missing: float

@@ -38,7 +38,7 @@ from engine import audit
 from engine import lease as lease_mod
 from engine.alerts import Alerts
 from engine.backup import BackupError, take_backup
-from engine.brokers.base import Broker
+from engine.brokers.base import Broker, BrokerUnavailable
 from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
 from engine.config import EngineSettings, Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
@@ -56,6 +56,7 @@ from engine.models.registry import RegistryError, needs_bootstrap
 from engine.models.service import ModelService
 from engine.models.train import resolve_artifacts_dir
 from engine.notify import Notifier
+from engine.reconcile import adopt_broker, reconcile
 from state.commands import Command, CommandKind
 from state.db import db_path, now_ms, open_writer
 
@@ -221,7 +222,12 @@ class Engine:
         self.db: Database | None = None
         self.trader: Trader | None = None
         self.lease: lease_mod.Lease | None = None
-        self.extra_handlers: dict[str, ExtraHandler] = {}
+        self.extra_handlers: dict[str, ExtraHandler] = {
+            CommandKind.RECONCILE: self._reconcile_command,
+            CommandKind.ADOPT_BROKER: self._adopt_command,
+        }
+        self._reconcile_due: str | None = None
+        self._reconnects_seen = 0
         self.notifier: Notifier | None = None
         self.retrainer: Retrainer | None = None
         self._ml_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -275,6 +281,8 @@ class Engine:
                 self.settings, db, feed, broker, self.clock, alerts=alerts, model=model
             )
             self.trader.start(history)
+            self._reconcile_due = "at start"
+            self.reconcile_broker(self.trader)
             recover_interrupted(self.trader)
             db.conn.execute(
                 "UPDATE engine SET trading_day = ?, market_time = ? WHERE id = 1",
@@ -412,7 +420,41 @@ class Engine:
     def monitor_job(self) -> None:
         trader = self._trader()
         self.broker_events(trader)
+        self.reconcile_broker(trader)
         trader.monitor_step()
+
+    def reconcile_broker(self, trader: Trader) -> None:
+        """Positions against the broker at start and after every reconnect; a broker
+        that cannot answer now is asked again on the next monitor step."""
+        reconnects = int(getattr(trader.broker, "reconnects", 0))
+        if reconnects > self._reconnects_seen:
+            self._reconnects_seen = reconnects
+            self._reconcile_due = "after a reconnect"
+        why = self._reconcile_due
+        if why is None or not trader.broker.connected:
+            return
+        try:
+            reconcile(trader, why, orders=why != "at start")
+        except BrokerUnavailable as exc:
+            log.warning("reconciliation %s postponed: %s", why, exc)
+            return
+        self._reconcile_due = None
+
+    def _reconcile_command(self, cmd: Command) -> str:
+        trader = self._trader()
+        try:
+            found = reconcile(trader, f"asked by {cmd.requested_by}")
+        except BrokerUnavailable as exc:
+            raise CommandFailed(f"the broker cannot answer: {exc}") from None
+        if not found:
+            return "the engine and the broker agree"
+        return "trading halted; differences: " + "; ".join(d.describe() for d in found)
+
+    def _adopt_command(self, cmd: Command) -> str:
+        try:
+            return adopt_broker(self._trader(), cmd.requested_by, str(cmd.args.get("reason", "")))
+        except (BrokerUnavailable, ValueError) as exc:
+            raise CommandFailed(str(exc)) from None
 
     @staticmethod
     def broker_events(trader: Trader) -> None:

@@ -37,6 +37,8 @@ class CommandKind(StrEnum):
     ROLLBACK = "rollback"
     RETIRE = "retire"
     CASH_MOVEMENT = "cash_movement"  # a deposit (amount > 0) or withdrawal (< 0)
+    RECONCILE = "reconcile"  # compare the engine's book with the broker's now
+    ADOPT_BROKER = "adopt_broker"  # make the broker's positions the engine's, audited
 
 
 class CommandStatus(StrEnum):
@@ -102,6 +104,8 @@ _SPECS: dict[CommandKind, dict[str, _Arg]] = {
     CommandKind.ROLLBACK: {"reason": _REASON},
     CommandKind.RETIRE: {"version": _Arg(str, True, _VERSION), "reason": _REASON},
     CommandKind.CASH_MOVEMENT: {"amount": _Arg(float, True), "reason": _Arg(str, True)},
+    CommandKind.RECONCILE: {"reason": _REASON},
+    CommandKind.ADOPT_BROKER: {"reason": _Arg(str, True, max_len=MAX_REASON)},
 }
 
 

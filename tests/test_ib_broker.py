@@ -168,8 +168,16 @@ class FakeIB:
         self._on_loop(lambda: self._set_status(trade, status, message))
 
     def gateway_fill(
-        self, trade: Trade, shares: float, price: float, commission: float, *, report: bool = True
+        self,
+        trade: Trade,
+        shares: float,
+        price: float,
+        commission: float,
+        *,
+        report: bool = True,
+        offline: bool = False,
     ) -> str:
+        """An execution at the gateway; `offline` while no adapter is connected to hear it."""
         exec_id = f"0001f4e8.{len(self._fills) + 1:08d}.01.01"
 
         def fill() -> None:
@@ -201,7 +209,10 @@ class FakeIB:
             full = done >= trade.order.totalQuantity
             self._set_status(trade, "Filled" if full else "Submitted")
 
-        self._on_loop(fill)
+        if offline:
+            fill()
+        else:
+            self._on_loop(fill)
         return exec_id
 
     def gateway_reject(self, trade: Trade, code: int, message: str) -> None:

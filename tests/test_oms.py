@@ -66,6 +66,7 @@ class FunctionBroker:
         self.modified: list[Order] = []
         self.canceled: list[str] = []
         self.orders: dict[str, BrokerOrderState] = {}
+        self.executions: dict[str, list[Fill]] = {}
 
     @property
     def connected(self) -> bool:
@@ -80,6 +81,7 @@ class FunctionBroker:
             prev = self.orders.get(r.client_order_id)
             filled, avg = (prev.filled_qty, prev.avg_price) if prev else (0.0, None)
             if r.fill is not None:
+                self.executions.setdefault(r.client_order_id, []).append(r.fill)
                 total = filled + r.fill.qty
                 avg = ((avg or 0.0) * filled + r.fill.price * r.fill.qty) / total
                 filled = total
@@ -123,6 +125,10 @@ class FunctionBroker:
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:
         self._check()
         return self.orders.get(client_order_id)
+
+    def fills(self, client_order_id: str) -> list[Fill]:
+        self._check()
+        return list(self.executions.get(client_order_id, []))
 
     def account(self) -> BrokerAccount:
         return BrokerAccount(0.0, {})

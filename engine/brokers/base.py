@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from engine.domain import Bar, ExecutionReport, Order, OrderStatus
+from engine.domain import Bar, ExecutionReport, Fill, Order, OrderStatus
 
 
 class BrokerError(Exception):
@@ -83,6 +83,11 @@ class Broker(Protocol):
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:
         """For reconciliation after a restart; None if the broker never saw it."""
+        ...
+
+    def fills(self, client_order_id: str) -> list[Fill]:
+        """Every execution of the order the broker knows, each with its own exec id,
+        oldest first: what reconciliation adopts when the engine missed reports."""
         ...
 
     def account(self) -> BrokerAccount: ...

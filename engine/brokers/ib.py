@@ -226,6 +226,8 @@ class IbBroker:
         self._messages = messages
         self._events: queue.SimpleQueue[BrokerEvent] = queue.SimpleQueue()
         self._cancel_requested: set[str] = set()
+        self._ever_connected = False
+        self.reconnects = 0
         self._poll = poll_seconds
         self._grace = commission_grace_seconds
         self._reports: queue.SimpleQueue[ExecutionReport] = queue.SimpleQueue()
@@ -298,6 +300,9 @@ class IbBroker:
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:
         return self._call(self._lookup(client_order_id))
+
+    def fills(self, client_order_id: str) -> list[Fill]:
+        return self._call(self._fills(client_order_id))
 
     def account(self) -> BrokerAccount:
         return self._call(self._account())
@@ -545,6 +550,36 @@ class IbBroker:
         broker_id = str(fills[0].execution.orderId or fills[0].execution.permId)
         return BrokerOrderState(coid, broker_id, OrderStatus.PARTIALLY_FILLED, qty, avg)
 
+    async def _fills(self, coid: str) -> list[Fill]:
+        self._require_connection()
+        found = [f for f in self._ib.fills() if f.execution.orderRef == coid]
+        if not found:
+            # Executions from before this session: the gateway keeps the day's.
+            await self._messages.take()
+            found = [f for f in await self._ib.reqExecutionsAsync() if f.execution.orderRef == coid]
+        fills, seen = [], set()
+        for item in found:
+            execution = item.execution
+            if execution.execId in seen:
+                continue
+            seen.add(execution.execId)
+            report = getattr(item, "commissionReport", None)
+            commission = float(report.commission) if report is not None and report.execId else 0.0
+            ts = _epoch_ms(execution.time, self._clock())
+            fills.append(
+                Fill(
+                    coid,
+                    str(execution.execId),
+                    str(item.contract.symbol),
+                    _side(execution.side),
+                    ts,
+                    float(execution.shares),
+                    float(execution.price),
+                    commission,
+                )
+            )
+        return sorted(fills, key=lambda f: (f.ts, f.exec_id))
+
     async def _account(self) -> BrokerAccount:
         self._require_connection()
         account = self._settings.account
@@ -681,6 +716,9 @@ class IbBroker:
             )
 
     def _connected_again(self) -> None:
+        if self._ever_connected:
+            self.reconnects += 1  # the engine reconciles after each one
+        self._ever_connected = True
         self._backoff.reset()
         if self._breaker.success():
             self._event(

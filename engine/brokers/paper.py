@@ -375,6 +375,17 @@ class PaperBroker:
             return None
         return BrokerOrderState(client_order_id, row[0], OrderStatus(row[1]), row[2], row[3])
 
+    def fills(self, client_order_id: str) -> list[Fill]:
+        rows = self._db.conn.execute(
+            "SELECT exec_id, symbol, side, ts, qty, price, commission, ref_price"
+            " FROM paper_executions WHERE client_order_id = ? ORDER BY ts, exec_id",
+            (client_order_id,),
+        ).fetchall()
+        return [
+            Fill(client_order_id, r[0], r[1], Side(r[2]), r[3], r[4], r[5], r[6], r[7])
+            for r in rows
+        ]
+
     def account(self) -> BrokerAccount:
         return BrokerAccount(self._cash, {s: q for s, q in self._positions.items() if q != 0})
 
