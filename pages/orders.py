@@ -107,6 +107,11 @@ with trips:
             column_config={
                 "entry_price": ui.PRICE,
                 "exit_price": ui.PRICE,
+                "exit_reason": st.column_config.TextColumn(
+                    "exit", help="stop, target, trailing, time, flatten, signal, ..."
+                ),
+                "stop": ui.PRICE,
+                "target": ui.PRICE,
                 "pnl": ui.MONEY,
                 "commission": ui.MONEY,
                 "slippage": ui.MONEY,

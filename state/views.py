@@ -648,6 +648,9 @@ def round_trips(
         "qty",
         "entry_price",
         "exit_price",
+        "exit_reason",
+        "stop",
+        "target",
         "pnl",
         "commission",
         "slippage",
@@ -657,8 +660,9 @@ def round_trips(
     with _read(path) as conn:
         return _frame(
             conn,
-            "SELECT exit_ts, symbol, side, qty, entry_price, exit_price, pnl, commission,"
-            f" slippage, (exit_ts - entry_ts) / 1000.0 AS holding_s, entry_ts FROM trades{where}"
+            "SELECT exit_ts, symbol, side, qty, entry_price, exit_price, exit_reason, stop,"
+            " target, pnl, commission, slippage, (exit_ts - entry_ts) / 1000.0 AS holding_s,"
+            f" entry_ts FROM trades{where}"
             " ORDER BY exit_ts DESC, id DESC LIMIT ?",
             [*params, limit],
             columns,

@@ -650,3 +650,16 @@ def test_a_resend_to_the_paper_broker_never_duplicates(db, clock, paper):
     oms.apply(again[0])
     assert db["paper_orders"].count == 1
     assert db["fills"].count == 1
+
+
+def test_a_partial_fills_remainder_is_measured_against_the_decision_price(db, clock):
+    broker = PaperBroker(db, PaperSettings(), 100_000)
+    broker.on_bar(bar(T0 - 60_000, volume=200))  # room for 50 of the 100 shares
+    oms = make_oms(db, broker, clock)
+    order = oms.submit(buy(qty=100), 100.0)
+    assert order.status is S.PARTIALLY_FILLED
+    oms.on_bar(Bar("AAA", T0, 101.0, 101.6, 100.9, 101.5, 1e6))  # the rest, at the open
+    rows = db.execute("SELECT price, ref_price FROM fills ORDER BY id").fetchall()
+    assert [ref for _, ref in rows] == [100.0, 100.0]
+    second = rows[1][0]
+    assert second == pytest.approx(101.0 + 101.0 * 1e-4 + 0.02 * 0.7)  # the open + slippage

@@ -59,3 +59,11 @@ def test_lifecycle_lists_the_order_events(filled_db: Path) -> None:
         d.value for d in at.dataframe if list(d.value.columns) == ["ts", "status", "detail"]
     )
     assert table["status"].tolist() == [e[0] for e in events]
+
+
+def test_round_trips_say_why_each_closed_and_at_which_levels(filled_db: Path) -> None:
+    at = app(filled_db, PAGE)
+    stored = query(filled_db, "SELECT exit_reason, stop, target FROM trades ORDER BY id DESC")
+    table = next(d.value for d in at.dataframe if "exit_reason" in d.value.columns)
+    shown = list(zip(table["exit_reason"], table["stop"], table["target"], strict=True))
+    assert shown == [tuple(r) for r in stored]
