@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,9 @@ def test_planted_secrets_appear_nowhere_in_plain_text(
     monkeypatch.setenv("COCKPIT_ALERTS__MIN_SEVERITY", "INFO")
     set_secret(db_file, "alerts.webhook_url", f"{receiver.url}/{PLANTED}?t={PLANTED}", monkeypatch)
     set_secret(db_file, "alerts.smtp_password", PLANTED, monkeypatch)
+    set_secret(db_file, "alerts.telegram_token", f"123456:{PLANTED}", monkeypatch)
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_CHAT_ID", "42")
+    monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_API_URL", receiver.url.removesuffix("/hook"))
     caplog.set_level(logging.DEBUG)
     eng = Engine(engine_settings(warmup_bars=30), db_file, clock=clock)
     eng.open()
@@ -162,7 +166,10 @@ def test_planted_secrets_appear_nowhere_in_plain_text(
         clock.advance(1000)
         eng.step()
     eng.daily_job()
-    assert receiver.arrived.wait(10), "the webhook from the store received no alert"
+    deadline = time.monotonic() + 10
+    while {"chat_id" in b for b in receiver.bodies} != {True, False}:
+        assert time.monotonic() < deadline, "the webhook or the Telegram bot got no alert"
+        time.sleep(0.02)
     wal = Path(f"{db_file}-wal").read_bytes()
     main(["config", "--db", str(db_file)])
     eng.close()
