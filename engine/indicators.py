@@ -510,13 +510,50 @@ class IncrementalIndicators:
         if not (math.isfinite(high) and math.isfinite(low) and close > 0 and close < math.inf):
             raise ValueError(f"bad bar for indicators: high={high} low={low} close={close}")
         i = self._n  # index of this bar
-        n = i + 1
-        self._n = n
-        ring = self._ring
-        slot = i % _RING
-        ring[slot] = close
+        self._n = i + 1
+        self._ring[i % _RING] = close
+        sma_fast, sma_slow, bb_upper, bb_mid, bb_lower = self._step_averages(i, close)
+        ema_fast, ema_slow, macd_fast = self._step_emas(i, close)
+        macd_line, macd_signal, macd_hist = self._step_macd(i, macd_fast - ema_slow)
+        rsi_value = atr_value = plus = minus = ret_1 = NAN
+        if i >= 1:  # RSI, ATR and the directional system all need the previous bar
+            prev_close = self._prev_close
+            ret_1 = close / prev_close - 1.0
+            rsi_value = self._step_rsi(i, close - prev_close)
+            tr = max(high - low, abs(prev_close - high), abs(prev_close - low))
+            atr_value = self._step_atr(i, tr)
+            plus, minus = self._step_directional(i, high, low, tr)
+        self._prev_close = close
+        self._prev_high = high
+        self._prev_low = low
+        snap = Snapshot(
+            close,
+            sma_fast,
+            sma_slow,
+            ema_fast,
+            ema_slow,
+            rsi_value,
+            atr_value,
+            atr_value / close,
+            self._adx,
+            plus,
+            minus,
+            bb_upper,
+            bb_mid,
+            bb_lower,
+            macd_line,
+            macd_signal,
+            macd_hist,
+            ret_1,
+            i + 1,
+        )
+        self._last = snap
+        return snap
 
-        # Simple averages and Bollinger bands from running sums.
+    def _step_averages(self, i: int, close: float) -> tuple[float, float, float, float, float]:
+        """SMA fast and slow and the Bollinger bands (upper, middle, lower) from running sums."""
+        n = i + 1
+        ring = self._ring
         sum_fast = self._sum_fast + close
         sum_bb_sq = self._sum_bb_sq + close * close
         sum_slow = self._sum_slow + close
@@ -541,15 +578,17 @@ class IncrementalIndicators:
         self._sum_fast = sum_fast
         self._sum_bb_sq = sum_bb_sq
         self._sum_slow = sum_slow
+        return sma_fast, sma_slow, bb_upper, bb_mid, bb_lower
 
-        # Exponential averages and MACD.
+    def _step_emas(self, i: int, close: float) -> tuple[float, float, float]:
+        """EMA fast and slow, and the MACD's own fast EMA (seeded later, at the slow one's bar)."""
+        n = i + 1
         if n > EMA_FAST:
             ema_fast = ((close - self._ema_fast) * _K_EMA_FAST) + self._ema_fast
         elif n == EMA_FAST:
             ema_fast = self._ring_mean(i, EMA_FAST)
         else:
             ema_fast = NAN
-        self._ema_fast = ema_fast
         if n > EMA_SLOW:
             ema_slow = ((close - self._ema_slow) * _K_EMA_SLOW) + self._ema_slow
             macd_fast = ((close - self._macd_fast) * _K_EMA_FAST) + self._macd_fast
@@ -558,115 +597,100 @@ class IncrementalIndicators:
             macd_fast = self._ring_mean(i, EMA_FAST)
         else:
             ema_slow = macd_fast = NAN
+        self._ema_fast = ema_fast
         self._ema_slow = ema_slow
         self._macd_fast = macd_fast
-        macd_line = macd_signal = macd_hist = NAN
-        if i >= _MACD_LINE_FIRST:
-            raw = macd_fast - ema_slow
-            if i > _MACD_FIRST:
-                macd_signal = ((raw - self._macd_signal) * _K_SIGNAL) + self._macd_signal
-            else:
-                self._macd_seed += raw
-                if i == _MACD_FIRST:
-                    macd_signal = self._macd_seed / MACD_SIGNAL
-            if i >= _MACD_FIRST:
-                self._macd_signal = macd_signal
-                macd_line = raw
-                macd_hist = raw - macd_signal
+        return ema_fast, ema_slow, macd_fast
 
-        # RSI, ATR and the directional system, all from the previous bar.
-        rsi_value = atr_value = plus = minus = NAN
-        ret_1 = NAN
-        if i >= 1:
-            prev_close = self._prev_close
-            ret_1 = close / prev_close - 1.0
-            d = close - prev_close
-            gain, loss = self._gain, self._loss
-            if i > RSI_PERIOD:
-                loss *= RSI_PERIOD - 1
-                gain *= RSI_PERIOD - 1
-            if d < 0:
-                loss -= d
-            else:
-                gain += d
-            if i >= RSI_PERIOD:
-                loss /= RSI_PERIOD
-                gain /= RSI_PERIOD
-                total = gain + loss
-                rsi_value = 100.0 * (gain / total) if abs(total) >= _ZERO else 0.0
-            self._gain, self._loss = gain, loss
+    def _step_macd(self, i: int, raw: float) -> tuple[float, float, float]:
+        """MACD line, signal and histogram; NaN until TA-Lib's first output bar."""
+        if i < _MACD_LINE_FIRST:
+            return NAN, NAN, NAN
+        macd_signal = NAN
+        if i > _MACD_FIRST:
+            macd_signal = ((raw - self._macd_signal) * _K_SIGNAL) + self._macd_signal
+        else:
+            self._macd_seed += raw
+            if i == _MACD_FIRST:
+                macd_signal = self._macd_seed / MACD_SIGNAL
+        if i < _MACD_FIRST:
+            return NAN, NAN, NAN
+        self._macd_signal = macd_signal
+        return raw, macd_signal, raw - macd_signal
 
-            tr = max(high - low, abs(prev_close - high), abs(prev_close - low))
+    def _step_rsi(self, i: int, d: float) -> float:
+        """Wilder's RSI from the close-to-close change `d`; NaN before RSI_PERIOD changes."""
+        gain, loss = self._gain, self._loss
+        if i > RSI_PERIOD:
+            loss *= RSI_PERIOD - 1
+            gain *= RSI_PERIOD - 1
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+        rsi_value = NAN
+        if i >= RSI_PERIOD:
+            loss /= RSI_PERIOD
+            gain /= RSI_PERIOD
+            total = gain + loss
+            rsi_value = 100.0 * (gain / total) if abs(total) >= _ZERO else 0.0
+        self._gain, self._loss = gain, loss
+        return rsi_value
 
-            atr_state = self._atr
-            if i > ATR_PERIOD:
-                atr_state = ((atr_state * (ATR_PERIOD - 1)) + tr) / ATR_PERIOD
+    def _step_atr(self, i: int, tr: float) -> float:
+        """Wilder's ATR from this bar's true range; NaN before ATR_PERIOD ranges."""
+        atr_state = self._atr
+        atr_value = NAN
+        if i > ATR_PERIOD:
+            atr_state = ((atr_state * (ATR_PERIOD - 1)) + tr) / ATR_PERIOD
+            atr_value = atr_state
+        else:
+            atr_state += tr
+            if i == ATR_PERIOD:
+                atr_state /= ATR_PERIOD
                 atr_value = atr_state
-            else:
-                atr_state += tr
-                if i == ATR_PERIOD:
-                    atr_state /= ATR_PERIOD
-                    atr_value = atr_state
-            self._atr = atr_state
+        self._atr = atr_state
+        return atr_value
 
-            up = high - self._prev_high
-            down = self._prev_low - low
-            pdm, mdm, tr_sum = self._pdm, self._mdm, self._tr
-            if i >= ADX_PERIOD:
-                pdm = pdm - (pdm / ADX_PERIOD)
-                mdm = mdm - (mdm / ADX_PERIOD)
-                tr_sum = tr_sum - (tr_sum / ADX_PERIOD) + tr
-            else:
-                tr_sum += tr
-            if up > 0 and up > down:
-                pdm += up
-            elif down > 0 and up < down:
-                mdm += down
-            self._pdm, self._mdm, self._tr = pdm, mdm, tr_sum
-            if i >= ADX_PERIOD:
-                if abs(tr_sum) >= _ZERO:
-                    plus = 100.0 * (pdm / tr_sum)
-                    minus = 100.0 * (mdm / tr_sum)
-                    di_sum = minus + plus
-                    dx = 100.0 * (abs(minus - plus) / di_sum) if abs(di_sum) >= _ZERO else None
-                else:
-                    plus = minus = 0.0
-                    dx = None
-                if i > _ADX_FIRST:
-                    if dx is not None:
-                        self._adx = ((self._adx * (ADX_PERIOD - 1)) + dx) / ADX_PERIOD
-                else:
-                    if dx is not None:
-                        self._dx_sum += dx
-                    if i == _ADX_FIRST:
-                        self._adx = self._dx_sum / ADX_PERIOD
-        self._prev_close = close
-        self._prev_high = high
-        self._prev_low = low
+    def _step_directional(self, i: int, high: float, low: float, tr: float) -> tuple[float, float]:
+        """+DI and -DI for this bar, advancing the smoothed ADX kept in `_adx`."""
+        up = high - self._prev_high
+        down = self._prev_low - low
+        pdm, mdm, tr_sum = self._pdm, self._mdm, self._tr
+        if i >= ADX_PERIOD:
+            pdm = pdm - (pdm / ADX_PERIOD)
+            mdm = mdm - (mdm / ADX_PERIOD)
+            tr_sum = tr_sum - (tr_sum / ADX_PERIOD) + tr
+        else:
+            tr_sum += tr
+        if up > 0 and up > down:
+            pdm += up
+        elif down > 0 and up < down:
+            mdm += down
+        self._pdm, self._mdm, self._tr = pdm, mdm, tr_sum
+        if i < ADX_PERIOD:
+            return NAN, NAN
+        if abs(tr_sum) >= _ZERO:
+            plus = 100.0 * (pdm / tr_sum)
+            minus = 100.0 * (mdm / tr_sum)
+            di_sum = minus + plus
+            dx = 100.0 * (abs(minus - plus) / di_sum) if abs(di_sum) >= _ZERO else None
+        else:
+            plus = minus = 0.0
+            dx = None
+        self._step_adx(i, dx)
+        return plus, minus
 
-        snap = Snapshot(
-            close,
-            sma_fast,
-            sma_slow,
-            ema_fast,
-            ema_slow,
-            rsi_value,
-            atr_value,
-            atr_value / close,
-            self._adx,
-            plus,
-            minus,
-            bb_upper,
-            bb_mid,
-            bb_lower,
-            macd_line,
-            macd_signal,
-            macd_hist,
-            ret_1,
-            n,
-        )
-        self._last = snap
-        return snap
+    def _step_adx(self, i: int, dx: float | None) -> None:
+        """Seed the ADX with the mean of the first DX values, then smooth it Wilder's way."""
+        if i > _ADX_FIRST:
+            if dx is not None:
+                self._adx = ((self._adx * (ADX_PERIOD - 1)) + dx) / ADX_PERIOD
+            return
+        if dx is not None:
+            self._dx_sum += dx
+        if i == _ADX_FIRST:
+            self._adx = self._dx_sum / ADX_PERIOD
 
     def _ring_mean(self, i: int, period: int) -> float:
         """Mean of the closes of bars i-period+1..i, summed oldest first as TA-Lib seeds."""
