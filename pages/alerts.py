@@ -43,17 +43,22 @@ def log() -> None:
     if rows.empty:
         ui.empty_state("No alerts match these filters.")
         return
-    open_ids = rows.loc[rows["acked_at"].isna(), "id"].astype(int).tolist()
-    if open_ids:
-        labels = {
-            int(r.id): f"#{r.id} {r.severity} · {r.title}"
-            for r in rows.loc[rows["acked_at"].isna()].itertuples()
-        }
+    open_rows = rows.loc[rows["acked_at"].isna()]
+    labels: dict[int, str] = {
+        int(i): f"#{i} {severity} · {title}"
+        for i, severity, title in zip(
+            open_rows["id"].tolist(),
+            open_rows["severity"].tolist(),
+            open_rows["title"].tolist(),
+            strict=True,
+        )
+    }
+    if labels:
         b1, b2 = st.columns([3, 1])
         pick = b1.selectbox(
             "Acknowledge one",
-            open_ids,
-            format_func=labels.get,
+            list(labels),
+            format_func=labels.__getitem__,
             key="ack_pick",
             label_visibility="collapsed",
         )

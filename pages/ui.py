@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -419,7 +419,7 @@ def table(
     time_columns: tuple[str, ...] = (),
     key: str | None = None,
     column_config: dict[str, Any] | None = None,
-    height: int | str = "auto",
+    height: int | Literal["auto", "stretch", "content"] = "auto",
 ) -> None:
     """A read-only table with times in the operator's zone."""
     shown = with_local_times(df, *time_columns)

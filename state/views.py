@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,7 +321,7 @@ def equity_curve(
 GAP_FACTOR = 3.0  # a spacing this many times the usual one is a gap, not a slow tick
 
 
-def time_gaps(ts: Sequence[int], min_gap: float | None = None) -> list[tuple[int, int]]:
+def time_gaps(ts: Iterable[int], min_gap: float | None = None) -> list[tuple[int, int]]:
     """Stretches with no points, as (last point before, first point after): consecutive
     instants further apart than `min_gap`, by default GAP_FACTOR x their median
     spacing. On the equity curve a gap is time the engine did not mark: it was down."""
