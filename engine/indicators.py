@@ -155,6 +155,25 @@ def _atr_kernel(high: FloatArray, low: FloatArray, close: FloatArray, period: in
     return out
 
 
+def _directional_movement(up: float, down: float) -> tuple[float, float]:
+    """(+DM, -DM) of one bar from its high's rise and its low's fall, as TA-Lib counts them."""
+    if up > 0 and up > down:
+        return up, 0.0
+    if down > 0 and up < down:
+        return 0.0, down
+    return 0.0, 0.0
+
+
+def _di_dx(pdm: float, mdm: float, tr: float) -> tuple[float, float, float | None]:
+    """+DI, -DI and DX from the smoothed sums; DX is None where it is undefined (no range,
+    or no direction), and then ADX stays where it was, as in TA-Lib."""
+    if abs(tr) < _ZERO:
+        return 0.0, 0.0, None
+    p, q = 100.0 * (pdm / tr), 100.0 * (mdm / tr)
+    di_sum = q + p
+    return p, q, (100.0 * (abs(q - p) / di_sum) if abs(di_sum) >= _ZERO else None)
+
+
 def _directional_kernel(
     high: FloatArray, low: FloatArray, close: FloatArray, period: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -167,54 +186,46 @@ def _directional_kernel(
     pdm = mdm = tr = 0.0
     # TA-Lib seeds with period-1 raw sums, then smooths from the period-th bar on.
     for i in range(1, period):
-        up, down = h[i] - h[i - 1], lo[i - 1] - lo[i]
-        if up > 0 and up > down:
-            pdm += up
-        elif down > 0 and up < down:
-            mdm += down
+        up_move, down_move = _directional_movement(h[i] - h[i - 1], lo[i - 1] - lo[i])
+        pdm += up_move
+        mdm += down_move
         tr += _true_range(h[i], lo[i], c[i - 1])
     plus_di: list[float] = []
     minus_di: list[float] = []
-    adx: list[float] = []
-    dx_sum = 0.0
-    adx_value = NAN
-    adx_first = 2 * period - 1
-    m = period - 1
+    dxs: list[float | None] = []
     for i in range(period, n):
-        up, down = h[i] - h[i - 1], lo[i - 1] - lo[i]
-        pdm = pdm - (pdm / period)
-        mdm = mdm - (mdm / period)
-        if up > 0 and up > down:
-            pdm += up
-        elif down > 0 and up < down:
-            mdm += down
+        up_move, down_move = _directional_movement(h[i] - h[i - 1], lo[i - 1] - lo[i])
+        pdm = pdm - (pdm / period) + up_move
+        mdm = mdm - (mdm / period) + down_move
         tr = tr - (tr / period) + _true_range(h[i], lo[i], c[i - 1])
-        if abs(tr) >= _ZERO:
-            p, q = 100.0 * (pdm / tr), 100.0 * (mdm / tr)
-            plus_di.append(p)
-            minus_di.append(q)
-            di_sum = q + p
-            dx = 100.0 * (abs(q - p) / di_sum) if abs(di_sum) >= _ZERO else None
-        else:
-            plus_di.append(0.0)
-            minus_di.append(0.0)
-            dx = None
-        # A flat stretch (no range, no direction) leaves ADX where it was, as in TA-Lib.
-        if i <= adx_first:
-            if dx is not None:
-                dx_sum += dx
-            if i == adx_first:
-                adx_value = dx_sum / period
-                adx.append(adx_value)
-        else:
-            if dx is not None:
-                adx_value = ((adx_value * m) + dx) / period
-            adx.append(adx_value)
+        p, q, dx = _di_dx(pdm, mdm, tr)
+        plus_di.append(p)
+        minus_di.append(q)
+        dxs.append(dx)
     plus_out[period:] = plus_di
     minus_out[period:] = minus_di
+    adx = _adx_from_dx(dxs, period)
     if adx:
-        adx_out[adx_first:] = adx
+        adx_out[2 * period - 1 :] = adx
     return plus_out, minus_out, adx_out
+
+
+def _adx_from_dx(dxs: list[float | None], period: int) -> list[float]:
+    """ADX from the DX series that starts at bar `period`: the mean of the first `period`
+    values, then Wilder's smoothing. A missing DX (flat stretch) leaves ADX where it was."""
+    if len(dxs) < period:
+        return []
+    dx_sum = 0.0
+    for dx in dxs[:period]:
+        if dx is not None:
+            dx_sum += dx
+    adx_value = dx_sum / period
+    adx = [adx_value]
+    for dx in dxs[period:]:
+        if dx is not None:
+            adx_value = ((adx_value * (period - 1)) + dx) / period
+        adx.append(adx_value)
+    return adx
 
 
 def _bollinger_kernel(
@@ -654,30 +665,20 @@ class IncrementalIndicators:
 
     def _step_directional(self, i: int, high: float, low: float, tr: float) -> tuple[float, float]:
         """+DI and -DI for this bar, advancing the smoothed ADX kept in `_adx`."""
-        up = high - self._prev_high
-        down = self._prev_low - low
+        up_move, down_move = _directional_movement(high - self._prev_high, self._prev_low - low)
         pdm, mdm, tr_sum = self._pdm, self._mdm, self._tr
         if i >= ADX_PERIOD:
-            pdm = pdm - (pdm / ADX_PERIOD)
-            mdm = mdm - (mdm / ADX_PERIOD)
+            pdm = pdm - (pdm / ADX_PERIOD) + up_move
+            mdm = mdm - (mdm / ADX_PERIOD) + down_move
             tr_sum = tr_sum - (tr_sum / ADX_PERIOD) + tr
         else:
+            pdm += up_move
+            mdm += down_move
             tr_sum += tr
-        if up > 0 and up > down:
-            pdm += up
-        elif down > 0 and up < down:
-            mdm += down
         self._pdm, self._mdm, self._tr = pdm, mdm, tr_sum
         if i < ADX_PERIOD:
             return NAN, NAN
-        if abs(tr_sum) >= _ZERO:
-            plus = 100.0 * (pdm / tr_sum)
-            minus = 100.0 * (mdm / tr_sum)
-            di_sum = minus + plus
-            dx = 100.0 * (abs(minus - plus) / di_sum) if abs(di_sum) >= _ZERO else None
-        else:
-            plus = minus = 0.0
-            dx = None
+        plus, minus, dx = _di_dx(pdm, mdm, tr_sum)
         self._step_adx(i, dx)
         return plus, minus
 
