@@ -257,6 +257,20 @@ class StoreCollector(Collector):
     def _collect(self, conn: sqlite3.Connection) -> Iterator[Metric]:
         if self._cursors is None:
             self._cursors = self._tail_starts(conn)
+        self._count_new_rows(conn)
+        self._observe_commands(conn)
+        yield from self._counters()
+        yield self._unacknowledged(conn)
+        depth = conn.execute("SELECT count(*) FROM commands WHERE status = 'pending'").fetchone()[0]
+        yield GaugeMetricFamily(
+            "cockpit_command_queue_depth", "Commands waiting for the engine", value=depth
+        )
+        yield from self._command_latency.collect()
+        yield from self._engine_row(conn)
+        yield from self._equity(conn)
+
+    def _count_new_rows(self, conn: sqlite3.Connection) -> None:
+        """Add the rows written since the last scrape to the running counters."""
         span = self._tail(conn, "order_events")
         if span:
             for status, n in conn.execute(
@@ -288,8 +302,8 @@ class StoreCollector(Collector):
                 span,
             ):
                 self._alerts[severity] = self._alerts.get(severity, 0) + n
-        self._observe_commands(conn)
 
+    def _counters(self) -> Iterator[Metric]:
         orders = CounterMetricFamily(
             "cockpit_orders", "Order status changes since the engine started", labels=["status"]
         )
@@ -311,6 +325,8 @@ class StoreCollector(Collector):
         for severity, n in sorted(self._alerts.items()):
             alerts.add_metric([severity], n)
         yield alerts
+
+    def _unacknowledged(self, conn: sqlite3.Connection) -> Metric:
         unacked = GaugeMetricFamily(
             "cockpit_alerts_unacknowledged", "Alerts waiting for the operator", labels=["severity"]
         )
@@ -321,13 +337,9 @@ class StoreCollector(Collector):
         )
         for severity in Severity:
             unacked.add_metric([severity.value], open_counts.get(severity.value, 0))
-        yield unacked
-        depth = conn.execute("SELECT count(*) FROM commands WHERE status = 'pending'").fetchone()[0]
-        yield GaugeMetricFamily(
-            "cockpit_command_queue_depth", "Commands waiting for the engine", value=depth
-        )
-        yield from self._command_latency.collect()
-        yield from self._engine_row(conn)
+        return unacked
+
+    def _equity(self, conn: sqlite3.Connection) -> Iterator[Metric]:
         row = conn.execute(
             "SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1"
         ).fetchone()
