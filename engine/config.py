@@ -534,10 +534,8 @@ def _describe(error: Any) -> str:
     return f"{key} = {value!r}: {error['msg']}"
 
 
-def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Load and validate; `overrides` are sections of keys from the command line.
-
-    With `db`, keys left unset are filled from that database's secrets store."""
+def _check_environment() -> None:
+    """A misspelt COCKPIT_ variable is an error, not a setting silently ignored."""
     env = {k for k in os.environ if k.startswith("COCKPIT_") and k not in _PROCESS_VARIABLES}
     for name in env:
         section = name.removeprefix("COCKPIT_").split("__", 1)[0].lower()
@@ -546,6 +544,13 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
                 f"{name} = {os.environ[name]!r}: unknown variable; use COCKPIT_<SECTION>__<KEY>"
                 f" with a section among {', '.join(_SECTIONS)}"
             )
+
+
+def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate; `overrides` are sections of keys from the command line.
+
+    With `db`, keys left unset are filled from that database's secrets store."""
+    _check_environment()
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v})
     except ValidationError as exc:

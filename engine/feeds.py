@@ -615,6 +615,20 @@ def check_interval(rows: _Rows, path: Path, bar_ms: int) -> None:
 _LOGGED_ROW_PROBLEMS = 10
 
 
+def _column_index(path: Path, header: list[str] | None) -> tuple[int, list[int]]:
+    """The header's width and where each of CSV_COLUMNS is in it, or what is missing."""
+    if header is None:
+        raise FeedError(f"{path}: the file is empty, expected a header row")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing:
+        raise FeedError(
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(names) or 'none'}, need {', '.join(CSV_COLUMNS)}"
+        )
+    return len(names), [names.index(c) for c in CSV_COLUMNS]
+
+
 def _read_csv(path: Path, symbol: str) -> _Rows:
     if not path.is_file():
         raise FeedError(f"{path}: no such file for symbol {symbol}")
@@ -625,21 +639,11 @@ def _read_csv(path: Path, symbol: str) -> _Rows:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise FeedError(f"{path}: the file is empty, expected a header row")
-            names = [h.strip().lower() for h in header]
-            missing = [c for c in CSV_COLUMNS if c not in names]
-            if missing:
-                raise FeedError(
-                    f"{path}: missing column(s) {', '.join(missing)}; "
-                    f"found {', '.join(names) or 'none'}, need {', '.join(CSV_COLUMNS)}"
-                )
-            index = [names.index(c) for c in CSV_COLUMNS]
+            width, index = _column_index(path, next(reader, None))
             for row in reader:
                 if not any(cell.strip() for cell in row):
                     continue  # a blank line carries no data
-                ts, row_values, problem = _parse_row(row, index, len(names))
+                ts, row_values, problem = _parse_row(row, index, width)
                 stamps.append(ts)
                 values.append(row_values)
                 lines.append(reader.line_num)

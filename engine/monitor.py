@@ -504,32 +504,51 @@ class Monitor:
         """Why the position must be closed at market now, if it must. `resting`: a
         stop or target rests at the broker, which fills them where the market
         trades; the monitor then leaves the stop, the target and the trail to it."""
+        return self._price_exit(inp, pos, trail, resting=resting) or self._clock_exit(
+            inp, pos, stale, disconnected_since
+        )
+
+    def _price_exit(
+        self, inp: MonitorInput, pos: Position, trail: TrailState | None, *, resting: bool
+    ) -> tuple[ExitKind, str] | None:
+        """Exits the price decides: stop, target, trailing stop, open loss."""
         ctx, s = inp.ctx, self.settings
         symbol = pos.symbol
         last = ctx.price(symbol)
+        if last is None:
+            return None
         bar = inp.bars.get(symbol)
         fresh_bar = bar is not None and (pos.opened_at is None or bar.ts > pos.opened_at)
-        if last is not None:
-            high = bar.high if fresh_bar and bar is not None else last
-            low = bar.low if fresh_bar and bar is not None else last
-            hit = None if resting else protective_exit(pos, high, low, last)
-            if hit is not None:
-                kind = ExitKind.STOP_LOSS if hit.reason.startswith("stop") else ExitKind.TAKE_PROFIT
-                return kind, hit.reason
-            level = None if resting else self.trail_level(trail, inp.atr.get(symbol))
-            if level is not None:
-                touched = low <= level if pos.qty > 0 else high >= level
-                if touched:
-                    best = trail.best if trail else math.nan
-                    return ExitKind.TRAILING_STOP, (
-                        f"trailing stop {level:,.4f} hit (best {best:,.4f} since entry)"
-                    )
-            loss = -(last - pos.avg_price) * pos.qty
-            if ctx.equity > 0 and loss > s.max_position_loss * ctx.equity:
-                return ExitKind.POSITION_LOSS, (
-                    f"open loss {fmt_money(loss)} = {fmt_pct(loss / ctx.equity)} of equity"
-                    f" exceeds {fmt_pct(s.max_position_loss)}"
-                )
+        high = bar.high if fresh_bar and bar is not None else last
+        low = bar.low if fresh_bar and bar is not None else last
+        hit = None if resting else protective_exit(pos, high, low, last)
+        if hit is not None:
+            kind = ExitKind.STOP_LOSS if hit.reason.startswith("stop") else ExitKind.TAKE_PROFIT
+            return kind, hit.reason
+        level = None if resting else self.trail_level(trail, inp.atr.get(symbol))
+        if level is not None and (low <= level if pos.qty > 0 else high >= level):
+            best = trail.best if trail else math.nan
+            return ExitKind.TRAILING_STOP, (
+                f"trailing stop {level:,.4f} hit (best {best:,.4f} since entry)"
+            )
+        loss = -(last - pos.avg_price) * pos.qty
+        if ctx.equity > 0 and loss > s.max_position_loss * ctx.equity:
+            return ExitKind.POSITION_LOSS, (
+                f"open loss {fmt_money(loss)} = {fmt_pct(loss / ctx.equity)} of equity"
+                f" exceeds {fmt_pct(s.max_position_loss)}"
+            )
+        return None
+
+    def _clock_exit(
+        self,
+        inp: MonitorInput,
+        pos: Position,
+        stale: Mapping[str, int],
+        disconnected_since: int | None,
+    ) -> tuple[ExitKind, str] | None:
+        """Exits time decides: held too long, no data for too long, broker down too long."""
+        ctx, s = inp.ctx, self.settings
+        symbol = pos.symbol
         if s.time_stop_minutes > 0 and pos.opened_at is not None:
             held_ms = ctx.now - pos.opened_at
             if held_ms >= s.time_stop_minutes * 60_000:
