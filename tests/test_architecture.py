@@ -1,0 +1,168 @@
+"""The layout's rules, checked on the source itself (AST only, nothing imported).
+
+- A page (`pages/*.py`, `app.py`) reads through read models and writes through the
+  command queue; it never imports the engine's internals.
+- SQL lives in the store and the cockpit's read models (`state/`). Engine modules
+  that still hold SQL are listed in SQL_DEBT: a new module with SQL fails here, and
+  an entry whose module no longer holds SQL must be removed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What a page may import from the engine and the store: settings and shared value
+# types, the read models (modules named *views), the command queue and the cockpit's
+# own helpers. Anything else in engine/ is an internal of the running engine.
+PAGE_IMPORTS = frozenset(
+    {
+        "engine.config",
+        "engine.domain",
+        "state.auth",
+        "state.commands",
+        "state.db",
+        "state.engine_control",
+        "state.status",
+    }
+)
+PAGE_READ_MODEL = re.compile(r"^state\.\w*views$")
+
+# Packages allowed to hold SQL: the store and the cockpit's read models.
+SQL_HOMES = ("state",)
+
+# Engine modules that still hold SQL: the debt of moving every query into store
+# repositories. Shrink this list; never grow it.
+SQL_DEBT = frozenset(
+    {
+        "engine.account",
+        "engine.alerts",
+        "engine.audit",
+        "engine.audit_cli",
+        "engine.backtest.run",
+        "engine.backup",
+        "engine.brokers.paper",
+        "engine.commands",
+        "engine.control",
+        "engine.cycle",
+        "engine.deliveries",
+        "engine.digest",
+        "engine.doctor",
+        "engine.housekeeping",
+        "engine.lease",
+        "engine.metrics",
+        "engine.models.registry",
+        "engine.models.schema",
+        "engine.models.service",
+        "engine.models.train",
+        "engine.oms",
+        "engine.portfolio",
+        "engine.reconcile",
+        "engine.risk.facts",
+        "engine.risk.usage",
+        "engine.runner",
+    }
+)
+
+# SQL is written in capitals here; a lower-case "with ..." is prose.
+SQL_TEXT = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA)\s|^\s*WITH\s+\w+\s+AS\b"
+)
+SQL_CALLS = frozenset({"execute", "executemany", "executescript"})
+PACKAGES = ("engine", "state", "pages")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def source_modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in [ROOT / "app.py", *sorted(p for d in PACKAGES for p in (ROOT / d).rglob("*.py"))]:
+        yield module_name(path), ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def imported_modules(tree: ast.Module) -> set[str]:
+    """Every project module the code imports; `from pkg import mod` counts as pkg.mod."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                is_module = (ROOT / submodule.replace(".", "/")).with_suffix(".py").is_file()
+                found.add(submodule if is_module else node.module)
+    return {m for m in found if package(m) in PACKAGES}
+
+
+def holds_sql(tree: ast.Module) -> bool:
+    """True if the code runs a statement or carries the text of one."""
+    return any(
+        (isinstance(node, ast.Call) and getattr(node.func, "attr", None) in SQL_CALLS)
+        or (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and SQL_TEXT.match(node.value) is not None
+        )
+        for node in ast.walk(tree)
+    )
+
+
+def package(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def page_may_import(module: str) -> bool:
+    return (
+        package(module) == "pages"
+        or module in PAGE_IMPORTS
+        or PAGE_READ_MODEL.match(module) is not None
+    )
+
+
+def is_page(module: str) -> bool:
+    return module == "app" or package(module) == "pages"
+
+
+def sql_allowed(module: str) -> bool:
+    return package(module) in SQL_HOMES or module in SQL_DEBT
+
+
+def test_pages_import_only_read_models_commands_and_settings() -> None:
+    breaches = [
+        f"{name} imports {imported}"
+        for name, tree in source_modules()
+        if is_page(name)
+        for imported in sorted(imported_modules(tree))
+        if not page_may_import(imported)
+    ]
+    assert breaches == []
+
+
+def test_sql_only_in_the_store_read_models_and_the_listed_debt() -> None:
+    breaches = [
+        name for name, tree in source_modules() if holds_sql(tree) and not sql_allowed(name)
+    ]
+    assert breaches == []
+
+
+def test_every_module_in_the_sql_debt_still_holds_sql() -> None:
+    modules = dict(source_modules())
+    paid = [m for m in sorted(SQL_DEBT) if m in modules and not holds_sql(modules[m])]
+    assert paid == [], "remove these from SQL_DEBT: their SQL has moved to the store"
+
+
+def test_a_page_importing_the_oms_breaks_the_rule() -> None:
+    tree = ast.parse("from engine.oms import Oms\nfrom state import views\n")
+    assert [m for m in sorted(imported_modules(tree)) if not page_may_import(m)] == ["engine.oms"]
+
+
+def test_sql_is_seen_in_a_call_and_in_a_query_text() -> None:
+    assert holds_sql(ast.parse("conn.execute(q)"))
+    assert holds_sql(ast.parse('Q = """\n  SELECT id FROM orders"""'))
+    assert not holds_sql(ast.parse('label = "Selected orders"'))
