@@ -12,4 +12,8 @@
 - jobs       `Retrainer` on the ML executor, `retrain_trigger` for the cron schedule
 - cli        `python -m engine train` and `python -m engine models ...`
 - schema     the "ml" migration set: predictions, drift, model_events
+
+Not here: the strategy's use of a prediction (`engine.regime`, `engine.strategy`)
+and the Models page's read model (`state.ml_views`). `models` means ML models;
+the domain's value types are in `engine.domain`.
 """

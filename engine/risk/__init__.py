@@ -1,5 +1,11 @@
 """The risk layer: a gate of pure checks before every order.
 
+Here: the checks (`capital`, `limits`, `market`, `state`, `trade`), the gate that
+runs them in a stable order, and the context they read. `facts` and `usage` load
+that context from the database and record limit usage: the SQL they hold is
+debt, meant for the store. Not here: the monitor (`engine.monitor`), which acts
+on open positions every second, and sizing (`engine.sizing`).
+
 gate = RiskGate(settings.risk, MarketCalendar.from_settings(...))
 facts = load_risk_facts(conn, now)
 ctx = facts.context(equity=..., cash=..., positions=..., last_prices=..., ...)

@@ -1,0 +1,1 @@
+"""Browser tests (`-m browser`): the cockpit through Debian's chromium and Playwright."""
