@@ -73,7 +73,10 @@ SQL_TEXT = re.compile(
     r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA)\s|^\s*WITH\s+\w+\s+AS\b"
 )
 SQL_CALLS = frozenset({"execute", "executemany", "executescript"})
-PACKAGES = ("engine", "state", "pages")
+# The project's own packages: every top-level folder with an __init__.py but the suite.
+PACKAGES = tuple(
+    sorted(p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests")
+)
 
 
 def module_name(path: Path) -> str:
@@ -158,7 +161,7 @@ def test_every_module_in_the_sql_debt_still_holds_sql() -> None:
 
 
 def test_a_page_importing_the_oms_breaks_the_rule() -> None:
-    tree = ast.parse("from engine.oms import Oms\nfrom state import views\n")
+    tree = ast.parse("from engine.oms import Oms\nfrom state.views import equity_curve\n")
     assert [m for m in sorted(imported_modules(tree)) if not page_may_import(m)] == ["engine.oms"]
 
 
