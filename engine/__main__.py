@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_alerts(sub)
     register_backup(sub)
+    from engine.backtest.cli import register_cli as register_backtest
+
+    register_backtest(sub)
     return parser
 
 

@@ -108,6 +108,10 @@ class EngineSettings(_Section):
     heartbeat_seconds: float = Field(1.0, gt=0, le=60)
     lease_stale_seconds: float = Field(10.0, gt=0)
     keep_cycles_days: float = Field(30.0, gt=0)
+    strategy: str = Field("regime", description="regime, sma_cross, or path/to/file.py:ClassName")
+    strategy_params: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="keyword arguments of the strategy"
+    )
     backup_at: str = Field("02:30", description="daily prune and backup, HH:MM UTC")
     backup_dir: Path | None = Field(None, description="None = backups/ beside the database")
     keep_backups: int = Field(7, ge=1, le=1000)
@@ -219,6 +223,7 @@ class PaperSettings(_Section):
     slippage_range_share: float = Field(0.02, ge=0, le=1, description="share of bar range")
     commission_per_share: float = Field(0.005, ge=0)
     commission_min: float = Field(1.0, ge=0)
+    commission_bps: float = Field(0.0, ge=0, le=1000, description="of the notional, per fill")
     max_participation: float = Field(
         0.25, gt=0, le=1, description="largest share of a bar's volume one order fills"
     )
@@ -234,6 +239,7 @@ class RiskSettings(_Section):
     max_gross_exposure: float = Field(1.5, gt=0, le=20, description="multiple of equity")
     max_net_exposure: float = Field(1.0, gt=0, le=20, description="multiple of equity")
     min_reward_risk: float = Field(2.0, ge=0, le=100)
+    require_stop: bool = Field(True, description="entries without a stop-loss are denied")
     max_trades_per_day: int = Field(15, ge=1)
     max_consecutive_losses: int = Field(4, ge=1)
     cooldown_minutes: float = Field(5.0, ge=0)
@@ -461,6 +467,12 @@ class MetricsSettings(_Section):
     )
 
 
+class BacktestSettings(_Section):
+    max_runs: int = Field(1_000, ge=1, le=1_000_000, description="largest sweep")
+    out_dir: Path | None = Field(None, description="run folders; None = var/backtests")
+    workers: int = Field(0, ge=0, le=256, description="sweep processes; 0 = one per core")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COCKPIT_",
@@ -478,6 +490,7 @@ class Settings(BaseSettings):
     cockpit: CockpitSettings = CockpitSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+    backtest: BacktestSettings = BacktestSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -506,6 +519,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "cockpit": CockpitSettings,
     "alerts": AlertSettings,
     "metrics": MetricsSettings,
+    "backtest": BacktestSettings,
 }
 SECTIONS = _SECTIONS  # read-only use outside this module
 # Variables that belong to the process, not to the settings tree.

@@ -380,7 +380,7 @@ class Trader:
                 continue
             prediction = self.predictions.get(bar.symbol)
             intents.extend(
-                self.strategy.decide(
+                self._decide(
                     StrategyInput(
                         symbol=bar.symbol,
                         now=now,
@@ -445,6 +445,23 @@ class Trader:
             if intent is not None:
                 intents.append(intent)
         return intents
+
+    def _decide(self, ctx: StrategyInput) -> list[Intent]:
+        """The strategy's intents for one symbol. A strategy that raises loses that
+        symbol's decision for this bar, with an alert; the cycle and the other
+        symbols go on."""
+        try:
+            return self.strategy.decide(ctx)
+        except Exception as exc:
+            log.warning("strategy %s failed on %s: %s", self.strategy.name, ctx.symbol, exc)
+            self.alerts.raise_(
+                Severity.HIGH,
+                "strategy",
+                f"Strategy {self.strategy.name} failed on {ctx.symbol}",
+                f"{type(exc).__name__}: {exc}",
+                dedupe_key=f"strategy-failed:{ctx.symbol}",
+            )
+            return []
 
     def _prices(self) -> dict[str, float]:
         return {s: b.close for s, b in self.last_bar.items()}

@@ -40,7 +40,7 @@ from engine.alerts import Alerts
 from engine.backup import BackupError, take_backup
 from engine.brokers.base import Broker, BrokerUnavailable
 from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
-from engine.config import EngineSettings, Settings, with_stored_secrets
+from engine.config import ConfigError, EngineSettings, Settings, with_stored_secrets
 from engine.cycle import CycleResult, Trader, store_bars
 from engine.deliveries import apply_migrations as apply_delivery_migrations
 from engine.deliveries import record as record_deliveries
@@ -57,6 +57,7 @@ from engine.models.service import ModelService
 from engine.models.train import resolve_artifacts_dir
 from engine.notify import Notifier
 from engine.reconcile import adopt_broker, reconcile
+from engine.strategy import Strategy
 from state.commands import Command, CommandKind
 from state.db import db_path, now_ms, open_writer
 
@@ -196,6 +197,17 @@ def daily_trigger(settings: EngineSettings) -> CronTrigger:
     return CronTrigger(hour=hour, minute=minute, timezone="UTC")
 
 
+def configured_strategy(settings: Settings) -> Strategy:
+    """`engine.strategy` with `engine.strategy_params`; a bad one stops the start."""
+    from engine.backtest.strategies import StrategyError, load_strategy
+
+    cfg = settings.engine
+    try:
+        return load_strategy(cfg.strategy, cfg.strategy_params, settings)
+    except StrategyError as exc:
+        raise ConfigError(f"engine.strategy = {cfg.strategy!r}: {exc}") from None
+
+
 def trading_mode(settings: Settings) -> str:
     live_ports = {7496, 4001}
     is_live = settings.engine.broker == "ib" and settings.ib.port in live_ports
@@ -278,7 +290,14 @@ class Engine:
             alerts = Alerts(db, self.clock, deliver=self.notifier.submit)
             model = self._build_ml(db, alerts)
             self.trader = Trader(
-                self.settings, db, feed, broker, self.clock, alerts=alerts, model=model
+                self.settings,
+                db,
+                feed,
+                broker,
+                self.clock,
+                strategy=configured_strategy(self.settings),
+                alerts=alerts,
+                model=model,
             )
             self.trader.start(history)
             self._reconcile_due = "at start"

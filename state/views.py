@@ -982,7 +982,9 @@ def cycle_percentiles(
 
 def pnl_per_day(path: PathLike) -> pd.DataFrame:
     """P&L per trading day (the gate's days, on market time): the last mark of the
-    day against the last mark before it."""
+    day against the last mark before it. A day without a single mark (no session,
+    the engine down) is not a day of returns, so it is left out rather than counted
+    as a zero-return day that would flatten volatility and the ratios."""
     columns = ["day", "start_equity", "end_equity", "pnl", "ret"]
     span = equity_range(path)
     if span is None:
@@ -990,29 +992,30 @@ def pnl_per_day(path: PathLike) -> pd.DataFrame:
     with _read(path) as conn:
         _, trading_day = market_clock(conn)
         starts = trading_day.starts(span[0], span[1])
-        values = ",".join(f"({int(s)})" for s in starts)
+        values = ",".join(f"({int(s)}, {int(e)})" for s, e in itertools.pairwise(starts))
         df = _frame(
             conn,
-            f"WITH d(start) AS (VALUES {values}) SELECT start,"
-            " (SELECT equity FROM equity WHERE ts < d.start ORDER BY ts DESC LIMIT 1) AS mark"
+            f"WITH d(start, stop) AS (VALUES {values}) SELECT start,"
+            " (SELECT equity FROM equity WHERE ts < d.stop ORDER BY ts DESC LIMIT 1) AS mark,"
+            " EXISTS (SELECT 1 FROM equity WHERE ts >= d.start AND ts < d.stop) AS marked"
             " FROM d ORDER BY start",
             (),
-            ["start", "mark"],
+            ["start", "mark", "marked"],
         )
         first = _one(conn, "SELECT equity FROM equity ORDER BY ts LIMIT 1")
-    # The mark before each midnight closes the previous day; the first day opens at
-    # the first mark on record.
-    marks = df["mark"].tolist()
-    opening = [float(first[0]) if first else None, *marks[1:-1]]
-    closing = marks[1:]
+    # Each day closes at its last mark and opens at the previous day's close; the
+    # first day opens at the first mark on record.
+    closing = df["mark"].tolist()
+    opening = [float(first[0]) if first else None, *closing[:-1]]
     out = pd.DataFrame(
         {
-            "day": df["start"].iloc[:-1].to_numpy(),
-            "start_equity": opening[: len(closing)],
+            "day": df["start"].to_numpy(),
+            "start_equity": opening,
             "end_equity": closing,
+            "marked": df["marked"].astype(bool).to_numpy(),
         }
     )
-    out = out.dropna(subset=["end_equity"])
+    out = out[out["marked"]].dropna(subset=["end_equity"])
     with _read(path) as conn:
         moved = conn.execute("SELECT ts, amount FROM cash_movements").fetchall() if conn else []
     next_start = dict(itertools.pairwise(starts))
@@ -1061,14 +1064,11 @@ class CheckItem:
 
 
 def sharpe_like(daily_returns: list[float]) -> float | None:
-    """Mean over standard deviation of daily returns, annualised with sqrt(252)."""
-    if len(daily_returns) < 2:
-        return None
-    s = pd.Series(daily_returns, dtype="float64")
-    sd = float(s.std(ddof=1))
-    if sd == 0:
-        return None
-    return float(s.mean()) / sd * float(252**0.5)
+    """The annualised Sharpe ratio of trading-day returns: the backtester's function
+    (empyrical's definition, 252 periods a year), so the two always agree."""
+    from engine.backtest.metrics import sharpe
+
+    return sharpe(pd.Series(daily_returns, dtype="float64"))
 
 
 def readiness(
@@ -1123,7 +1123,7 @@ def readiness(
             MARKET,
         ),
         CheckItem(
-            "Sharpe-like ratio (daily, annualised)",
+            "Sharpe ratio (trading days, annualised)",
             f"{sharpe:.2f}" if sharpe is not None else "needs two days of P&L",
             f"≥ {t.min_sharpe:g}",
             sharpe is not None and sharpe >= t.min_sharpe,

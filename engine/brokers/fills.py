@@ -28,7 +28,8 @@ easily lies in the strategy's favour):
 - No fill is ever priced outside the range of the bar it is decided on: slippage
   that would carry a price past the bar's high or low stops there. A gap fill is
   at the open, which is in the range by definition.
-- Commission per fill: max(`commission_min`, qty x `commission_per_share`).
+- Commission per fill: max(`commission_min`, qty x `commission_per_share` +
+  `commission_bps` of the notional).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class Match:
     fill: FillDecision | None
 
 
-def commission(qty: float, settings: PaperSettings) -> float:
-    return max(settings.commission_min, qty * settings.commission_per_share)
+def commission(qty: float, settings: PaperSettings, price: float = 0.0) -> float:
+    per_share = qty * settings.commission_per_share
+    return max(settings.commission_min, per_share + qty * price * settings.commission_bps / 10_000)
 
 
 def slippage(price: float, bar: Bar, settings: PaperSettings) -> float:
@@ -112,7 +114,10 @@ def within(price: float, bar: Bar) -> float:
 
 
 def _decide(qty: float, price: float, bar: Bar, settings: PaperSettings) -> Match:
-    return Match(True, FillDecision(qty, within(price, bar), commission(qty, settings), bar.close))
+    fill_price = within(price, bar)
+    return Match(
+        True, FillDecision(qty, fill_price, commission(qty, settings, fill_price), bar.close)
+    )
 
 
 def fill_at_market(order: Order, bar: Bar, settings: PaperSettings) -> FillDecision | None:
@@ -122,7 +127,7 @@ def fill_at_market(order: Order, bar: Bar, settings: PaperSettings) -> FillDecis
     if qty <= 0:
         return None
     price = within(slipped(bar.close, order.side, bar, settings), bar)
-    return FillDecision(qty, price, commission(qty, settings), bar.close)
+    return FillDecision(qty, price, commission(qty, settings, price), bar.close)
 
 
 def match_bar(order: Order, bar: Bar, settings: PaperSettings, *, triggered: bool) -> Match:

@@ -224,7 +224,7 @@ def buying_power_problem(
         increase = order.qty - max(0.0, -held)
         if increase <= 0:
             return None
-        cost = increase * price + commission(order.qty, settings)
+        cost = increase * price + commission(order.qty, settings, price)
         if cost > cash:
             return (
                 f"insufficient buying power: buying {increase:g} {order.symbol} needs"

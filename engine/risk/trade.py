@@ -125,6 +125,8 @@ def stop_loss(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdi
     name = "stop_loss"
     stop = intent.stop_loss
     if stop is None:
+        if not settings.require_stop:
+            return Verdict.ok(name)
         return Verdict.deny(name, "an entry needs a stop-loss")
     entry = intent_price(intent, ctx)
     if not math.isfinite(stop) or stop <= 0 or entry is None:
@@ -154,6 +156,8 @@ def order_risk(intent: Intent, ctx: RiskContext) -> float | None:
 def risk_per_trade(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdict:
     name = "risk_per_trade"
     risk = order_risk(intent, ctx)
+    if risk is None and intent.stop_loss is None and not settings.require_stop:
+        return Verdict.ok(name)  # no stop to measure against; the position bounds still cap it
     if risk is None:
         return Verdict.deny(name, "the risk of an entry without a valid stop-loss is unbounded")
     limit = settings.risk_per_trade * ctx.equity

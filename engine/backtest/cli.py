@@ -1,0 +1,238 @@
+"""`python -m engine backtest` (and `python -m engine sweep`, registered by the
+sweep module): runs in this process, never in the engine's, with a progress bar on
+stderr.
+
+Exit codes follow the engine CLI: 0 done, 1 failed, 2 bad input or configuration
+(one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.backtest.run import BacktestConfig, BacktestError, BacktestResult
+from engine.config import Settings, load_settings
+from engine.models.cli import _time_arg
+from state.db import PROJECT_ROOT
+
+OK, FAILED, USAGE = 0, 1, 2
+log = logging.getLogger(__name__)
+
+
+def param_value(text: str) -> float | int | bool | str:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def params_arg(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BacktestError(f"--param {item!r}: use KEY=VALUE, e.g. --param fast=10")
+        out[key.strip()] = param_value(value.strip())
+    return out
+
+
+def _symbols(text: str | None) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    return tuple(s.strip().upper() for s in text.split(",") if s.strip()) or None
+
+
+def default_out_dir(settings: Settings) -> Path:
+    return settings.backtest.out_dir or PROJECT_ROOT / "var" / "backtests"
+
+
+def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestConfig:
+    if args.data and args.sim:
+        raise BacktestError("give --data DIR or --sim, not both")
+    params = dict(settings.engine.strategy_params) if not args.strategy else {}
+    params.update(params_arg(args.param))
+    return BacktestConfig(
+        data_dir=Path(args.data) if args.data else None,
+        sim_bars=args.bars,
+        symbols=_symbols(args.symbols),
+        start=args.start,
+        end=args.end,
+        bar_interval=args.bar_interval,
+        strategy=args.strategy or settings.engine.strategy,
+        params=params,
+        cash=args.cash,
+        commission=args.commission,
+        slippage=args.slippage,
+        risk_off=args.risk_off,
+    )
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="state database the run is recorded in (default var/cockpit.db)")
+    source = p.add_argument_group("data")
+    source.add_argument("--data", help="folder of SYMBOL.csv files")
+    source.add_argument("--sim", action="store_true", help="simulated history (the default)")
+    source.add_argument("--bars", type=int, default=2_000, help="simulated bars per symbol")
+    source.add_argument("--seed", type=int, help="seed of the simulated market")
+    source.add_argument("--symbols", help="A,B,... (default: every file, or one simulated)")
+    source.add_argument("--from", dest="start", type=_time_arg, help="first bar (ISO date)")
+    source.add_argument("--to", dest="end", type=_time_arg, help="last bar (ISO date)")
+    source.add_argument("--bar-interval", help="1m, 5m, 15m, 30m, 1h, 4h, 1d")
+    p.add_argument("--strategy", help="regime (default), sma_cross, or path/file.py:ClassName")
+    p.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="strategy parameter (repeatable)"
+    )
+    p.add_argument("--cash", type=float, help="starting cash (default engine.starting_cash)")
+    p.add_argument("--commission", help="none | per-share:RATE[:MIN] | bps:RATE[:MIN]")
+    p.add_argument("--slippage", help="none | bps:N | spread:N | volume:SHARE | paper")
+    p.add_argument("--risk-off", action="store_true", help="lift the discretionary limits")
+
+
+def register_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "backtest",
+        help="run a strategy over history on the engine's own code path",
+        description="Backtest on the live Trader: same strategy, sizing, risk gate, monitor,"
+        " OMS, paper broker and portfolio, stepped on market time.",
+    )
+    add_data_options(p)
+    p.add_argument("--out", help="output folder (default var/backtests/RUN_ID)")
+    p.add_argument("--json", action="store_true", help='print {"run_id", "out", "metrics"}')
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
+    p.add_argument("--command-id", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_backtest)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    engine: dict[str, Any] = {}
+    if args.seed is not None:
+        engine["seed"] = args.seed
+    return load_settings(engine=engine)
+
+
+def _progress_bar(desc: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, file=sys.stderr, unit="bar", desc=desc, leave=False, mininterval=0.5)
+
+
+def execute(args: argparse.Namespace) -> BacktestResult:
+    """Run and write one backtest from parsed arguments; raises BacktestError."""
+    from engine.backtest.run import new_run_id, run_backtest, write_outputs
+    from state import backtests as store
+
+    settings = _settings(args)
+    cfg = config_from_args(args, settings)
+    from engine.backtest.run import load_data
+
+    try:
+        data = load_data(settings, cfg)
+    except ValueError as exc:  # DataError
+        raise BacktestError(str(exc)) from None
+    run_id = args.run_id or new_run_id(cfg, data)
+    bars: list[Any] = []  # the progress bar, made on the first bar so bad input prints one line
+    recorded = False
+    last_reported = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(_progress_bar("backtest", total))
+        bars[0].update(done - bars[0].n)
+        if args.command_id is not None and done / total - last_reported[0] >= 0.05:
+            last_reported[0] = done / total
+            store.set_progress(args.db, run_id, done / total)
+
+    try:
+        if args.command_id is not None:
+            store.start_run(
+                args.db,
+                run_id,
+                kind="backtest",
+                strategy=cfg.strategy,
+                symbols=",".join(data.symbols),
+                out_dir="",
+                config=cfg.describe(),
+                command_id=args.command_id,
+            )
+            recorded = True
+        result = run_backtest(settings, cfg, data=data, progress=progress, run_id=run_id)
+        out = Path(args.out) if args.out else default_out_dir(settings) / run_id
+        write_outputs(result, out)
+    except BaseException as exc:
+        if recorded:
+            store.finish_run(args.db, run_id, None, str(exc))
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
+    if not recorded:
+        store.start_run(
+            args.db,
+            run_id,
+            kind="backtest",
+            strategy=cfg.strategy,
+            symbols=",".join(data.symbols),
+            out_dir=str(result.out),
+            config=cfg.describe(),
+        )
+    else:
+        store.set_out_dir(args.db, run_id, str(result.out))
+    store.finish_run(args.db, run_id, result.metrics)
+    return result
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    quiet_engine_logs(args)
+    try:
+        result = execute(args)
+    except BacktestError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return USAGE
+    summary = {"run_id": result.run_id, "out": str(result.out), "metrics": result.metrics}
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(describe(result))
+    return OK
+
+
+def quiet_engine_logs(args: argparse.Namespace) -> None:
+    """A backtest raises many alerts a marathon would; they are in the report, not
+    on the terminal (unless -v)."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("engine").setLevel(logging.CRITICAL)
+
+
+def describe(result: BacktestResult) -> str:
+    from engine.backtest.report import FIGURE_LABELS, fmt
+
+    m = result.metrics
+    lines = [f"backtest {result.run_id}: {result.out}"]
+    for key in (
+        "total_return",
+        "cagr",
+        "sharpe",
+        "max_drawdown",
+        "trades",
+        "win_rate",
+        "final_equity",
+        "rejected_bars",
+    ):
+        label, kind = FIGURE_LABELS[key]
+        lines.append(f"  {label:<28} {fmt(m.get(key), kind)}")
+    if result.kill_switch_at:
+        from engine.backtest.run import iso
+
+        lines.append(f"  kill switch fired at {iso(result.kill_switch_at)}")
+    lines.append(f"  {m.get('bars', 0):,} bars in {result.seconds:.1f} s")
+    return "\n".join(lines)

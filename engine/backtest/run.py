@@ -1,0 +1,414 @@
+"""One backtest: the live `Trader` stepped over history on market time.
+
+The trader runs on an in-memory SQLite state store with the full schema, so every
+rule reads and writes exactly what it does live; the clock it is given returns the
+time of the bars being processed. After each cycle the monitor steps once, so the
+kill switch, pauses and protective exits act between bars as they do between live
+cycles. The run's outputs are read back from that store at the end and written to
+a temporary folder that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from engine.alerts import Alerts
+from engine.backtest import metrics
+from engine.backtest.costs import CostSpecError, paper_settings
+from engine.backtest.data import (
+    DataError,
+    MarketData,
+    ReplayFeed,
+    infer_interval_ms,
+    interval_ms,
+    load_csv,
+    simulate,
+    split,
+)
+from engine.backtest.strategies import GuardedStrategy, StrategyError, load_strategy
+from engine.brokers.paper import PaperBroker
+from engine.config import RiskSettings, Settings
+from engine.cycle import Trader
+from engine.domain import Bar
+from engine.feeds import default_symbols
+from state.db import PROJECT_ROOT
+from state.schema import migrate
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+# The discretionary limits --risk-off lifts (a stop on every entry among them);
+# price sanity, buying power, position bounds, exposure, the kill switch and protective exits stay.
+RISK_OFF = {
+    "max_trades_per_day": 1_000_000_000,
+    "max_consecutive_losses": 1_000_000_000,
+    "cooldown_minutes": 0.0,
+    "min_reward_risk": 0.0,
+    "require_stop": False,
+}
+MAX_CYCLE_SECONDS = 3600.0  # engine.cycle_seconds' upper bound
+TRADE_COLUMNS = [
+    "symbol",
+    "side",
+    "qty",
+    "entry_ts",
+    "entry_price",
+    "exit_ts",
+    "exit_price",
+    "pnl",
+    "commission",
+    "exit_reason",
+    "stop",
+    "target",
+]
+ORDER_COLUMNS = [
+    "client_order_id",
+    "symbol",
+    "side",
+    "qty",
+    "type",
+    "purpose",
+    "status",
+    "filled_qty",
+    "avg_price",
+    "stop_loss",
+    "take_profit",
+    "created_at",
+    "reason",
+]
+
+
+class BacktestError(Exception):
+    """The backtest cannot run or failed; the message is the one line to show."""
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    data_dir: Path | None = None
+    sim_bars: int = 2_000  # per symbol, when there is no data_dir
+    symbols: tuple[str, ...] | None = None
+    start: int | None = None  # epoch ms, inclusive
+    end: int | None = None
+    bar_interval: str | None = None  # "1d", ...; inferred from the data when None
+    strategy: str = "regime"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    cash: float | None = None
+    commission: str | None = None
+    slippage: str | None = None
+    risk_off: bool = False
+    scenario: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data_dir"] = str(self.data_dir) if self.data_dir else None
+        out["params"] = dict(self.params)
+        return out
+
+
+@dataclass
+class BacktestResult:
+    run_id: str
+    config: BacktestConfig
+    settings: Settings
+    metrics: dict[str, Any]
+    equity: list[dict[str, Any]]
+    trades: list[dict[str, Any]]
+    orders: list[dict[str, Any]]
+    bars: dict[str, list[Bar]]
+    regimes: list[tuple[str, int, str]]  # symbol, ts, regime
+    data_sha256: dict[str, str]
+    rejected_bars: int
+    kill_switch_at: int | None
+    seconds: float
+    out: Path | None = None
+
+
+class MarketClock:
+    """The time of the bars being processed; the backtest moves it."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _section(model: Any, update: Mapping[str, Any]) -> Any:
+    return type(model).model_validate({**model.model_dump(), **update})
+
+
+def backtest_settings(
+    base: Settings, cfg: BacktestConfig, symbols: tuple[str, ...], bar_ms: int
+) -> Settings:
+    try:
+        paper = paper_settings(base.paper, cfg.commission, cfg.slippage)
+    except CostSpecError as exc:
+        raise BacktestError(str(exc)) from None
+    risk: RiskSettings = _section(base.risk, RISK_OFF) if cfg.risk_off else base.risk
+    engine = _section(
+        base.engine,
+        {
+            "symbols": symbols,
+            "cycle_seconds": min(bar_ms / 1000, MAX_CYCLE_SECONDS),
+            "starting_cash": cfg.cash if cfg.cash is not None else base.engine.starting_cash,
+            "feed": "sim" if cfg.data_dir is None else "csv",
+            "data_dir": cfg.data_dir,
+        },
+    )
+    ml = _section(base.ml, {"enabled": False, "bootstrap": False})
+    return base.model_copy(update={"engine": engine, "paper": paper, "risk": risk, "ml": ml})
+
+
+def load_data(base: Settings, cfg: BacktestConfig) -> MarketData:
+    if cfg.data_dir is not None:
+        return load_csv(cfg.data_dir, cfg.symbols)
+    bar_ms = interval_ms(cfg.bar_interval or "1d")
+    symbols = cfg.symbols or default_symbols(
+        base.engine.symbols if isinstance(base.engine.symbols, int) else 1
+    )
+    return simulate(symbols, cfg.sim_bars, base.engine.seed, bar_ms)
+
+
+def code_version() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() or "unknown"
+
+
+def new_run_id(cfg: BacktestConfig, data: MarketData) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    digest = hashlib.sha256(
+        json.dumps(
+            [cfg.describe(), data.sha256, data.source, os.getpid(), time.time_ns()],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:6]
+    return f"{stamp}-{digest}"
+
+
+def _in_memory_store() -> Database:
+    db = Database(sqlite3.connect(":memory:", check_same_thread=False))
+    migrate(db)
+    return db
+
+
+def run_backtest(
+    base: Settings,
+    cfg: BacktestConfig,
+    *,
+    data: MarketData | None = None,
+    progress: ProgressFn | None = None,
+    run_id: str | None = None,
+) -> BacktestResult:
+    """Run one backtest in memory; raises BacktestError with one clear line."""
+    started = time.perf_counter()
+    try:
+        data = data if data is not None else load_data(base, cfg)
+        bar_ms = interval_ms(cfg.bar_interval) if cfg.bar_interval else infer_interval_ms(data.bars)
+        settings = backtest_settings(base, cfg, data.symbols, bar_ms)
+        history, traded = split(data, cfg.start, cfg.end, settings.engine.warmup_bars)
+        strategy = load_strategy(cfg.strategy, cfg.params, settings)
+    except (DataError, StrategyError) as exc:
+        raise BacktestError(str(exc)) from None
+    feed = ReplayFeed(traded)
+    timeline = feed.timeline()
+    if not timeline:
+        raise BacktestError("no bar with a readable time in the chosen range")
+    db = _in_memory_store()
+    clock = MarketClock(timeline[0])
+    broker = PaperBroker(db, settings.paper, settings.engine.starting_cash)
+    trader = Trader(settings, db, feed, broker, clock, strategy=strategy, alerts=Alerts(db, clock))
+    trader.start(history)
+    rejected = 0
+    guard = strategy if isinstance(strategy, GuardedStrategy) else None
+    for i, ts in enumerate(timeline):
+        clock.now = ts
+        result = trader.cycle()
+        rejected += result.rejected_bars
+        if guard is not None and guard.failure is not None:
+            raise BacktestError(str(guard.failure))
+        if result.error is not None:
+            raise BacktestError(
+                f"cycle at {datetime.fromtimestamp(ts / 1000, UTC)} failed: {result.error}"
+            )
+        trader.monitor_step()
+        if progress is not None:
+            progress(i + 1, len(timeline))
+    out = collect(db, settings=settings, cfg=cfg, traded=traded, data=data, rejected=rejected)
+    db.conn.close()
+    out.run_id = run_id or new_run_id(cfg, data)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _rows(db: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
+    cur = db.conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def collect(
+    db: Database,
+    *,
+    settings: Settings,
+    cfg: BacktestConfig,
+    traded: dict[str, list[Bar]],
+    data: MarketData,
+    rejected: int,
+) -> BacktestResult:
+    equity = _rows(db, "SELECT ts, equity, cash, drawdown, gross_exposure FROM equity ORDER BY ts")
+    trades = _rows(
+        db,
+        "SELECT t.symbol, t.side, t.qty, t.entry_ts, t.entry_price, t.exit_ts, t.exit_price,"
+        " t.pnl, t.commission,"
+        " (SELECT o.reason FROM fills f JOIN orders o USING (client_order_id)"
+        "   WHERE f.symbol = t.symbol AND f.ts = t.exit_ts AND o.purpose != 'ENTRY'"
+        "   ORDER BY f.id DESC LIMIT 1) AS exit_reason,"
+        " (SELECT o.stop_loss FROM fills f JOIN orders o USING (client_order_id)"
+        "   WHERE f.symbol = t.symbol AND f.ts = t.entry_ts AND o.purpose = 'ENTRY'"
+        "   ORDER BY f.id LIMIT 1) AS stop,"
+        " (SELECT o.take_profit FROM fills f JOIN orders o USING (client_order_id)"
+        "   WHERE f.symbol = t.symbol AND f.ts = t.entry_ts AND o.purpose = 'ENTRY'"
+        "   ORDER BY f.id LIMIT 1) AS target"
+        " FROM trades t ORDER BY t.exit_ts, t.id",
+    )
+    orders = _rows(db, f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders ORDER BY id")
+    regimes = [
+        (str(r[0]), int(r[1]), str(r[2]))
+        for r in db.conn.execute("SELECT symbol, ts, regime FROM regimes ORDER BY id")
+    ]
+    halt = db.conn.execute(
+        "SELECT min(ts) FROM alerts WHERE source = 'control' AND title LIKE 'Emergency stop%'"
+    ).fetchone()
+    trips = [
+        metrics.RoundTrip(
+            t["pnl"],
+            t["entry_ts"],
+            t["exit_ts"],
+            t["qty"] * (t["entry_price"] + t["exit_price"]),
+        )
+        for t in trades
+    ]
+    figures = metrics.compute(
+        [e["ts"] for e in equity],
+        [e["equity"] for e in equity],
+        [(e["gross_exposure"] or 0) > 0 for e in equity],
+        settings.engine.starting_cash,
+        trips,
+    )
+    figures["rejected_bars"] = rejected
+    figures["denied"] = dict(
+        db.conn.execute(
+            "SELECT check_name, count(*) FROM signals WHERE verdict = 'denied'"
+            " GROUP BY check_name ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    figures["kill_switch_at"] = halt[0] if halt else None
+    return BacktestResult(
+        run_id="",
+        config=cfg,
+        settings=settings,
+        metrics=figures,
+        equity=equity,
+        trades=trades,
+        orders=orders,
+        bars=traded,
+        regimes=regimes,
+        data_sha256=dict(data.sha256),
+        rejected_bars=rejected,
+        kill_switch_at=halt[0] if halt else None,
+        seconds=0.0,
+    )
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def iso(ts: int | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+
+
+def run_record(result: BacktestResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "config": result.config.describe(),
+        "settings": result.settings.model_dump(mode="json"),
+        "data_sha256": result.data_sha256,
+        "code_version": code_version(),
+        "seed": result.settings.engine.seed,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def write_outputs(result: BacktestResult, out: Path) -> Path:
+    """Write every output file into `out`, all or nothing: a partial folder is
+    removed, and an existing `out` is only replaced by a complete one."""
+    from engine.backtest.report import write_report
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        trades = [
+            {**t, "entry_ts": iso(t["entry_ts"]), "exit_ts": iso(t["exit_ts"])}
+            for t in result.trades
+        ]
+        _write_csv(tmp / "trades.csv", TRADE_COLUMNS, trades)
+        _write_csv(
+            tmp / "equity.csv",
+            ["ts", "equity", "cash", "drawdown"],
+            [{**e, "ts": iso(e["ts"])} for e in result.equity],
+        )
+        _write_csv(
+            tmp / "orders.csv",
+            ORDER_COLUMNS,
+            [{**o, "created_at": iso(o["created_at"])} for o in result.orders],
+        )
+        (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
+        (tmp / "run.json").write_text(json.dumps(run_record(result), indent=2, default=str))
+        write_report(result, tmp / "report.html")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out = out
+    return out
