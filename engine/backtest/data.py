@@ -14,18 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config import interval_ms as config_interval_ms
 from engine.domain import Bar, Regime
 from engine.feeds import CsvReplayFeed, FeedError, generate_history
 
-INTERVALS_MS = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 SIM_END_TS = 1_767_225_600_000  # 2026-01-01 UTC: simulated history ends here
 
 
@@ -45,9 +37,18 @@ class MarketData:
 
 
 def interval_ms(text: str) -> int:
-    if text not in INTERVALS_MS:
-        raise DataError(f"bar interval {text!r}: use one of {', '.join(INTERVALS_MS)}")
-    return INTERVALS_MS[text]
+    try:
+        return config_interval_ms(text)
+    except ValueError as exc:
+        raise DataError(f"bar interval {text!r}: {exc}") from None
+
+
+def interval_text(ms: int) -> str:
+    """The largest whole unit of an interval: 86_400_000 -> 1d, 300_000 -> 5m."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{max(ms // 1000, 1)}s"
 
 
 def _digest(path: Path) -> str:
@@ -58,8 +59,11 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_csv(data_dir: Path, symbols: Sequence[str] | None) -> MarketData:
-    """Every row of each SYMBOL.csv, in file order."""
+def load_csv(
+    data_dir: Path, symbols: Sequence[str] | None, bar_ms: int | None = None
+) -> MarketData:
+    """Every row of each SYMBOL.csv, in file order; with `bar_ms`, each file's usual
+    spacing must match it."""
     data_dir = Path(data_dir)
     if symbols:
         missing = [s for s in symbols if not (data_dir / f"{s}.csv").is_file()]
@@ -70,7 +74,7 @@ def load_csv(data_dir: Path, symbols: Sequence[str] | None) -> MarketData:
                 f" available: {', '.join(known) or 'none'}"
             )
     try:
-        feed = CsvReplayFeed(data_dir, symbols)
+        feed = CsvReplayFeed(data_dir, symbols, bar_ms=bar_ms)
         bars = feed.warmup(2**62, 0, 1)
     except FeedError as exc:
         raise DataError(str(exc)) from None
@@ -159,6 +163,9 @@ class ReplayFeed:
 
     def warmup(self, n: int, end_ts: int, interval_ms: int) -> dict[str, list[Bar]]:
         return {}
+
+    def market_time(self, wall_ms: int) -> int | None:
+        return None  # a replay's time is its bars' time
 
     def next_bars(self, now_ms: int) -> list[Bar]:
         out: list[Bar] = []

@@ -36,6 +36,7 @@ from engine.backtest.data import (
     ReplayFeed,
     infer_interval_ms,
     interval_ms,
+    interval_text,
     load_csv,
     simulate,
     split,
@@ -62,7 +63,6 @@ RISK_OFF = {
     "min_reward_risk": 0.0,
     "require_stop": False,
 }
-MAX_CYCLE_SECONDS = 3600.0  # engine.cycle_seconds' upper bound
 TRADE_COLUMNS = [
     "symbol",
     "side",
@@ -165,7 +165,8 @@ def backtest_settings(
         base.engine,
         {
             "symbols": symbols,
-            "cycle_seconds": min(bar_ms / 1000, MAX_CYCLE_SECONDS),
+            "bar_interval": interval_text(bar_ms),
+            "speed": "max",
             "starting_cash": cfg.cash if cfg.cash is not None else base.engine.starting_cash,
             "feed": "sim" if cfg.data_dir is None else "csv",
             "data_dir": cfg.data_dir,
@@ -177,7 +178,8 @@ def backtest_settings(
 
 def load_data(base: Settings, cfg: BacktestConfig) -> MarketData:
     if cfg.data_dir is not None:
-        return load_csv(cfg.data_dir, cfg.symbols)
+        bar_ms = interval_ms(cfg.bar_interval) if cfg.bar_interval else None
+        return load_csv(cfg.data_dir, cfg.symbols, bar_ms)
     bar_ms = interval_ms(cfg.bar_interval or "1d")
     symbols = cfg.symbols or default_symbols(
         base.engine.symbols if isinstance(base.engine.symbols, int) else 1
