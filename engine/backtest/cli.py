@@ -12,6 +12,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +194,11 @@ def execute(args: argparse.Namespace) -> BacktestResult:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    quiet_engine_logs(args)
+    with quiet_engine_logs(args):
+        return _backtest(args)
+
+
+def _backtest(args: argparse.Namespace) -> int:
     try:
         result = execute(args)
     except BacktestError as exc:
@@ -206,11 +212,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return OK
 
 
-def quiet_engine_logs(args: argparse.Namespace) -> None:
+@contextmanager
+def quiet_engine_logs(args: argparse.Namespace) -> Iterator[None]:
     """A backtest raises many alerts a marathon would; they are in the report, not
-    on the terminal (unless -v)."""
+    on the terminal (unless -v). The level is restored after the run."""
+    logger = logging.getLogger("engine")
+    level = logger.level
     if not getattr(args, "verbose", False):
-        logging.getLogger("engine").setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def describe(result: BacktestResult) -> str:
