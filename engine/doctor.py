@@ -135,6 +135,8 @@ def check_feed(settings: Settings) -> list[Check]:
         return [
             Check("feed", True, f"CSV replay of {len(csv.symbols)} symbols from {cfg.data_dir}")
         ]
+    if cfg.feed == "ib":
+        return check_ib_feed(settings)
     return check_ccxt(settings)
 
 
@@ -166,6 +168,108 @@ def check_ccxt(settings: Settings, now: Callable[[], float] = time.time) -> list
         fresh = age <= STALE_CANDLES * feed.interval_ms / 1000
         out.append(Check(f"feed {symbol}", fresh, text if fresh else f"{text}: data stopped"))
     return out
+
+
+# ---- the IB feed ------------------------------------------------------------------
+
+# Beside the engine's broker (client_id) and feed (client_id + 1).
+DOCTOR_FEED_CLIENT_OFFSET = 901
+
+
+def check_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | None = None) -> list[Check]:
+    return asyncio.run(_probe_ib_feed(settings, ib_factory))
+
+
+async def _probe_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | None) -> list[Check]:
+    import ib_async
+
+    from engine.ib_feed import bar_size
+
+    ib_cfg = settings.ib
+    where = f"{ib_cfg.host}:{ib_cfg.port}"
+    ib = (ib_factory or ib_async.IB)()
+    timeout = min(ib_cfg.timeout_seconds, LIMIT_SECONDS / 4)
+    refused: dict[int, str] = {}
+
+    def on_error(req_id: int, code: int, message: str, contract: Any = None) -> None:
+        refused[req_id] = f"IB {code}: {message}"
+
+    try:
+        await asyncio.wait_for(
+            ib.connectAsync(
+                host=ib_cfg.host,
+                port=ib_cfg.port,
+                clientId=ib_cfg.client_id + DOCTOR_FEED_CLIENT_OFFSET,
+                timeout=timeout,
+                readonly=True,
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        return [
+            Check(
+                "feed",
+                False,
+                f"no IB API at {where} ({type(exc).__name__}): start IB Gateway (or TWS),"
+                " enable the API and check ib.port (4002 paper gateway, 7497 paper TWS)",
+            )
+        ]
+    ib.errorEvent += on_error
+    try:
+        wanted = [
+            ib_async.Contract(
+                symbol=c.symbol,
+                secType=c.sec_type,
+                exchange=c.exchange,
+                currency=c.currency,
+                primaryExchange=c.primary_exchange,
+            )
+            for c in settings.ib.contracts
+        ]
+        qualified = await asyncio.wait_for(
+            ib.qualifyContractsAsync(*wanted, returnAll=True), timeout
+        )
+        out = [Check("feed", True, f"IB market data at {where}")]
+        for spec, contract in zip(settings.ib.contracts, qualified, strict=True):
+            name = f"feed {spec.symbol}"
+            if contract is None or isinstance(contract, list):
+                what = "unknown to IB" if contract is None else "ambiguous: set primary_exchange"
+                out.append(Check(name, False, f"{spec.symbol} {spec.sec_type}: {what}"))
+                continue
+            refused.clear()
+            bars = await asyncio.wait_for(
+                ib.reqHistoricalDataAsync(
+                    contract,
+                    endDateTime="",
+                    durationStr="1 D",
+                    barSizeSetting=bar_size(settings.engine.bar_ms),
+                    whatToShow="MIDPOINT" if spec.sec_type == "CASH" else "TRADES",
+                    useRTH=False,
+                    formatDate=2,
+                ),
+                timeout,
+            )
+            if not bars:
+                why = next(iter(refused.values()), "no bars")
+                out.append(
+                    Check(
+                        name,
+                        False,
+                        f"{why}: check the market-data subscription for"
+                        f" {spec.primary_exchange or spec.exchange} in Client Portal",
+                    )
+                )
+                continue
+            last = bars[-1]
+            out.append(
+                Check(
+                    name, True, f"market data permitted, last bar {last.date}, close {last.close}"
+                )
+            )
+        return out
+    finally:
+        ib.errorEvent -= on_error
+        ib.disconnect()
 
 
 # ---- broker -----------------------------------------------------------------------

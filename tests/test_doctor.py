@@ -10,7 +10,14 @@ import pytest
 
 from engine.__main__ import main
 from engine.config import load_settings
-from engine.doctor import Check, check_broker, check_ccxt, check_database, within
+from engine.doctor import (
+    Check,
+    check_broker,
+    check_ccxt,
+    check_database,
+    check_ib_feed,
+    within,
+)
 from tests import ccxt_support
 from tests.ccxt_support import LocalExchange
 from tests.test_ib_broker import FakeIB
@@ -129,3 +136,16 @@ def test_test_alert_to_a_dead_webhook_fails(
     code, lines = doctor(capsys, db_file, "--test-alert")
     [alert] = [line for line in lines if "alerts" in line]
     assert code == 1 and alert.startswith("FAIL") and "not delivered" in alert
+
+
+def test_ib_market_data_is_checked_per_symbol() -> None:
+    from tests.test_ib_feed import FakeGateway
+
+    gateway = FakeGateway()
+    gateway.unpermitted.add("MSFT")
+    settings = load_settings(engine={"feed": "ib", "symbols": ("AAPL", "MSFT", "ZZZZ")})
+    by_name = {c.name: c for c in check_ib_feed(settings, lambda: gateway)}
+    assert by_name["feed AAPL"].ok and "market data permitted" in by_name["feed AAPL"].detail
+    assert not by_name["feed MSFT"].ok and "IB 354" in by_name["feed MSFT"].detail
+    assert "subscription" in by_name["feed MSFT"].detail
+    assert not by_name["feed ZZZZ"].ok and "unknown to IB" in by_name["feed ZZZZ"].detail

@@ -35,6 +35,7 @@ class FakeGateway(FakeIB):
         super().__init__()
         self.known = {"AAPL": 265598, "MSFT": 272093}
         self.ambiguous: set[str] = set()
+        self.unpermitted: set[str] = set()
         self.bars: dict[str, list[BarData]] = {s: [] for s in self.known}
         self.live: dict[str, BarDataList] = {}
         self.requests: list[tuple[str, bool, float]] = []  # symbol, keepUpToDate, monotonic
@@ -73,6 +74,10 @@ class FakeGateway(FakeIB):
     ) -> BarDataList:
         assert (barSizeSetting, formatDate) == ("1 min", 2)
         self.requests.append((contract.symbol, keepUpToDate, time.monotonic()))
+        if contract.symbol in self.unpermitted:
+            message = "Requested market data is not subscribed."
+            self.errorEvent.emit(len(self.requests), 354, message, contract)
+            return BarDataList()
         rows = BarDataList(self.bars[contract.symbol])
         rows.reqId = len(self.requests)
         rows.contract = contract
