@@ -505,10 +505,15 @@ class Oms:
             try:
                 state = self._broker.lookup(coid)
                 if state is not None:
+                    lost = []
                     for member in family:
                         found = self._broker.lookup(member.client_order_id)
                         if found is not None:
                             self._sync(member.client_order_id, found, now, "found on retry")
+                        else:
+                            lost.append(member.client_order_id)
+                    if lost:
+                        self._drop_half_sent(coid, lost, now)
                 elif order.purpose is Purpose.ENTRY and now - order.created_at > max_age_ms:
                     for member in family:
                         self._finish_locally(
@@ -526,6 +531,18 @@ class Oms:
                 log.warning("retry of unsent orders stopped, broker unavailable: %s", exc)
                 break
         return [o for o in (self.get(c) for c in handled) if o is not None]
+
+    def _drop_half_sent(self, coid: str, lost: list[str], now: int) -> None:
+        """Part of a bracket reached the broker and part did not (the send timed out
+        half way): an entry without its stop must not trade, so the lost orders are
+        canceled here and the entry at the broker; a position it already opened is
+        guarded by the cycle's fallback exit until the next restart protects it."""
+        log.warning("bracket %s reached the broker without %s", coid, ", ".join(lost))
+        for member in lost:
+            self._finish_locally(member, OrderStatus.CANCELED, now, NEVER_REACHED_BROKER)
+        order = self.get(coid)
+        if order is not None and order.status.is_open and order.purpose is Purpose.ENTRY:
+            self._apply_batch(self._broker.cancel(coid, now))
 
     def _family(self, order: Order) -> list[Order]:
         """The order and the unsent orders that go out with it: its bracket children,

@@ -663,3 +663,24 @@ def test_a_partial_fills_remainder_is_measured_against_the_decision_price(db, cl
     assert [ref for _, ref in rows] == [100.0, 100.0]
     second = rows[1][0]
     assert second == pytest.approx(101.0 + 101.0 * 1e-4 + 0.02 * 0.7)  # the open + slippage
+
+
+class HalfSending(FunctionBroker):
+    """A bracket whose send times out after the entry reached the broker."""
+
+    def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
+        parent = orders[0].client_order_id
+        self.record([ExecutionReport(parent, S.ACCEPTED, now, broker_order_id="B-1")])
+        raise BrokerUnavailable("timed out")
+
+
+def test_an_entry_that_reached_the_broker_without_its_stop_is_canceled_on_retry(db, clock):
+    broker = HalfSending(fills_at_once)
+    oms = make_oms(db, broker, clock)
+    entry = oms.submit(buy(order_type=OrderType.LIMIT, limit_price=99.0, stop_loss=95.0), 100.0)
+    assert entry.status is S.NEW
+    oms.retry_unsent(max_age_ms=60_000)
+    assert broker.canceled == [entry.client_order_id]
+    assert oms.open_orders() == []
+    stop = oms.get(f"{entry.client_order_id}-S")
+    assert stop is not None and stop.status is S.CANCELED
