@@ -29,10 +29,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -473,6 +476,19 @@ class BacktestSettings(_Section):
     workers: int = Field(0, ge=0, le=256, description="sweep processes; 0 = one per core")
 
 
+class EnvironmentVariables(EnvSettingsSource):
+    """COCKPIT_* variables, where a list may also be written as plain text:
+    `COCKPIT_ALERTS__SMTP_TO=ops@example.com,oncall@example.com`."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if not isinstance(value, str) or value.lstrip().startswith(("[", "{")):
+                raise  # meant as JSON: let the JSON error stand
+            return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COCKPIT_",
@@ -504,7 +520,7 @@ class Settings(BaseSettings):
         toml = Path(os.environ.get("COCKPIT_CONFIG", "") or DEFAULT_TOML)
         return (
             init_settings,
-            env_settings,
+            EnvironmentVariables(settings_cls),
             TomlConfigSettingsSource(settings_cls, toml_file=toml),
         )
 
@@ -569,6 +585,12 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
         settings = Settings(**{k: v for k, v in overrides.items() if v})
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+    except (SettingsError, ValueError, OSError) as exc:
+        # A source that cannot be read at all (a value that is not JSON, a TOML
+        # syntax error, an unreadable file): still one line, with the cause.
+        cause = exc.__cause__ or exc.__context__
+        detail = f": {cause}" if cause is not None else ""
+        raise ConfigError(f"{exc}{detail}".replace("\n", " ")) from None
     if settings.engine.feed == "csv" and settings.engine.data_dir is None:
         raise ConfigError("engine.data_dir = None: the csv feed needs a folder of SYMBOL.csv files")
     if settings.engine.feed == "ib":

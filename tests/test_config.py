@@ -68,3 +68,31 @@ def test_a_misspelt_environment_variable_is_refused(monkeypatch):
 def test_the_csv_feed_needs_a_data_folder():
     with pytest.raises(ConfigError, match=r"engine\.data_dir"):
         load_settings(engine={"feed": "csv"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ops@example.com", ("ops@example.com",)),
+        ("ops@example.com, oncall@example.com", ("ops@example.com", "oncall@example.com")),
+        ('["ops@example.com"]', ("ops@example.com",)),
+    ],
+)
+def test_a_list_in_the_environment_may_be_plain_comma_separated_text(monkeypatch, text, expected):
+    monkeypatch.setenv("COCKPIT_ALERTS__SMTP_TO", text)
+    assert load_settings().alerts.smtp_to == expected
+
+
+def test_broken_json_in_the_environment_is_a_one_line_configuration_error(monkeypatch):
+    monkeypatch.setenv("COCKPIT_ALERTS__SMTP_TO", '["ops@example.com"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "alerts" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_toml_syntax_error_is_a_one_line_configuration_error(tmp_path: Path, monkeypatch):
+    toml = tmp_path / "cockpit.toml"
+    toml.write_text("[engine\nseed = 1\n")
+    monkeypatch.setenv("COCKPIT_CONFIG", str(toml))
+    with pytest.raises(ConfigError, match="end of a table declaration"):
+        load_settings()
