@@ -389,6 +389,13 @@ def m007_account_and_cash_movements(db: Database) -> None:
     db.table("cash_movements").create_index(["ts"], if_not_exists=True)
 
 
+@migrations()
+def m008_engine_heartbeat_seconds(db: Database) -> None:
+    """How often the engine beats, so every reader judges liveness by one rule."""
+    if "heartbeat_seconds" not in db.table("engine").columns_dict:
+        db.table("engine").add_column("heartbeat_seconds", float)
+
+
 def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
     """Apply a set's pending migrations (idempotent); return the names applied.
     Every module that owns tables (paper broker, risk, ML) applies its set through this."""

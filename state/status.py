@@ -10,7 +10,27 @@ from typing import Any
 
 from state.db import reader
 
-STALE_AFTER_MS = 5_000
+DEFAULT_HEARTBEAT_SECONDS = 1.0  # engine.heartbeat_seconds' default, for rows without one
+STALE_BEATS = 5
+
+
+def engine_alive(
+    heartbeat_at: int | None,
+    stopped_at: int | None,
+    heartbeat_seconds: float | None,
+    now: int,
+) -> bool:
+    """The one liveness rule (CLI status, the cockpit's sidebar, autostart): a heartbeat
+    within STALE_BEATS of the engine's own `heartbeat_seconds`, and no stop after it.
+
+    Several beats, not one: the heartbeat runs on the trading thread, behind a cycle
+    that may take a moment."""
+    if not heartbeat_at:
+        return False
+    if stopped_at is not None and stopped_at >= heartbeat_at:
+        return False
+    beat_ms = (heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS) * 1000
+    return now - heartbeat_at <= STALE_BEATS * beat_ms
 
 
 @dataclass(frozen=True)
@@ -155,11 +175,16 @@ def replay_summary(path: str | os.PathLike[str] | None) -> ReplaySummary | None:
     )
 
 
-def read_status(
-    path: str | os.PathLike[str] | None, now: int, stale_after_ms: int = STALE_AFTER_MS
-) -> EngineStatus | None:
+def beat_seconds(engine_row: sqlite3.Row) -> float | None:
+    """The row's heartbeat interval; None in a database from before it was recorded."""
+    keys = engine_row.keys()
+    return engine_row["heartbeat_seconds"] if "heartbeat_seconds" in keys else None
+
+
+def read_status(path: str | os.PathLike[str] | None, now: int) -> EngineStatus | None:
     try:
         with reader(path) as conn:
+            # `*`: a database written before heartbeat_seconds existed still reads.
             engine = conn.execute("SELECT * FROM engine WHERE id = 1").fetchone()
             cycles = conn.execute("SELECT count(*), count(error) FROM cycles").fetchone()
             equity = conn.execute(
@@ -181,9 +206,7 @@ def read_status(
         raise
     beat = engine["heartbeat_at"] if engine else None
     last_cycle = engine["last_cycle_at"] if engine else None
-    running = bool(
-        engine and engine["stopped_at"] is None and beat and now - beat <= stale_after_ms
-    )
+    running = bool(engine and engine_alive(beat, engine["stopped_at"], beat_seconds(engine), now))
     return EngineStatus(
         trading_state=engine["trading_state"] if engine else "ACTIVE",
         state_reason=(engine["state_reason"] or "") if engine else "",

@@ -27,6 +27,7 @@ import pandas as pd
 from engine.calendar import TradingDay
 from engine.risk.facts import day_start_equity
 from state.db import db_path, maybe_reader
+from state.status import beat_seconds, engine_alive
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,6 @@ class EngineStatus:
         return self.open_positions == 0 and self.open_orders == 0
 
 
-def heartbeat_stale_after(cycle_seconds: float | None) -> float:
-    """Seconds after which a heartbeat counts as stale (the engine beats every second)."""
-    return max(5.0, 3.0 * (cycle_seconds or 0.0))
-
-
 def engine_status(path: PathLike, now: int) -> EngineStatus:
     with _read(path) as conn:
         row = _one(conn, "SELECT * FROM engine WHERE id = 1")
@@ -146,11 +142,7 @@ def engine_status(path: PathLike, now: int) -> EngineStatus:
         unacked = _unacked(conn)
     beat = row["heartbeat_at"]
     age = (now - beat) / 1000 if beat else None
-    stale = (
-        age is None
-        or age > heartbeat_stale_after(row["cycle_seconds"])
-        or bool(row["stopped_at"] and row["stopped_at"] >= (beat or 0))
-    )
+    stale = not engine_alive(beat, row["stopped_at"], beat_seconds(row), now)
     return EngineStatus(
         present=True,
         trading_state=row["trading_state"] or "UNKNOWN",

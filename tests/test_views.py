@@ -15,6 +15,7 @@ from engine.calendar import TradingDay
 from engine.risk import limits, load_risk_facts
 from state import views
 from state.db import open_writer
+from state.status import read_status
 
 DAY = views.DAY_MS
 T0 = int(datetime(2026, 3, 1, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
@@ -307,3 +308,23 @@ def test_two_hours_without_marks_are_a_gap_and_the_line_breaks_inside_it(db) -> 
 
 def test_evenly_spaced_marks_have_no_gap() -> None:
     assert views.time_gaps([T0 + i * 60_000 for i in range(100)]) == []
+
+
+def test_liveness_follows_the_engines_own_heartbeat_interval(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0)
+    writer.conn.execute("UPDATE engine SET heartbeat_seconds = 10")
+    writer.conn.commit()
+    assert not views.engine_status(path, T0 + 30_000).stale, "three slow beats late is alive"
+    assert views.engine_status(path, T0 + 60_000).stale
+
+
+def test_the_cli_and_the_sidebar_agree_on_liveness(db) -> None:
+    path, writer = db
+    _engine(writer, heartbeat=T0)
+    writer.conn.execute("UPDATE engine SET heartbeat_seconds = 2")
+    writer.conn.commit()
+    for age in (0, 9_000, 10_000, 10_001, 60_000):
+        cli = read_status(path, T0 + age)
+        assert cli is not None
+        assert cli.running is not views.engine_status(path, T0 + age).stale, age
