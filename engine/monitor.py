@@ -85,6 +85,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SOURCE = "monitor"
+DEADMAN_KEY = "deadman"
 
 
 class ExitKind(StrEnum):
@@ -395,19 +396,15 @@ class Monitor:
         )
 
     def _deadman(self, inp: MonitorInput, conditions: dict[str, RaiseAlert]) -> None:
-        last = inp.last_cycle_at if inp.last_cycle_at is not None else inp.started_at
-        if last is None:
-            return
-        silent = inp.wall - last
-        limit = self.settings.deadman_intervals * inp.cycle_interval_ms
-        if silent >= limit:
-            conditions["deadman"] = RaiseAlert(
-                Severity.CRITICAL,
-                "Dead-man's switch: no completed cycle",
-                f"no cycle completed for {silent / 1000:.1f} s"
-                f" (limit {limit / 1000:.1f} s); positions are not being managed by the cycle",
-                "deadman",
-            )
+        alert = deadman_alert(
+            inp.last_cycle_at,
+            inp.started_at,
+            inp.wall,
+            inp.cycle_interval_ms,
+            self.settings.deadman_intervals,
+        )
+        if alert is not None:
+            conditions[alert.dedupe_key] = alert
 
     def _alerts(
         self, before: frozenset[str], now_active: dict[str, RaiseAlert], now: int
@@ -597,3 +594,31 @@ class Monitor:
         if atr is None or not math.isfinite(atr) or atr <= 0:
             return None
         return trail.best - sign * s.trail_atr * atr
+
+
+def deadman_alert(
+    last_cycle_at: int | None,
+    started_at: int | None,
+    now: int,
+    cycle_interval_ms: int,
+    intervals: float,
+) -> RaiseAlert | None:
+    """The dead-man's switch: no completed cycle for `intervals` cycle intervals.
+
+    One rule for the monitor (on the trading thread) and the watchdog (on its own
+    thread, for when the trading thread is stuck): same limit, title and key.
+    """
+    last = last_cycle_at if last_cycle_at is not None else started_at
+    if last is None:
+        return None
+    silent = now - last
+    limit = intervals * cycle_interval_ms
+    if silent < limit:
+        return None
+    return RaiseAlert(
+        Severity.CRITICAL,
+        "Dead-man's switch: no completed cycle",
+        f"no cycle completed for {silent / 1000:.1f} s"
+        f" (limit {limit / 1000:.1f} s); positions are not being managed by the cycle",
+        DEADMAN_KEY,
+    )
