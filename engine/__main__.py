@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,14 +82,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.lease import LeaseHeld
     from engine.runner import Engine
 
-    settings = _settings(args)
-    engine = Engine(settings, args.db)
     try:
+        engine = Engine(_settings(args), args.db)
         engine.open()
     except (LeaseHeld, FeedError) as exc:
         print(f"engine not started: {exc}", file=sys.stderr)
         return FAILED
+    except (sqlite3.Error, OSError) as exc:
+        # A read-only or full disk, a path that is a folder: one line, not a traceback.
+        log.debug("start failed", exc_info=True)
+        print(f"engine not started: {db_path(args.db)}: {exc}", file=sys.stderr)
+        return FAILED
     engine.run(for_seconds=args.for_seconds)
+    if engine.guard is not None and engine.guard.lost:
+        print(f"engine stopped: {engine.guard.lost}", file=sys.stderr)
+        return FAILED
     if engine.replay_done():
         summary = replay_summary(args.db)
         if summary is not None:

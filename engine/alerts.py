@@ -30,6 +30,13 @@ class Alerts:
         self._clock = clock
         self._deliver = deliver
 
+    def is_open(self, dedupe_key: str) -> bool:
+        """An unacknowledged alert with this key exists (the condition is already told)."""
+        row = self._db.conn.execute(
+            "SELECT 1 FROM alerts WHERE dedupe_key = ? AND acked_at IS NULL LIMIT 1", (dedupe_key,)
+        ).fetchone()
+        return row is not None
+
     def raise_(
         self,
         severity: Severity,

@@ -37,6 +37,7 @@ from state.commands import (
     parse_row,
     pending_rows,
 )
+from state.db import is_store_full
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,10 @@ def _apply(trader: Trader, row: CommandRow, extra: dict[str, ExtraHandler]) -> N
         conn.rollback()
         result, status = str(exc), CommandStatus.FAILED
     except Exception as exc:
-        log.exception("command %s #%d failed", cmd.kind, cmd.id)
         conn.rollback()
+        if is_store_full(exc):
+            raise  # the row stays pending; it runs once the store has room again
+        log.exception("command %s #%d failed", cmd.kind, cmd.id)
         result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
     _finish(trader, cmd.id, status, result)
     append_audit(

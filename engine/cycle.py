@@ -75,6 +75,7 @@ from engine.regime import RegimeCall, RegimeParams, classify, combine
 from engine.risk import RiskContext, RiskGate, load_risk_facts
 from engine.sizing import size
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
+from state.db import is_store_full
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class Trader:
         self.monitor = Monitor(settings.risk, self.gate.calendar)
         self.monitor_state = MonitorState()
         self.entry_blocks: tuple[BlockEntries, ...] = ()
+        self.store_block = ""  # set by the runner while the store cannot take writes
         self.started_at = clock()
         self.last_cycle_at: int | None = None
         self.validator = BarValidator(
@@ -291,6 +293,8 @@ class Trader:
             self.consecutive_failures = 0
         except Exception as exc:
             self.db.conn.rollback()
+            if is_store_full(exc):
+                raise  # not this cycle's fault: the runner's store guard handles it once
             result.error = f"{type(exc).__name__}: {exc}"
             log.exception("cycle failed")
             self._on_cycle_failure(exc, result.error)
@@ -500,7 +504,10 @@ class Trader:
             broker_connected=self.broker.connected,
             trading_state=self.effective_state(),
             stale_symbols=frozenset(s for block in self.entry_blocks for s in block.symbols),
-            entries_blocked="; ".join(b.reason for b in self.entry_blocks if not b.symbols),
+            entries_blocked="; ".join(
+                [b.reason for b in self.entry_blocks if not b.symbols]
+                + ([self.store_block] if self.store_block else [])
+            ),
         )
 
     def submit(

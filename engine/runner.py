@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -46,22 +46,26 @@ from engine.deliveries import apply_migrations as apply_delivery_migrations
 from engine.deliveries import record as record_deliveries
 from engine.deliveries import take_and_record
 from engine.digest import digest_facts, digest_message, digest_trigger
-from engine.domain import Bar, Regime, Severity
+from engine.domain import Bar, Regime, Severity, TradingState
 from engine.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.housekeeping import prune
+from engine.lease import file_identity
 from engine.metrics import EngineMetrics, MetricsServer
 from engine.models import registry
 from engine.models.jobs import Retrainer, retrain_trigger
 from engine.models.registry import RegistryError, needs_bootstrap
 from engine.models.service import ModelService
 from engine.models.train import resolve_artifacts_dir
+from engine.monitor import deadman_alert
 from engine.notify import Notifier
 from engine.reconcile import adopt_broker, reconcile
+from engine.storeguard import FULL_BLOCK, StoreGuard
 from engine.strategy import Strategy
-from state.commands import Command, CommandKind
-from state.db import db_path, now_ms, open_writer
+from state.commands import ENGINE_ACTOR, Command, CommandKind
+from state.db import db_path, is_store_full, now_ms, open_writer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # urllib3 logs each request line at DEBUG, path and query included: a webhook's
 # token lives there, so its debug lines never reach the engine's logs.
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
@@ -69,7 +73,6 @@ logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 TRADING = "trading"
 BURST_SECONDS = 0.2
 WATCHDOG = "watchdog"
-DEAD_MAN_KEY = "deadman"  # the monitor's dedupe key for the same condition
 # The watchdog waits for a first cycle.
 DELAYED_START = {"watchdog": 1.0}
 
@@ -247,6 +250,9 @@ class Engine:
         self._scheduler: BackgroundScheduler | None = None
         self.metrics: EngineMetrics | None = None
         self.metrics_server: MetricsServer | None = None
+        self.lock: lease_mod.DatabaseLock | None = None
+        self.guard: StoreGuard | None = None
+        self._deadman_sent: int | None = None  # the stall the watchdog sent from memory
         self._stop = threading.Event()
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
         self._anchored: audit.Head | None = None
@@ -254,7 +260,18 @@ class Engine:
     # ------------------------------------------------------------ lifecycle
 
     def open(self) -> Trader:
-        """Take the lease, build the trader, warm up and reconcile. Raises LeaseHeld."""
+        """Take the lock and the lease, build the trader, warm up and reconcile.
+
+        Raises LeaseHeld when another engine runs on this database."""
+        self.lock = lease_mod.DatabaseLock.acquire(self.path)
+        try:
+            return self._open()
+        except BaseException:
+            self.lock.release()
+            self.lock = None
+            raise
+
+    def _open(self) -> Trader:
         self.settings = with_stored_secrets(self.settings, self.path)
         db = open_writer(self.path)
         self.db = db
@@ -271,13 +288,14 @@ class Engine:
             )
             cfg = self.settings.engine
             db.conn.execute(
-                "UPDATE engine SET cycle_seconds = ?, speed = ?, simulated = ?, bar_interval = ?"
-                " WHERE id = 1",
+                "UPDATE engine SET cycle_seconds = ?, speed = ?, simulated = ?, bar_interval = ?,"
+                " heartbeat_seconds = ? WHERE id = 1",
                 (
                     max(cfg.cycle_period, 0.05),
                     cfg.effective_speed,
                     int(cfg.simulated),
                     cfg.bar_interval,
+                    cfg.heartbeat_seconds,
                 ),
             )
             if self._feed is not None:
@@ -287,6 +305,7 @@ class Engine:
             broker = self._broker or build_broker(self.settings, db)
             self.notifier = Notifier.from_settings(self.settings.alerts)
             apply_delivery_migrations(db)
+            self.guard = StoreGuard(self.path, self.clock, self.notifier.submit)
             alerts = Alerts(db, self.clock, deliver=self.notifier.submit)
             model = self._build_ml(db, alerts)
             self.trader = Trader(
@@ -403,10 +422,19 @@ class Engine:
             except Exception:
                 log.exception("closing the broker failed")
         if self.lease is not None:
-            lease_mod.release(self.db, self.lease, self.clock())
-        audit.write_anchor(self.db.conn, self._anchored)
+            try:
+                lease_mod.release(self.db, self.lease, self.clock())
+            except sqlite3.Error as exc:
+                log.warning("the lease could not be released in the database: %s", exc)
+        try:
+            audit.write_anchor(self.db.conn, self._anchored)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("the audit head could not be anchored at close: %s", exc)
         self.db.conn.close()
         self.db = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         log.info("engine stopped")
 
     @staticmethod
@@ -425,18 +453,53 @@ class Engine:
             raise RuntimeError("engine is not open")
         return self.trader
 
-    def cycle_job(self) -> CycleResult:
+    def _guarded(self, job: Callable[[], T]) -> T | None:
+        """Run a trading job; a store with no room to write is one condition, not an error."""
+        try:
+            return job()
+        except sqlite3.OperationalError as exc:
+            if not is_store_full(exc):
+                raise
+            trader = self._trader()
+            trader.db.conn.rollback()
+            assert self.guard is not None
+            if self.guard.on_full(exc):
+                trader.store_block = FULL_BLOCK
+            return None
+
+    def cycle_job(self) -> CycleResult | None:
+        return self._guarded(self._cycle)
+
+    def _cycle(self) -> CycleResult:
         trader = self._trader()
         result = trader.cycle()
+        assert self.guard is not None
+        lasted = self.guard.on_write_ok()  # the cycle's row is committed: there is room
+        if lasted is not None:
+            trader.store_block = ""
+            trader.alerts.raise_(
+                Severity.HIGH,
+                "store",
+                "Disk space returned: entries allowed again",
+                f"the database refused writes for {lasted / 1000:.0f} s; what the engine"
+                " could not record in that time is missing from the record",
+            )
+            trader.db.conn.commit()
         if self.metrics is not None:
             self.metrics.cycle_done(result, trader)
         return result
 
-    def command_job(self) -> int:
+    def command_job(self) -> int | None:
+        return self._guarded(self._commands)
+
+    def _commands(self) -> int:
         self._collect_training()
         return run_pending(self._trader(), self.extra_handlers)
 
     def monitor_job(self) -> None:
+        self._guarded(self._monitor)
+
+    def _monitor(self) -> None:
         trader = self._trader()
         self.broker_events(trader)
         self.reconcile_broker(trader)
@@ -489,6 +552,14 @@ class Engine:
                 )
 
     def heartbeat_job(self) -> None:
+        assert self.guard is not None
+        lost = self.guard.file_problem()
+        if lost is not None:
+            self._on_store_lost(lost)
+            return
+        self._guarded(self._heartbeat)
+
+    def _heartbeat(self) -> None:
         trader = self._trader()
         if self.metrics is not None:
             self.metrics.tick()
@@ -526,7 +597,29 @@ class Engine:
         configured = self.settings.engine.backup_dir
         return Path(configured) if configured else self.path.parent / "backups"
 
+    def _on_store_lost(self, reason: str) -> None:
+        """The database file was deleted or replaced: halt, tell the operator, stop.
+
+        Running on would trade on a file nobody can read, and hold the lock that
+        keeps a new engine off the path."""
+        assert self.guard is not None
+        if not self.guard.on_lost(reason):
+            return
+        trader = self._trader()
+        try:
+            if trader.state is not TradingState.HALTED:
+                trader.set_state(TradingState.HALTED, reason, ENGINE_ACTOR)
+            trader.db.conn.commit()
+        except sqlite3.Error as exc:
+            trader.db.conn.rollback()
+            trader.state = TradingState.HALTED  # at least nothing new trades before the stop
+            log.warning("HALTED could not be recorded: %s", exc)
+        self.request_stop()
+
     def daily_job(self) -> None:
+        self._guarded(self._daily)
+
+    def _daily(self) -> None:
         """Prune per-cycle facts past `engine.keep_cycles_days`, then back up."""
         trader = self._trader()
         now = self.clock()
@@ -564,7 +657,9 @@ class Engine:
         results = []
         for _ in range(cycles):
             self.command_job()
-            results.append(self.cycle_job())
+            result = self.cycle_job()
+            if result is not None:
+                results.append(result)
             self.monitor_job()
             self.heartbeat_job()
         return results
@@ -588,38 +683,51 @@ class Engine:
             )
 
     def watchdog_job(self) -> None:
-        """Dead-man's switch, on its own thread and connection."""
-        # The monitor watches the same condition from the trading thread; the same
-        # limit and dedupe key make one stall one alert, whichever sees it first.
-        interval = max(self.settings.engine.cycle_period, 0.05)
-        limit_ms = int(max(interval * self.settings.risk.deadman_intervals, 5.0) * 1000)
-        conn = sqlite3.connect(self.path, timeout=2)
+        """Dead-man's switch, on its own thread and connection.
+
+        The monitor watches the same condition from the trading thread with the same
+        rule (`deadman_alert`), so one stall is one alert whichever sees it first. The
+        alert goes through `Alerts`, so it reaches every channel; when the stuck
+        thread holds the write lock, it is sent from memory instead, once per stall.
+        """
+        if file_identity(self.path) is None:
+            return  # the heartbeat deals with a missing file; never create one here
+        uri = f"{self.path.resolve().as_uri()}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, timeout=0.5)  # never wait long on a stuck writer
         try:
-            row = conn.execute("SELECT last_cycle_at FROM engine WHERE id = 1").fetchone()
-            last = row[0] if row else None
-            now = self.clock()
-            if last is None or now - last <= limit_ms:
-                return
-            key = DEAD_MAN_KEY
-            open_alert = conn.execute(
-                "SELECT 1 FROM alerts WHERE dedupe_key = ? AND acked_at IS NULL", (key,)
+            row = conn.execute(
+                "SELECT last_cycle_at, started_at FROM engine WHERE id = 1"
             ).fetchone()
-            if open_alert:
+            if row is None:
                 return
-            with conn:
-                conn.execute(
-                    "INSERT INTO alerts (ts, last_ts, severity, source, title, message,"
-                    " dedupe_key, count) VALUES (?, ?, 'CRITICAL', 'watchdog', ?, ?, ?, 1)",
-                    (
-                        now,
-                        now,
-                        "Dead-man's switch: no cycle completed",
-                        f"last cycle {(now - last) / 1000:.1f} s ago;"
-                        f" limit {limit_ms / 1000:.1f} s",
-                        key,
-                    ),
+            alert = deadman_alert(
+                row[0],
+                row[1],
+                self.clock(),
+                int(max(self.settings.engine.cycle_period, 0.05) * 1000),
+                self.settings.risk.deadman_intervals,
+            )
+            if alert is None:
+                return
+            send = self.notifier.submit if self.notifier is not None else None
+            alerts = Alerts(Database(conn), self.clock, deliver=send)
+            if alerts.is_open(alert.dedupe_key):
+                return
+            try:
+                alerts.raise_(
+                    alert.severity,
+                    alert.source,
+                    alert.title,
+                    alert.message,
+                    dedupe_key=alert.dedupe_key,
                 )
-            log.critical("dead-man's switch: no cycle for %.1f s", (now - last) / 1000)
+                conn.commit()
+            except sqlite3.OperationalError as exc:
+                conn.rollback()
+                stall = row[0] if row[0] is not None else row[1]
+                if self._deadman_sent != stall and self.guard is not None:
+                    self._deadman_sent = stall
+                    self.guard.send(alert.severity, alert.title, f"{alert.message} ({exc})")
         finally:
             conn.close()
 

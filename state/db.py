@@ -28,6 +28,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def is_store_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: the disk (or the database's page limit) has no room for a write."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
 def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The database file: an explicit path, else $COCKPIT_DB, else var/cockpit.db."""
     if explicit:

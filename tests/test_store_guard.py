@@ -1,0 +1,288 @@
+"""The engine and its database file: one engine per path, a deleted or replaced file,
+a full disk, and the dead-man's switch when the trading thread is stuck.
+
+Alerts the database cannot hold are checked where the operator would see them: a
+webhook receiver on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.lease import LeaseHeld
+from engine.runner import Engine
+from state.db import PROJECT_ROOT
+from tests.conftest import FakeClock, engine_settings
+
+
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def engine_with_hook(db_file: Path, clock: FakeClock, url: str, opened: list[Any]) -> Engine:
+    base = engine_settings(symbols=1, warmup_bars=60)
+    settings = base.model_copy(
+        update={"alerts": base.alerts.model_copy(update={"webhook_url": url})}
+    )
+    eng = Engine(settings, db_file, clock=clock)
+    eng.open()
+    opened.append(eng)
+    return eng
+
+
+def titles(received: list[dict[str, Any]]) -> list[str]:
+    return [m["title"] for m in received]
+
+
+def delete_database(db_file: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+
+
+def query(db_file: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------ one engine per path
+
+
+def test_a_second_engine_is_refused_even_after_the_database_was_deleted(
+    db_file, clock, open_engines
+):
+    first = Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock)
+    first.open()
+    open_engines.append(first)
+    delete_database(db_file)
+
+    with pytest.raises(LeaseHeld, match=r"another engine \(pid \d+\) holds the lock"):
+        Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock).open()
+
+
+def test_the_lock_is_free_again_once_the_engine_closes(db_file, clock, open_engines):
+    first = Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock)
+    first.open()
+    first.close()
+
+    second = Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock)
+    second.open()
+    open_engines.append(second)
+    assert second.trader is not None
+
+
+def test_a_deleted_database_file_halts_the_engine_tells_the_operator_and_stops_it(
+    db_file, clock, open_engines, hook
+):
+    url, received = hook
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    delete_database(db_file)
+
+    eng.heartbeat_job()
+    eng.heartbeat_job()
+    eng.close()  # drains the notifier
+
+    assert eng.trader is not None and eng.trader.state.value == "HALTED"
+    assert eng._stop.is_set(), "the run loop ends and the lock is released"
+    assert titles(received).count("Database file gone: trading halted, engine stopped") == 1
+    assert not db_file.exists(), "nothing recreated the file"
+
+
+def test_a_replaced_database_file_is_noticed(db_file, clock, open_engines, hook, tmp_path):
+    url, received = hook
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()
+    os.replace(other, db_file)
+
+    eng.heartbeat_job()
+    eng.close()
+
+    assert eng.guard is not None and "was replaced" in (eng.guard.lost or "")
+    assert "Database file gone: trading halted, engine stopped" in titles(received)
+
+
+# ------------------------------------------------------------------ disk full
+
+
+def fill_until_full(eng: Engine, clock: FakeClock, limit: int = 50) -> None:
+    for _ in range(limit):
+        clock.advance(1000)
+        eng.step()
+        if eng.guard is not None and eng.guard.full_since is not None:
+            return
+    pytest.fail(f"the store did not fill in {limit} cycles")
+
+
+def test_a_full_store_blocks_entries_tells_the_operator_once_and_recovers(
+    db_file, clock, open_engines, hook, caplog: pytest.LogCaptureFixture
+):
+    url, received = hook
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    assert eng.db is not None and eng.trader is not None
+    pages = eng.db.conn.execute("PRAGMA page_count").fetchone()[0]
+    # SQLite's page limit fails a write with SQLITE_FULL, exactly as a full disk does.
+    eng.db.conn.execute(f"PRAGMA max_page_count = {pages}")
+    with caplog.at_level(logging.DEBUG, logger="engine"):
+        fill_until_full(eng, clock)
+        for _ in range(5):  # fewer than the dead-man's 10 intervals: one condition only
+            clock.advance(1000)
+            eng.step()
+    assert "disk full" in eng.trader.risk_context(clock()).entries_blocked
+    assert not [r for r in caplog.records if r.exc_info], "no traceback per cycle"
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+    eng.db.conn.execute("PRAGMA max_page_count = 1073741823")
+    clock.advance(1000)
+    eng.step()
+    assert eng.trader.risk_context(clock()).entries_blocked == ""
+    eng.close()
+
+    assert titles(received).count("Disk full: new entries blocked") == 1
+    returned = "Disk space returned: entries allowed again"
+    assert query(db_file, "SELECT count(*) FROM alerts WHERE title = ?", returned) == [(1,)]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs: a real file system that fills up (needs root, as CI has)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        check=False,
+        capture_output=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_survived_and_left_by_itself(tmpfs, clock, open_engines, hook):
+    url, received = hook
+    db_file = tmpfs / "cockpit.db"
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    assert eng.db is not None
+    # An empty WAL before the disk fills: the next write must grow it, so it fails.
+    eng.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filler = tmpfs / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+
+    fill_until_full(eng, clock)
+    filler.unlink()
+    clock.advance(1000)
+    eng.step()
+    eng.close()
+
+    assert eng.guard is not None and eng.guard.full_since is None
+    assert titles(received).count("Disk full: new entries blocked") == 1
+
+
+def test_a_start_that_cannot_open_the_database_says_so_in_one_line(tmp_path):
+    folder = tmp_path / "not-a-file.db"
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COCKPIT_")}
+    env["COCKPIT_CONFIG"] = str(tmp_path / "none.toml")
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--db", str(folder), "--for", "1"],
+        cwd=PROJECT_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith(f"engine not started: {folder}: ")
+
+
+# ------------------------------------------------------------------- dead man
+
+
+def test_the_watchdog_alert_reaches_the_webhook_and_is_the_monitors_alert(
+    db_file, clock, open_engines, hook
+):
+    url, received = hook
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    clock.advance(60_000)  # no cycle for 60 intervals of 1 s
+
+    eng.watchdog_job()
+    eng.watchdog_job()
+    eng.monitor_job()
+    eng.close()
+
+    rows = query(db_file, "SELECT source, title FROM alerts WHERE dedupe_key = 'deadman'")
+    assert rows == [("monitor", "Dead-man's switch: no completed cycle")]
+    assert titles(received).count("Dead-man's switch: no completed cycle") == 1
+
+
+def test_the_watchdog_reaches_the_operator_while_the_writer_is_held(
+    db_file, clock, open_engines, hook
+):
+    url, received = hook
+    eng = engine_with_hook(db_file, clock, url, open_engines)
+    clock.advance(60_000)
+    stuck = sqlite3.connect(db_file)
+    stuck.execute("BEGIN IMMEDIATE")  # as a trading thread stuck inside a transaction
+    try:
+        eng.watchdog_job()
+        eng.watchdog_job()
+    finally:
+        stuck.rollback()
+        stuck.close()
+    eng.close()
+
+    assert titles(received).count("Dead-man's switch: no completed cycle") == 1
+    assert query(db_file, "SELECT count(*) FROM alerts WHERE dedupe_key = 'deadman'") == [(0,)]
+
+
+def test_copying_a_database_beside_does_not_count_as_replacing_it(db_file, clock, open_engines):
+    eng = Engine(engine_settings(symbols=1, warmup_bars=60), db_file, clock=clock)
+    eng.open()
+    open_engines.append(eng)
+    shutil.copy(db_file, db_file.with_name("copy.db"))
+    eng.heartbeat_job()
+    assert eng.guard is not None and eng.guard.lost is None
