@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import operator_cli
+from engine import logs, operator_cli
 from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
 from state.commands import (
@@ -64,16 +64,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(db=db_path(getattr(args, "db", None)), engine=engine)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # APScheduler logs every job run at INFO: four times a second is noise.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
 # ------------------------------------------------------------------- verbs
 
 
@@ -83,7 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner import Engine
 
     try:
-        engine = Engine(_settings(args), args.db)
+        settings = _settings(args)
+        logs.setup(args.verbose, settings.logs, db_path(args.db))
+        engine = Engine(settings, args.db)
         engine.open()
     except (LeaseHeld, FeedError) as exc:
         print(f"engine not started: {exc}", file=sys.stderr)
@@ -367,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    logs.setup(args.verbose)
     try:
         return int(args.func(args))
     except (ConfigError, EventsFileError) as exc:

@@ -460,6 +460,13 @@ class AlertSettings(_Section):
         return value
 
 
+class LogSettings(_Section):
+    dir: Path | None = Field(None, description="log folder; None = logs/ beside the database")
+    max_bytes: int = Field(10_000_000, ge=10_000, description="one file's size before rotating")
+    backups: int = Field(5, ge=1, le=100, description="rotated files kept")
+    json_lines: bool = Field(False, description="one JSON object per line instead of text")
+
+
 class MetricsSettings(_Section):
     address: str = Field("127.0.0.1", description="where /metrics and /healthz listen")
     port: int = Field(9108, ge=0, le=65535, description="0 = no metrics server")
@@ -507,6 +514,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
     backtest: BacktestSettings = BacktestSettings()
+    logs: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -536,6 +544,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "alerts": AlertSettings,
     "metrics": MetricsSettings,
     "backtest": BacktestSettings,
+    "logs": LogSettings,
 }
 SECTIONS = _SECTIONS  # read-only use outside this module
 # Variables that belong to the process, not to the settings tree.

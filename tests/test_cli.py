@@ -127,3 +127,8 @@ def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path)
 def test_a_command_with_no_engine_running_says_so(db_file):
     result = cli("pause", "--db", str(db_file), "--timeout", "0.5")
     assert result.returncode == 3 and "no engine answered" in result.stderr
+
+
+def test_the_running_engine_writes_its_log_file_beside_the_database(db_file, running_engine):
+    text = (db_file.parent / "logs" / "engine.log").read_text()
+    assert "engine running: cycle every 0.10 s" in text
