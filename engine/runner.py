@@ -62,7 +62,7 @@ from engine.reconcile import adopt_broker, reconcile
 from engine.storeguard import FULL_BLOCK, StoreGuard
 from engine.strategy import Strategy
 from state.commands import ENGINE_ACTOR, Command, CommandKind
-from state.db import db_path, is_store_full, now_ms, open_writer
+from state.db import db_path, in_memory, is_store_full, now_ms, open_writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,6 +263,8 @@ class Engine:
         """Take the lock and the lease, build the trader, warm up and reconcile.
 
         Raises LeaseHeld when another engine runs on this database."""
+        if in_memory(self.path):
+            return self._open()  # nothing on disk to lock, lose or fill
         self.lock = lease_mod.DatabaseLock.acquire(self.path)
         try:
             return self._open()

@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.domain import Severity
 from engine.lease import file_identity
 from engine.notify import AlertMessage
+from state.db import in_memory
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class StoreGuard:
 
     def file_problem(self) -> str | None:
         """Why the database file is no longer the one the engine opened, or None."""
+        if in_memory(self.path):
+            return None
         now = file_identity(self.path)
         if now is None:
             return f"the database file {self.path} is gone"

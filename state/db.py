@@ -28,6 +28,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def in_memory(path: str | os.PathLike[str]) -> bool:
+    """SQLite's private in-memory database: no file, so no lock and no inode."""
+    return str(path) == ":memory:"
+
+
 def is_store_full(exc: BaseException) -> bool:
     """SQLITE_FULL: the disk (or the database's page limit) has no room for a write."""
     if not isinstance(exc, sqlite3.OperationalError):

@@ -286,3 +286,17 @@ def test_copying_a_database_beside_does_not_count_as_replacing_it(db_file, clock
     shutil.copy(db_file, db_file.with_name("copy.db"))
     eng.heartbeat_job()
     assert eng.guard is not None and eng.guard.lost is None
+
+
+def test_an_in_memory_engine_takes_no_lock_file_and_is_never_lost(tmp_path, monkeypatch, clock):
+    monkeypatch.chdir(tmp_path)
+    eng = Engine(engine_settings(symbols=1, warmup_bars=60), ":memory:", clock=clock)
+    eng.open()
+    try:
+        clock.advance(1000)
+        eng.step()
+        assert eng.guard is not None and eng.guard.lost is None
+        assert not eng._stop.is_set()
+    finally:
+        eng.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
