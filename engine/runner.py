@@ -459,7 +459,7 @@ class Engine:
         """Run a trading job; a store with no room to write is one condition, not an error."""
         try:
             return job()
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, OSError) as exc:
             if not is_store_full(exc):
                 raise
             trader = self._trader()

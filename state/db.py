@@ -8,6 +8,7 @@ trading engine on one machine needs, at a fraction of FULL's fsync cost.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -34,7 +35,10 @@ def in_memory(path: str | os.PathLike[str]) -> bool:
 
 
 def is_store_full(exc: BaseException) -> bool:
-    """SQLITE_FULL: the disk (or the database's page limit) has no room for a write."""
+    """No room to write: SQLITE_FULL (the disk, or the database's page limit), or
+    ENOSPC from a file written beside the database."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
     if not isinstance(exc, sqlite3.OperationalError):
         return False
     code = getattr(exc, "sqlite_errorcode", None)
