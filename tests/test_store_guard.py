@@ -220,13 +220,24 @@ def test_a_full_disk_is_survived_and_left_by_itself(tmpfs, clock, open_engines, 
     assert titles(received).count("Disk full: new entries blocked") == 1
 
 
-def test_a_start_that_cannot_open_the_database_says_so_in_one_line(tmp_path):
-    folder = tmp_path / "not-a-file.db"
-    folder.mkdir()
+def test_a_start_on_a_read_only_file_system_says_so_in_one_line(tmpfs, tmp_path, clock):
+    db_file = tmpfs / "cockpit.db"
+    first = Engine(engine_settings(symbols=1, warmup_bars=10), db_file, clock=clock)
+    first.open()
+    first.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    result = run_cli(tmp_path, "run", "--db", str(db_file), "--for", "1")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith(f"engine not started: {db_file}: ")
+    assert "Read-only file system" in result.stderr or "readonly" in result.stderr
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COCKPIT_")}
     env["COCKPIT_CONFIG"] = str(tmp_path / "none.toml")
-    result = subprocess.run(
-        [sys.executable, "-m", "engine", "run", "--db", str(folder), "--for", "1"],
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
         cwd=PROJECT_ROOT,
         check=False,
         capture_output=True,
@@ -234,6 +245,12 @@ def test_a_start_that_cannot_open_the_database_says_so_in_one_line(tmp_path):
         timeout=60,
         env=env,
     )
+
+
+def test_a_start_that_cannot_open_the_database_says_so_in_one_line(tmp_path):
+    folder = tmp_path / "not-a-file.db"
+    folder.mkdir()
+    result = run_cli(tmp_path, "run", "--db", str(folder), "--for", "1")
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith(f"engine not started: {folder}: ")
