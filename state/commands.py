@@ -93,7 +93,7 @@ class _Arg:
 
 
 _REASON = _Arg(str)
-_SPECS: dict[CommandKind, dict[str, _Arg]] = {
+ARGUMENTS: dict[CommandKind, dict[str, _Arg]] = {
     CommandKind.PAUSE: {"reason": _REASON},
     CommandKind.RESUME: {"confirm": _Arg(bool), "reason": _REASON},
     CommandKind.FLATTEN: {"symbol": _Arg(str, pattern=_SYMBOL)},
@@ -159,7 +159,9 @@ def validate_args(kind: CommandKind, args: object) -> dict[str, Any]:
     """The arguments if they fit the kind's fixed set; CommandError naming the problem."""
     if not isinstance(args, dict):
         raise CommandError(f"{kind.value}: arguments must be an object, not {type(args).__name__}")
-    spec = _SPECS[kind]
+    spec = ARGUMENTS.get(kind)
+    if spec is None:  # a new kind must say which arguments it takes before it can run
+        raise CommandError(f"{kind.value}: no argument rules are defined for this command")
     unknown = sorted(set(args) - set(spec))
     if unknown:
         allowed = ", ".join(spec) or "none"

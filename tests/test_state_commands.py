@@ -92,3 +92,9 @@ def test_a_reader_cannot_write(db_file: Path):
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         conn.execute("INSERT INTO commands (kind, requested_at, status) VALUES ('pause', 1, 'x')")
     conn.close()
+
+
+def test_every_command_kind_has_argument_rules():
+    from state.commands import ARGUMENTS, CommandKind
+
+    assert set(ARGUMENTS) == set(CommandKind)
