@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,3 +133,17 @@ def test_a_command_with_no_engine_running_says_so(db_file):
 def test_the_running_engine_writes_its_log_file_beside_the_database(db_file, running_engine):
     text = (db_file.parent / "logs" / "engine.log").read_text()
     assert "engine running: cycle every 0.10 s" in text
+
+
+def test_a_malformed_row_ahead_of_it_does_not_hold_up_stop(db_file, running_engine):
+    conn = sqlite3.connect(db_file)
+    with conn:
+        conn.execute(
+            "INSERT INTO commands (kind, args, requested_at, requested_by, status)"
+            " VALUES ('pause', '{not json', 1, 'cli:x', 'pending')"
+        )
+    conn.close()
+    stopped = cli("stop", "--db", str(db_file), "--timeout", "15")
+    assert stopped.returncode == 0, stopped.stderr
+    status = read_status(db_file, now_ms())
+    assert status is not None and status.trading_state == "HALTED"
