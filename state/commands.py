@@ -141,7 +141,9 @@ def cli_actor() -> str:
 
 def _check(kind: CommandKind, name: str, value: object, spec: _Arg) -> None:
     # bool is an int in Python: an `id` of true is not an id, a `confirm` of 1 not a yes.
-    ok = isinstance(value, spec.type) and (spec.type is bool or not isinstance(value, bool))
+    # A JSON number without a fraction reads as int; it is still a valid float.
+    accepted = (int, float) if spec.type is float else (spec.type,)
+    ok = isinstance(value, accepted) and (spec.type is bool or not isinstance(value, bool))
     if not ok:
         raise CommandError(
             f"{kind.value}: {name} must be {spec.type.__name__}, not {type(value).__name__}"

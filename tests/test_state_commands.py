@@ -98,3 +98,9 @@ def test_every_command_kind_has_argument_rules():
     from state.commands import ARGUMENTS, CommandKind
 
     assert set(ARGUMENTS) == set(CommandKind)
+
+
+def test_a_whole_number_is_a_valid_amount_and_a_boolean_is_not(db_file: Path):
+    enqueue_command("cash_movement", {"amount": 5000, "reason": "deposit"}, "cli:me", db=db_file)
+    with pytest.raises(CommandError, match="amount must be float, not bool"):
+        enqueue_command("cash_movement", {"amount": True, "reason": "x"}, "cli:me", db=db_file)
