@@ -145,3 +145,26 @@ with s2:
         )
     else:
         ui.table(cal.blackouts, time_columns=("start", "end"), key="risk_blackouts")
+
+
+st.subheader("Broker reconciliation")
+st.caption(
+    "At start and after every reconnect the engine compares its positions with the"
+    " broker's; a difference halts trading with a CRITICAL alert listing it. Check the"
+    " account first: adopting books the broker's positions at the last price, with your"
+    " reason in the audit trail, and trading stays HALTED until resumed."
+)
+r1, r2 = st.columns([3, 1])
+reason = r1.text_input("Why the broker's positions are right", key="adopt_reason")
+confirmed = r1.checkbox("I checked the account at the broker", key="adopt_confirm")
+if r2.button(
+    "Adopt the broker's positions",
+    key="adopt_broker",
+    disabled=not (reason.strip() and confirmed),
+    width="stretch",
+):
+    ui.send_command("adopt_broker", {"reason": reason.strip()})
+    st.success("Queued: the engine books the broker's positions; resume separately.")
+if r2.button("Reconcile now", key="reconcile_now", width="stretch"):
+    ui.send_command("reconcile")
+    st.success("Queued: the engine compares its book with the broker's.")

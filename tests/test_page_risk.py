@@ -94,3 +94,22 @@ def test_a_configured_exchange_lists_its_next_sessions(
     ui._settings_cached.clear()
     assert not at.exception
     assert frame(at, "exchange")["exchange"].tolist() == ["XNYS"] * 3
+
+
+def test_adopting_the_brokers_positions_needs_a_reason_and_a_confirmation(
+    filled_db: Path,
+) -> None:
+    at = app(filled_db, PAGE)
+    assert at.button(key="adopt_broker").disabled
+    at.text_input(key="adopt_reason").input("TWS trade checked").run()
+    at.checkbox(key="adopt_confirm").check().run()
+    at.button(key="adopt_broker").click().run()
+    assert query(filled_db, "SELECT kind, args FROM commands") == [
+        ("adopt_broker", '{"reason": "TWS trade checked"}')
+    ]
+
+
+def test_reconcile_now_queues_a_reconcile_command(filled_db: Path) -> None:
+    at = app(filled_db, PAGE)
+    at.button(key="reconcile_now").click().run()
+    assert query(filled_db, "SELECT kind FROM commands") == [("reconcile",)]
