@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from engine.config import Settings, load_settings
+
+# A shared 2-core machine stalls any example now and then; a per-example deadline
+# would turn that into a failure that says nothing about the code.
+hypothesis_settings.register_profile("busy_machine", deadline=None)
+hypothesis_settings.load_profile("busy_machine")
 
 
 @pytest.fixture(autouse=True)
