@@ -206,6 +206,7 @@ class Trader:
             self.portfolio,
             self._market_clock,
             order_timeout_ms=int(settings.engine.order_timeout_seconds * 1000),
+            day_end=self.trading_day.next_start,
         )
         self.model = model
         self.live_features: dict[str, LiveFeatures] = {}

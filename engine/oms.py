@@ -255,12 +255,16 @@ class Oms:
         clock: Callable[[], int],
         *,
         order_timeout_ms: int | None = 300_000,
+        day_end: Callable[[int], int] | None = None,
     ) -> None:
+        """`clock` is market time; `day_end(now)` is when the trading day holding `now`
+        ends: a resting entry is a day order and expires then at the latest."""
         self._db = db
         self._broker = broker
         self._portfolio = portfolio
         self._clock = clock
         self._order_timeout_ms = order_timeout_ms
+        self._day_end = day_end
         self._sequence = itertools.count(1)
         self._expiring: set[str] = set()
         self._open = self._load_open()
@@ -306,6 +310,12 @@ class Oms:
         expires_at = None
         if intent.order_type is not OrderType.MARKET and self._order_timeout_ms is not None:
             expires_at = now + self._order_timeout_ms
+        resting_entry = (
+            intent.order_type is not OrderType.MARKET and intent.purpose is Purpose.ENTRY
+        )
+        if resting_entry and self._day_end is not None:
+            day_end = self._day_end(now)
+            expires_at = day_end if expires_at is None else min(expires_at, day_end)
         order = Order(
             client_order_id=coid,
             symbol=intent.symbol,

@@ -684,3 +684,18 @@ def test_an_entry_that_reached_the_broker_without_its_stop_is_canceled_on_retry(
     assert oms.open_orders() == []
     stop = oms.get(f"{entry.client_order_id}-S")
     assert stop is not None and stop.status is S.CANCELED
+
+
+def test_a_resting_entry_is_a_day_order_and_expires_when_the_trading_day_ends(db, clock):
+    day_end = clock() + 30_000  # the session closes before the order's own timeout
+    oms = Oms(
+        db,
+        FunctionBroker(rests),
+        Portfolio(100_000),
+        clock,
+        order_timeout_ms=60_000,
+        day_end=lambda now: day_end,
+    )
+    order = oms.submit(limit_buy(), 100.0)
+    assert order.expires_at == day_end
+    assert [o.status for o in oms.expire(day_end)] == [S.EXPIRED]
