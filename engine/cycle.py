@@ -196,7 +196,7 @@ class Trader:
         self.started_at = clock()
         self.last_cycle_at: int | None = None
         self.validator = BarValidator(
-            max_jump=settings.engine.max_jump, bar_ms=settings.engine.bar_ms
+            max_jump=settings.engine.max_jump, bar_ms=settings.engine.bar_ms, exchanges=exchanges
         )
         starting_cash = fix_starting_cash(db, settings.engine.starting_cash, clock())
         self.portfolio = Portfolio.load(db, starting_cash)

@@ -771,7 +771,11 @@ class BarValidator:
 
     With `bar_ms`, a bar closer to the last than one bar interval is rejected: the
     data mixes intervals (daily bars may be half an interval short, for a clock
-    change). Longer steps are nights, weekends, holidays or gaps, and pass.
+    change). Longer steps are nights, weekends, holidays or gaps. With `exchanges`
+    (symbol -> exchange calendar) and intraday bars, a step that skips open market
+    time is a gap inside a session: the bar after it is rejected (its range and
+    indicators would span the hole), and the series goes on from it, so one gap
+    costs one bar, not the rest of the file.
     """
 
     def __init__(
@@ -781,6 +785,7 @@ class BarValidator:
         *,
         min_bars: int = 5,
         bar_ms: int | None = None,
+        exchanges: Mapping[str, str] | None = None,
     ):
         if max_jump <= 0 or window < 1 or min_bars < 1:
             raise ValueError(
@@ -791,14 +796,36 @@ class BarValidator:
         self.min_bars = min(min_bars, window)
         self.min_step = 0 if bar_ms is None else bar_ms if bar_ms < DAY_MS else bar_ms // 2
         self.bar_ms = bar_ms
+        self.exchanges = {s.upper(): e for s, e in (exchanges or {}).items()}
         self._history: dict[str, _History] = {}
 
     def check(self, bar: Bar) -> Rejection | None:
         reason = bar_problem(bar) or self._sequence_problem(bar)
+        if reason is None:
+            gap = self._gap(bar)
+            if gap is not None:
+                self._history[bar.symbol].last = bar  # the series resumes after the hole
+                return Rejection(bar.symbol, bar.ts, gap)
         if reason is not None:
             return Rejection(bar.symbol, bar.ts, reason)
         self._accept(bar)
         return None
+
+    def _gap(self, bar: Bar) -> str | None:
+        exchange = self.exchanges.get(bar.symbol.upper())
+        history = self._history.get(bar.symbol)
+        if exchange is None or history is None or self.bar_ms is None or self.bar_ms >= DAY_MS:
+            return None
+        from engine.calendar import missed_bars
+
+        # One interval of open time between two bars is the next bar; more is a hole.
+        missing = missed_bars(exchange, history.last.ts, bar.ts, self.bar_ms) - 1
+        if missing < 0.5:
+            return None
+        return (
+            f"gap inside the {exchange} session: {missing:.0f} bar(s) of"
+            f" {format_interval(self.bar_ms)} missing before ts {bar.ts}"
+        )
 
     def seed(self, bars: Iterable[Bar]) -> None:
         """Restore state from stored (already accepted) history, e.g. on restart."""

@@ -578,3 +578,20 @@ def test_csv_replay_emits_symbols_in_market_time_across_a_gap(tmp_path: Path) ->
         [("A", 120_000)],
         [("A", 180_000), ("B", 180_000)],
     ]
+
+
+def test_a_gap_inside_a_session_rejects_the_bar_after_it_and_the_series_goes_on() -> None:
+    validator = BarValidator(bar_ms=MINUTE, exchanges={"X": "XNYS"})
+    open_ = 1_720_445_400_000  # 2024-07-08 13:30 UTC, a Monday session
+    stamps = [open_, open_ + MINUTE, open_ + 5 * MINUTE, open_ + 6 * MINUTE]
+    results = [validator.check(flat_bar(ts)) for ts in stamps]
+    assert [r is None for r in results] == [True, True, False, True]
+    assert results[2] is not None and "3 bar(s) of 1m missing" in results[2].reason
+
+
+def test_the_night_between_two_sessions_is_not_a_gap() -> None:
+    validator = BarValidator(bar_ms=MINUTE, exchanges={"X": "XNYS"})
+    friday_last = 1_720_209_540_000  # 2024-07-05 19:59 UTC
+    monday_open = 1_720_445_400_000
+    assert validator.check(flat_bar(friday_last)) is None
+    assert validator.check(flat_bar(monday_open)) is None
