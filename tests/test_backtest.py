@@ -149,3 +149,21 @@ def test_a_cycle_failure_stops_the_backtest_with_its_reason(tmp_path) -> None:
     cfg = BacktestConfig(sim_bars=100, symbols=("SIMA",), strategy=f"{strategy}:Boom")
     with pytest.raises(BacktestError, match=rf"{strategy}:5: ZeroDivisionError"):
         run_backtest(load_settings(), cfg)
+
+
+def test_every_stop_exit_is_booked_at_or_beyond_its_stop(tmp_path) -> None:
+    cfg = BacktestConfig(
+        sim_bars=600,
+        symbols=("SIMA", "SIMB"),
+        bar_interval="1h",
+        strategy="sma_cross",
+        params={"stop_pct": 0.01, "target_pct": 0.03},
+    )
+    trades = run_backtest(load_settings(), cfg).trades
+    stops = [t for t in trades if t["exit_reason"] in ("stop", "trailing")]
+    assert stops, "a 1% stop should be hit on 600 simulated hours"
+    for t in stops:
+        if t["side"] == "BUY":  # a long sells at its stop or below
+            assert t["exit_price"] <= t["stop"] + 1e-9
+        else:
+            assert t["exit_price"] >= t["stop"] - 1e-9

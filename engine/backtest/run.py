@@ -287,16 +287,9 @@ def collect(
     trades = _rows(
         db,
         "SELECT t.symbol, t.side, t.qty, t.entry_ts, t.entry_price, t.exit_ts, t.exit_price,"
-        " t.pnl, t.commission,"
-        " (SELECT o.reason FROM fills f JOIN orders o USING (client_order_id)"
-        "   WHERE f.symbol = t.symbol AND f.ts = t.exit_ts AND o.purpose != 'ENTRY'"
-        "   ORDER BY f.id DESC LIMIT 1) AS exit_reason,"
-        " (SELECT o.stop_loss FROM fills f JOIN orders o USING (client_order_id)"
-        "   WHERE f.symbol = t.symbol AND f.ts = t.entry_ts AND o.purpose = 'ENTRY'"
-        "   ORDER BY f.id LIMIT 1) AS stop,"
-        " (SELECT o.take_profit FROM fills f JOIN orders o USING (client_order_id)"
-        "   WHERE f.symbol = t.symbol AND f.ts = t.entry_ts AND o.purpose = 'ENTRY'"
-        "   ORDER BY f.id LIMIT 1) AS target"
+        # The trade's own exit reason and levels: the stop a trailing stop had moved
+        # to when it filled, not the entry's first stop.
+        " t.pnl, t.commission, t.exit_reason, t.stop, t.target"
         " FROM trades t ORDER BY t.exit_ts, t.id",
     )
     orders = _rows(db, f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders ORDER BY id")
