@@ -244,6 +244,7 @@ PAGES = (
     ("risk.py", "Risk", ":material/shield:"),
     ("marathon.py", "Marathon", ":material/timer:"),
     ("audit.py", "Audit", ":material/fact_check:"),
+    ("backtests.py", "Backtests", ":material/query_stats:"),
 )
 DEFAULT_PAGE = "overview.py"
 

@@ -37,6 +37,7 @@ from sqlite_utils import Database
 from engine import audit
 from engine import lease as lease_mod
 from engine.alerts import Alerts
+from engine.backtest.launch import Launcher
 from engine.backup import BackupError, take_backup
 from engine.brokers.base import Broker, BrokerUnavailable
 from engine.commands import CommandFailed, ExtraHandler, recover_interrupted, run_pending
@@ -240,6 +241,8 @@ class Engine:
         self.extra_handlers: dict[str, ExtraHandler] = {
             CommandKind.RECONCILE: self._reconcile_command,
             CommandKind.ADOPT_BROKER: self._adopt_command,
+            # Backtests and sweeps run in their own processes; the handler only starts them.
+            CommandKind.BACKTEST: Launcher(self.path).handle,
         }
         self._reconcile_due: str | None = None
         self._reconnects_seen = 0

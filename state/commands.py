@@ -36,6 +36,7 @@ class CommandKind(StrEnum):
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     RETIRE = "retire"
+    BACKTEST = "backtest"  # a backtest or sweep, run by the engine in its own process
     CASH_MOVEMENT = "cash_movement"  # a deposit (amount > 0) or withdrawal (< 0)
     RECONCILE = "reconcile"  # compare the engine's book with the broker's now
     ADOPT_BROKER = "adopt_broker"  # make the broker's positions the engine's, audited
@@ -103,6 +104,10 @@ ARGUMENTS: dict[CommandKind, dict[str, _Arg]] = {
     CommandKind.PROMOTE: {"version": _Arg(str, True, _VERSION), "reason": _REASON},
     CommandKind.ROLLBACK: {"reason": _REASON},
     CommandKind.RETIRE: {"version": _Arg(str, True, _VERSION), "reason": _REASON},
+    CommandKind.BACKTEST: {
+        "verb": _Arg(str, pattern=re.compile("backtest|sweep")),
+        "argv": _Arg(str, max_len=2_000),
+    },
     CommandKind.CASH_MOVEMENT: {"amount": _Arg(float, True), "reason": _Arg(str, True)},
     CommandKind.RECONCILE: {"reason": _REASON},
     CommandKind.ADOPT_BROKER: {"reason": _Arg(str, True, max_len=MAX_REASON)},

@@ -14,7 +14,7 @@ from engine.__main__ import main
 from engine.backtest.run import BacktestConfig, BacktestError, run_backtest
 from engine.config import load_settings
 from engine.feeds import generate_history
-from state.backtests import list_runs
+from state.backtest_views import list_runs
 
 SIM = ["--sim", "--symbols", "SIMA", "--bars", "300", "--bar-interval", "1h"]
 

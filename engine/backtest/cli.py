@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.backtest.data import MarketData
 from engine.backtest.run import BacktestConfig, BacktestError, BacktestResult
 from engine.config import Settings, load_settings
 from engine.models.cli import _time_arg
@@ -76,6 +77,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         commission=args.commission,
         slippage=args.slippage,
         risk_off=args.risk_off,
+        scenario=getattr(args, "scenario", None),
     )
 
 
@@ -110,9 +112,19 @@ def register_cli(subparsers: Any) -> None:
     add_data_options(p)
     p.add_argument("--out", help="output folder (default var/backtests/RUN_ID)")
     p.add_argument("--json", action="store_true", help='print {"run_id", "out", "metrics"}')
+    stress = p.add_mutually_exclusive_group()
+    stress.add_argument(
+        "--scenario", help="gap, vol3, flash, drought, whipsaw, gfc, covid, or YYYY-MM:YYYY-MM"
+    )
+    stress.add_argument(
+        "--scenarios", choices=["all"], help="the data as it is and every synthetic scenario"
+    )
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--command-id", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_backtest)
+    from engine.backtest.sweep import register_sweep
+
+    register_sweep(subparsers)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -128,69 +140,88 @@ def _progress_bar(desc: str, total: int) -> Any:
     return tqdm(total=total, file=sys.stderr, unit="bar", desc=desc, leave=False, mininterval=0.5)
 
 
-def execute(args: argparse.Namespace) -> BacktestResult:
-    """Run and write one backtest from parsed arguments; raises BacktestError."""
+def execute(
+    args: argparse.Namespace,
+    cfg: BacktestConfig | None = None,
+    out_dir: Path | None = None,
+    data: MarketData | None = None,
+) -> BacktestResult:
+    """Run and write one backtest from parsed arguments; raises BacktestError.
+
+    A run launched by a command is recorded as running first, so the page can show
+    its progress; a run from the command line is recorded once it is complete."""
     from engine.backtest.run import new_run_id, run_backtest, write_outputs
     from state import backtests as store
 
     settings = _settings(args)
-    cfg = config_from_args(args, settings)
-    from engine.backtest.run import load_data
-
-    try:
-        data = load_data(settings, cfg)
-    except ValueError as exc:  # DataError
-        raise BacktestError(str(exc)) from None
+    cfg = cfg or config_from_args(args, settings)
+    data = data if data is not None else _load(settings, cfg)
     run_id = args.run_id or new_run_id(cfg, data)
-    bars: list[Any] = []  # the progress bar, made on the first bar so bad input prints one line
-    recorded = False
-    last_reported = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(_progress_bar("backtest", total))
-        bars[0].update(done - bars[0].n)
-        if args.command_id is not None and done / total - last_reported[0] >= 0.05:
-            last_reported[0] = done / total
-            store.set_progress(args.db, run_id, done / total)
-
+    progress = _Progress(args, run_id)
+    started = args.command_id is not None
+    if started:
+        _record_start(args, run_id, cfg, data, "")
     try:
-        if args.command_id is not None:
-            store.start_run(
-                args.db,
-                run_id,
-                kind="backtest",
-                strategy=cfg.strategy,
-                symbols=",".join(data.symbols),
-                out_dir="",
-                config=cfg.describe(),
-                command_id=args.command_id,
-            )
-            recorded = True
         result = run_backtest(settings, cfg, data=data, progress=progress, run_id=run_id)
-        out = Path(args.out) if args.out else default_out_dir(settings) / run_id
+        out = out_dir or (Path(args.out) if args.out else default_out_dir(settings) / run_id)
         write_outputs(result, out)
     except BaseException as exc:
-        if recorded:
+        if started:
             store.finish_run(args.db, run_id, None, str(exc))
         raise
     finally:
-        for bar in bars:
-            bar.close()
-    if not recorded:
-        store.start_run(
-            args.db,
-            run_id,
-            kind="backtest",
-            strategy=cfg.strategy,
-            symbols=",".join(data.symbols),
-            out_dir=str(result.out),
-            config=cfg.describe(),
-        )
-    else:
+        progress.close()
+    if started:
         store.set_out_dir(args.db, run_id, str(result.out))
+    else:
+        _record_start(args, run_id, cfg, data, str(result.out))
     store.finish_run(args.db, run_id, result.metrics)
     return result
+
+
+def _load(settings: Settings, cfg: BacktestConfig) -> MarketData:
+    from engine.backtest.run import load_data
+
+    try:
+        return load_data(settings, cfg)
+    except ValueError as exc:  # DataError
+        raise BacktestError(str(exc)) from None
+
+
+def _record_start(
+    args: argparse.Namespace, run_id: str, cfg: BacktestConfig, data: MarketData, out: str
+) -> None:
+    from state import backtests as store
+
+    store.start_run(
+        args.db, run_id, kind="backtest", strategy=cfg.strategy,
+        symbols=",".join(data.symbols), out_dir=out, config=cfg.describe(),
+        command_id=args.command_id,
+    )  # fmt: skip
+
+
+class _Progress:
+    """A tqdm bar made on the first bar (so bad input prints one line), and, for a
+    launched run, its progress in the store every 5%."""
+
+    def __init__(self, args: argparse.Namespace, run_id: str) -> None:
+        self.args, self.run_id = args, run_id
+        self.bar: Any = None
+        self.reported = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        from state import backtests as store
+
+        if self.bar is None:
+            self.bar = _progress_bar("backtest", total)
+        self.bar.update(done - self.bar.n)
+        if self.args.command_id is not None and done / total - self.reported >= 0.05:
+            self.reported = done / total
+            store.set_progress(self.args.db, self.run_id, done / total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -199,6 +230,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    if args.scenarios:
+        return cmd_scenarios(args)
     try:
         result = execute(args)
     except BacktestError as exc:
@@ -249,3 +282,43 @@ def describe(result: BacktestResult) -> str:
         lines.append(f"  kill switch fired at {iso(result.kill_switch_at)}")
     lines.append(f"  {m.get('bars', 0):,} bars in {result.seconds:.1f} s")
     return "\n".join(lines)
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    """The data as it is, then every synthetic scenario: one table, one folder each."""
+    from dataclasses import replace
+
+    from engine.backtest.report import STRESS_HEADERS, stress_row
+    from engine.backtest.run import load_data
+    from engine.backtest.scenarios import SYNTHETIC
+
+    settings = _settings(args)
+    try:
+        cfg = config_from_args(args, settings)
+        data = load_data(settings, cfg)
+    except (BacktestError, ValueError) as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return USAGE
+    base = Path(args.out) if args.out else default_out_dir(settings) / "scenarios"
+    rows, summaries = [], []
+    for name in [None, *SYNTHETIC]:
+        label = name or "baseline"
+        try:
+            result = execute(args, replace(cfg, scenario=name), base / label, data)
+        except BacktestError as exc:
+            print(f"backtest: {label}: {exc}", file=sys.stderr)
+            return USAGE
+        row = stress_row(result)
+        rows.append(row)
+        summaries.append(
+            {"scenario": label, "run_id": result.run_id, "out": str(result.out),
+             "stress": dict(zip(STRESS_HEADERS, row, strict=True)), "metrics": result.metrics}
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps(summaries, default=str))
+        return OK
+    widths = [max(len(str(r[i])) for r in [STRESS_HEADERS, *rows]) for i in range(len(rows[0]))]
+    for r in [STRESS_HEADERS, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"reports in {base}")
+    return OK

@@ -280,6 +280,47 @@ def per_regime(result: BacktestResult) -> list[tuple[str, str, int, str, str, st
     return out
 
 
+def stress_row(result: BacktestResult) -> list[str]:
+    """Scenario, what it is, when it struck, max drawdown, kill switch, worst day,
+    recovery: the figures a stress test is judged by."""
+    from engine.backtest.run import iso
+    from engine.backtest.scenarios import scenario
+
+    name = result.config.scenario or "baseline"
+    description = scenario(name).description if result.config.scenario else "the data as it is"
+    s = result.stress
+    if s is None:
+        return [name, description, "", "", "", "", "", str(result.rejected_bars)]
+    if not result.strike:
+        recovery = ""
+    elif s.recovery_days is None:
+        recovery = "not recovered"
+    else:
+        recovery = f"{s.recovery_days:.1f} days"
+    return [
+        name,
+        description,
+        iso(result.strike) if result.strike else "",
+        fmt(s.max_drawdown, "pct"),
+        f"fired {iso(s.kill_switch_at)}" if s.kill_switch_at else "no",
+        f"{fmt(s.worst_day, 'pct')} ({iso(s.worst_day_at)[:10]})" if s.worst_day_at else "–",
+        recovery,
+        str(result.rejected_bars),
+    ]
+
+
+STRESS_HEADERS = [
+    "scenario", "what", "struck", "max drawdown", "kill switch", "worst day", "recovery",
+    "bars rejected",
+]  # fmt: skip
+
+
+def stress_section(result: BacktestResult) -> str:
+    if not result.config.scenario:
+        return ""
+    return "<h2>Stress scenario</h2>" + _table(STRESS_HEADERS, [stress_row(result)])
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1f2328; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0 24px; }
@@ -310,6 +351,7 @@ def render(result: BacktestResult, extra_sections: Sequence[str] = ()) -> str:
         f" risk {'off' if cfg.risk_off else 'on'}."
         f" {html.escape(str(result.metrics.get('annualisation', '')))}.</p>",
         _table(["figure", "value"], figures),
+        stress_section(result),
         *extra_sections,
         _div(equity_figure(result)),
     ]

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from pydantic import ValidationError
 from sqlite_utils import Database
 
 from engine.alerts import Alerts
@@ -40,6 +42,13 @@ from engine.backtest.data import (
     load_csv,
     simulate,
     split,
+)
+from engine.backtest.scenarios import (
+    ScenarioError,
+    StressFigures,
+    scenario,
+    stress_figures,
+    strike_time,
 )
 from engine.backtest.strategies import GuardedStrategy, StrategyError, load_strategy
 from engine.brokers.paper import PaperBroker
@@ -112,12 +121,14 @@ class BacktestConfig:
     commission: str | None = None
     slippage: str | None = None
     risk_off: bool = False
-    scenario: str | None = None
+    scenario: str | None = None  # a stress scenario or historical window (scenarios.py)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # "risk.KEY" / "paper.KEY"
 
     def describe(self) -> dict[str, Any]:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir) if self.data_dir else None
         out["params"] = dict(self.params)
+        out["overrides"] = dict(self.overrides)
         return out
 
 
@@ -137,6 +148,8 @@ class BacktestResult:
     kill_switch_at: int | None
     seconds: float
     out: Path | None = None
+    strike: int | None = None  # when a synthetic stress scenario struck
+    stress: StressFigures | None = None
 
 
 class MarketClock:
@@ -161,6 +174,19 @@ def backtest_settings(
     except CostSpecError as exc:
         raise BacktestError(str(exc)) from None
     risk: RiskSettings = _section(base.risk, RISK_OFF) if cfg.risk_off else base.risk
+    sections: dict[str, dict[str, Any]] = {"risk": {}, "paper": {}}
+    for key, value in cfg.overrides.items():
+        section, _, name = key.partition(".")
+        if section not in sections or not name:
+            raise BacktestError(f"{key!r}: sweep settings as risk.KEY or paper.KEY")
+        sections[section][name] = value
+    try:
+        risk = _section(risk, sections["risk"])
+        paper = _section(paper, sections["paper"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BacktestError(f"{where} = {first.get('input')!r}: {first['msg']}") from None
     engine = _section(
         base.engine,
         {
@@ -233,9 +259,17 @@ def run_backtest(
         data = data if data is not None else load_data(base, cfg)
         bar_ms = interval_ms(cfg.bar_interval) if cfg.bar_interval else infer_interval_ms(data.bars)
         settings = backtest_settings(base, cfg, data.symbols, bar_ms)
-        history, traded = split(data, cfg.start, cfg.end, settings.engine.warmup_bars)
+        stress = scenario(cfg.scenario) if cfg.scenario else None
+        start, end = cfg.start, cfg.end
+        if stress is not None and stress.transform is None:
+            start, end = stress.start, stress.end
+        history, traded = split(data, start, end, settings.engine.warmup_bars)
+        strike = None
+        if stress is not None and stress.transform is not None:
+            strike = strike_time(traded)
+            traded = stress.transform(traded, strike)
         strategy = load_strategy(cfg.strategy, cfg.params, settings)
-    except (DataError, StrategyError) as exc:
+    except (DataError, StrategyError, ScenarioError) as exc:
         raise BacktestError(str(exc)) from None
     feed = ReplayFeed(traded)
     timeline = feed.timeline()
@@ -263,6 +297,21 @@ def run_backtest(
             progress(i + 1, len(timeline))
     out = collect(db, settings=settings, cfg=cfg, traded=traded, data=data, rejected=rejected)
     db.conn.close()
+    returns = metrics.daily_returns(
+        [e["ts"] for e in out.equity],
+        [e["equity"] for e in out.equity],
+        settings.engine.starting_cash,
+    )
+    out.strike = strike
+    out.stress = stress_figures(
+        [(e["ts"], e["equity"]) for e in out.equity],
+        {
+            int(d.timestamp() * 1000): float(r)
+            for d, r in zip(pd.DatetimeIndex(returns.index), returns.to_numpy(), strict=True)
+        },
+        strike,
+        out.kill_switch_at,
+    )
     out.run_id = run_id or new_run_id(cfg, data)
     out.seconds = time.perf_counter() - started
     return out
