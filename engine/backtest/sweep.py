@@ -112,14 +112,16 @@ def with_point(cfg: BacktestConfig, point: Point) -> BacktestConfig:
 
 def _run_point(job: tuple[Settings, BacktestConfig, Point]) -> tuple[Point, dict[str, Any]]:
     """One backtest in a worker: its metrics, or the error as `{"error": ...}`."""
-    import logging
-
-    logging.getLogger("engine").setLevel(logging.CRITICAL)
     settings, cfg, point = job
+    logger = logging.getLogger("engine")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a run's alerts belong in its figures, not the log
     try:
         result = run_backtest(settings, with_point(cfg, point))
     except BacktestError as exc:
         return point, {"error": str(exc)}
+    finally:
+        logger.setLevel(level)
     figures = dict(result.metrics)
     figures["equity"] = [(e["ts"], e["equity"]) for e in result.equity]
     return point, figures
