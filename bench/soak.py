@@ -213,7 +213,7 @@ def _report(  # noqa: PLR0917  (one call site, every figure it prints)
     print(f"cycles: {len(rows)}")
     buckets: dict[int, list[float]] = {}
     for at, ms in rows:
-        buckets.setdefault((int(at) - start_ms) // window, []).append(float(ms))
+        buckets.setdefault(int((int(at) - start_ms) // window), []).append(float(ms))
     for i in sorted(buckets):
         b = buckets[i]
         print(
