@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import audit
+from engine.lease import DatabaseLock, LeaseHeld
 from engine.models.artifact import models_dir
 from state.db import private_file
 from state.secrets import SecretsError, SecretStore, key_file
@@ -265,10 +266,25 @@ class Restored:
 
 
 def restore(path: Path, target: Path, now: int, *, stale_ms: int = 10_000) -> Restored:
-    """Put a verified backup in place of `target` (refused while an engine holds it)."""
+    """Put a verified backup in place of `target` (refused while an engine holds it).
+
+    The engine's file lock is held for the whole restore, so an engine that is alive
+    but slow to beat is refused too, and none can start on a half-restored file.
+    """
     holder = engine_holding(target, now, stale_ms)
     if holder is not None:
         raise BackupError(f"an engine runs on {target} ({holder}); stop it first")
+    try:
+        lock = DatabaseLock.acquire(target)
+    except LeaseHeld as exc:
+        raise BackupError(f"an engine runs on {target} ({exc}); stop it first") from None
+    try:
+        return _restore_locked(path, target, now)
+    finally:
+        lock.release()
+
+
+def _restore_locked(path: Path, target: Path, now: int) -> Restored:
     manifest = verify_backup(path, SecretStore(target))
     stamp = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y%m%d-%H%M%S")
     replaced = None

@@ -104,6 +104,21 @@ def test_restore_is_refused_while_an_engine_runs(
         restore(folder, db_file, clock())
 
 
+def test_restore_is_refused_while_an_engine_holds_the_file_even_with_a_stale_heartbeat(
+    db_file: Path, clock: FakeClock, tmp_path: Path, open_engines: list[Any]
+) -> None:
+    ran_engine(db_file, clock)
+    folder = backup(db_file, tmp_path / "b")
+    eng = Engine(engine_settings(warmup_bars=30), db_file, clock=clock)
+    eng.open()
+    open_engines.append(eng)
+    before = db_file.read_bytes()
+    an_hour_later = clock() + 3_600_000  # the heartbeat looks stale; the lock is still held
+    with pytest.raises(BackupError, match="an engine runs"):
+        restore(folder, db_file, an_hour_later)
+    assert db_file.read_bytes() == before
+
+
 def test_restore_keeps_the_replaced_database(
     db_file: Path, clock: FakeClock, tmp_path: Path
 ) -> None:
