@@ -791,7 +791,8 @@ class Trader:
         if farm_down:
             blocks.append(BlockEntries("market data farm lost", farm_down))
         self.entry_blocks = tuple(blocks)
-        write_usage(self.db, usage(ctx, self.settings.risk), now)
+        # Stamped on the wall clock: it says how fresh the figures are, not market facts.
+        write_usage(self.db, usage(ctx, self.settings.risk), wall)
         if self.model is not None:
             self.model.score_due(now, self._prices())
             # Drift checks cost a query over thousands of rows: paced on the wall clock.

@@ -15,7 +15,7 @@ ui.page_header("Alerts")
 
 w1, w2 = st.columns([3, 1])
 with w1:
-    since = ui.window_picker("al_window", default="1 week")
+    since = ui.window_picker("al_window", default="1 week", market=False)
 unacked_only = w2.toggle("Unacknowledged only", key="al_unacked")
 f1, f2 = st.columns(2)
 severities = f1.multiselect("Severity", list(views.SEVERITIES), key="al_sev")
@@ -96,7 +96,7 @@ else:
             )
         )
     fig.update_layout(barmode="stack", yaxis_title=f"alerts per {ui.bucket_label(bucket)}")
-    ui.time_axis(fig, since)
+    ui.time_axis(fig, since, market=False)
     ui.chart(fig, height=300, key="alert_counts")
 
 st.subheader("Deliveries outside the cockpit")

@@ -91,7 +91,7 @@ with left:
         fig.add_trace(go.Scatter(x=x, y=times["p99_ms"], name="p99", mode="lines+markers"))
         ui.mark_downtime(fig, down, "engine down")
         fig.update_layout(yaxis_title=f"ms per cycle (per {ui.bucket_label(bucket)})")
-        ui.time_axis(fig, since)
+        ui.time_axis(fig, since, market=False)
         ui.chart(fig, height=300, key="cycle_times")
 with right:
     st.subheader("Errors per hour")
@@ -109,7 +109,7 @@ with right:
         )
         ui.mark_downtime(fig, down, "engine down")
         fig.update_layout(yaxis_title="failed cycles per hour")
-        ui.time_axis(fig, since)
+        ui.time_axis(fig, since, market=False)
         ui.chart(fig, height=300, key="errors_per_hour")
 
 st.subheader("P&L per day")

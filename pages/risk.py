@@ -125,7 +125,7 @@ else:
     ui.table(history, time_columns=("ts",), key="risk_history")
 
 st.subheader("Sessions and event blackouts")
-cal = risk_views.calendar(risk, ui.now())
+cal = risk_views.calendar(risk, ui.market_now())
 if cal.error:
     st.error(f"The events file has an error: {cal.error}")
 s1, s2 = st.columns(2)

@@ -24,7 +24,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from engine.config import ConfigError, Settings, load_settings
-from state import auth
+from state import auth, views
 from state.commands import cockpit_actor, enqueue_command
 from state.db import db_path, now_ms
 
@@ -404,13 +404,26 @@ WINDOWS = {
 }
 
 
-def window_picker(key: str, default: str = "All") -> int | None:
-    """A time-window control; returns the window start (epoch ms) or None for all."""
+def market_now() -> int:
+    """The engine's market clock (the time of the bars it processed), else the wall's.
+    Orders, fills, signals, regimes and equity are stamped with it, so windows over
+    them end there: a replay of 2006 shows 2006, a 60x simulation its own evening."""
+    market = views.engine_status(db(), now()).market_time
+    return now() if market is None else market
+
+
+def window_end(market: bool = True) -> int:
+    return market_now() if market else now()
+
+
+def window_picker(key: str, default: str = "All", *, market: bool = True) -> int | None:
+    """A time-window control; returns the window start (epoch ms) or None for all.
+    `market`: the window ends at market time (else at wall time, for alerts)."""
     choice = st.segmented_control(
         "Window", list(WINDOWS), default=default, key=key, label_visibility="collapsed"
     )
     span = WINDOWS.get(choice or default)
-    return None if span is None else now() - span
+    return None if span is None else window_end(market) - span
 
 
 def table(
@@ -458,10 +471,10 @@ def bucket_label(bucket: int) -> str:
     )
 
 
-def time_axis(fig: go.Figure, since: int | None) -> None:
+def time_axis(fig: go.Figure, since: int | None, *, market: bool = True) -> None:
     """Show the whole window on a time axis, in the operator's zone."""
     if since is not None:
-        ends = local_times(pd.Series([since, now()]))
+        ends = local_times(pd.Series([since, window_end(market)]))
         fig.update_xaxes(range=[ends.iloc[0], ends.iloc[1]])
     fig.update_xaxes(title_text=tz_name())
 

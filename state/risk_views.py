@@ -24,6 +24,7 @@ from engine.domain import Order, OrderStatus, OrderType, Position, Purpose, Side
 from engine.risk.facts import load_risk_facts
 from engine.risk.usage import usage
 from state.db import maybe_reader
+from state.views import market_clock
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def _computed(conn: sqlite3.Connection, now: int, settings: RiskSettings) -> Lim
     if not snapshot:
         return LimitsView((), None, "none")
     ts, equity, cash = snapshot[0]["ts"], snapshot[0]["equity"], snapshot[0]["cash"]
+    # The gate's own day and clock, so the gauges count what the gate counts.
+    market, trading_day = market_clock(conn)
     positions = {
         r["symbol"]: Position(r["symbol"], r["qty"], r["avg_price"], opened_at=r["opened_at"])
         for r in _rows(
@@ -166,7 +169,7 @@ def _computed(conn: sqlite3.Connection, now: int, settings: RiskSettings) -> Lim
             if row:
                 prices[o.symbol] = row[0]["close"]
     returns = {s: _returns(conn, s) for s in set(positions) | {o.symbol for o in orders}}
-    ctx = load_risk_facts(conn, now).context(
+    ctx = load_risk_facts(conn, market or now, day=trading_day).context(
         equity=float(equity),
         cash=cash,
         positions=positions,
