@@ -91,6 +91,17 @@ def test_exit_counts_exits_already_working() -> None:
     assert trade.exit_size(Intent("A", Side.SELL, 40, Purpose.EXIT), c, S).allowed
 
 
+def test_exit_of_a_bracketed_position_is_not_blocked_by_its_resting_stop_and_target() -> None:
+    stop = Order("e-S", "A", Side.SELL, 100, OrderType.STOP, Purpose.EXIT, OrderStatus.ACCEPTED)
+    target = dataclasses.replace(stop, client_order_id="e-T", order_type=OrderType.LIMIT)
+    pair = [
+        dataclasses.replace(o, oco_group="e", stop_price=90.0, limit_price=120.0)
+        for o in (stop, target)
+    ]
+    c = ctx(positions={"A": held("A", 100)}, open_orders=pair)
+    assert trade.exit_size(Intent("A", Side.SELL, 100, Purpose.EXIT), c, S).allowed
+
+
 def test_stop_loss_is_required_for_an_entry() -> None:
     assert not trade.stop_loss(buy(stop=None), ctx(), S).allowed
 

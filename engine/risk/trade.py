@@ -94,10 +94,14 @@ def exit_size(intent: Intent, ctx: RiskContext, settings: RiskSettings) -> Verdi
         return Verdict.deny(
             name, f"{intent.purpose} {intent.side} {intent.symbol}: there is {what} to reduce"
         )
+    # The resting stop and target are canceled before any exit is sent (the OMS
+    # does it), so they do not take up room: counting them denied every exit of
+    # a bracketed position.
     working = sum(
         o.remaining
         for o in ctx.open_orders
         if o.status.is_open
+        and not o.protective
         and o.symbol == intent.symbol
         and o.purpose.reduces_exposure
         and o.side is intent.side
