@@ -1,7 +1,9 @@
 """Orders per second through the whole order path: the risk gate (every check),
 the `signals` row, the OMS (NEW committed before the broker sees it), the paper
 broker and a SQLite file in WAL mode. Market orders that fill at once, buy and
-sell alternating per symbol so every second order closes a round trip.
+sell alternating per symbol so every second order closes a round trip. Entries
+carry a stop and a target, so each is a bracket of three orders, and each exit
+first cancels its position's resting pair: the path a real entry and exit take.
 
 Limits that would stop a burst of orders by design (trades per day, order rate,
 cooldown, consecutive losses, daily loss) are opened wide: the point is the cost of the
@@ -34,7 +36,8 @@ def main() -> None:
         daily_loss=1.0,
     )
     with tempfile.TemporaryDirectory() as folder:
-        # One order per 2 s of simulated time: the density the default order-rate limit
+        # One order per 2 s of market time (orders are stamped on the bars' clock, so
+        # it is market time that moves): the density the default order-rate limit
         # (30 a minute) allows, so the risk facts hold what they would in a real run.
         clock = SimClock(step_ms=2000)
         engine = open_engine(Path(folder), cfg, clock)
@@ -46,6 +49,7 @@ def main() -> None:
         started = time.perf_counter()
         for i in range(n):
             clock.tick()
+            trader.market_now += clock.step_ms
             symbol = symbols[i % len(symbols)]
             price = trader.last_bar[symbol].close
             opening = (i // len(symbols)) % 2 == 0

@@ -72,7 +72,8 @@ from engine.monitor import (
 from engine.oms import Oms
 from engine.portfolio import Portfolio, write_position, write_snapshot
 from engine.regime import RegimeCall, RegimeParams, classify, combine
-from engine.risk import RiskContext, RiskGate, load_risk_facts
+from engine.risk import RiskContext, RiskGate
+from engine.risk.daily import DailyFacts
 from engine.sizing import size
 from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 from state.db import is_store_full
@@ -200,6 +201,8 @@ class Trader:
         )
         starting_cash = fix_starting_cash(db, settings.engine.starting_cash, clock())
         self.portfolio = Portfolio.load(db, starting_cash)
+        # The gate's view of today, kept in memory and followed from the OMS's events.
+        self.daily = DailyFacts(db.conn, self.market_now, self.trading_day)
         self.oms = Oms(
             db,
             broker,
@@ -209,6 +212,7 @@ class Trader:
             day_end=self.trading_day.next_start,
         )
         self.model = model
+        self.oms.listen(self.daily)
         self.live_features: dict[str, LiveFeatures] = {}
         self.predictions: dict[str, Prediction] = {}
         self._next_drift_check = 0
@@ -250,6 +254,7 @@ class Trader:
                 self.market_now = max(self.market_now, bars[-1].ts)
         if self.last_bar:
             self.market_now = max(b.ts for b in self.last_bar.values())
+        self.daily.reload(self.market_now)  # today is the market's, known from the bars
         self.validator.seed(b for bars in history.values() for b in bars)
         for bar in self.last_bar.values():
             self.broker.on_bar(bar)  # the broker learns prices; resting orders match on new bars
@@ -472,7 +477,9 @@ class Trader:
         return {s: b.close for s, b in self.last_bar.items()}
 
     def _mark(self, now: int) -> None:
-        write_snapshot(self.db, self.portfolio, self.portfolio.mark(self._prices(), now))
+        snapshot = self.portfolio.mark(self._prices(), now)
+        write_snapshot(self.db, self.portfolio, snapshot)
+        self.daily.marked(snapshot)
 
     # ----------------------------------------------------------- order path
 
@@ -490,7 +497,7 @@ class Trader:
         return TradingState.HALTED if row[0] == "emergency_stop" else TradingState.PAUSED
 
     def risk_context(self, now: int) -> RiskContext:
-        facts = load_risk_facts(self.db.conn, now, day=self.trading_day)
+        facts = self.daily.facts(now)
         prices = self._prices()
         snapshot = self.portfolio.mark(prices, now)
         return facts.context(
@@ -630,6 +637,7 @@ class Trader:
             record_movement(self.db, amount, reason, actor, now)
             if transfer is not None:
                 transfer(amount, now)
+        self.daily.moved(amount, now)
         self.portfolio.move_cash(amount)
         self._mark(now)
         self.db.conn.commit()
@@ -679,6 +687,7 @@ class Trader:
         self.db.conn.execute(
             "UPDATE engine SET state_changed_market_at = ? WHERE id = 1", (self.market_now,)
         )
+        self.daily.state_changed(target, self.market_now)
         self.state, self.state_reason = target, reason
         if target is not TradingState.HALTED:
             self.flattening = False

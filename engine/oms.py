@@ -43,6 +43,7 @@ Exceptions:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -52,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlite_utils import Database
 
@@ -70,7 +71,7 @@ from engine.domain import (
     Purpose,
     Side,
 )
-from engine.portfolio import Portfolio, write_position, write_trade
+from engine.portfolio import Portfolio, TradeRecord, write_position, write_trade
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ _FORWARD = {
 
 class OmsError(RuntimeError):
     pass
+
+
+class OmsListener(Protocol):
+    """Told what the OMS wrote, once it is committed (the gate's daily facts follow it)."""
+
+    def order_created(self, order: Order) -> None: ...
+
+    def order_changed(self, order: Order) -> None: ...
+
+    def filled(self, fill: Fill) -> None: ...
+
+    def trade_closed(self, trade: TradeRecord) -> None: ...
+
+    def reload(self, now: int) -> None:
+        """A write failed and was rolled back: read everything again from the store."""
 
 
 class OpenTransaction(OmsError):
@@ -273,6 +289,13 @@ class Oms:
         # Writes of the current transaction, flushed once before it commits.
         self._events: list[tuple[str, int, str, str]] = []
         self._dirty: dict[str, tuple[Order, int]] = {}
+        # What the listener is told once the current transaction has committed.
+        self._listener: OmsListener | None = None
+        self._notices: list[Callable[[], None]] = []
+
+    def listen(self, listener: OmsListener) -> None:
+        """Tell `listener` every order, change, fill and round trip once it is committed."""
+        self._listener = listener
 
     # -- reading ---------------------------------------------------------------
 
@@ -388,6 +411,7 @@ class Oms:
                 order.exit_reason.value if order.exit_reason else None,
             ),
         )
+        self._tell(lambda listener: listener.order_created(order))
         self._event(
             order.client_order_id,
             now,
@@ -599,9 +623,19 @@ class Oms:
             self._events.clear()
             self._dirty.clear()
             self._closed.clear()
+            self._notices.clear()
             self._open = self._load_open()
             self._portfolio.rebuild(self._db)
+            if self._listener is not None:
+                self._listener.reload(self._clock())
             raise
+        notices, self._notices = self._notices, []
+        for notice in notices:
+            notice()
+
+    def _tell(self, notice: Callable[[OmsListener], None]) -> None:
+        if self._listener is not None:
+            self._notices.append(functools.partial(notice, self._listener))
 
     def _apply_one(self, report: ExecutionReport) -> bool:
         """Apply one report inside the caller's transaction; True when it wrote an event."""
@@ -625,6 +659,7 @@ class Oms:
             if not self._insert_fill(fill):
                 log.debug("repeated execution %s for %s ignored", fill.exec_id, coid)
                 return False
+            self._tell(lambda listener: listener.filled(fill))
             order = self._add_fill(order, fill)
             details.insert(0, _fill_detail(fill))
             changed = True
@@ -647,6 +682,7 @@ class Oms:
             self._event(coid, report.ts, status, detail)
             evented = True
         if changed:
+            self._tell(lambda listener: listener.order_changed(order))
             self._dirty[coid] = (order, report.ts)
             self._remember(working, order)
         return evented
@@ -678,6 +714,8 @@ class Oms:
             if reason is None and before is not None and before.qty * order.side.sign < 0:
                 reason = ExitReason.SIGNAL  # a closing order from before reasons were kept
             write_trade(self._db, effect.trade, reason)
+            trade = effect.trade
+            self._tell(lambda listener: listener.trade_closed(trade))
         return replace(order, filled_qty=filled, avg_price=avg)
 
     # -- canceling and expiring ----------------------------------------------------

@@ -1,0 +1,204 @@
+"""The gate's daily facts kept in memory, so an order does not re-read the day.
+
+`load_risk_facts` answers "what happened today" with about eight queries; the
+order path asks it for every order, which capped it near a thousand orders a
+second. `DailyFacts` is built once from the store (the same queries, plus the
+few rows it needs to keep counting) and then follows the engine's own events:
+
+    order created, order changed    (the OMS, after its transaction committed)
+    fill, trade closed              (the OMS, after its transaction committed)
+    equity mark, cash movement      (the trader, after the row is written)
+    trading-state change            (the trader)
+
+A new trading day (`TradingDay`, on market time) starts when an event or a read
+carries a time past the day's end: the new day is then read from the store once
+(a few queries a day, not a few per order). `facts(now)` is equal to
+`load_risk_facts(conn, now, day=day)` on the same database (tests/test_daily_facts.py
+checks that after random sequences of orders, fills, trades and marks). When a
+write fails and the OMS reloads from the database, `reload` does the same here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+
+from engine.calendar import TradingDay
+from engine.domain import Fill, Order, Purpose, TradingState
+from engine.portfolio import EquitySnapshot, TradeRecord
+from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, load_risk_facts
+
+
+def _counts_as_trade(order: Order) -> bool:
+    """An entry is one of the day's trades while it works or once anything filled."""
+    return order.filled_qty > 0 or order.status.is_open
+
+
+class DailyFacts:
+    """Today's facts for the gate and the monitor, in memory; single-threaded."""
+
+    def __init__(self, conn: sqlite3.Connection, now: int, day: TradingDay | None = None) -> None:
+        self._conn = conn
+        self._day = day or TradingDay()
+        self.reload(now)
+
+    def reload(self, now: int) -> None:
+        """Forget memory and read the day again from the store (at start, after a failed write)."""
+        conn = self._conn
+        loaded = load_risk_facts(conn, now, day=self._day)
+        self._start = loaded.day_start
+        self._next_start = self._day.next_start(now)
+        self._state = loaded.trading_state
+        self._changed_at = loaded.state_changed_at
+        self._realized = loaded.realized_today
+        self._streak = loaded.consecutive_losses
+        # The windows are read without their upper end: rows stamped after `now` (a
+        # restart's market clock starts at the last stored bar, a live feed's may
+        # have been ahead of it) enter them as the clock reaches them.
+        self._last_exit = {
+            str(s): int(t)
+            for s, t in conn.execute(
+                "SELECT symbol, MAX(exit_ts) FROM trades WHERE exit_ts > ? GROUP BY symbol",
+                (now - DAY_MS,),
+            )
+        }
+        self._order_times = deque(
+            int(t)
+            for (t,) in conn.execute(
+                "SELECT created_at FROM orders WHERE created_at > ? ORDER BY created_at",
+                (now - ORDER_WINDOW_MS,),
+            )
+        )
+        self._orders = loaded.orders_today
+        self._fills = loaded.fills_today
+        self._peak = loaded.peak_equity
+        self._entries = {
+            str(coid): (filled or 0) > 0 or status in _OPEN
+            for coid, status, filled in conn.execute(
+                "SELECT client_order_id, status, filled_qty FROM orders"
+                " WHERE purpose = 'ENTRY' AND created_at >= ?",
+                (self._start,),
+            )
+        }
+        self._trades = sum(self._entries.values())
+        self._movements = [
+            (int(ts), float(amount))
+            for ts, amount in conn.execute("SELECT ts, amount FROM cash_movements ORDER BY ts")
+        ]
+        last = conn.execute("SELECT equity, ts FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+        self._last_mark: tuple[float, int] | None = (float(last[0]), int(last[1])) if last else None
+        base = (
+            conn.execute(
+                "SELECT equity, ts FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1",
+                (self._start,),
+            ).fetchone()
+            or conn.execute(
+                "SELECT equity, ts FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (self._start,)
+            ).fetchone()
+        )
+        self._base: tuple[float, int] | None = (float(base[0]), int(base[1])) if base else None
+
+    # -- reading ----------------------------------------------------------------
+
+    def facts(self, now: int) -> RiskFacts:
+        self._roll(now)
+        times = self._order_times
+        while times and times[0] <= now - ORDER_WINDOW_MS:
+            times.popleft()
+        return RiskFacts(
+            now=now,
+            day_start=self._start,
+            trading_state=self._state,
+            state_changed_at=self._changed_at,
+            trades_today=self._trades,
+            realized_today=self._realized,
+            consecutive_losses=self._streak,
+            last_exit_at={s: t for s, t in self._last_exit.items() if now - DAY_MS < t <= now},
+            order_times=tuple(t for t in times if t <= now),
+            orders_today=self._orders,
+            fills_today=self._fills,
+            day_start_equity=self._day_start_equity(),
+            peak_equity=self._peak,
+        )
+
+    def _day_start_equity(self) -> float | None:
+        if self._base is None:
+            return None
+        equity, ts = self._base
+        return equity + sum(amount for at, amount in self._movements if at > ts)
+
+    # -- events -----------------------------------------------------------------
+
+    def order_created(self, order: Order) -> None:
+        at = order.created_at
+        if self._roll(at):
+            return
+        self._order_times.append(at)
+        if at < self._start:
+            return
+        self._orders += 1
+        if order.purpose is Purpose.ENTRY:
+            counts = _counts_as_trade(order)
+            self._entries[order.client_order_id] = counts
+            self._trades += counts
+
+    def order_changed(self, order: Order) -> None:
+        before = self._entries.get(order.client_order_id)
+        if before is None:
+            return  # not one of today's entries
+        after = _counts_as_trade(order)
+        self._entries[order.client_order_id] = after
+        self._trades += after - before
+
+    def filled(self, fill: Fill) -> None:
+        if not self._roll(fill.ts) and fill.ts >= self._start:
+            self._fills += 1
+
+    def trade_closed(self, trade: TradeRecord) -> None:
+        at = trade.exit_ts
+        if self._roll(at):
+            return
+        self._last_exit[trade.symbol] = max(self._last_exit.get(trade.symbol, at), at)
+        if at < self._start:
+            return
+        self._realized += trade.pnl
+        if at > (self._changed_at or 0):
+            self._streak = self._streak + 1 if trade.pnl < 0 else 0
+
+    def marked(self, snapshot: EquitySnapshot) -> None:
+        at = snapshot.ts
+        if self._roll(at):
+            return
+        mark = (snapshot.equity, at)
+        if self._base is None or self._base[1] == at:
+            self._base = mark  # the day's first mark, or the base row replaced
+        elif at < self._start and (at > self._base[1] or self._base[1] >= self._start):
+            self._base = mark  # a later mark from before the day began
+        if self._last_mark is None or at >= self._last_mark[1]:
+            self._last_mark = mark
+            self._peak = snapshot.peak
+
+    def moved(self, amount: float, at: int) -> None:
+        if not self._roll(at):
+            self._movements.append((at, amount))
+
+    def state_changed(self, state: TradingState, at: int) -> None:
+        if self._roll(at):
+            return
+        self._state, self._changed_at = state, at
+        self._streak = 0  # the streak counts from the change, and nothing closed after it yet
+
+    # -- the trading day ----------------------------------------------------------
+
+    def _roll(self, ts: int) -> bool:
+        """At the first event or read of a new trading day, read the day from the
+        store once: True when it did. Every event is already in the store when it
+        arrives (the OMS tells after its commit; the trader after its write), so an
+        event that started the day must not be counted again."""
+        if ts < self._next_start:
+            return False
+        self.reload(ts)
+        return True
+
+
+_OPEN = frozenset({"NEW", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED"})
