@@ -233,20 +233,7 @@ def build(path: Path) -> None:
                 for i, (t, s, o) in enumerate(zip(alert_ts, sev, src, strict=True))
             ),
         )
-        # The fills' cash (the book is flat) and a deposit before the first mark that
-        # brings it to the last mark: the engine rebuilds this account from the fills,
-        # and every mark already holds the deposit, so no day's P&L counts it.
-        flow = np.where(sides == 1, -1.0, 1.0) * 100 * prices - 2 * 0.01
-        cash = STARTING_CASH + float(flow.sum())
-        deposit = float(equity[-1]) - cash
-        conn.execute(
-            "INSERT INTO account (id, starting_cash, created_at) VALUES (1, ?, ?)",
-            (STARTING_CASH, start),
-        )
-        conn.execute(
-            "INSERT INTO cash_movements (ts, amount, reason, actor) VALUES (?, ?, ?, 'bench')",
-            (start - 1, deposit, "bench: the account's cash at the last mark"),
-        )
+        _account(conn, sides, prices, start, float(equity[-1]))
         conn.execute(
             "INSERT INTO engine (id, owner, pid, started_at, heartbeat_at, trading_state, mode,"
             " broker, broker_connected, market_open, cycle_seconds, last_cycle_at)"
@@ -259,6 +246,24 @@ def build(path: Path) -> None:
     _paper_account(tmp, float(equity[-1]), end)
     tmp.replace(path)
     print(f"built {path} in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)")
+
+
+def _account(
+    conn: sqlite3.Connection, sides: np.ndarray, prices: np.ndarray, start: int, last: float
+) -> None:
+    """The fills' cash (the book is flat) and a deposit before the first mark that
+    brings it to the last mark: the engine rebuilds this account from the fills,
+    and every mark already holds the deposit, so no day's P&L counts it."""
+    flow = np.where(sides == 1, -1.0, 1.0) * 100 * prices - 2 * 0.01
+    deposit = last - (STARTING_CASH + float(flow.sum()))
+    conn.execute(
+        "INSERT INTO account (id, starting_cash, created_at) VALUES (1, ?, ?)",
+        (STARTING_CASH, start),
+    )
+    conn.execute(
+        "INSERT INTO cash_movements (ts, amount, reason, actor) VALUES (?, ?, ?, 'bench')",
+        (start - 1, deposit, "bench: the account's cash at the last mark"),
+    )
 
 
 def _paper_account(path: Path, cash: float, now: int) -> None:
