@@ -26,7 +26,7 @@ from collections import deque
 from engine.calendar import TradingDay
 from engine.domain import Fill, Order, Purpose, TradingState
 from engine.portfolio import EquitySnapshot, TradeRecord
-from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, load_risk_facts
+from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
 
 
 def _counts_as_trade(order: Order) -> bool:
@@ -52,51 +52,20 @@ class DailyFacts:
         self._changed_at = loaded.state_changed_at
         self._realized = loaded.realized_today
         self._streak = loaded.consecutive_losses
-        # The windows are read without their upper end: rows stamped after `now` (a
-        # restart's market clock starts at the last stored bar, a live feed's may
-        # have been ahead of it) enter them as the clock reaches them.
-        self._last_exit = {
-            str(s): int(t)
-            for s, t in conn.execute(
-                "SELECT symbol, MAX(exit_ts) FROM trades WHERE exit_ts > ? GROUP BY symbol",
-                (now - DAY_MS,),
-            )
-        }
-        self._order_times = deque(
-            int(t)
-            for (t,) in conn.execute(
-                "SELECT created_at FROM orders WHERE created_at > ? ORDER BY created_at",
-                (now - ORDER_WINDOW_MS,),
-            )
-        )
         self._orders = loaded.orders_today
         self._fills = loaded.fills_today
         self._peak = loaded.peak_equity
-        self._entries = {
-            str(coid): (filled or 0) > 0 or status in _OPEN
-            for coid, status, filled in conn.execute(
-                "SELECT client_order_id, status, filled_qty FROM orders"
-                " WHERE purpose = 'ENTRY' AND created_at >= ?",
-                (self._start,),
-            )
-        }
+        rows = day_rows(conn, now, self._start)
+        self._entries = dict(rows.entries)
         self._trades = sum(self._entries.values())
-        self._movements = [
-            (int(ts), float(amount))
-            for ts, amount in conn.execute("SELECT ts, amount FROM cash_movements ORDER BY ts")
-        ]
-        last = conn.execute("SELECT equity, ts FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
-        self._last_mark: tuple[float, int] | None = (float(last[0]), int(last[1])) if last else None
-        base = (
-            conn.execute(
-                "SELECT equity, ts FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1",
-                (self._start,),
-            ).fetchone()
-            or conn.execute(
-                "SELECT equity, ts FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (self._start,)
-            ).fetchone()
-        )
-        self._base: tuple[float, int] | None = (float(base[0]), int(base[1])) if base else None
+        self._movements = list(rows.movements)
+        self._last_mark = rows.last_mark
+        self._base = rows.base_mark
+        # The windows are read without their upper end: rows stamped after `now` (a
+        # restart's market clock starts at the last stored bar, a live feed's may
+        # have been ahead of it) enter them as the clock reaches them.
+        self._last_exit = dict(rows.last_exits)
+        self._order_times = deque(rows.order_times)
 
     # -- reading ----------------------------------------------------------------
 
@@ -199,6 +168,3 @@ class DailyFacts:
             return False
         self.reload(ts)
         return True
-
-
-_OPEN = frozenset({"NEW", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED"})

@@ -171,3 +171,56 @@ def load_risk_facts(
         day_start_equity=day_start_equity(conn, start),
         peak_equity=peak,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DayRows:
+    """What `engine.risk.daily` needs beyond `RiskFacts` to keep counting in memory."""
+
+    entries: tuple[tuple[str, bool], ...]  # today's entries: counts as a trade?
+    movements: tuple[tuple[int, float], ...]  # every cash movement (ts, amount)
+    last_mark: tuple[float, int] | None  # the latest equity mark (equity, ts)
+    base_mark: tuple[float, int] | None  # the mark the day's P&L is measured from
+    last_exits: tuple[tuple[str, int], ...]  # per symbol, since a day before `now`
+    order_times: tuple[int, ...]  # since a minute before `now`
+
+
+def day_rows(conn: sqlite3.Connection, now: int, start: int) -> DayRows:
+    """The rows behind today's facts; the windows have no upper end (see engine.risk.daily)."""
+    entries = tuple(
+        (str(coid), (filled or 0) > 0 or status in _OPEN)
+        for coid, status, filled in conn.execute(
+            "SELECT client_order_id, status, filled_qty FROM orders"
+            " WHERE purpose = 'ENTRY' AND created_at >= ?",
+            (start,),
+        )
+    )
+    movements = tuple(
+        (int(ts), float(amount))
+        for ts, amount in conn.execute("SELECT ts, amount FROM cash_movements ORDER BY ts")
+    )
+    last = conn.execute("SELECT equity, ts FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+    base = (
+        conn.execute(
+            "SELECT equity, ts FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1", (start,)
+        ).fetchone()
+        or conn.execute(
+            "SELECT equity, ts FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (start,)
+        ).fetchone()
+    )
+    exits = conn.execute(
+        "SELECT symbol, MAX(exit_ts) FROM trades WHERE exit_ts > ? GROUP BY symbol",
+        (now - DAY_MS,),
+    )
+    times = conn.execute(
+        "SELECT created_at FROM orders WHERE created_at > ? ORDER BY created_at",
+        (now - ORDER_WINDOW_MS,),
+    )
+    return DayRows(
+        entries=entries,
+        movements=movements,
+        last_mark=(float(last[0]), int(last[1])) if last else None,
+        base_mark=(float(base[0]), int(base[1])) if base else None,
+        last_exits=tuple((str(s), int(t)) for s, t in exits),
+        order_times=tuple(int(t) for (t,) in times),
+    )
