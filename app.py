@@ -2,12 +2,12 @@
 
 `st.navigation` runs on every run, so Streamlit never discovers `pages/` by itself.
 A session that may not see the cockpit gets a navigation whose every entry is the
-gate (state.auth.decide_access), so any URL lands on it; a page added to PAGES is
+gate (cockpit.auth.decide_access), so any URL lands on it; a page added to PAGES is
 gated by construction, and each page also calls ui.require_access() first.
 
 The sidebar's facts refresh in a fragment; its controls live outside that fragment
 so an open dialog is not torn down by the next refresh. Every control writes one
-`commands` row (state.commands) and nothing else.
+`commands` row (store.commands) and nothing else.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import streamlit as st
 
 st.set_page_config(page_title="Cockpit", page_icon=":material/flight:", layout="wide")
 
-from pages import ui  # noqa: E402  (set_page_config must come first)
-from state import auth, engine_control, views  # noqa: E402
+from cockpit import auth, autostart, ui, views  # noqa: E402  (set_page_config first)
 
 log = logging.getLogger("cockpit.app")
 ROOT = Path(__file__).resolve().parent
@@ -44,12 +43,12 @@ def _autostart() -> None:
     """Once per browser session: start an engine if none is alive, and say so."""
     if "autostart" in st.session_state:
         return
-    enabled = engine_control.autostart_enabled(ui.settings().cockpit.autostart)
-    result = engine_control.ensure_engine(ui.db(), enabled=enabled)
+    enabled = autostart.autostart_enabled(ui.settings().cockpit.autostart)
+    result = autostart.ensure_engine(ui.db(), enabled=enabled)
     st.session_state["autostart"] = result
-    if result.outcome in {engine_control.Outcome.STARTED, engine_control.Outcome.STARTING}:
+    if result.outcome in {autostart.Outcome.STARTED, autostart.Outcome.STARTING}:
         st.toast(result.message, icon=":material/rocket_launch:")
-    if result.outcome is not engine_control.Outcome.RUNNING:
+    if result.outcome is not autostart.Outcome.RUNNING:
         # shown in the sidebar while no heartbeat is fresh
         st.session_state["autostart_note"] = result.message
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from common import SimClock, describe, open_engine, settings
 
-from engine import audit
-from engine.backup import backup_file, restore, verify_backup
-from state.db import open_writer
-from state.secrets import SecretStore
+from engine.alerts import audit
+from engine.process.backup import backup_file, restore, verify_backup
+from store.db import open_writer
+from store.secrets import SecretStore
 
 
 def main(rows: int) -> None:

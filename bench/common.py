@@ -10,7 +10,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import Settings, load_settings
-from engine.runner import Engine
+from engine.process.runner import Engine
 
 
 class SimClock:

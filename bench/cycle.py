@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import load_settings  # noqa: E402
 from engine.cycle import STAGES  # noqa: E402
-from engine.feeds import generate_history  # noqa: E402
-from engine.models import registry  # noqa: E402
-from engine.models.train import TrainedModel, TrainParams, train_on_history  # noqa: E402
-from engine.runner import Engine  # noqa: E402
-from state.db import open_writer  # noqa: E402
+from engine.market.feeds import generate_history  # noqa: E402
+from engine.ml import registry  # noqa: E402
+from engine.ml.train import TrainedModel, TrainParams, train_on_history  # noqa: E402
+from engine.process.runner import Engine  # noqa: E402
+from store.db import open_writer  # noqa: E402
 
 SKIP_SECONDS = 5.0  # the first cycles warm caches and the scheduler; not a marathon's cycle
 

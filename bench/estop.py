@@ -17,8 +17,8 @@ from pathlib import Path
 from common import describe
 
 from engine.config import load_settings
-from engine.runner import Engine
-from state.commands import enqueue_command
+from engine.process.runner import Engine
+from store.commands import enqueue_command
 
 
 def _flat_and_halted(db: Path) -> bool:

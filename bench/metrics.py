@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 from common import SimClock, describe, open_engine, settings
 
-from engine.metrics import EngineMetrics, MetricsServer
+from engine.process.metrics import EngineMetrics, MetricsServer
 
 
 def pad(db: Path, rows: int) -> None:

@@ -19,14 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import MlSettings
 from engine.domain import Bar
-from engine.feeds import generate_history
-from engine.indicators import IncrementalIndicators
-from engine.models import registry
-from engine.models.artifact import load_artifact
-from engine.models.features import LiveFeatures
-from engine.models.service import ModelService
-from engine.models.train import bootstrap_model, build_dataset
-from state.db import open_writer
+from engine.market.feeds import generate_history
+from engine.market.indicators import IncrementalIndicators
+from engine.ml import registry
+from engine.ml.artifact import load_artifact
+from engine.ml.features import LiveFeatures
+from engine.ml.service import ModelService
+from engine.ml.train import bootstrap_model, build_dataset
+from store.db import open_writer
 
 
 def _percentiles(samples_ns: list[int]) -> str:

@@ -103,7 +103,7 @@ def reader(db: Path, until: float, out: Path) -> None:
 
 
 def _commands(db: Path, kind: str) -> None:
-    from state.commands import enqueue_command
+    from store.commands import enqueue_command
 
     enqueue_command(kind, {}, "cli:bench", db=db)
 

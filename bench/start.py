@@ -57,10 +57,10 @@ def one_start(db: Path, env: dict[str, str]) -> float:
 
 def _with_champion(db: Path, artifacts: Path) -> None:
     from engine.config import load_settings
-    from engine.feeds import generate_history
-    from engine.models import registry
-    from engine.models.train import TrainParams, train_on_history
-    from state.db import open_writer
+    from engine.market.feeds import generate_history
+    from engine.ml import registry
+    from engine.ml.train import TrainParams, train_on_history
+    from store.db import open_writer
 
     trained = train_on_history(
         generate_history(["A", "B"], 1_500, seed=2),

@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from state.db import ensure_schema, now_ms, open_writer  # noqa: E402
+from store.db import ensure_schema, now_ms, open_writer  # noqa: E402
 
 CACHE = ROOT / "var" / "bench" / "ui-v3.db"
 LIVE = ROOT / "var" / "bench" / "ui-live.db"
@@ -268,7 +268,7 @@ def _account(
 
 def _paper_account(path: Path, cash: float, now: int) -> None:
     """The paper broker's own account, holding what the engine's account holds."""
-    from engine.brokers.paper import apply_migrations
+    from engine.execution.brokers.paper import apply_migrations
 
     db = open_writer(path)
     apply_migrations(db)

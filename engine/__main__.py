@@ -22,18 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import logs, operator_cli
-from engine.calendar import EventsFileError
 from engine.config import ConfigError, Settings, effective, load_settings
-from state.commands import (
-    CommandKind,
-    CommandStatus,
-    cli_actor,
-    enqueue_command,
-    wait_for_command,
-)
-from state.db import PROJECT_ROOT, db_path, now_ms, reader
-from state.status import read_status, replay_summary
+from engine.market.calendar import EventsFileError
+from engine.process import logs, operator_cli
+from store.commands import CommandKind, CommandStatus, cli_actor, enqueue_command, wait_for_command
+from store.db import PROJECT_ROOT, db_path, now_ms, reader
+from store.status import read_status, replay_summary
 
 log = logging.getLogger("engine")
 
@@ -68,9 +62,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.feeds import FeedError
-    from engine.lease import LeaseHeld
-    from engine.runner import Engine
+    from engine.market.feeds import FeedError
+    from engine.process.lease import LeaseHeld
+    from engine.process.runner import Engine
 
     try:
         settings = _settings(args)
@@ -185,7 +179,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from state.secrets import SecretStore
+    from store.secrets import SecretStore
 
     settings = _settings(args)
     path = db_path(args.db)
@@ -249,7 +243,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    from state.auth import set_password_cli
+    from cockpit.auth import set_password_cli
 
     return set_password_cli([])
 
@@ -334,19 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     verb("set-password", "set the cockpit password (stored as an argon2 hash)", cmd_set_password)
     try:
-        from engine.models.cli import register_cli
+        from engine.ml.cli import register_cli
     except ImportError:
         pass
     else:
         register_cli(sub)
-    from engine.audit_cli import register_cli as register_audit
-    from engine.backup_cli import register_cli as register_backup
-    from engine.secrets_cli import register_cli as register_secrets
+    from engine.process.audit_cli import register_cli as register_audit
+    from engine.process.backup_cli import register_cli as register_backup
+    from engine.process.secrets_cli import register_cli as register_secrets
 
     register_secrets(sub)
     register_audit(sub)
     operator_cli.register_cli(sub)
-    from engine.alerts_cli import register_cli as register_alerts
+    from engine.process.alerts_cli import register_cli as register_alerts
 
     register_alerts(sub)
     register_backup(sub)

@@ -7,7 +7,7 @@ Environment variables use `__` between section and key, e.g.
 
 A key the environment and cockpit.toml leave unset is taken from the encrypted
 secrets store when a secret of the same dotted name is stored there
-(`python -m engine secrets set alerts.smtp_password`); see `state/secrets.py`.
+(`python -m engine secrets set alerts.smtp_password`); see `store/secrets.py`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from state.db import PROJECT_ROOT
+from store.db import PROJECT_ROOT
 
 DEFAULT_TOML = PROJECT_ROOT / "cockpit.toml"
 
@@ -382,7 +382,7 @@ class IbSettings(_Section):
     @field_validator("maintenance_windows")
     @classmethod
     def _windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from engine.brokers.ib_link import parse_window
+        from engine.execution.brokers.ib_link import parse_window
 
         for text in value:
             parse_window(text)
@@ -652,7 +652,7 @@ def _ib_instruments(settings: Settings) -> Settings:
 
 def with_stored_secrets(settings: Settings, db: Path) -> Settings:
     """`settings` with the keys it leaves unset filled from the secrets store of `db`."""
-    from state.secrets import SecretsError, stored_values
+    from store.secrets import SecretsError, stored_values
 
     try:
         stored = stored_values(db)

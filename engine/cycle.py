@@ -32,12 +32,12 @@ from dataclasses import dataclass, field, replace
 
 from sqlite_utils import Database
 
-from engine import control
-from engine.account import fix_starting_cash, movement_problem, record_movement
-from engine.alerts import Alerts
-from engine.brokers.base import Broker, BrokerFatal, BrokerUnavailable
-from engine.calendar import TradingDay, symbol_exchanges
+from engine.alerts.alerts import Alerts
 from engine.config import Settings
+from engine.decide.exits import protective_exit
+from engine.decide.regime import RegimeCall, RegimeParams, classify, combine
+from engine.decide.sizing import size
+from engine.decide.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 from engine.domain import (
     Bar,
     ExitReason,
@@ -50,12 +50,19 @@ from engine.domain import (
     TradingState,
     Verdict,
 )
-from engine.exits import protective_exit
-from engine.feeds import BarValidator, Feed
-from engine.indicators import IncrementalIndicators, Snapshot
-from engine.models.features import FloatArray, LiveFeatures
-from engine.models.service import ModelService, Prediction
-from engine.monitor import (
+from engine.execution.account import fix_starting_cash, movement_problem, record_movement
+from engine.execution.brokers.base import Broker, BrokerFatal, BrokerUnavailable
+from engine.execution.oms import Oms
+from engine.execution.portfolio import Portfolio, write_position, write_snapshot
+from engine.market.calendar import TradingDay, symbol_exchanges
+from engine.market.feeds import BarValidator, Feed
+from engine.market.indicators import IncrementalIndicators, Snapshot
+from engine.ml.features import FloatArray, LiveFeatures
+from engine.ml.service import ModelService, Prediction
+from engine.process import control
+from engine.risk import RiskContext, RiskGate
+from engine.risk.daily import DailyFacts
+from engine.risk.monitor import (
     BlockEntries,
     ExitPosition,
     KillSwitch,
@@ -69,14 +76,7 @@ from engine.monitor import (
     usage,
     write_usage,
 )
-from engine.oms import Oms
-from engine.portfolio import Portfolio, write_position, write_snapshot
-from engine.regime import RegimeCall, RegimeParams, classify, combine
-from engine.risk import RiskContext, RiskGate
-from engine.risk.daily import DailyFacts
-from engine.sizing import size
-from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
-from state.db import is_store_full
+from store.db import is_store_full
 
 log = logging.getLogger(__name__)
 

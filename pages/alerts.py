@@ -6,8 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import ui
-from state import delivery_views, views
+from cockpit import delivery_views, ui, views
 
 ui.require_access()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import ui
-from state.audit_views import audit_state
+from cockpit import ui
+from cockpit.audit_views import audit_state
 
 ui.require_access()
 

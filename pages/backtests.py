@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit import components
 
-from pages import ui
-from state import backtest_views as backtests
+from cockpit import backtest_views as backtests
+from cockpit import ui
 
 ui.require_access()
 ui.page_header("Backtests", "History and stress runs on the engine's own code path.")

@@ -7,8 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import ui
-from state import ml_views
+from cockpit import ml_views, ui
 
 ui.require_access()
 

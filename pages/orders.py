@@ -6,9 +6,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from cockpit import ui, views
 from engine.domain import OrderStatus, Side
-from pages import ui
-from state import views
 
 ui.require_access()
 

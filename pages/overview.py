@@ -6,8 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import ui
-from state import views
+from cockpit import ui, views
 
 ui.require_access()
 

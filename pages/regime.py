@@ -7,8 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import ui
-from state import views
+from cockpit import ui, views
 
 ui.require_access()
 

@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import ui
-from state import risk_views, views
+from cockpit import risk_views, ui, views
 
 ui.require_access()
 

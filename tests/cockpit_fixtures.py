@@ -15,7 +15,9 @@ from tests.cockpit_support import run_engine_into
 
 @pytest.fixture(scope="session")
 def engine_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("engine.runner", reason="engine/runner.py has not landed yet")
+    pytest.importorskip(
+        "engine.process.runner", reason="engine/process/runner.py has not landed yet"
+    )
     path = tmp_path_factory.mktemp("engine") / "template.db"
     run_engine_into(path)
     return path
@@ -42,13 +44,13 @@ def empty_db(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def cockpit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No autostart, no password, no local config: each test states what it needs."""
-    import state.auth
+    import cockpit.auth
 
     monkeypatch.setenv("COCKPIT_DB", str(tmp_path / "none.db"))
     monkeypatch.setenv("COCKPIT_NO_AUTOSTART", "1")
     monkeypatch.setenv("COCKPIT_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.delenv("COCKPIT_PASSWORD_HASH", raising=False)
-    monkeypatch.setattr(state.auth, "SECRETS_FILE", tmp_path / "absent-secrets.toml")
+    monkeypatch.setattr(cockpit.auth, "SECRETS_FILE", tmp_path / "absent-secrets.toml")
     # AppTest resets PagesManager.uses_pages_directory before every run, and a
     # `pages/` folder then makes every run after the first execute the page alone
     # (multipage v1) instead of app.py. st.navigation apps are v2: keep it so.

@@ -2,7 +2,7 @@
 AppTest runs of app.py against a chosen database. Fixtures live in
 tests/cockpit_fixtures.py (load them with `pytest_plugins`).
 
-The filled database comes from the engine itself (engine.runner.Engine stepped with
+The filled database comes from the engine itself (engine.process.runner.Engine stepped with
 a moved clock: one cycle per simulated minute, ending now), so the pages are tested
 against what the engine really writes. It is built once per test session and copied
 for each test, so a test may add rows or queue commands freely.
@@ -19,7 +19,7 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
-from state.db import now_ms
+from store.db import now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -34,7 +34,7 @@ def run_engine_into(path: Path, cycles: int = CYCLES, step_ms: int = STEP_MS) ->
     last heartbeat is now and the open positions stay open.
     """
     from engine.config import load_settings
-    from engine.runner import Engine
+    from engine.process.runner import Engine
 
     clock = [now_ms() - cycles * step_ms]
     settings = load_settings(engine={"cycle_seconds": step_ms / 1000, "seed": 7})

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from engine.account import StartingCashChanged
+from cockpit.views import account_summary
 from engine.domain import TradingState
-from engine.runner import Engine
-from state.commands import CommandStatus, enqueue_command, get_command
-from state.views import account_summary
+from engine.execution.account import StartingCashChanged
+from engine.process.runner import Engine
+from store.commands import CommandStatus, enqueue_command, get_command
 from tests.conftest import FakeClock, engine_settings
 
 

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from engine.__main__ import main
+from engine.alerts.deliveries import apply_migrations, record
+from engine.alerts.notify import Delivery, DeliveryStatus, Notifier
 from engine.config import AlertSettings, ConfigError, effective, load_settings
-from engine.deliveries import apply_migrations, record
 from engine.domain import Severity
-from engine.notify import Delivery, DeliveryStatus, Notifier
-from engine.runner import Engine
-from state.commands import enqueue_command
-from state.db import open_writer
+from engine.process.runner import Engine
+from store.commands import enqueue_command
+from store.db import open_writer
 from tests.conftest import FakeClock
 from tests.test_engine import query
 from tests.test_notify import FAST, Mailbox, Receiver, alert, free_port, mailbox, receiver

@@ -9,12 +9,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.alerts import Alerts
-from engine.audit import append_audit, verify_chain
+from engine.alerts.alerts import Alerts
+from engine.alerts.audit import append_audit, verify_chain
 from engine.domain import Severity
-from engine.runner import Engine
-from state.commands import enqueue_command
-from state.db import open_writer
+from engine.process.runner import Engine
+from store.commands import enqueue_command
+from store.db import open_writer
 from tests.conftest import FakeClock, engine_settings
 
 

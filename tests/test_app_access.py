@@ -10,7 +10,7 @@ import pytest
 import streamlit
 from streamlit.testing.v1 import AppTest
 
-from state import auth
+from cockpit import auth
 from tests.cockpit_support import ROOT, app, commands, declared_pages, open_url, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
@@ -160,7 +160,7 @@ def test_with_a_password_every_url_shows_only_the_login_form(
     assert _shows_nothing_but_the_login_form(at)
 
 
-@pytest.mark.parametrize("page", [*GATED_PAGES, "pages/ui.py"])
+@pytest.mark.parametrize("page", [*GATED_PAGES, "cockpit/ui.py"])
 def test_a_page_run_without_app_py_draws_only_the_gate(
     filled_db: Path, password_hash: str, monkeypatch, page: str
 ) -> None:
@@ -226,7 +226,7 @@ def test_no_engine_is_started_before_login(empty_db: Path, password_hash: str, m
 def _one_pause_command() -> None:
     import streamlit as st
 
-    from pages import ui
+    from cockpit import ui
 
     if "tried" not in st.session_state:  # the refusal reruns the script
         st.session_state["tried"] = True

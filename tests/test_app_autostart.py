@@ -1,4 +1,4 @@
-"""The cockpit's autostart (state/engine_control.py): start an engine only when none is alive."""
+"""The cockpit's autostart (cockpit/autostart.py): start an engine only when none is alive."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from state import engine_control
-from state.db import now_ms, open_writer
+from cockpit import autostart
+from store.db import now_ms, open_writer
 from tests.cockpit_support import app
 
 pytest_plugins = ["tests.cockpit_fixtures"]
@@ -20,18 +20,16 @@ pytest_plugins = ["tests.cockpit_fixtures"]
 @pytest.fixture
 def children(monkeypatch, tmp_path: Path):
     """Launch a stand-in engine (it writes its COCKPIT_DB and sleeps); kill it afterwards."""
-    monkeypatch.setattr(engine_control, "_children", {})
+    monkeypatch.setattr(autostart, "_children", {})
     marker = tmp_path / "child-saw-db.txt"
     script = (
         f"import os, time; open({str(marker)!r}, 'w').write(os.environ['COCKPIT_DB']);"
         " time.sleep(30)"
     )
-    monkeypatch.setattr(
-        engine_control, "engine_command", lambda path: [sys.executable, "-c", script]
-    )
-    monkeypatch.setattr(engine_control, "LOG_DIR", tmp_path / "log")
+    monkeypatch.setattr(autostart, "engine_command", lambda path: [sys.executable, "-c", script])
+    monkeypatch.setattr(autostart, "LOG_DIR", tmp_path / "log")
     yield marker
-    for child in engine_control._children.values():
+    for child in autostart._children.values():
         os.kill(child.process.pid, signal.SIGKILL)
         child.process.wait(5)
 
@@ -52,22 +50,22 @@ def _alive_engine(path: Path) -> None:
 
 
 def test_disabled_autostart_launches_nothing(tmp_path: Path, children) -> None:
-    result = engine_control.ensure_engine(tmp_path / "x.db", enabled=False, log_dir=tmp_path)
-    assert result.outcome is engine_control.Outcome.DISABLED
-    assert engine_control._children == {}
+    result = autostart.ensure_engine(tmp_path / "x.db", enabled=False, log_dir=tmp_path)
+    assert result.outcome is autostart.Outcome.DISABLED
+    assert autostart._children == {}
 
 
 def test_a_fresh_heartbeat_launches_nothing(tmp_path: Path, children) -> None:
     _alive_engine(tmp_path / "x.db")
-    result = engine_control.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
-    assert result.outcome is engine_control.Outcome.RUNNING
-    assert engine_control._children == {}
+    result = autostart.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
+    assert result.outcome is autostart.Outcome.RUNNING
+    assert autostart._children == {}
 
 
 def test_no_engine_launches_one_on_the_same_database(tmp_path: Path, children: Path) -> None:
     db = tmp_path / "x.db"
-    result = engine_control.ensure_engine(db, enabled=True, log_dir=tmp_path)
-    assert result.outcome is engine_control.Outcome.STARTED
+    result = autostart.ensure_engine(db, enabled=True, log_dir=tmp_path)
+    assert result.outcome is autostart.Outcome.STARTED
     deadline = time.monotonic() + 10
     while not (children.exists() and children.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -75,9 +73,9 @@ def test_no_engine_launches_one_on_the_same_database(tmp_path: Path, children: P
 
 
 def test_a_second_session_waits_for_the_first_child(tmp_path: Path, children) -> None:
-    first = engine_control.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
-    second = engine_control.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
-    assert second.outcome is engine_control.Outcome.STARTING
+    first = autostart.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
+    second = autostart.ensure_engine(tmp_path / "x.db", enabled=True, log_dir=tmp_path)
+    assert second.outcome is autostart.Outcome.STARTING
     assert second.pid == first.pid
 
 
@@ -90,7 +88,7 @@ def test_a_second_session_waits_for_the_first_child(tmp_path: Path, children) ->
     ],
 )
 def test_autostart_is_off_by_setting_or_variable(setting: bool, env: dict, expected: bool) -> None:
-    assert engine_control.autostart_enabled(setting, env) is expected
+    assert autostart.autostart_enabled(setting, env) is expected
 
 
 def test_the_cockpit_says_it_started_the_engine(empty_db: Path, children, monkeypatch) -> None:

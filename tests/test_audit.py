@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from engine import audit
 from engine.__main__ import main
-from engine.runner import Engine
-from state.db import open_writer
+from engine.alerts import audit
+from engine.process.runner import Engine
+from store.db import open_writer
 from tests.conftest import FakeClock, engine_settings
 
 
@@ -136,7 +136,7 @@ def test_export_csv_has_every_row_oldest_first(
 def test_the_engine_anchors_the_head_after_a_command(
     db_file: Path, clock: FakeClock, open_engines: list[Any]
 ) -> None:
-    from state.commands import CommandKind, enqueue_command
+    from store.commands import CommandKind, enqueue_command
 
     eng = Engine(engine_settings(warmup_bars=30), db_file, clock=clock)
     eng.open()

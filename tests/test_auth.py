@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from state import auth
+from cockpit import auth
 
 
 def test_a_hash_verifies_its_password_only() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.backtest_views import list_runs
 from engine.__main__ import main
 from engine.backtest.run import BacktestConfig, BacktestError, run_backtest
 from engine.config import load_settings
-from engine.feeds import generate_history
-from state.backtest_views import list_runs
+from engine.market.feeds import generate_history
 
 SIM = ["--sim", "--symbols", "SIMA", "--bars", "300", "--bar-interval", "1h"]
 

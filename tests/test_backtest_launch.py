@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from cockpit.backtest_views import list_runs
 from engine.backtest.launch import LaunchRefused, command_argv
-from engine.runner import Engine
-from state.backtest_views import list_runs
-from state.commands import CommandStatus, enqueue_command, get_command
+from engine.process.runner import Engine
+from store.commands import CommandStatus, enqueue_command, get_command
 from tests.conftest import engine_settings
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cockpit import views
 from engine.backtest import metrics
-from state import views
-from state.db import open_writer
+from store.db import open_writer
 
 DAY_MS = 86_400_000
 

@@ -11,10 +11,10 @@ import pytest
 from engine.backtest.run import BacktestConfig, run_backtest
 from engine.backtest.strategies import StrategyError, load_strategy
 from engine.config import load_settings
+from engine.decide.strategy import StrategyInput
 from engine.domain import Intent
-from engine.runner import Engine
-from engine.strategy import StrategyInput
-from state.db import PROJECT_ROOT
+from engine.process.runner import Engine
+from store.db import PROJECT_ROOT
 from tests.conftest import engine_settings
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.backtest_views import list_runs
 from engine.__main__ import main
 from engine.backtest.run import BacktestConfig
 from engine.backtest.sweep import (
@@ -21,7 +22,6 @@ from engine.backtest.sweep import (
     walk_forward,
 )
 from engine.config import load_settings
-from state.backtest_views import list_runs
 
 DATA = ["--sim", "--symbols", "SIMA", "--bars", "200", "--bar-interval", "1h"]
 SMA = ["--strategy", "sma_cross", "--risk-off"]

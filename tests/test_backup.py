@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 
-from engine import audit
 from engine.__main__ import main
-from engine.backup import BackupError, restore
+from engine.alerts import audit
 from engine.config import load_settings
-from engine.feeds import generate_history
-from engine.models import registry
-from engine.models.artifact import models_dir
-from engine.models.train import TrainParams, train_on_history
-from engine.runner import Engine, daily_trigger
-from state.commands import CommandKind, enqueue_command
-from state.db import open_writer
-from state.secrets import key_file
+from engine.market.feeds import generate_history
+from engine.ml import registry
+from engine.ml.artifact import models_dir
+from engine.ml.train import TrainParams, train_on_history
+from engine.process.backup import BackupError, restore
+from engine.process.runner import Engine, daily_trigger
+from store.commands import CommandKind, enqueue_command
+from store.db import open_writer
+from store.secrets import key_file
 from tests.conftest import FakeClock, engine_settings
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from engine.brokers.paper import PaperBroker
 from engine.config import PaperSettings
 from engine.domain import Bar, ExitReason, Intent, OrderStatus, OrderType, Purpose, Side
-from engine.oms import Oms
-from engine.portfolio import Portfolio
-from state.db import open_writer
+from engine.execution.brokers.paper import PaperBroker
+from engine.execution.oms import Oms
+from engine.execution.portfolio import Portfolio
+from store.db import open_writer
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -53,7 +53,7 @@ class Desk:
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Iterator[Desk]:
-    db = open_writer(tmp_path / "state.db")
+    db = open_writer(tmp_path / "store.db")
     broker = PaperBroker(db, PaperSettings(), 100_000.0)
     clock = Clock()
     broker.on_bar(ENTRY_BAR)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.calendar import (
+from engine.config import RiskSettings
+from engine.domain import Intent, Purpose, Side
+from engine.market.calendar import (
     DEFAULT_EVENTS_FILE,
     Blackout,
     EventsFileError,
     MarketCalendar,
     parse_events,
 )
-from engine.config import RiskSettings
-from engine.domain import Intent, Purpose, Side
 from engine.risk import RiskContext, RiskGate
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.ccxt_feed import CcxtFeed, make_exchange
 from engine.config import ConfigError, load_settings
 from engine.domain import Bar
-from engine.feeds import BarValidator, FeedError
-from engine.runner import Engine
+from engine.market.ccxt_feed import CcxtFeed, make_exchange
+from engine.market.feeds import BarValidator, FeedError
+from engine.process.runner import Engine
 from tests import ccxt_support
 from tests.ccxt_support import FIRST_OPEN, MINUTE, LocalExchange
 from tests.conftest import FakeClock
@@ -144,7 +144,9 @@ def test_configuration_needs_market_names_for_the_ccxt_feed() -> None:
 def test_engine_paper_trades_on_ccxt_candles_and_resumes_after_the_stored_ones(
     local: LocalExchange, db_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("engine.ccxt_feed.make_exchange", lambda name, timeout: local.exchange())
+    monkeypatch.setattr(
+        "engine.market.ccxt_feed.make_exchange", lambda name, timeout: local.exchange()
+    )
     settings = load_settings(
         engine={"feed": "ccxt", "symbols": ("BTC/USDT",), "warmup_bars": 5},
         ml={"enabled": False},

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from state.db import PROJECT_ROOT, now_ms
-from state.status import read_status
+from store.db import PROJECT_ROOT, now_ms
+from store.status import read_status
 
 
 def cli(

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from engine.runner import Engine
-from state.commands import CommandStatus, enqueue_command, get_command
+from engine.process.runner import Engine
+from store.commands import CommandStatus, enqueue_command, get_command
 from tests.conftest import FakeClock, engine_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,8 +185,8 @@ def _high_alert(title: str = "disk") -> tuple[Any, ...]:
 _CRASHING_ENGINE = textwrap.dedent(
     """
     import os, signal, sys
-    from engine import commands
-    from engine.runner import Engine
+    from engine.process import handlers as commands
+    from engine.process.runner import Engine
     from tests.conftest import FakeClock, engine_settings
 
     path, kind = sys.argv[1], sys.argv[2]

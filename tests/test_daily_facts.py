@@ -13,8 +13,8 @@ import pytest
 
 from engine.cycle import Trader
 from engine.domain import Intent, OrderType, Purpose, Side, TradingState
+from engine.process.runner import Engine
 from engine.risk import RiskFacts, load_risk_facts
-from engine.runner import Engine
 from tests.conftest import FakeClock, engine_settings
 
 HOUR = 3_600_000

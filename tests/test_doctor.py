@@ -10,7 +10,7 @@ import pytest
 
 from engine.__main__ import main
 from engine.config import load_settings
-from engine.doctor import (
+from engine.process.doctor import (
     Check,
     check_broker,
     check_ccxt,
@@ -27,7 +27,9 @@ from tests.test_notify import Receiver, free_port, receiver  # noqa: F401 - fixt
 @pytest.fixture
 def local(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalExchange]:
     for exchange in ccxt_support.serve():
-        monkeypatch.setattr("engine.ccxt_feed.make_exchange", lambda n, t, e=exchange: e.exchange())
+        monkeypatch.setattr(
+            "engine.market.ccxt_feed.make_exchange", lambda n, t, e=exchange: e.exchange()
+        )
         yield exchange
 
 

@@ -14,10 +14,10 @@ import pytest
 
 from engine.config import load_settings
 from engine.domain import Bar, TradingState
-from engine.feeds import SimulatedFeed
-from engine.lease import LeaseHeld
-from engine.runner import Engine
-from state.commands import CommandStatus, enqueue_command, get_command
+from engine.market.feeds import SimulatedFeed
+from engine.process.lease import LeaseHeld
+from engine.process.runner import Engine
+from store.commands import CommandStatus, enqueue_command, get_command
 from tests.conftest import FakeClock, engine_settings
 
 
@@ -331,7 +331,7 @@ def test_a_restart_after_losing_past_the_daily_limit_trips_the_kill_switch(
 ):
     """Earlier today the account stood at 110,000; it restarts at 100,000 (-9%), past
     the 6% daily loss limit: the monitor's kill switch halts at its first look."""
-    from state.db import open_writer
+    from store.db import open_writer
 
     db = open_writer(db_file)
     day_start = clock() - clock() % 86_400_000

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.config import load_settings
-from engine.feeds import generate_history
-from engine.models import registry
-from engine.models.service import ModelService
-from engine.models.train import TrainParams, train_on_history
-from engine.runner import Engine
-from state.db import open_writer
+from engine.market.feeds import generate_history
+from engine.ml import registry
+from engine.ml.service import ModelService
+from engine.ml.train import TrainParams, train_on_history
+from engine.process.runner import Engine
+from store.db import open_writer
 from tests.conftest import FakeClock
 
 

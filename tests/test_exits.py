@@ -1,7 +1,7 @@
 import math
 
+from engine.decide.exits import protective_exit
 from engine.domain import OrderType, Position, Purpose, Side
-from engine.exits import protective_exit
 
 NAN = math.nan
 LONG = Position("AAA", 10.0, 100.0, stop=95.0, target=110.0)

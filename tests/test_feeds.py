@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.domain import Bar, Regime
-from engine.feeds import (
+from engine.market.feeds import (
     BarValidator,
     CsvReplayFeed,
     FeedError,

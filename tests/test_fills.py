@@ -1,12 +1,12 @@
-"""The fill rules of engine.brokers.fills, each at, just under and just over its boundary."""
+"""The fill rules of engine.execution.brokers.fills, each at, just under and over its boundary."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.brokers.fills import capacity, commission, fill_at_market, match_bar, slippage
 from engine.config import PaperSettings
 from engine.domain import Bar, Order, OrderType, Purpose, Side
+from engine.execution.brokers.fills import capacity, commission, fill_at_market, match_bar, slippage
 
 NO_SLIP = PaperSettings(
     slippage_bps=0, slippage_range_share=0, commission_per_share=0.01, commission_min=1.0

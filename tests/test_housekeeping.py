@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.backup import take_backup
-from engine.housekeeping import prune
-from engine.runner import Engine
+from engine.process.backup import take_backup
+from engine.process.housekeeping import prune
+from engine.process.runner import Engine
 from tests.conftest import engine_settings
 
 

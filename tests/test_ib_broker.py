@@ -27,11 +27,11 @@ from ib_async import (
     TradeLogEntry,
 )
 
-from engine.brokers.base import Broker, BrokerUnavailable
-from engine.brokers.ib import IbBroker, map_status
 from engine.config import IbSettings
 from engine.domain import Bar, ExecutionReport, Order, OrderType, Purpose, Side
 from engine.domain import OrderStatus as Status
+from engine.execution.brokers.base import Broker, BrokerUnavailable
+from engine.execution.brokers.ib import IbBroker, map_status
 
 TIMEOUT = 0.3
 SETTINGS = IbSettings(timeout_seconds=TIMEOUT, account="DU123")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from ib_async import BarData, BarDataList, Contract
 
-from engine.brokers.ib_link import HistoricalPacing, TokenBucket
 from engine.config import IbContract, IbSettings, load_settings
 from engine.domain import Severity
-from engine.feeds import FeedError
-from engine.ib_feed import IbFeed
+from engine.execution.brokers.ib_link import HistoricalPacing, TokenBucket
+from engine.market.feeds import FeedError
+from engine.market.ib_feed import IbFeed
 from tests.test_ib_broker import FakeIB, wait_for
 from tests.test_notify import free_port
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.brokers.ib_link import (
+from engine.execution.brokers.ib_link import (
     Backoff,
     CircuitBreaker,
     HistoricalPacing,

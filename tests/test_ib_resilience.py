@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.brokers.base import BrokerUnavailable
-from engine.brokers.ib import IbBroker
 from engine.config import IbSettings
 from engine.domain import OrderStatus as Status
 from engine.domain import Severity, Side
-from engine.feeds import SimulatedFeed
-from engine.runner import Engine
+from engine.execution.brokers.base import BrokerUnavailable
+from engine.execution.brokers.ib import IbBroker
+from engine.market.feeds import SimulatedFeed
+from engine.process.runner import Engine
 from tests.conftest import FakeClock, engine_settings
 from tests.test_ib_broker import SETTINGS, FakeIB, drain, order, trade_of, wait_for
 

@@ -6,7 +6,7 @@ import pytest
 import talib
 from numpy.testing import assert_allclose
 
-from engine import indicators as ind
+from engine.market import indicators as ind
 
 SEEDS = (0, 1, 2)
 LENGTHS = (10, 40, 250, 1500)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from engine.config import LogSettings
-from engine.logs import file_handler, log_file
+from engine.process.logs import file_handler, log_file
 
 
 def _logger(handler: logging.Handler, name: str) -> logging.Logger:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import load_settings
-from engine.runner import Engine
+from engine.process.runner import Engine
 from tests.conftest import FakeClock
 
 DATA = Path(__file__).parent / "data"
@@ -112,7 +112,7 @@ def test_a_replay_of_real_daily_bars_places_orders(tmp_path, db_file, clock, ope
 
 
 def test_replay_ends_with_a_summary_of_what_it_did(tmp_path, db_file, clock, open_engines):
-    from state.status import replay_summary
+    from store.status import replay_summary
 
     data = tmp_path / "data"
     data.mkdir()

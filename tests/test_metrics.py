@@ -17,14 +17,14 @@ import requests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.alerts.notify import NotifierStats
 from engine.config import load_settings
 from engine.domain import Bar
-from engine.feeds import SimulatedFeed
-from engine.metrics import EngineMetrics
-from engine.notify import NotifierStats
-from engine.runner import Engine
-from state.commands import CommandStatus, enqueue_command, get_command
-from state.db import PROJECT_ROOT
+from engine.market.feeds import SimulatedFeed
+from engine.process.metrics import EngineMetrics
+from engine.process.runner import Engine
+from store.commands import CommandStatus, enqueue_command, get_command
+from store.db import PROJECT_ROOT
 from tests.conftest import FakeClock, engine_settings
 
 

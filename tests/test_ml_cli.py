@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.models.cli import NO_ENGINE, OK, register_cli, run_cli
-from state.db import open_reader
+from engine.ml.cli import NO_ENGINE, OK, register_cli, run_cli
+from store.db import open_reader
 
 
 def _run(*argv: str) -> int:

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from engine.models import metrics
-from engine.models.cv import purged_folds
+from engine.ml import metrics
+from engine.ml.cv import purged_folds
 
 HORIZON = 5
 

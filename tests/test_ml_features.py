@@ -7,9 +7,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 from engine.domain import Bar
-from engine.feeds import generate_history
-from engine.indicators import IncrementalIndicators
-from engine.models.features import FEATURES, WARMUP_BARS, LiveFeatures, feature_frame
+from engine.market.feeds import generate_history
+from engine.market.indicators import IncrementalIndicators
+from engine.ml.features import FEATURES, WARMUP_BARS, LiveFeatures, feature_frame
 
 # Bollinger's incremental running sums agree with the batch bands to ~1e-9 of the
 # price; band position and width are differences of bands, so they keep ~1e-6.

@@ -12,11 +12,11 @@ import pytest
 
 from engine.config import ConfigError, MlSettings
 from engine.domain import Severity
-from engine.models import registry
-from engine.models.jobs import Retrainer, retrain_trigger
-from engine.models.registry import ModelStatus
-from engine.models.train import TrainParams
-from state.db import open_writer
+from engine.ml import registry
+from engine.ml.jobs import Retrainer, retrain_trigger
+from engine.ml.registry import ModelStatus
+from engine.ml.train import TrainParams
+from store.db import open_writer
 
 NOW = 1_767_225_600_000
 TINY = TrainParams(n_folds=2, rounds=10)

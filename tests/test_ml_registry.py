@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.audit import verify_chain
+from engine.alerts.audit import verify_chain
 from engine.config import MlSettings
-from engine.models import registry
-from engine.models.registry import ModelStatus, RegistryError
-from engine.models.train import TrainParams, bootstrap_model
-from state.commands import CommandKind
-from state.db import open_writer
+from engine.ml import registry
+from engine.ml.registry import ModelStatus, RegistryError
+from engine.ml.train import TrainParams, bootstrap_model
+from store.commands import CommandKind
+from store.db import open_writer
 
 NOW = 1_767_225_600_000
 TINY = TrainParams(n_folds=2, rounds=15)

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from engine.config import MlSettings
+from engine.decide.regime import Source
 from engine.domain import Bar, Regime, Severity
-from engine.feeds import generate_history
-from engine.models import registry
-from engine.models.artifact import load_artifact
-from engine.models.drift import DriftKind
-from engine.models.features import feature_frame
-from engine.models.service import ModelService
-from engine.models.shadow import promotion_advice
-from engine.models.train import TrainParams, build_dataset, train_on_history
-from engine.regime import Source
-from state.db import open_writer
+from engine.market.feeds import generate_history
+from engine.ml import registry
+from engine.ml.artifact import load_artifact
+from engine.ml.drift import DriftKind
+from engine.ml.features import feature_frame
+from engine.ml.service import ModelService
+from engine.ml.shadow import promotion_advice
+from engine.ml.train import TrainParams, build_dataset, train_on_history
+from store.db import open_writer
 
 NOW = 1_767_225_600_000
 BAR_MS = 60_000

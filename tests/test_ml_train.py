@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from engine.config import MlSettings
-from engine.feeds import generate_history
-from engine.models.artifact import load_artifact, sha256_hex
-from engine.models.train import (
+from engine.market.feeds import generate_history
+from engine.ml.artifact import load_artifact, sha256_hex
+from engine.ml.train import (
     UNKNOWN,
     TrainingError,
     TrainParams,
@@ -18,7 +18,7 @@ from engine.models.train import (
     train_model,
     train_on_history,
 )
-from state.db import open_writer
+from store.db import open_writer
 
 NOW = 1_767_225_600_000
 HORIZON = 10

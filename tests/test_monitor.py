@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from engine.calendar import MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import (
     Bar,
@@ -22,7 +21,9 @@ from engine.domain import (
     Side,
     TradingState,
 )
-from engine.monitor import (
+from engine.market.calendar import MarketCalendar
+from engine.risk import RiskContext
+from engine.risk.monitor import (
     BlockEntries,
     ExitKind,
     ExitPosition,
@@ -36,8 +37,7 @@ from engine.monitor import (
     usage,
     write_usage,
 )
-from engine.risk import RiskContext
-from state.db import open_writer
+from store.db import open_writer
 
 NOW = 1_700_000_000_000
 OPENED = NOW - 3_600_000

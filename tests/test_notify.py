@@ -18,9 +18,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from engine.alerts.notify import AlertMessage, EmailChannel, Notifier, _Scrubber, redact_url
 from engine.config import AlertSettings
 from engine.domain import Severity
-from engine.notify import AlertMessage, EmailChannel, Notifier, _Scrubber, redact_url
 
 FAST = {"timeout": 1.0, "attempts": 3, "backoff": 0.01, "group_seconds": 0.0}
 
@@ -208,7 +208,7 @@ def test_smtp_password_never_logged(caplog: pytest.LogCaptureFixture) -> None:
         return AuthResult(success=False, handled=False)
 
     controller = start_smtp(box, authenticator=refuse, auth_require_tls=False)
-    caplog.set_level(logging.DEBUG, logger="engine.notify")
+    caplog.set_level(logging.DEBUG, logger="engine.alerts.notify")
     try:
         settings = smtp_settings(box.port, smtp_user="ops", smtp_password="hunter2-Secret")
         notifier = Notifier(settings, **FAST)
@@ -224,7 +224,7 @@ def test_smtp_password_never_logged(caplog: pytest.LogCaptureFixture) -> None:
 def test_webhook_token_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     # requests puts the whole URL in a connection error's text; the log must not.
     url = f"http://user:pw-S3cret@127.0.0.1:{free_port()}/hooks/T0K3N-path?token=q-S3cret"
-    caplog.set_level(logging.DEBUG, logger="engine.notify")
+    caplog.set_level(logging.DEBUG, logger="engine.alerts.notify")
     notifier = Notifier(AlertSettings(webhook_url=url), **FAST)
     notifier.submit(alert())
     assert notifier.close(2)

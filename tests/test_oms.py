@@ -9,8 +9,6 @@ from itertools import count
 import pytest
 from sqlite_utils import Database
 
-from engine.brokers.base import Broker, BrokerAccount, BrokerOrderState, BrokerUnavailable
-from engine.brokers.paper import PaperBroker
 from engine.config import PaperSettings
 from engine.domain import (
     Bar,
@@ -23,15 +21,17 @@ from engine.domain import (
     Purpose,
     Side,
 )
-from engine.oms import (
+from engine.execution.brokers.base import Broker, BrokerAccount, BrokerOrderState, BrokerUnavailable
+from engine.execution.brokers.paper import PaperBroker
+from engine.execution.oms import (
     NEVER_REACHED_BROKER,
     Oms,
     OpenTransaction,
     is_legal_transition,
     new_client_order_id,
 )
-from engine.portfolio import Portfolio
-from state.db import open_reader, open_writer
+from engine.execution.portfolio import Portfolio
+from store.db import open_reader, open_writer
 
 T0 = 1_700_000_000_000
 S = OrderStatus
@@ -349,7 +349,7 @@ def test_transition_rules(current, new, legal):
 def test_an_illegal_transition_is_refused_logged_and_not_recorded(db, clock, caplog):
     oms = make_oms(db, FunctionBroker(fills_at_once), clock)
     order = oms.submit(buy(), 100.0)
-    with caplog.at_level(logging.WARNING, logger="engine.oms"):
+    with caplog.at_level(logging.WARNING, logger="engine.execution.oms"):
         oms.apply(ExecutionReport(order.client_order_id, S.CANCELED, T0 + 1))
     assert order_row(db, order.client_order_id)["status"] == "FILLED"
     assert events(db, order.client_order_id)[-1] == "FILLED"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.deliveries import apply_migrations, record
-from engine.notify import Delivery, DeliveryStatus
-from state.db import now_ms, open_writer
+from engine.alerts.deliveries import apply_migrations, record
+from engine.alerts.notify import Delivery, DeliveryStatus
+from store.db import now_ms, open_writer
 from tests.cockpit_support import app
 
 pytest_plugins = ["tests.cockpit_fixtures"]

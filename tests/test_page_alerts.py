@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from state.db import now_ms
+from store.db import now_ms
 from tests.cockpit_support import app, execute, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import audit
-from state.db import open_writer
+from engine.alerts import audit
+from store.db import open_writer
 from tests.cockpit_support import app, execute
 
 pytest_plugins = ["tests.cockpit_fixtures"]

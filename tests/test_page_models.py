@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import MlSettings
-from engine.models import registry
-from engine.models.train import TrainParams, bootstrap_model
-from state.db import open_writer
+from engine.ml import registry
+from engine.ml.train import TrainParams, bootstrap_model
+from store.db import open_writer
 from tests.cockpit_support import app, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
@@ -99,9 +99,9 @@ def test_confirmed_rollback_enqueues_one_rollback(two_models: Path) -> None:
 def with_live_data(two_models: Path) -> Path:
     """The engine's ML side run for 300 bars: predictions, scores and a drift check."""
     from engine.domain import Bar
-    from engine.feeds import generate_history
-    from engine.models.service import ModelService
-    from engine.models.train import build_dataset
+    from engine.market.feeds import generate_history
+    from engine.ml.service import ModelService
+    from engine.ml.train import build_dataset
 
     history = generate_history(["SIM-A"], 400, seed=9)["SIM-A"]
     rows = build_dataset({"SIM-A": history}, 10).x

@@ -8,12 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cockpit import risk_views, ui
 from engine.config import RiskSettings
-from engine.monitor import usage, write_usage
 from engine.risk import RiskContext
-from pages import ui
-from state import risk_views
-from state.db import now_ms, open_writer
+from engine.risk.monitor import usage, write_usage
+from store.db import now_ms, open_writer
 from tests.cockpit_support import app, execute, query
 
 pytest_plugins = ["tests.cockpit_fixtures"]
@@ -87,7 +86,7 @@ def test_a_configured_exchange_lists_its_next_sessions(
     filled_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COCKPIT_RISK__EXCHANGES", '{"AAPL": "XNYS"}')
-    # pages/ui.py caches settings on an `_environment` argument, which Streamlit
+    # cockpit/ui.py caches settings on an `_environment` argument, which Streamlit
     # leaves out of the cache key (leading underscore); start from a clean cache.
     ui._settings_cached.clear()
     at = app(filled_db, PAGE)

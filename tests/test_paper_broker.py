@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from engine.account import StartingCashChanged
-from engine.brokers.base import Broker, BrokerUnavailable
-from engine.brokers.fills import slippage
-from engine.brokers.paper import NOT_WORKING, PaperBroker
 from engine.config import PaperSettings
 from engine.domain import Bar, Order, OrderStatus, OrderType, Purpose, Side
-from state.db import open_writer
+from engine.execution.account import StartingCashChanged
+from engine.execution.brokers.base import Broker, BrokerUnavailable
+from engine.execution.brokers.fills import slippage
+from engine.execution.brokers.paper import NOT_WORKING, PaperBroker
+from store.db import open_writer
 
 FREE = PaperSettings(
     slippage_bps=0,
@@ -32,7 +32,7 @@ CASH = 100_000.0
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
+    return tmp_path / "store.db"
 
 
 @pytest.fixture

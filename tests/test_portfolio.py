@@ -9,15 +9,15 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from engine.domain import ExitReason, Fill, Side
-from engine.portfolio import (
+from engine.execution.portfolio import (
     EquitySnapshot,
     Portfolio,
     write_position,
     write_snapshot,
     write_trade,
 )
-from state.db import open_writer
-from state.schema import migrate
+from store.db import open_writer
+from store.schema import migrate
 
 _exec_ids = count(1)
 

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from engine.__main__ import main
-from engine.brokers.ib import IbBroker
 from engine.domain import Intent, Purpose, Side, TradingState
 from engine.domain import OrderStatus as Status
-from engine.feeds import SimulatedFeed
-from engine.oms import Oms
-from engine.portfolio import Portfolio
-from engine.reconcile import Difference, differences
-from engine.runner import Engine
-from state.commands import CommandKind, CommandStatus, enqueue_command, get_command
-from state.db import open_writer
+from engine.execution.brokers.ib import IbBroker
+from engine.execution.oms import Oms
+from engine.execution.portfolio import Portfolio
+from engine.execution.reconcile import Difference, differences
+from engine.market.feeds import SimulatedFeed
+from engine.process.runner import Engine
+from store.commands import CommandKind, CommandStatus, enqueue_command, get_command
+from store.db import open_writer
 from tests.conftest import FakeClock, engine_settings
 from tests.test_ib_broker import SETTINGS, FakeIB, trade_of, wait_for
 

@@ -6,16 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.decide.regime import RegimeCall, RegimeParams, Source, classify, combine, score
 from engine.domain import Regime
-from engine.indicators import IncrementalIndicators, Snapshot
-from engine.regime import (
-    RegimeCall,
-    RegimeParams,
-    Source,
-    classify,
-    combine,
-    score,
-)
+from engine.market.indicators import IncrementalIndicators, Snapshot
 
 R = Regime
 NAN = math.nan

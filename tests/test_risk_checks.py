@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from engine.calendar import Blackout
 from engine.config import RiskSettings
 from engine.domain import (
     Intent,
@@ -18,6 +17,7 @@ from engine.domain import (
     Side,
     TradingState,
 )
+from engine.market.calendar import Blackout
 from engine.risk import capital, limits, market, state, trade
 from engine.risk.context import RiskContext
 

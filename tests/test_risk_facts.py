@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from engine.calendar import TradingDay
 from engine.domain import TradingState
+from engine.market.calendar import TradingDay
 from engine.risk import load_risk_facts
 from engine.risk.facts import DAY_MS
-from state.db import open_writer
+from store.db import open_writer
 
 DAY = 1_699_920_000_000  # a UTC midnight
 NOW = DAY + 10 * 3_600_000

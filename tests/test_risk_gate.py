@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.calendar import Blackout, MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import Intent, Position, Purpose, Side, TradingState
+from engine.market.calendar import Blackout, MarketCalendar
 from engine.risk import CHECK_NAMES, RiskContext, RiskGate
 from engine.risk.gate import ALWAYS, ENTRY_ONLY, Check
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.brokers.fills import slippage
-from engine.calendar import MarketCalendar
 from engine.config import PaperSettings, RiskSettings
+from engine.decide.strategy import StrategyInput
 from engine.domain import Bar, Intent, Position, Purpose, Severity, Side, TradingState
-from engine.monitor import BlockEntries, Monitor, MonitorInput, RaiseAlert
+from engine.execution.brokers.fills import slippage
+from engine.market.calendar import MarketCalendar
+from engine.process.runner import Engine
 from engine.risk import RiskContext, RiskGate
-from engine.runner import Engine
-from engine.strategy import StrategyInput
+from engine.risk.monitor import BlockEntries, Monitor, MonitorInput, RaiseAlert
 from tests.conftest import FakeClock, engine_settings
 
 T0 = 1_767_225_600_000  # 2026-01-01 UTC, the tests' fake clock

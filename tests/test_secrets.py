@@ -16,9 +16,9 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from engine.__main__ import main
 from engine.config import ConfigError, load_settings
-from engine.runner import Engine
-from state.db import open_writer
-from state.secrets import KEY_ENV, SecretStore, WrongKey, key_file
+from engine.process.runner import Engine
+from store.db import open_writer
+from store.secrets import KEY_ENV, SecretStore, WrongKey, key_file
 from tests.conftest import FakeClock, engine_settings
 from tests.test_engine import query
 from tests.test_notify import Receiver, receiver

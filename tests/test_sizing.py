@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import RiskSettings
-from engine.sizing import (
+from engine.decide.sizing import (
     fixed_fractional,
     kelly,
     kelly_share,

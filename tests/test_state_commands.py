@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from state.commands import CommandError, enqueue_command, get_command
-from state.db import open_reader, open_writer
+from store.commands import CommandError, enqueue_command, get_command
+from store.db import open_reader, open_writer
 
 
 def test_a_double_click_sends_one_command(db_file: Path):
@@ -95,7 +95,7 @@ def test_a_reader_cannot_write(db_file: Path):
 
 
 def test_every_command_kind_has_argument_rules():
-    from state.commands import ARGUMENTS, CommandKind
+    from store.commands import ARGUMENTS, CommandKind
 
     assert set(ARGUMENTS) == set(CommandKind)
 

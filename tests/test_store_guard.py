@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from engine.lease import LeaseHeld
-from engine.runner import Engine
-from state.db import PROJECT_ROOT
+from engine.process.lease import LeaseHeld
+from engine.process.runner import Engine
+from store.db import PROJECT_ROOT
 from tests.conftest import FakeClock, engine_settings
 
 

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
+from engine.decide.exits import protective_exit
+from engine.decide.regime import RegimeCall, classify
+from engine.decide.strategy import RegimeStrategy, StrategyInput, StrategyParams
 from engine.domain import OrderType, Position, Purpose, Regime, Side
-from engine.exits import protective_exit
-from engine.indicators import IncrementalIndicators, Snapshot
-from engine.regime import RegimeCall, classify
-from engine.strategy import RegimeStrategy, StrategyInput, StrategyParams
+from engine.market.indicators import IncrementalIndicators, Snapshot
 
 R = Regime
 NAN = math.nan

@@ -1,4 +1,4 @@
-"""Read models (state/views.py) against real SQLite files written through the schema."""
+"""Read models (cockpit/views.py) against real SQLite files written through the schema."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.calendar import TradingDay
+from cockpit import views
+from engine.market.calendar import TradingDay
 from engine.risk import limits, load_risk_facts
-from state import views
-from state.db import open_writer
-from state.status import read_status
+from store.db import open_writer
+from store.status import read_status
 
 DAY = views.DAY_MS
 T0 = int(datetime(2026, 3, 1, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)

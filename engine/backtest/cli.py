@@ -20,8 +20,8 @@ from typing import Any
 from engine.backtest.data import MarketData
 from engine.backtest.run import BacktestConfig, BacktestError, BacktestResult
 from engine.config import Settings, load_settings
-from engine.models.cli import _time_arg
-from state.db import PROJECT_ROOT
+from engine.ml.cli import _time_arg
+from store.db import PROJECT_ROOT
 
 OK, FAILED, USAGE = 0, 1, 2
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def execute(
     A run launched by a command is recorded as running first, so the page can show
     its progress; a run from the command line is recorded once it is complete."""
     from engine.backtest.run import new_run_id, run_backtest, write_outputs
-    from state import backtests as store
+    from store import backtests as store
 
     settings = _settings(args)
     cfg = cfg or config_from_args(args, settings)
@@ -191,7 +191,7 @@ def _load(settings: Settings, cfg: BacktestConfig) -> MarketData:
 def _record_start(
     args: argparse.Namespace, run_id: str, cfg: BacktestConfig, data: MarketData, out: str
 ) -> None:
-    from state import backtests as store
+    from store import backtests as store
 
     store.start_run(
         args.db, run_id, kind="backtest", strategy=cfg.strategy,
@@ -210,7 +210,7 @@ class _Progress:
         self.reported = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        from state import backtests as store
+        from store import backtests as store
 
         if self.bar is None:
             self.bar = _progress_bar("backtest", total)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.config import interval_ms as config_interval_ms
 from engine.domain import Bar, Regime
-from engine.feeds import CsvReplayFeed, FeedError, generate_history
+from engine.market.feeds import CsvReplayFeed, FeedError, generate_history
 
 SIM_END_TS = 1_767_225_600_000  # 2026-01-01 UTC: simulated history ends here
 

@@ -15,8 +15,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from state.commands import Command
-from state.db import PROJECT_ROOT, db_path
+from store.commands import Command
+from store.db import PROJECT_ROOT, db_path
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Launcher:
         self.db = db_path(db)
 
     def handle(self, cmd: Command) -> str:
-        from engine.commands import CommandFailed
+        from engine.process.handlers import CommandFailed
 
         verb = str(cmd.args.get("verb") or "backtest")
         try:

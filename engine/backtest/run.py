@@ -29,7 +29,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlite_utils import Database
 
-from engine.alerts import Alerts
+from engine.alerts.alerts import Alerts
 from engine.backtest import metrics
 from engine.backtest.costs import CostSpecError, paper_settings
 from engine.backtest.data import (
@@ -51,13 +51,13 @@ from engine.backtest.scenarios import (
     strike_time,
 )
 from engine.backtest.strategies import GuardedStrategy, StrategyError, load_strategy
-from engine.brokers.paper import PaperBroker
 from engine.config import RiskSettings, Settings
 from engine.cycle import Trader
 from engine.domain import Bar
-from engine.feeds import default_symbols
-from state.db import PROJECT_ROOT
-from state.schema import migrate
+from engine.execution.brokers.paper import PaperBroker
+from engine.market.feeds import default_symbols
+from store.db import PROJECT_ROOT
+from store.schema import migrate
 
 log = logging.getLogger(__name__)
 

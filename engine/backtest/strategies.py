@@ -31,8 +31,8 @@ from types import ModuleType
 from typing import Any
 
 from engine.config import Settings
+from engine.decide.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 from engine.domain import Intent, OrderType, Purpose, Side
-from engine.strategy import RegimeStrategy, Strategy, StrategyInput, StrategyParams
 
 log = logging.getLogger(__name__)
 

@@ -376,7 +376,7 @@ def _sweep(args: Any) -> int:
     import sys
 
     from engine.backtest import cli as bcli
-    from state import backtests as store
+    from store import backtests as store
 
     settings = bcli._settings(args)
     run_id = args.run_id or (
@@ -424,7 +424,7 @@ def _prepare(
 
 
 def _record_start(args: Any, run_id: str, cfg: BacktestConfig, data: MarketData, out: str) -> None:
-    from state import backtests as store
+    from store import backtests as store
 
     store.start_run(
         args.db, run_id, kind="sweep", strategy=cfg.strategy, symbols=",".join(data.symbols),
@@ -442,7 +442,7 @@ def _run(
     run_id: str,
 ) -> SweepResult:
     from engine.backtest import cli as bcli
-    from state import backtests as store
+    from store import backtests as store
 
     folds = args.walk_forward or 0
     total = len(points) * max(folds, 1) + folds

@@ -3,8 +3,8 @@
 Here: the checks (`capital`, `limits`, `market`, `state`, `trade`), the gate that
 runs them in a stable order, and the context they read. `facts` and `usage` load
 that context from the database and record limit usage: the SQL they hold is
-debt, meant for the store. Not here: the monitor (`engine.monitor`), which acts
-on open positions every second, and sizing (`engine.sizing`).
+debt, meant for the store. `monitor` acts on open positions every second: exits,
+trails and the dead-man's switch. Not here: sizing (`engine.decide.sizing`).
 
 gate = RiskGate(settings.risk, MarketCalendar.from_settings(...))
 facts = load_risk_facts(conn, now)

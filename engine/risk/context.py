@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.calendar import Blackout
 from engine.domain import Intent, Order, OrderType, Position, Side, TradingState, Verdict
+from engine.market.calendar import Blackout
 
 if TYPE_CHECKING:
     from engine.config import RiskSettings

@@ -23,9 +23,9 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 
-from engine.calendar import TradingDay
 from engine.domain import Fill, Order, Purpose, TradingState
-from engine.portfolio import EquitySnapshot, TradeRecord
+from engine.execution.portfolio import EquitySnapshot, TradeRecord
+from engine.market.calendar import TradingDay
 from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
 
 

@@ -3,7 +3,7 @@ fills, equity and the engine row. Nothing here decides anything.
 
 Every time here is market time (orders, fills, trades and equity marks are
 stamped with the time of the bars they happened on). "Today" is the trading day
-of `engine.calendar.TradingDay` (00:00 UTC around the clock unless the caller
+of `engine.market.calendar.TradingDay` (00:00 UTC around the clock unless the caller
 passes another).
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.account import net_movements
-from engine.calendar import Blackout, TradingDay
 from engine.domain import Order, Position, TradingState
+from engine.execution.account import net_movements
+from engine.market.calendar import Blackout, TradingDay
 from engine.risk.context import RiskContext
 
 DAY_MS = 86_400_000

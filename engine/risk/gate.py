@@ -14,9 +14,9 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 
-from engine.calendar import MarketCalendar
 from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
+from engine.market.calendar import MarketCalendar
 from engine.risk import capital, limits, market, state, trade
 from engine.risk.context import RiskContext, reduces_exposure
 

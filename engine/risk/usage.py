@@ -17,7 +17,7 @@ from sqlite_utils.migrations import Migrations
 from engine.config import RiskSettings
 from engine.risk import capital, limits
 from engine.risk.context import RiskContext
-from state.schema import apply_pending
+from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
 

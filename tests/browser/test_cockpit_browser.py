@@ -37,8 +37,10 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "browser test password"
 
-if not (ROOT / "engine" / "runner.py").exists():
-    pytest.skip("engine/runner.py has not landed yet: no engine to drive", allow_module_level=True)
+if not (ROOT / "engine" / "process" / "runner.py").exists():
+    pytest.skip(
+        "engine/process/runner.py has not landed yet: no engine to drive", allow_module_level=True
+    )
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no chromium at {CHROMIUM} (set COCKPIT_CHROMIUM)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -76,7 +78,7 @@ def _count(db: Path, sql: str) -> int:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    from state.auth import hash_password
+    from cockpit.auth import hash_password
 
     out = {
         k: v

@@ -93,7 +93,7 @@ def _dump(db: Path) -> list[str]:
 @pytest.fixture
 def server(request, template: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A fresh `streamlit run app.py` on (address, with password[, idle minutes])."""
-    from state.auth import hash_password
+    from cockpit.auth import hash_password
 
     address, password, *idle = request.param
     db = tmp_path / "cockpit.db"

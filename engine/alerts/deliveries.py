@@ -1,0 +1,148 @@
+"""The record of alert deliveries outside the cockpit, dead letters included.
+
+The notifier keeps outcomes in memory (it never touches the database, so it still
+works when nothing can be written); the engine's heartbeat moves them into
+`alert_deliveries`, a table of this module's own migration set ("notify"). A row
+with status `dead` is a dead letter: every attempt on that channel failed. Texts in
+a row come from the notifier, which builds them without any secret.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from engine.alerts.notify import Delivery, DeliveryStatus, Notifier
+from engine.domain import Severity
+from store.schema import apply_pending
+
+migrations = Migrations("notify")
+
+
+@migrations()
+def m001_alert_deliveries(db: Database) -> None:
+    db.table("alert_deliveries").create(
+        {
+            "id": int,
+            "ts": int,
+            "channel": str,  # webhook, email, telegram
+            "target": str,  # the channel's name, no secret
+            "alert_ids": str,  # JSON list: a grouped message stands for several alerts
+            "title": str,
+            "status": str,  # delivered or dead
+            "attempts": int,
+            "error": str,
+        },
+        pk="id",
+        not_null={"ts", "channel", "status"},
+        if_not_exists=True,
+    )
+    db.table("alert_deliveries").create_index(["status", "ts"], if_not_exists=True)
+
+
+def apply_migrations(db: Database) -> None:
+    apply_pending(migrations, db)
+
+
+def record(db: Database, deliveries: Iterable[Delivery]) -> int:
+    """Insert the outcomes; the caller commits with its own transaction."""
+    rows = [
+        (
+            d.ts,
+            d.channel,
+            d.target,
+            json.dumps(list(d.alert_ids)),
+            d.title,
+            d.status.value,
+            d.attempts,
+            d.error,
+        )
+        for d in deliveries
+    ]
+    db.conn.executemany(
+        "INSERT INTO alert_deliveries (ts, channel, target, alert_ids, title, status,"
+        " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
+RaiseAlert = Callable[..., int]  # Alerts.raise_
+
+
+def take_and_record(notifier: Notifier, db: Database, raise_alert: RaiseAlert) -> int:
+    """Record the notifier's outcomes since the last call. A dead letter also raises
+    one HIGH alert per failing channel (deduplicated until acknowledged), so the
+    cockpit and the channels that still work say that this one does not."""
+    deliveries = notifier.take_deliveries()
+    record(db, deliveries)
+    for d in deliveries:
+        if d.status is DeliveryStatus.DEAD:
+            raise_alert(
+                Severity.HIGH,
+                "notify",
+                f"Alert channel {d.channel} failing",
+                f"{d.target}: {d.error or 'failed'} after {d.attempts} attempt(s);"
+                f" alerts {', '.join(map(str, d.alert_ids))} not delivered there",
+                dedupe_key=f"delivery-dead:{d.channel}",
+            )
+    return len(deliveries)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: int
+    ts: int
+    channel: str
+    target: str
+    alert_ids: tuple[int, ...]
+    title: str
+    status: DeliveryStatus
+    attempts: int
+    error: str
+
+
+def recent(
+    conn: sqlite3.Connection, *, dead_only: bool = False, limit: int = 50
+) -> list[DeliveryRow]:
+    """Newest first. An older database without the table has no deliveries."""
+    where = "WHERE status = 'dead'" if dead_only else ""
+    try:
+        rows = conn.execute(
+            "SELECT id, ts, channel, target, alert_ids, title, status, attempts, error"
+            f" FROM alert_deliveries {where} ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    return [
+        DeliveryRow(
+            int(r[0]),
+            int(r[1]),
+            str(r[2]),
+            str(r[3] or ""),
+            tuple(int(i) for i in json.loads(r[4] or "[]")),
+            str(r[5] or ""),
+            DeliveryStatus(r[6]),
+            int(r[7] or 0),
+            str(r[8] or ""),
+        )
+        for r in rows
+    ]
+
+
+def dead_since(conn: sqlite3.Connection, since: int) -> int:
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM alert_deliveries WHERE status = 'dead' AND ts >= ?", (since,)
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0])

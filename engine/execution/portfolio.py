@@ -1,0 +1,402 @@
+"""The portfolio: cash, signed positions, P&L and equity, rebuilt from fills.
+
+Accounting is average-price: adding to a position moves the average (weighted);
+reducing leaves it and realizes (price - avg) x closed qty in the position's
+direction; crossing zero closes the old position and opens the new one at the
+fill price. Commissions are charged to realized P&L when paid, so at any mark
+
+    equity - starting_cash - movements == realized + unrealized
+                                       == realized_gross + unrealized - commissions
+
+where `movements` is the net of deposits and withdrawals (engine.execution.account): cash
+that came or went without being P&L. The peak moves with each movement, so a
+withdrawal is not a drawdown.
+
+A position that returns to flat (or flips) completes a round trip, reported as
+a `TradeRecord`. Fills are the only input: `Portfolio.load` replays the `fills`
+table, so a restarted engine continues where it stopped.
+
+The `write_*` helpers join the caller's transaction when one is open (the OMS
+batches them with the order updates) and commit on their own otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from engine.domain import ExitReason, Fill, Position, Side
+
+log = logging.getLogger(__name__)
+
+# Quantities within this share of the traded size count as equal, so float dust
+# (0.1 + 0.2 - 0.3) closes a position instead of leaving 5e-17 shares open.
+_QTY_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRecord:
+    """A completed round trip, from flat (or a flip) back to flat (or the next flip)."""
+
+    symbol: str
+    side: Side  # side of the opening fill: BUY = long trade
+    qty: float  # total quantity opened (== total closed)
+    entry_ts: int
+    exit_ts: int
+    entry_price: float  # weighted over the opening fills
+    exit_price: float  # weighted over the closing fills
+    pnl: float  # net of every commission of the trade
+    commission: float
+    slippage: float  # money lost against the fills' ref_price (negative = improvement)
+    stop: float | None = None  # the protective levels when it closed
+    target: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FillEffect:
+    fill: Fill
+    position: Position | None  # after the fill; None when flat
+    realized: float  # change in realized P&L, net of this fill's commission
+    trade: TradeRecord | None  # the round trip this fill completed, if any
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySnapshot:
+    ts: int
+    cash: float
+    equity: float
+    realized: float  # cumulative since the start, net of commissions
+    unrealized: float
+    peak: float
+    drawdown: float  # fraction below the running peak, >= 0
+    gross_exposure: float  # sum of |qty x mark|
+    net_exposure: float  # sum of qty x mark
+
+
+@dataclass(slots=True)
+class _Book:
+    """One open position and the round trip it belongs to (mutable, private)."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+    opened_at: int
+    side: Side
+    realized: float = 0.0  # net of commissions, since the position opened
+    stop: float | None = None
+    target: float | None = None
+    opened_qty: float = 0.0
+    entry_notional: float = 0.0
+    closed_qty: float = 0.0
+    exit_notional: float = 0.0
+    gross: float = 0.0
+    commission: float = 0.0
+    slippage: float = 0.0
+
+    def position(self) -> Position:
+        return Position(
+            self.symbol,
+            self.qty,
+            self.avg_price,
+            self.realized,
+            self.stop,
+            self.target,
+            self.opened_at,
+        )
+
+    def trade(self, exit_ts: int) -> TradeRecord:
+        return TradeRecord(
+            symbol=self.symbol,
+            side=self.side,
+            qty=self.opened_qty,
+            entry_ts=self.opened_at,
+            exit_ts=exit_ts,
+            entry_price=self.entry_notional / self.opened_qty,
+            exit_price=self.exit_notional / self.closed_qty,
+            pnl=self.gross - self.commission,
+            commission=self.commission,
+            slippage=self.slippage,
+            stop=self.stop,
+            target=self.target,
+        )
+
+
+def _validate(fill: Fill) -> None:
+    if not (math.isfinite(fill.qty) and fill.qty > 0):
+        raise ValueError(f"fill {fill.exec_id}: quantity must be positive, got {fill.qty!r}")
+    if not (math.isfinite(fill.price) and fill.price > 0):
+        raise ValueError(f"fill {fill.exec_id}: price must be positive, got {fill.price!r}")
+    if not (math.isfinite(fill.commission) and fill.commission >= 0):
+        raise ValueError(f"fill {fill.exec_id}: commission must be >= 0, got {fill.commission!r}")
+
+
+class Portfolio:
+    """Cash and positions in memory; every change comes from `apply_fill`."""
+
+    def __init__(self, starting_cash: float) -> None:
+        if not (math.isfinite(starting_cash) and starting_cash > 0):
+            raise ValueError(f"starting cash must be positive, got {starting_cash!r}")
+        self.starting_cash = starting_cash
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cash = self.starting_cash
+        self.movements = 0.0  # net deposits less withdrawals
+        self.realized = 0.0  # net of commissions
+        self.realized_gross = 0.0
+        self.commissions = 0.0
+        self.peak = self.starting_cash
+        self._books: dict[str, _Book] = {}
+        self._last_prices: dict[str, float] = {}
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        return {symbol: book.position() for symbol, book in self._books.items()}
+
+    def position(self, symbol: str) -> Position | None:
+        book = self._books.get(symbol)
+        return book.position() if book else None
+
+    def last_price(self, symbol: str) -> float | None:
+        return self._last_prices.get(symbol)
+
+    def unrealized(self, symbol: str) -> float:
+        book = self._books.get(symbol)
+        if book is None:
+            return 0.0
+        mark = self._last_prices.get(symbol, book.avg_price)
+        return (mark - book.avg_price) * book.qty
+
+    # -- changing --------------------------------------------------------------
+
+    def apply_fill(self, fill: Fill) -> FillEffect:
+        _validate(fill)
+        sign = fill.side.sign
+        price, qty, symbol = fill.price, fill.qty, fill.symbol
+        slip_per_unit = 0.0 if fill.ref_price is None else (price - fill.ref_price) * sign
+        self.cash -= sign * qty * price + fill.commission
+        self.commissions += fill.commission
+        self._last_prices[symbol] = price
+
+        book = self._books.get(symbol)
+        close_qty = 0.0
+        if book is not None and book.qty * sign < 0:  # the fill reduces the position
+            held = abs(book.qty)
+            tolerance = _QTY_TOLERANCE * max(held, qty)
+            close_qty = qty if qty <= held + tolerance else held
+        open_qty = qty - close_qty
+
+        realized_change = 0.0
+        trade: TradeRecord | None = None
+        if book is not None and close_qty > 0:
+            commission = fill.commission * close_qty / qty
+            gross = (price - book.avg_price) * close_qty * -sign
+            book.closed_qty += close_qty
+            book.exit_notional += price * close_qty
+            book.gross += gross
+            book.commission += commission
+            book.slippage += slip_per_unit * close_qty
+            book.realized += gross - commission
+            self.realized_gross += gross
+            realized_change += gross - commission
+            remaining = abs(book.qty) - close_qty
+            if remaining <= _QTY_TOLERANCE * max(abs(book.qty), qty):
+                trade = book.trade(fill.ts)
+                del self._books[symbol]
+                book = None
+            else:
+                book.qty = math.copysign(remaining, book.qty)
+
+        if open_qty > 0:
+            commission = fill.commission * open_qty / qty
+            if book is None:
+                book = _Book(symbol, 0.0, price, fill.ts, fill.side)
+                self._books[symbol] = book
+            held = abs(book.qty)
+            book.avg_price = (book.avg_price * held + price * open_qty) / (held + open_qty)
+            book.qty += sign * open_qty
+            book.opened_qty += open_qty
+            book.entry_notional += price * open_qty
+            book.commission += commission
+            book.slippage += slip_per_unit * open_qty
+            book.realized -= commission
+            realized_change -= commission
+
+        self.realized += realized_change
+        return FillEffect(fill, book.position() if book else None, realized_change, trade)
+
+    def move_cash(self, amount: float) -> None:
+        """A deposit (> 0) or withdrawal (< 0): cash and the peak move together, so
+        neither P&L nor drawdown sees it."""
+        if not math.isfinite(amount):
+            raise ValueError(f"a cash movement must be a finite amount, got {amount!r}")
+        self.cash += amount
+        self.movements += amount
+        self.peak += amount
+
+    def set_protection(self, symbol: str, stop: float | None, target: float | None) -> bool:
+        """Stop-loss and take-profit of the open position; False when there is none."""
+        book = self._books.get(symbol)
+        if book is None:
+            log.warning("no open %s position to protect (stop %s, target %s)", symbol, stop, target)
+            return False
+        book.stop, book.target = stop, target
+        return True
+
+    def mark(self, prices: Mapping[str, float], now: int) -> EquitySnapshot:
+        """Value the positions at `prices` (or the last known price) and move the peak."""
+        market_value = gross = unrealized = 0.0
+        for symbol, book in self._books.items():
+            price = prices.get(symbol)
+            if price is not None and math.isfinite(price) and price > 0:
+                self._last_prices[symbol] = price
+            elif price is not None:
+                log.warning("ignored mark %r for %s; keeping the last price", price, symbol)
+            mark = self._last_prices.get(symbol, book.avg_price)
+            value = book.qty * mark
+            market_value += value
+            gross += abs(value)
+            unrealized += (mark - book.avg_price) * book.qty
+        equity = self.cash + market_value
+        self.peak = max(self.peak, equity)
+        drawdown = (self.peak - equity) / self.peak if self.peak > 0 else 0.0
+        return EquitySnapshot(
+            ts=now,
+            cash=self.cash,
+            equity=equity,
+            realized=self.realized,
+            unrealized=unrealized,
+            peak=self.peak,
+            drawdown=max(drawdown, 0.0),
+            gross_exposure=gross,
+            net_exposure=market_value,
+        )
+
+    # -- persistence -----------------------------------------------------------
+
+    @classmethod
+    def load(cls, db: Database, starting_cash: float) -> Portfolio:
+        """Rebuild from the database: replay every fill, then the protections and the peak."""
+        portfolio = cls(starting_cash)
+        portfolio.rebuild(db)
+        return portfolio
+
+    def rebuild(self, db: Database) -> None:
+        """Forget the memory state and replay it from the database (after a failed write)."""
+        self._reset()
+        fills = db.execute(
+            "SELECT client_order_id, exec_id, symbol, side, ts, qty, price, commission,"
+            " ref_price FROM fills ORDER BY id"
+        )
+        for row in fills:
+            self.apply_fill(Fill(row[0], row[1], row[2], Side(row[3]), *row[4:]))
+        rows = db.execute("SELECT symbol, stop, target, last_price FROM positions").fetchall()
+        for symbol, stop, target, last_price in rows:
+            if symbol not in self._books:
+                log.warning("positions row %s has no open position in the fills", symbol)
+                continue
+            self._books[symbol].stop, self._books[symbol].target = stop, target
+            if last_price is not None:
+                self._last_prices[symbol] = last_price
+        movements = db.execute("SELECT TOTAL(amount) FROM cash_movements").fetchone()[0]
+        if movements:
+            self.cash += float(movements)
+            self.movements = float(movements)
+        # The latest snapshot's peak is the running peak, moved by every deposit and
+        # withdrawal before it; a larger one from before a withdrawal is not a peak.
+        peak = db.execute("SELECT peak FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+        self.peak = self.starting_cash + self.movements
+        if peak is not None and peak[0] is not None:
+            self.peak = max(self.peak, float(peak[0]))
+
+
+_UPSERT_POSITION = (
+    "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, stop, target, opened_at,"
+    " updated_at, last_price, unrealized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(symbol) DO UPDATE SET qty = excluded.qty, avg_price = excluded.avg_price,"
+    " realized_pnl = excluded.realized_pnl, stop = excluded.stop, target = excluded.target,"
+    " opened_at = excluded.opened_at, updated_at = excluded.updated_at,"
+    " last_price = excluded.last_price, unrealized_pnl = excluded.unrealized_pnl"
+)
+
+
+def write_position(db: Database, portfolio: Portfolio, symbol: str, now: int) -> None:
+    """Upsert the symbol's `positions` row from the portfolio; delete it when flat."""
+    position = portfolio.position(symbol)
+    if position is None:
+        db.execute("DELETE FROM positions WHERE symbol = ?", (symbol,))
+        return
+    db.execute(
+        _UPSERT_POSITION,
+        (
+            symbol,
+            position.qty,
+            position.avg_price,
+            position.realized_pnl,
+            position.stop,
+            position.target,
+            position.opened_at,
+            now,
+            portfolio.last_price(symbol),
+            portfolio.unrealized(symbol),
+        ),
+    )
+
+
+def write_trade(db: Database, trade: TradeRecord, exit_reason: ExitReason | None = None) -> int:
+    cursor = db.execute(
+        "INSERT INTO trades (symbol, side, qty, entry_ts, exit_ts, entry_price, exit_price,"
+        " pnl, commission, slippage, exit_reason, stop, target)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            trade.symbol,
+            trade.side.value,
+            trade.qty,
+            trade.entry_ts,
+            trade.exit_ts,
+            trade.entry_price,
+            trade.exit_price,
+            trade.pnl,
+            trade.commission,
+            trade.slippage,
+            exit_reason.value if exit_reason else None,
+            trade.stop,
+            trade.target,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def write_snapshot(db: Database, portfolio: Portfolio, snapshot: EquitySnapshot) -> None:
+    """The `equity` row (replacing one at the same ts) and every position at its new mark.
+
+    Rows of symbols the portfolio does not hold are deleted, so the table converges
+    to memory even after a write was lost.
+    """
+    with db.atomic():
+        db.execute(
+            "INSERT OR REPLACE INTO equity (ts, cash, equity, realized, unrealized, peak,"
+            " drawdown, gross_exposure, net_exposure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                snapshot.ts,
+                snapshot.cash,
+                snapshot.equity,
+                snapshot.realized,
+                snapshot.unrealized,
+                snapshot.peak,
+                snapshot.drawdown,
+                snapshot.gross_exposure,
+                snapshot.net_exposure,
+            ),
+        )
+        held = sorted(portfolio.positions)
+        marks = ",".join("?" * len(held))
+        db.execute(f"DELETE FROM positions WHERE symbol NOT IN ({marks})", held)
+        for symbol in held:
+            write_position(db, portfolio, symbol, snapshot.ts)

@@ -1,0 +1,618 @@
+"""The model in the live cycle: verified loading, fast prediction, shadowing, scoring, drift.
+
+What the cycle calls (all on the trading thread, through the engine's writer):
+
+    service = ModelService(db, settings.ml, artifacts_dir, alerts.raise_, bar_ms=...)
+    # once per cycle, cheap: picks up promote/rollback/retire/new challenger
+    service.sync()
+    # once per cycle, after the indicators (one model call per head for all symbols):
+    rows = {symbol: live_features[symbol].update(bar, snap), ...}
+    predictions = service.predict_batch(rows)         # a symbol missing: rules only
+    call = regime.combine(rules_call, predictions[symbol].regime_call, override_confidence)
+    service.record_batch(bars, predictions, rows)     # champion rows; shadow on its thread
+    # once per cycle, with the closes of this cycle:
+    service.score_due(now, {symbol: close})
+    # every few minutes:
+    service.check_drift(now)                          # drift, decay, shadow advice
+
+A champion whose files do not match the registry's hashes is refused with a HIGH
+alert; the service falls back to the champion before it, and so on, then to rules
+only (predict returns None). It never predicts with a model it has not verified.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from sqlite_utils import Database
+
+from engine.config import MlSettings
+from engine.decide.regime import RegimeCall, Source
+from engine.domain import Bar, Regime, Severity
+from engine.ml import registry
+from engine.ml.artifact import ArtifactError, LoadedModel, load_artifact
+from engine.ml.drift import (
+    DriftResult,
+    Reference,
+    accuracy_decay,
+    feature_drift,
+    prediction_drift,
+    thresholds,
+)
+from engine.ml.features import FEATURES, N_FEATURES
+from engine.ml.registry import ModelRecord, transaction
+from engine.ml.schema import apply_migrations
+from engine.ml.shadow import PromotionAdvice, promotion_advice
+from engine.ml.train import training_accuracy
+from store.db import now_ms
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+AlertFn = Callable[[Severity, str, str, str, str | None], object]
+
+SOURCE = "ml"
+
+
+class Role:
+    CHAMPION = "champion"
+    CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    proba_up: float  # p(close higher after horizon_bars)
+    regime_call: RegimeCall | None  # None when the model has no regime head
+    version: str
+    shadow: Prediction | None = None  # the challenger's view; recorded, never traded
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    drift: tuple[DriftResult, ...]
+    advice: PromotionAdvice | None
+    promoted: str | None  # set when the auto-promotion policy acted
+
+
+class _Runner:
+    """A verified model with the per-row predict path (numpy in, Booster directly)."""
+
+    __slots__ = (
+        "classes",
+        "model",
+        "natural",
+        "prediction_natural",
+        "reference",
+        "training_accuracy",
+        "version",
+    )
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.version = model.version
+        self.classes = tuple(Regime(c) for c in model.regime_classes)
+        ref = model.sidecar.get("drift_reference", {})
+        self.reference = {
+            name: Reference.from_json(data) for name, data in ref.get("features", {}).items()
+        }
+        self.natural: dict[str, float] = ref.get("natural", {})
+        self.prediction_natural: float | None = ref.get("prediction_natural")
+        self.training_accuracy = training_accuracy(model.sidecar.get("metrics", {}))
+
+    def prediction_reference(self) -> Reference | None:
+        data = self.model.sidecar.get("drift_reference", {}).get("prediction")
+        return Reference.from_json(data) if data else None
+
+    def predict(self, x: FloatArray) -> Prediction:
+        return self.predict_batch(x)[0]
+
+    def predict_batch(self, x: FloatArray) -> list[Prediction]:
+        """One Booster call per head for every row of `x` (n x N_FEATURES): the per-call
+        overhead, not the trees, is what a cycle of many symbols pays for."""
+        p_up = self.model.direction.predict(x, num_threads=1)
+        probs = self.model.regime.predict(x, num_threads=1) if self.model.regime else None
+        return [
+            Prediction(
+                float(p_up[i]), None if probs is None else self._call(probs[i]), self.version
+            )
+            for i in range(len(x))
+        ]
+
+    def _call(self, probs: FloatArray) -> RegimeCall:
+        best = int(np.argmax(probs))
+        regime = self.classes[best]
+        return RegimeCall(
+            regime,
+            float(probs[best]),
+            Source.ML,
+            self.version,
+            {f"p_{c.value}": float(p) for c, p in zip(self.classes, probs, strict=True)},
+            f"model {self.version}: {regime.value} p={float(probs[best]):.2f}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    champions: tuple[ModelRecord, ...]  # the champion, then its fallbacks in order
+    challenger: ModelRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    wanted: _Wanted
+    champion: _Runner | None
+    challenger: _Runner | None
+    refused: tuple[tuple[ModelRecord, str], ...]
+
+
+class _ShadowWorker:
+    """The challenger's predictions on a thread of their own: a shadow never trades, so
+    the cycle does not wait for it. LightGBM releases the GIL while it predicts, so on
+    two cores the shadow runs beside the cycle rather than inside it."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Sequence[Bar], Future[list[Prediction]]]] = deque()
+
+    def submit(self, runner: _Runner, bars: Sequence[Bar], x: FloatArray) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
+
+    def finished(self) -> list[tuple[Bar, Prediction]]:
+        """Predictions whose batch is done, oldest first; a batch still running waits."""
+        out: list[tuple[Bar, Prediction]] = []
+        while self._pending and self._pending[0][1].done():
+            out.extend(self._take(*self._pending.popleft()))
+        return out
+
+    def close(self) -> list[tuple[Bar, Prediction]]:
+        out: list[tuple[Bar, Prediction]] = []
+        while self._pending:
+            out.extend(self._take(*self._pending.popleft()))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        return out
+
+    @staticmethod
+    def _take(
+        bars: Sequence[Bar], future: Future[list[Prediction]]
+    ) -> list[tuple[Bar, Prediction]]:
+        try:
+            return list(zip(bars, future.result(), strict=True))
+        except Exception:  # a failed shadow costs its rows, never the cycle
+            log.exception("shadow prediction failed")
+            return []
+
+
+class ModelService:
+    def __init__(
+        self,
+        db: Database,
+        settings: MlSettings,
+        artifacts_dir: Path,
+        alert: AlertFn,
+        *,
+        bar_ms: int = 60_000,
+        clock: Callable[[], int] = now_ms,
+        loader: Executor | None = None,
+    ) -> None:
+        self._db = db
+        self.settings = settings
+        self.artifacts_dir = artifacts_dir
+        self._alert = alert
+        self.bar_ms = bar_ms
+        self._clock = clock
+        self._champion: _Runner | None = None
+        self._challenger: _Runner | None = None
+        self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
+        self._features: deque[FloatArray] = deque(maxlen=settings.drift_window)
+        self._probas: deque[float] = deque(maxlen=settings.drift_window)
+        self._shadow = _ShadowWorker()
+        # The engine loads on its own thread so its first cycle does not wait for LightGBM;
+        # without a loader (tools, tests) loading happens inside `sync`.
+        self._loader = loader
+        self._pending: Future[_Loaded] | None = None
+        apply_migrations(db)
+        self.sync()
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def champion_version(self) -> str | None:
+        """The version predictions come from (after fallback), or None: rules only."""
+        return self._champion.version if self._champion else None
+
+    @property
+    def challenger_version(self) -> str | None:
+        return self._challenger.version if self._challenger else None
+
+    @property
+    def loading(self) -> bool:
+        """True while the first champion is still being loaded in the background: the
+        cycle manages exits but opens nothing until the model it trades on is there."""
+        return self._pending is not None and self._champion is None
+
+    def sync(self) -> bool:
+        """Pick up a promotion, rollback, retirement or new challenger; True if the
+        models in use changed.
+
+        One small query, so the cycle may call it every time. Loading (file reads,
+        hash checks, LightGBM parsing) runs on the loader thread when the service was
+        built with `background=True`; the models in use change at the first `sync`
+        after it finishes. Alerts and registry reads stay on the caller's thread.
+        """
+        conn = self._db.conn
+        if self._pending is not None:
+            if not self._pending.done():
+                return False
+            loaded, self._pending = self._pending.result(), None
+            return self._install(loaded)
+        champ, chall = registry.champion(conn), registry.challenger(conn)
+        key = (_identity(champ), _identity(chall))
+        if key == self._seen:
+            return False
+        self._seen = key
+        enabled = self.settings.enabled
+        wanted = _Wanted(
+            self._champion_candidates(conn, champ) if enabled else (),
+            chall if chall and enabled else None,
+        )
+        if self._loader is None:
+            return self._install(self._load_wanted(wanted))
+        self._pending = self._loader.submit(self._load_wanted, wanted)
+        return False
+
+    def wait_loaded(self, timeout: float) -> None:
+        """Block until a background load has finished and is in use (tests, tools)."""
+        if self._pending is not None:
+            self._pending.result(timeout)
+            self.sync()
+
+    def _champion_candidates(
+        self, conn: sqlite3.Connection, record: ModelRecord | None
+    ) -> tuple[ModelRecord, ...]:
+        """The champion, then the champions before it: the fallback order."""
+        if record is None:
+            return ()
+        earlier = (registry.get(conn, v) for v in registry.champion_lineage(conn, record.version))
+        return (record, *(r for r in earlier if r is not None))
+
+    def _load_wanted(self, wanted: _Wanted) -> _Loaded:
+        """Thread-safe: reads files only. The first candidate that verifies wins."""
+        refused: list[tuple[ModelRecord, str]] = []
+        champion = None
+        for record in wanted.champions:
+            champion, error = self._try_load(record)
+            if champion is not None:
+                break
+            refused.append((record, error))
+        challenger, error = self._try_load(wanted.challenger) if wanted.challenger else (None, "")
+        if wanted.challenger and challenger is None:
+            refused.append((wanted.challenger, error))
+        return _Loaded(wanted, champion, challenger, tuple(refused))
+
+    def _try_load(self, record: ModelRecord) -> tuple[_Runner | None, str]:
+        try:
+            model = load_artifact(self._resolve(record.path), record.sha256)
+            if model.features != FEATURES:
+                raise ArtifactError(
+                    f"trained on other features ({len(model.features)}); this engine"
+                    f" computes {N_FEATURES}"
+                )
+            return _Runner(model), ""
+        except (ArtifactError, KeyError, ValueError) as exc:
+            return None, str(exc)
+
+    def _install(self, loaded: _Loaded) -> bool:
+        previous = (self.champion_version, self.challenger_version)
+        self._champion, self._challenger = loaded.champion, loaded.challenger
+        self._raise_refusals(loaded)
+        if self.champion_version != previous[0]:
+            self._probas.clear()
+        log.info(
+            "models in use: champion %s, challenger %s",
+            self.champion_version or "none (rules only)",
+            self.challenger_version or "none",
+        )
+        return (self.champion_version, self.challenger_version) != previous
+
+    def _raise_refusals(self, loaded: _Loaded) -> None:
+        champions = loaded.wanted.champions
+        for record, error in loaded.refused:
+            role = "challenger" if record is loaded.wanted.challenger else "champion"
+            if role == "champion" and record is not champions[0]:
+                role = "previous champion"
+            self._alert(
+                Severity.HIGH,
+                SOURCE,
+                f"Model {record.version} refused",
+                f"the {role}'s artifact failed verification and is not used: {error}",
+                f"ml.refused.{record.version}",
+            )
+        champion = loaded.champion
+        if not champions or (champion is not None and champion.version == champions[0].version):
+            return
+        if champion is not None:
+            self._alert(
+                Severity.HIGH,
+                SOURCE,
+                "Trading on the previous champion",
+                f"champion {champions[0].version} was refused; predictions come from"
+                f" {champion.version} until the operator promotes or rolls back",
+                "ml.fallback",
+            )
+        elif loaded.champion is None:
+            self._alert(
+                Severity.HIGH,
+                SOURCE,
+                "No usable model: rules only",
+                f"champion {champions[0].version} was refused and no earlier champion"
+                " verified; the regime rules trade alone",
+                "ml.fallback",
+            )
+
+    def _resolve(self, path: str) -> Path:
+        return registry.artifact_path(self._db.conn, path)
+
+    # ------------------------------------------------------------------ live
+
+    def predict(self, symbol: str, features_row: FloatArray) -> Prediction | None:
+        """One symbol's prediction with the challenger's attached as `shadow`, at once.
+
+        For tools and tests that look at one row; the cycle uses `predict_batch`.
+        None without a verified champion or while the row is not warm (NaN).
+        """
+        row = np.asarray(features_row, dtype=np.float64).reshape(N_FEATURES)
+        prediction = self.predict_batch({symbol: row}).get(symbol)
+        if prediction is None or self._challenger is None:
+            return prediction
+        return replace(prediction, shadow=self._challenger.predict(row.reshape(1, N_FEATURES)))
+
+    def predict_batch(self, rows: Mapping[str, FloatArray]) -> dict[str, Prediction]:
+        """The champion's view of every symbol's latest bar, one model call per head.
+
+        Symbols whose row is not warm (NaN) are left out: the cycle trades them on the
+        rules alone. The challenger is not consulted here; `record_batch` hands it
+        the same rows on a worker thread, off the cycle's path.
+        """
+        champ = self._champion
+        ready = [s for s, row in rows.items() if np.isfinite(row).all()]
+        if champ is None or not ready:
+            return {}
+        x = np.vstack([rows[s] for s in ready]).astype(np.float64, copy=False)
+        predictions = champ.predict_batch(x)
+        self._features.extend(x)
+        self._probas.extend(p.proba_up for p in predictions)
+        return dict(zip(ready, predictions, strict=True))
+
+    def record_batch(
+        self,
+        bars: Sequence[Bar],
+        predictions: Mapping[str, Prediction],
+        rows: Mapping[str, FloatArray],
+    ) -> None:
+        """Store the champion's predictions for `bars`, start the challenger's shadow
+        predictions of the same rows on the shadow thread, and store the shadow rows
+        that finished since the last call. Joins the caller's open transaction."""
+        done = self._shadow.finished()
+        predicted = [b for b in bars if b.symbol in predictions]
+        champion_rows = [self._row(b, predictions[b.symbol], Role.CHAMPION) for b in predicted]
+        if self._challenger is not None and predicted:
+            x = np.vstack([rows[b.symbol] for b in predicted]).astype(np.float64, copy=False)
+            self._shadow.submit(self._challenger, predicted, x)
+        self._insert(champion_rows + [self._row(b, p, Role.CHALLENGER) for b, p in done])
+
+    def record(self, bar: Bar, prediction: Prediction | None) -> None:
+        """Store the champion's prediction and the shadow's, to be scored after the horizon
+        (`horizon_bars` bars of `bar_ms` after the bar). Nothing for None (rules only).
+
+        Joins the caller's open transaction (the cycle commits); commits on its own
+        only when called outside one.
+        """
+        if prediction is None:
+            return
+        rows = [self._row(bar, prediction, Role.CHAMPION)]
+        if prediction.shadow is not None:
+            rows.append(self._row(bar, prediction.shadow, Role.CHALLENGER))
+        self._insert(rows)
+
+    def close(self) -> None:
+        """Wait for the shadow thread and store what it finished; the writer is still open."""
+        self._insert([self._row(b, p, Role.CHALLENGER) for b, p in self._shadow.close()])
+
+    def _row(self, bar: Bar, p: Prediction, role: str) -> tuple[object, ...]:
+        return (
+            bar.ts,
+            bar.symbol,
+            p.version,
+            role,
+            p.proba_up,
+            p.regime_call.regime.value if p.regime_call else None,
+            p.regime_call.confidence if p.regime_call else None,
+            bar.true_regime.value if bar.true_regime else None,
+            bar.close,
+            bar.ts + self.settings.horizon_bars * self.bar_ms,
+        )
+
+    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+        if not rows:
+            return
+        with transaction(self._db.conn):
+            self._db.conn.executemany(
+                "INSERT INTO predictions (ts, symbol, model_version, role, proba, regime,"
+                " regime_confidence, true_regime, ref_price, horizon_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def score_due(self, now: int, prices: Mapping[str, float]) -> int:
+        """Score every prediction whose horizon has passed, for symbols with a price now."""
+        scored = 0
+        with transaction(self._db.conn):
+            for symbol, price in prices.items():
+                if not (math.isfinite(price) and price > 0):
+                    continue
+                cur = self._db.conn.execute(
+                    "UPDATE predictions SET outcome = (? > ref_price), exit_price = ?,"
+                    " scored_at = ? WHERE scored_at IS NULL AND horizon_ts <= ? AND symbol = ?",
+                    (price, price, now, now, symbol),
+                )
+                scored += cur.rowcount
+        return scored
+
+    # ------------------------------------------------------------------ health
+
+    def check_drift(self, now: int) -> HealthReport:
+        """Feature and prediction PSI, live accuracy against training, shadow advice.
+
+        Every measurement is a `drift` row; a breach raises an alert (deduplicated
+        per kind). With `auto_promote` on, a challenger the advice favours is promoted.
+        """
+        champ = self._champion
+        results: list[DriftResult] = []
+        s = self.settings
+        if champ is not None:
+            # Only a full window: the natural PSI the thresholds rest on was measured on
+            # stretches of exactly this many rows, and a short window reads as drift.
+            if len(self._features) == s.drift_window:
+                limits = {
+                    name: thresholds(champ.natural.get(name), s.psi_warning, s.psi_alert)
+                    for name in FEATURES
+                }
+                rows = np.vstack(self._features)
+                results += feature_drift(champ.reference, FEATURES, rows, limits)
+            ref = champ.prediction_reference()
+            if ref is not None and len(self._probas) == s.drift_window:
+                limit = thresholds(champ.prediction_natural, s.psi_warning, s.psi_alert)
+                probas = np.fromiter(self._probas, dtype=np.float64)
+                results.append(prediction_drift(ref, probas, limit))
+            live, n = self.live_accuracy(champ.version)
+            if n:
+                results.append(
+                    accuracy_decay(
+                        live,
+                        n,
+                        champ.training_accuracy,
+                        max_drop=s.accuracy_decay,
+                        min_samples=s.min_scored,
+                    )
+                )
+        version = champ.version if champ else None
+        with transaction(self._db.conn):
+            self._db.conn.executemany(
+                "INSERT INTO drift (ts, model_version, kind, name, value, threshold, severity,"
+                " n, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        now,
+                        version,
+                        r.kind.value,
+                        r.name,
+                        r.value if math.isfinite(r.value) else None,
+                        r.threshold,
+                        r.severity.value if r.severity else None,
+                        r.n,
+                        r.detail,
+                    )
+                    for r in results
+                ],
+            )
+        self._raise_drift_alerts(version, results)
+        advice = self.advice()
+        promoted = None
+        if advice is not None and advice.promote and s.auto_promote:
+            message = registry.promote(
+                self._db,
+                advice.challenger,
+                now=now,
+                actor="auto-promote",
+                reason=advice.message,
+            )
+            self._alert(Severity.WARNING, SOURCE, "Challenger promoted", message, None)
+            promoted = advice.challenger
+            self.sync()
+        return HealthReport(tuple(results), advice, promoted)
+
+    def _raise_drift_alerts(self, version: str | None, results: list[DriftResult]) -> None:
+        flagged = [r for r in results if r.severity is not None]
+        by_kind: dict[str, list[DriftResult]] = {}
+        for r in flagged:
+            by_kind.setdefault(r.kind.value, []).append(r)
+        for kind, items in by_kind.items():
+            worst = max((r.severity for r in items if r.severity), key=lambda v: v.rank)
+            detail = ", ".join(
+                r.detail or f"{r.name} {r.value:.3f}" for r in sorted(items, key=lambda r: -r.value)
+            )
+            self._alert(
+                worst,
+                SOURCE,
+                f"Model drift: {kind.replace('_', ' ')}",
+                f"model {version}: {detail}",
+                f"ml.drift.{kind}",
+            )
+
+    def live_accuracy(self, version: str) -> tuple[float, int]:
+        """Accuracy of the version's latest scored champion predictions (drift_window)."""
+        row = self._db.conn.execute(
+            "SELECT AVG((proba >= 0.5) = outcome), COUNT(*) FROM (SELECT proba, outcome"
+            " FROM predictions WHERE model_version = ? AND role = ? AND scored_at IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?)",
+            (version, Role.CHAMPION, self.settings.drift_window),
+        ).fetchone()
+        n = int(row[1] or 0)
+        return (float(row[0]) if n else math.nan), n
+
+    def advice(self) -> PromotionAdvice | None:
+        """Shadow comparison of the challenger with the champion on the same bars."""
+        champ, chall = self._champion, self._challenger
+        if champ is None or chall is None:
+            return None
+        pairs = self._db.conn.execute(
+            "SELECT a.proba, b.proba, a.outcome FROM predictions a JOIN predictions b"
+            " ON a.symbol = b.symbol AND a.ts = b.ts"
+            " WHERE a.model_version = ? AND a.role = ? AND b.model_version = ? AND b.role = ?"
+            " AND a.scored_at IS NOT NULL",
+            (champ.version, Role.CHAMPION, chall.version, Role.CHALLENGER),
+        ).fetchall()
+        arr = np.array(pairs, dtype=np.float64).reshape(-1, 3)
+        return promotion_advice(
+            champ.version,
+            chall.version,
+            arr[:, 0],
+            arr[:, 1],
+            arr[:, 2],
+            min_samples=self.settings.min_scored,
+            horizon_bars=self.settings.horizon_bars,
+        )
+
+    def handle_command(self, kind: str, args: Mapping[str, object], actor: str = "operator") -> str:
+        """registry.handle_command, then reload so the next cycle uses the new champion."""
+        result = registry.handle_command(self._db, kind, args, now=self._clock(), actor=actor)
+        self.sync()
+        return result
+
+
+def _identity(record: ModelRecord | None) -> tuple[str, str] | None:
+    return (record.version, record.sha256) if record else None
+
+
+def describe(prediction: Prediction | None) -> str:
+    """A short line for logs and signal reasons."""
+    if prediction is None:
+        return "no model"
+    parts = [f"p(up)={prediction.proba_up:.2f}"]
+    if prediction.regime_call is not None:
+        call = prediction.regime_call
+        parts.append(f"{call.regime.value} {call.confidence:.2f}")
+    return f"{prediction.version}: " + ", ".join(parts)

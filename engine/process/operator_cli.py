@@ -1,0 +1,94 @@
+"""The operator's verbs for a marathon on a real market.
+
+- `doctor`: is the configuration ready (feed, broker, database, alert channels)?
+- `reconcile`: compare the running engine's book with the broker's now.
+- `adopt-broker --reason TEXT`: make the broker's positions the engine's (audited).
+
+The last two are queued as commands for the running engine and wait for its
+answer, as every verb that acts on trading does. Exit codes follow the engine
+CLI: 0 done or every check OK, 1 failed or not OK, 2 usage or configuration
+error, 3 no engine answered in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from engine.config import load_settings
+from engine.process.doctor import checks_for, run_checks
+from store.commands import CommandKind, CommandStatus, cli_actor, enqueue_command, wait_for_command
+
+OK, FAILED, NO_ENGINE = 0, 1, 3
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add `doctor` to the engine's verb subparsers (sets `func`)."""
+    p = subparsers.add_parser(
+        "doctor",
+        help="check feed, broker, database and alert channels; one line per check",
+        description="Check that the configured feed, broker, database and alert channels"
+        " are ready. Each check answers within 10 s; exits 1 if any is not OK.",
+    )
+    p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
+    p.add_argument(
+        "--test-alert", action="store_true", help="send a test message on every alert channel"
+    )
+    p.set_defaults(func=doctor)
+
+    p = subparsers.add_parser(
+        "reconcile",
+        help="compare the engine's positions and orders with the broker's now",
+        description="Ask the running engine to reconcile with the broker; a difference"
+        " halts trading with a CRITICAL alert listing it.",
+    )
+    p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    p.set_defaults(func=_queued, kind=CommandKind.RECONCILE)
+
+    p = subparsers.add_parser(
+        "adopt-broker",
+        help="make the broker's positions the engine's (audited; trading stays halted)",
+        description="Book the difference between the broker's positions and the engine's"
+        " at the last price, with your reason in the audit trail. Resume separately.",
+    )
+    p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
+    p.add_argument("--reason", required=True, help="why the broker is right (audited)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    p.set_defaults(func=_queued, kind=CommandKind.ADOPT_BROKER)
+
+
+def _queued(args: argparse.Namespace) -> int:
+    kind: CommandKind = args.kind
+    payload = {"reason": args.reason} if getattr(args, "reason", None) else {}
+    command_id = enqueue_command(kind, payload, requested_by=cli_actor(), db=args.db)
+    done = wait_for_command(command_id, args.timeout, db=args.db)
+    if done is None:
+        print(
+            f"command #{command_id} ({kind.value}) is queued but no engine answered within"
+            f" {args.timeout:.0f} s; it runs when the engine starts",
+            file=sys.stderr,
+        )
+        return NO_ENGINE
+    if done.status is CommandStatus.DONE:
+        print(f"{kind.value}: {done.result}")
+        return OK
+    print(f"{kind.value} failed: {done.result}", file=sys.stderr)
+    return FAILED
+
+
+def doctor(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    # The client library logs every refused connect at ERROR; the check line says it once.
+    logging.getLogger("ib_async").setLevel(logging.CRITICAL)
+    results = run_checks(checks_for(settings, args.db, test_alert=args.test_alert))
+    for check in results:
+        print(check.line(), flush=True)
+    failed = [c for c in results if not c.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results)} checks failed", flush=True)
+        return FAILED
+    print(f"ready: {len(results)} checks OK", flush=True)
+    return OK
