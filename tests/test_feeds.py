@@ -510,6 +510,22 @@ def test_a_rejected_jump_does_not_move_the_reference() -> None:
     assert validator.check(flat_bar(T0 + 21 * MINUTE, close=100.5)) is None
 
 
+def test_a_gap_the_next_bars_confirm_is_a_real_move_and_trading_data_resumes() -> None:
+    validator = validator_with_history()  # closes at 100, mean range 1
+    crashed = [flat_bar(T0 + (20 + i) * MINUTE, close=80.0 - 0.2 * i) for i in range(6)]
+    verdicts = [validator.check(bar) for bar in crashed]
+    assert [v is None for v in verdicts] == [False, False, True, True, True, True]
+    last = validator.last_accepted("X")
+    assert last is not None and last.close == crashed[-1].close
+
+
+def test_a_lone_spike_is_still_rejected_and_the_level_unchanged() -> None:
+    validator = validator_with_history()
+    assert validator.check(flat_bar(T0 + 20 * MINUTE, close=500.0)) is not None
+    assert validator.check(flat_bar(T0 + 21 * MINUTE, close=60.0)) is not None
+    assert validator.check(flat_bar(T0 + 22 * MINUTE, close=100.4)) is None
+
+
 def test_a_rejected_bar_does_not_advance_the_clock() -> None:
     validator = validator_with_history()
     validator.check(flat_bar(T0 + 30 * MINUTE, close=math.nan))

@@ -34,7 +34,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -759,6 +759,7 @@ def bar_problem(bar: Bar) -> str | None:
 class _History:
     last: Bar
     ranges: deque[float]
+    jumped: list[Bar] = field(default_factory=list)  # consecutive bars rejected as jumps
 
 
 class BarValidator:
@@ -767,7 +768,8 @@ class BarValidator:
     State is the last accepted bar and the true ranges of the last `window` accepted
     bars; a rejected bar changes nothing, so one bad tick cannot move the reference.
     The jump rule waits for `min_bars` ranges and is skipped while they are all zero
-    (a flat series gives no scale to judge a move by).
+    (a flat series gives no scale to judge a move by). A jump confirmed by the bars
+    after it (`confirm_bars` in a row at the new level) is a real move and accepted.
 
     With `bar_ms`, a bar closer to the last than one bar interval is rejected: the
     data mixes intervals (daily bars may be half an interval short, for a clock
@@ -786,6 +788,7 @@ class BarValidator:
         min_bars: int = 5,
         bar_ms: int | None = None,
         exchanges: Mapping[str, str] | None = None,
+        confirm_bars: int = 3,
     ):
         if max_jump <= 0 or window < 1 or min_bars < 1:
             raise ValueError(
@@ -797,10 +800,13 @@ class BarValidator:
         self.min_step = 0 if bar_ms is None else bar_ms if bar_ms < DAY_MS else bar_ms // 2
         self.bar_ms = bar_ms
         self.exchanges = {s.upper(): e for s, e in (exchanges or {}).items()}
+        self.confirm_bars = max(2, confirm_bars)
         self._history: dict[str, _History] = {}
 
     def check(self, bar: Bar) -> Rejection | None:
         reason = bar_problem(bar) or self._sequence_problem(bar)
+        if reason is not None and reason.startswith("jump") and self._confirms_level(bar):
+            return None
         if reason is None:
             gap = self._gap(bar)
             if gap is not None:
@@ -810,6 +816,29 @@ class BarValidator:
             return Rejection(bar.symbol, bar.ts, reason)
         self._accept(bar)
         return None
+
+    def _confirms_level(self, bar: Bar) -> bool:
+        """A jump that the bars after it agree with is a real move, not a bad tick.
+
+        One outlier is rejected and leaves the reference alone; but when
+        `confirm_bars` jumped bars in a row sit at one new level (each within the
+        jump limit of the one before), the market has moved there: a crash or a
+        gap. The series goes on from them, instead of rejecting every bar after it.
+        """
+        history = self._history[bar.symbol]
+        pending = history.jumped
+        mean_range = sum(history.ranges) / len(history.ranges)
+        if pending and abs(bar.close - pending[-1].close) > self.max_jump * mean_range:
+            pending.clear()  # not the level the last jump went to: start over
+        pending.append(bar)
+        if len(pending) < self.confirm_bars:
+            return False
+        confirmed = list(pending)
+        pending.clear()
+        del self._history[bar.symbol]
+        for b in confirmed:
+            self._accept(b)
+        return True
 
     def _gap(self, bar: Bar) -> str | None:
         exchange = self.exchanges.get(bar.symbol.upper())
@@ -874,3 +903,4 @@ class BarValidator:
         prev_close = history.last.close
         history.ranges.append(max(bar.high, prev_close) - min(bar.low, prev_close))
         history.last = bar
+        history.jumped.clear()
