@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import empyrical
 import numpy as np
 import pandas as pd
 
@@ -50,6 +49,8 @@ def daily_returns(ts_ms: Sequence[int], equity: Sequence[float], start_equity: f
 def sharpe(returns: pd.Series) -> float | None:
     """Annualised Sharpe ratio of daily returns (risk-free 0); None below two days or
     without variation."""
+    import empyrical  # half a second of scipy: paid where a ratio is computed, not per CLI start
+
     clean = returns.dropna()
     if len(clean) < 2 or float(clean.std(ddof=1)) == 0:
         return None
@@ -76,6 +77,8 @@ def drawdown_duration_days(returns: pd.Series) -> int:
 
 
 def return_metrics(returns: pd.Series) -> dict[str, float | int | None]:
+    import empyrical
+
     r = returns.dropna()
     if r.empty:
         return {"days": 0}
