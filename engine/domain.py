@@ -226,3 +226,34 @@ class Position:
     stop: float | None = None
     target: float | None = None
     opened_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRecord:
+    """A completed round trip, from flat (or a flip) back to flat (or the next flip)."""
+
+    symbol: str
+    side: Side  # side of the opening fill: BUY = long trade
+    qty: float  # total quantity opened (== total closed)
+    entry_ts: int
+    exit_ts: int
+    entry_price: float  # weighted over the opening fills
+    exit_price: float  # weighted over the closing fills
+    pnl: float  # net of every commission of the trade
+    commission: float
+    slippage: float  # money lost against the fills' ref_price (negative = improvement)
+    stop: float | None = None  # the protective levels when it closed
+    target: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySnapshot:
+    ts: int
+    cash: float
+    equity: float
+    realized: float  # cumulative since the start, net of commissions
+    unrealized: float
+    peak: float
+    drawdown: float  # fraction below the running peak, >= 0
+    gross_exposure: float  # sum of |qty x mark|
+    net_exposure: float  # sum of qty x mark

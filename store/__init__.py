@@ -2,7 +2,8 @@
 
 Here: connections and the single-writer rule (`db`), the core migrations
 (`schema`), the command queue that is the cockpit's only write path (`commands`),
-the engine's status (`status`), the encrypted secrets and the backtest runs.
+the engine's status (`status`), the encrypted secrets and the backtest runs, and
+one repository per aggregate: `orders`, `portfolio`, `account`, `risk`, `paper`.
 
 Not here: trading behaviour, and queries shaped for one page (`cockpit/`). Engine
 modules that still run SQL of their own are the debt listed in

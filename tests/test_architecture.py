@@ -45,11 +45,6 @@ SQL_DEBT = frozenset(
         "engine.alerts.digest",
         "engine.backtest.run",
         "engine.cycle",
-        "engine.execution.account",
-        "engine.execution.brokers.paper",
-        "engine.execution.oms",
-        "engine.execution.portfolio",
-        "engine.execution.reconcile",
         "engine.ml.registry",
         "engine.ml.schema",
         "engine.ml.service",
@@ -63,8 +58,6 @@ SQL_DEBT = frozenset(
         "engine.process.lease",
         "engine.process.metrics",
         "engine.process.runner",
-        "engine.risk.facts",
-        "engine.risk.usage",
     }
 )
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 
 from sqlite_utils import Database
 
 from engine.alerts.audit import append_audit
 from engine.config import ConfigError
+from store import account as rows
+
+__all__ = [
+    "StartingCashChanged",
+    "fix_starting_cash",
+    "movement_problem",
+    "record_movement",
+    "starting_cash_changed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +46,11 @@ def starting_cash_changed(configured: float, recorded: float, whose: str) -> Sta
 def fix_starting_cash(db: Database, starting_cash: float, now: int) -> float:
     """Record the starting cash of a new account, or check it against the recorded
     one; returns it. Raises StartingCashChanged on a different value."""
-    row = db.conn.execute("SELECT starting_cash FROM account WHERE id = 1").fetchone()
-    if row is None:
+    recorded = rows.recorded_starting_cash(db.conn)
+    if recorded is None:
         with db.atomic():
-            db.conn.execute(
-                "INSERT INTO account (id, starting_cash, created_at) VALUES (1, ?, ?)",
-                (starting_cash, now),
-            )
+            rows.record_starting_cash(db.conn, starting_cash, now)
         return starting_cash
-    recorded = float(row[0])
     if not math.isclose(recorded, starting_cash, rel_tol=0, abs_tol=1e-6):
         raise starting_cash_changed(starting_cash, recorded, "this database's account")
     return recorded
@@ -65,22 +69,8 @@ def movement_problem(amount: float, reason: str, equity: float) -> str | None:
 
 def record_movement(db: Database, amount: float, reason: str, actor: str, now: int) -> int:
     """Insert the movement and its audit row in the caller's transaction."""
-    cursor = db.conn.execute(
-        "INSERT INTO cash_movements (ts, amount, reason, actor) VALUES (?, ?, ?, ?)",
-        (now, amount, reason, actor),
-    )
+    movement_id = rows.insert_movement(db.conn, amount, reason, actor, now)
     kind = "deposit" if amount > 0 else "withdrawal"
     append_audit(db, actor, kind, {"amount": amount, "reason": reason}, now)
     log.info("%s of %.2f by %s: %s", kind, abs(amount), actor, reason)
-    return int(cursor.lastrowid or 0)
-
-
-def net_movements(
-    conn: sqlite3.Connection, since: int | None = None, until: int | None = None
-) -> float:
-    """Deposits less withdrawals with since <= ts <= until (either end open)."""
-    row = conn.execute(
-        "SELECT TOTAL(amount) FROM cash_movements WHERE ts >= ? AND ts <= ?",
-        (since if since is not None else -(2**62), until if until is not None else 2**62),
-    ).fetchone()
-    return float(row[0] or 0.0)
+    return movement_id

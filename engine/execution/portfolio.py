@@ -16,8 +16,9 @@ A position that returns to flat (or flips) completes a round trip, reported as
 a `TradeRecord`. Fills are the only input: `Portfolio.load` replays the `fills`
 table, so a restarted engine continues where it stopped.
 
-The `write_*` helpers join the caller's transaction when one is open (the OMS
-batches them with the order updates) and commit on their own otherwise.
+The `write_*` helpers (their SQL is in store.portfolio) join the caller's
+transaction when one is open (the OMS batches them with the order updates) and
+commit on their own otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from engine.domain import ExitReason, Fill, Position, Side
+from engine.domain import EquitySnapshot, ExitReason, Fill, Position, Side, TradeRecord
+from store import portfolio as rows
+
+__all__ = [
+    "EquitySnapshot",
+    "FillEffect",
+    "Portfolio",
+    "TradeRecord",
+    "write_position",
+    "write_snapshot",
+    "write_trade",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,42 +51,11 @@ _QTY_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
-class TradeRecord:
-    """A completed round trip, from flat (or a flip) back to flat (or the next flip)."""
-
-    symbol: str
-    side: Side  # side of the opening fill: BUY = long trade
-    qty: float  # total quantity opened (== total closed)
-    entry_ts: int
-    exit_ts: int
-    entry_price: float  # weighted over the opening fills
-    exit_price: float  # weighted over the closing fills
-    pnl: float  # net of every commission of the trade
-    commission: float
-    slippage: float  # money lost against the fills' ref_price (negative = improvement)
-    stop: float | None = None  # the protective levels when it closed
-    target: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class FillEffect:
     fill: Fill
     position: Position | None  # after the fill; None when flat
     realized: float  # change in realized P&L, net of this fill's commission
     trade: TradeRecord | None  # the round trip this fill completed, if any
-
-
-@dataclass(frozen=True, slots=True)
-class EquitySnapshot:
-    ts: int
-    cash: float
-    equity: float
-    realized: float  # cumulative since the start, net of commissions
-    unrealized: float
-    peak: float
-    drawdown: float  # fraction below the running peak, >= 0
-    gross_exposure: float  # sum of |qty x mark|
-    net_exposure: float  # sum of qty x mark
 
 
 @dataclass(slots=True)
@@ -290,87 +271,49 @@ class Portfolio:
     def rebuild(self, db: Database) -> None:
         """Forget the memory state and replay it from the database (after a failed write)."""
         self._reset()
-        fills = db.execute(
-            "SELECT client_order_id, exec_id, symbol, side, ts, qty, price, commission,"
-            " ref_price FROM fills ORDER BY id"
-        )
-        for row in fills:
-            self.apply_fill(Fill(row[0], row[1], row[2], Side(row[3]), *row[4:]))
-        rows = db.execute("SELECT symbol, stop, target, last_price FROM positions").fetchall()
-        for symbol, stop, target, last_price in rows:
-            if symbol not in self._books:
-                log.warning("positions row %s has no open position in the fills", symbol)
+        conn = db.conn
+        for fill in rows.all_fills(conn):
+            self.apply_fill(fill)
+        for held in rows.protections(conn):
+            book = self._books.get(held.symbol)
+            if book is None:
+                log.warning("positions row %s has no open position in the fills", held.symbol)
                 continue
-            self._books[symbol].stop, self._books[symbol].target = stop, target
-            if last_price is not None:
-                self._last_prices[symbol] = last_price
-        movements = db.execute("SELECT TOTAL(amount) FROM cash_movements").fetchone()[0]
+            book.stop, book.target = held.stop, held.target
+            if held.last_price is not None:
+                self._last_prices[held.symbol] = held.last_price
+        movements = rows.total_movements(conn)
         if movements:
-            self.cash += float(movements)
-            self.movements = float(movements)
+            self.cash += movements
+            self.movements = movements
         # The latest snapshot's peak is the running peak, moved by every deposit and
         # withdrawal before it; a larger one from before a withdrawal is not a peak.
-        peak = db.execute("SELECT peak FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+        peak = rows.last_peak(conn)
         self.peak = self.starting_cash + self.movements
-        if peak is not None and peak[0] is not None:
-            self.peak = max(self.peak, float(peak[0]))
+        if peak is not None:
+            self.peak = max(self.peak, peak)
 
-
-_UPSERT_POSITION = (
-    "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, stop, target, opened_at,"
-    " updated_at, last_price, unrealized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT(symbol) DO UPDATE SET qty = excluded.qty, avg_price = excluded.avg_price,"
-    " realized_pnl = excluded.realized_pnl, stop = excluded.stop, target = excluded.target,"
-    " opened_at = excluded.opened_at, updated_at = excluded.updated_at,"
-    " last_price = excluded.last_price, unrealized_pnl = excluded.unrealized_pnl"
-)
+    def position_row(self, symbol: str, now: int) -> tuple[object, ...] | None:
+        """The symbol's `positions` row as it stands; None when flat."""
+        book = self._books.get(symbol)
+        if book is None:
+            return None
+        return rows.position_row(
+            book.position(), now, self._last_prices.get(symbol), self.unrealized(symbol)
+        )
 
 
 def write_position(db: Database, portfolio: Portfolio, symbol: str, now: int) -> None:
     """Upsert the symbol's `positions` row from the portfolio; delete it when flat."""
-    position = portfolio.position(symbol)
-    if position is None:
-        db.execute("DELETE FROM positions WHERE symbol = ?", (symbol,))
-        return
-    db.execute(
-        _UPSERT_POSITION,
-        (
-            symbol,
-            position.qty,
-            position.avg_price,
-            position.realized_pnl,
-            position.stop,
-            position.target,
-            position.opened_at,
-            now,
-            portfolio.last_price(symbol),
-            portfolio.unrealized(symbol),
-        ),
-    )
+    row = portfolio.position_row(symbol, now)
+    if row is None:
+        rows.delete_position(db.conn, symbol)
+    else:
+        rows.upsert_positions(db.conn, [row])
 
 
 def write_trade(db: Database, trade: TradeRecord, exit_reason: ExitReason | None = None) -> int:
-    cursor = db.execute(
-        "INSERT INTO trades (symbol, side, qty, entry_ts, exit_ts, entry_price, exit_price,"
-        " pnl, commission, slippage, exit_reason, stop, target)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            trade.symbol,
-            trade.side.value,
-            trade.qty,
-            trade.entry_ts,
-            trade.exit_ts,
-            trade.entry_price,
-            trade.exit_price,
-            trade.pnl,
-            trade.commission,
-            trade.slippage,
-            exit_reason.value if exit_reason else None,
-            trade.stop,
-            trade.target,
-        ),
-    )
-    return int(cursor.lastrowid or 0)
+    return rows.insert_trade(db.conn, trade, exit_reason)
 
 
 def write_snapshot(db: Database, portfolio: Portfolio, snapshot: EquitySnapshot) -> None:
@@ -379,24 +322,10 @@ def write_snapshot(db: Database, portfolio: Portfolio, snapshot: EquitySnapshot)
     Rows of symbols the portfolio does not hold are deleted, so the table converges
     to memory even after a write was lost.
     """
+    held = sorted(portfolio.positions)
     with db.atomic():
-        db.execute(
-            "INSERT OR REPLACE INTO equity (ts, cash, equity, realized, unrealized, peak,"
-            " drawdown, gross_exposure, net_exposure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                snapshot.ts,
-                snapshot.cash,
-                snapshot.equity,
-                snapshot.realized,
-                snapshot.unrealized,
-                snapshot.peak,
-                snapshot.drawdown,
-                snapshot.gross_exposure,
-                snapshot.net_exposure,
-            ),
+        rows.insert_equity(db.conn, snapshot)
+        rows.keep_positions(db.conn, held)
+        rows.upsert_positions(
+            db.conn, [r for s in held if (r := portfolio.position_row(s, snapshot.ts)) is not None]
         )
-        held = sorted(portfolio.positions)
-        marks = ",".join("?" * len(held))
-        db.execute(f"DELETE FROM positions WHERE symbol NOT IN ({marks})", held)
-        for symbol in held:
-            write_position(db, portfolio, symbol, snapshot.ts)

@@ -1,27 +1,45 @@
 """The engine's book against the broker's, at start and after every reconnect.
 
-Orders first: the OMS asks the broker about every order still open and adopts
-the executions it missed, each as its own fill with the broker's exec id (a
-repeat of a known exec id changes nothing). Then positions: every symbol where
-the engine's quantity differs from the broker's, a position the engine does not
-know included, is a `Difference`. Any difference halts trading with one CRITICAL
-alert listing them all; trading stays HALTED until the operator either fixes the
-account or adopts the broker's view (`adopt_broker`, from the CLI or the cockpit
-through a `commands` row). The adoption books one adjusting fill per symbol at
-the last price, is written to the audit trail with the operator and the reason,
-and leaves the state HALTED: resuming is a separate, confirmed decision.
+Orders first (`OrderReconciler`, the OMS's): the broker is asked about every
+order still open, and the executions the engine missed are adopted, each as its
+own fill with the broker's exec id (a repeat of a known exec id changes nothing);
+an order the broker never saw is canceled, never sent late. Orders an
+unavailable broker left NEW are settled by `retry_unsent` the same way.
+
+Then positions: every symbol where the engine's quantity differs from the
+broker's, a position the engine does not know included, is a `Difference`. Any
+difference halts trading with one CRITICAL alert listing them all; trading stays
+HALTED until the operator either fixes the account or adopts the broker's view
+(`adopt_broker`, from the CLI or the cockpit through a `commands` row). The
+adoption books one adjusting fill per symbol at the last price, is written to the
+audit trail with the operator and the reason, and leaves the state HALTED:
+resuming is a separate, confirmed decision.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.alerts.audit import append_audit
-from engine.domain import Fill, Severity, Side, TradingState
+from engine.domain import (
+    ExecutionReport,
+    Fill,
+    Order,
+    OrderStatus,
+    Purpose,
+    Severity,
+    Side,
+    TradingState,
+)
+from engine.execution.book import OrderBook
+from engine.execution.brokers.base import Broker, BrokerOrderState, BrokerUnavailable
+from engine.execution.orders import FILL_TOLERANCE, NEVER_REACHED_BROKER, Working
 from engine.execution.portfolio import write_position
+from store.orders import insert_fill
 
 if TYPE_CHECKING:
     from engine.cycle import Trader
@@ -120,11 +138,7 @@ def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
             0.0,
             price,
         )
-        trader.db.execute(
-            "INSERT INTO fills (client_order_id, exec_id, ts, symbol, side, qty, price,"
-            " commission, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (coid, fill.exec_id, now, fill.symbol, fill.side.value, fill.qty, price, 0.0, price),
-        )
+        insert_fill(trader.db.conn, fill)
         trader.portfolio.apply_fill(fill)
         write_position(trader.db, trader.portfolio, diff.symbol, now)
         booked.append(f"{diff.describe()} -> {diff.broker_qty:g} at {price:g}")
@@ -146,3 +160,204 @@ def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
     )
     trader.db.conn.commit()
     return summary
+
+
+Send = Callable[[list[Order], int], Order]
+
+
+class OrderReconciler:
+    """The OMS's orders against the broker's: at start, on a cancel of an order that
+    may or may not have arrived, and for orders an unavailable broker left NEW."""
+
+    def __init__(
+        self, book: OrderBook, broker: Broker, clock: Callable[[], int], send: Send
+    ) -> None:
+        self._book = book
+        self._broker = broker
+        self._clock = clock
+        self._send = send
+
+    def finish_locally(self, coid: str, status: OrderStatus, now: int, detail: str) -> None:
+        self._book.apply_batch([ExecutionReport(coid, status, now, detail=detail)])
+
+    def reconcile(self) -> list[Order]:
+        """Bring every order still open in the database in line with the broker;
+        returns them as they stand. BrokerUnavailable propagates: the engine should
+        not trade before it knows what the broker holds."""
+        book = self._book
+        now = self._clock()
+        book.forget_closed()
+        coids = [o.client_order_id for o in book.open_orders()]
+        for coid in coids:
+            order = book.open[coid].order
+            state = self._broker.lookup(coid)
+            if state is not None:
+                self.sync(coid, state, now, "reconciled")
+            elif order.status is OrderStatus.NEW:
+                self.finish_locally(coid, OrderStatus.CANCELED, now, NEVER_REACHED_BROKER)
+            else:
+                logger.warning("order %s (%s) is unknown to the broker", coid, order.status)
+                self.finish_locally(
+                    coid,
+                    OrderStatus.CANCELED,
+                    now,
+                    f"reconciled: unknown to the broker (was {order.status})",
+                )
+        return [o for o in (book.get(c) for c in coids) if o is not None]
+
+    def sync(self, coid: str, state: BrokerOrderState, now: int, why: str) -> None:
+        """Adopt the broker's status and the executions the database lacks."""
+        book = self._book
+        working = book.open[coid]
+        if _missing(working.order, state.filled_qty):
+            self._adopt_executions(coid, why)
+            working = book.open.get(coid) or working
+        fill = self._missing_fill(working, state, now)
+        report = ExecutionReport(
+            coid,
+            state.status,
+            now,
+            fill,
+            state.broker_order_id,
+            f"{why}: broker says {state.status}",
+        )
+        with book.transaction():
+            if not book.apply_one(report):
+                current = book.status(coid)
+                agreement = "agrees" if current is state.status else "disagrees, kept " + current
+                book.event(coid, now, current, f"{why}: broker {agreement} ({state.status})")
+
+    def _missing_fill(self, working: Working, state: BrokerOrderState, now: int) -> Fill | None:
+        """The broker state has quantities, not executions: one fill stands for what
+        we missed, its commission unknown (0). Its id is derived from the broker's
+        filled quantity, so a second reconciliation cannot repeat it."""
+        order = working.order
+        if not _missing(order, state.filled_qty):
+            return None
+        missing = state.filled_qty - order.filled_qty
+        price = _missing_fill_price(working, state, missing)
+        if price is None:
+            return None
+        return Fill(
+            order.client_order_id,
+            f"{order.client_order_id}:reconciled:{state.filled_qty:g}",
+            order.symbol,
+            order.side,
+            now,
+            missing,
+            price,
+            0.0,
+            working.ref_price,
+        )
+
+    def _adopt_executions(self, coid: str, why: str) -> None:
+        """Each execution the broker has and the database lacks, as its own fill with
+        the broker's exec id; one already booked is a repeat and changes nothing."""
+        reports = [
+            ExecutionReport(
+                coid,
+                OrderStatus.PARTIALLY_FILLED,
+                fill.ts,
+                fill,
+                detail=f"{why}: missed execution {fill.exec_id}",
+            )
+            for fill in self._broker.fills(coid)
+        ]
+        if reports:
+            logger.info("%s: adopting %d execution(s) from the broker", coid, len(reports))
+            self._book.apply_batch(reports)
+
+    # -- orders an unavailable broker left NEW ---------------------------------------
+
+    def retry_unsent(self, max_age_ms: int) -> list[Order]:
+        """Deal with orders left NEW by an unavailable broker; returns them as they stand.
+
+        An order the broker did receive is adopted, an exit or flatten is resent,
+        an entry older than `max_age_ms` is canceled. Stops at the first
+        `BrokerUnavailable`: the rest wait for the next cycle.
+        """
+        book = self._book
+        now = self._clock()
+        handled: list[str] = []
+        for order in book.open_orders():
+            current = book.open.get(order.client_order_id)
+            if current is None or current.order.status is not OrderStatus.NEW:
+                continue  # not unsent, or settled with its bracket earlier in this loop
+            if order.parent_id is not None and order.parent_id in book.open:
+                continue  # goes out with its entry
+            family = self._family(order)
+            handled += [o.client_order_id for o in family]
+            try:
+                if not self._retry(family, max_age_ms, now):
+                    break
+            except BrokerUnavailable as exc:
+                logger.warning("retry of unsent orders stopped, broker unavailable: %s", exc)
+                break
+        return [o for o in (book.get(c) for c in handled) if o is not None]
+
+    def _retry(self, family: list[Order], max_age_ms: int, now: int) -> bool:
+        """Settle one unsent order and its family; False when the broker is away."""
+        order = family[0]
+        coid = order.client_order_id
+        if self._broker.lookup(coid) is not None:
+            lost = []
+            for member in family:
+                found = self._broker.lookup(member.client_order_id)
+                if found is not None:
+                    self.sync(member.client_order_id, found, now, "found on retry")
+                else:
+                    lost.append(member.client_order_id)
+            if lost:
+                self._drop_half_sent(coid, lost, now)
+        elif order.purpose is Purpose.ENTRY and now - order.created_at > max_age_ms:
+            for member in family:
+                self.finish_locally(
+                    member.client_order_id,
+                    OrderStatus.CANCELED,
+                    now,
+                    f"not sent within {max_age_ms} ms; the entry is stale",
+                )
+        elif self._send(family, now).status is OrderStatus.NEW:
+            return False
+        return True
+
+    def _drop_half_sent(self, coid: str, lost: list[str], now: int) -> None:
+        """Part of a bracket reached the broker and part did not (the send timed out
+        half way): an entry without its stop must not trade, so the lost orders are
+        canceled here and the entry at the broker; a position it already opened is
+        guarded by the cycle's fallback exit until the next restart protects it."""
+        logger.warning("bracket %s reached the broker without %s", coid, ", ".join(lost))
+        for member in lost:
+            self.finish_locally(member, OrderStatus.CANCELED, now, NEVER_REACHED_BROKER)
+        order = self._book.get(coid)
+        if order is not None and order.status.is_open and order.purpose is Purpose.ENTRY:
+            self._book.apply_batch(self._broker.cancel(coid, now))
+
+    def _family(self, order: Order) -> list[Order]:
+        """The order and the unsent orders that go out with it: its bracket children,
+        or the other side of a parentless protective pair."""
+        if order.parent_id is not None:
+            return [order]
+        group = order.oco_group or order.client_order_id
+        members = [
+            o
+            for o in self._book.open_orders()
+            if o.status is OrderStatus.NEW
+            and o.client_order_id != order.client_order_id
+            and (o.parent_id == order.client_order_id or (o.oco_group == group))
+        ]
+        return [order, *members]
+
+
+def _missing(order: Order, broker_filled: float) -> bool:
+    return broker_filled - order.filled_qty > FILL_TOLERANCE * max(order.qty, 1.0)
+
+
+def _missing_fill_price(working: Working, state: BrokerOrderState, missing: float) -> float | None:
+    order = working.order
+    if state.avg_price is None:
+        logger.error("broker reports %s filled without a price", order.client_order_id)
+        return working.ref_price
+    price = state.avg_price * state.filled_qty - (order.avg_price or 0.0) * order.filled_qty
+    price /= missing
+    return price if math.isfinite(price) and price > 0 else state.avg_price

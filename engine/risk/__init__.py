@@ -1,9 +1,9 @@
 """The risk layer: a gate of pure checks before every order.
 
 Here: the checks (`capital`, `limits`, `market`, `state`, `trade`), the gate that
-runs them in a stable order, and the context they read. `facts` and `usage` load
-that context from the database and record limit usage: the SQL they hold is
-debt, meant for the store. `monitor` acts on open positions every second: exits,
+runs them in a stable order, and the context they read. `facts` loads that
+context's history through `store.risk` (and `daily` keeps it in memory); `usage`
+measures how much of each limit is used. `monitor` acts on open positions every second: exits,
 trails and the dead-man's switch. Not here: sizing (`engine.decide.sizing`).
 
 gate = RiskGate(settings.risk, MarketCalendar.from_settings(...))

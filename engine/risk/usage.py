@@ -17,6 +17,7 @@ from sqlite_utils.migrations import Migrations
 from engine.config import RiskSettings
 from engine.risk import capital, limits
 from engine.risk.context import RiskContext
+from store.risk import replace_usage
 from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
@@ -163,8 +164,6 @@ def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
 def write_usage(db: Database, usages: Iterable[LimitUsage], now: int) -> None:
     """Overwrite the current figures; the caller's job commits."""
     apply_migrations(db)
-    db.conn.executemany(
-        "INSERT OR REPLACE INTO risk_usage (name, value, limit_value, unit, share, detail,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(u.name, u.value, u.limit, u.unit.value, u.share, u.detail, now) for u in usages],
+    replace_usage(
+        db.conn, [(u.name, u.value, u.limit, u.unit.value, u.share, u.detail, now) for u in usages]
     )

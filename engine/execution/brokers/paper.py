@@ -63,6 +63,7 @@ from engine.execution.brokers.fills import (
     slipped,
     worse,
 )
+from store import paper as rows
 from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
@@ -325,10 +326,8 @@ class PaperBroker:
         def work() -> list[ExecutionReport]:
             updated = replace(working, order=moved)
             self._replace_working(updated)
-            self._db.conn.execute(
-                "UPDATE paper_orders SET stop_price = ?, limit_price = ?, updated_at = ?"
-                " WHERE client_order_id = ?",
-                (moved.stop_price, moved.limit_price, now, moved.client_order_id),
+            rows.move_prices(
+                self._db.conn, moved.client_order_id, moved.stop_price, moved.limit_price, now
             )
             return []
 
@@ -366,25 +365,13 @@ class PaperBroker:
         working = self._find_working(client_order_id)
         if working is not None:
             return _state(working.order)
-        row = self._db.conn.execute(
-            "SELECT broker_order_id, status, filled_qty, avg_price FROM paper_orders"
-            " WHERE client_order_id = ?",
-            (client_order_id,),
-        ).fetchone()
+        row = rows.order_state(self._db.conn, client_order_id)
         if row is None:
             return None
         return BrokerOrderState(client_order_id, row[0], OrderStatus(row[1]), row[2], row[3])
 
     def fills(self, client_order_id: str) -> list[Fill]:
-        rows = self._db.conn.execute(
-            "SELECT exec_id, symbol, side, ts, qty, price, commission, ref_price"
-            " FROM paper_executions WHERE client_order_id = ? ORDER BY ts, exec_id",
-            (client_order_id,),
-        ).fetchall()
-        return [
-            Fill(client_order_id, r[0], r[1], Side(r[2]), r[3], r[4], r[5], r[6], r[7])
-            for r in rows
-        ]
+        return rows.executions(self._db.conn, client_order_id)
 
     def account(self) -> BrokerAccount:
         return BrokerAccount(self._cash, {s: q for s, q in self._positions.items() if q != 0})
@@ -518,10 +505,8 @@ class PaperBroker:
 
     def _on_bar(self, bar: Bar) -> list[ExecutionReport]:
         self._bars[bar.symbol] = bar
-        self._db.conn.execute(
-            "INSERT OR REPLACE INTO paper_bars (symbol, ts, open, high, low, close, volume)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume),
+        rows.save_bar(
+            self._db.conn, (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         )
         reports: list[ExecutionReport] = []
         filled = False
@@ -596,9 +581,8 @@ class PaperBroker:
             decision.ref_price,
         )
         conn = self._db.conn
-        conn.execute(
-            "INSERT INTO paper_executions (exec_id, client_order_id, broker_order_id, symbol,"
-            " side, ts, qty, price, commission, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows.insert_execution(
+            conn,
             (
                 exec_id,
                 order.client_order_id,
@@ -612,10 +596,7 @@ class PaperBroker:
                 decision.ref_price,
             ),
         )
-        conn.execute(
-            "INSERT OR REPLACE INTO paper_positions (symbol, qty, updated_at) VALUES (?, ?, ?)",
-            (order.symbol, position, ts),
-        )
+        rows.save_position(conn, order.symbol, position, ts)
         logger.debug(
             "paper fill %s %s %g %s @ %.4f",
             exec_id,
@@ -665,11 +646,8 @@ class PaperBroker:
 
     def _insert_order(self, working: _Working, now: int, detail: str) -> None:
         o = working.order
-        self._db.conn.execute(
-            "INSERT INTO paper_orders (client_order_id, broker_order_id, symbol, side, qty,"
-            " type, purpose, limit_price, stop_price, status, filled_qty, avg_price, triggered,"
-            " after_ts, expires_at, created_at, updated_at, detail, parent_id, oco_group)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows.insert_order(
+            self._db.conn,
             (
                 o.client_order_id,
                 o.broker_order_id,
@@ -696,9 +674,8 @@ class PaperBroker:
 
     def _update_order(self, working: _Working, now: int, detail: str = "") -> None:
         o = working.order
-        self._db.conn.execute(
-            "UPDATE paper_orders SET status = ?, filled_qty = ?, avg_price = ?, triggered = ?,"
-            " updated_at = ?, detail = ? WHERE client_order_id = ?",
+        rows.update_order(
+            self._db.conn,
             (
                 o.status.value,
                 o.filled_qty,
@@ -711,24 +688,14 @@ class PaperBroker:
         )
 
     def _save_account(self, now: int) -> None:
-        self._db.conn.execute(
-            "UPDATE paper_account SET cash = ?, order_seq = ?, exec_seq = ?, updated_at = ?"
-            " WHERE id = 1",
-            (self._cash, self._order_seq, self._exec_seq, now),
-        )
+        rows.save_account(self._db.conn, self._cash, self._order_seq, self._exec_seq, now)
 
     def _load(self) -> None:
         conn = self._db.conn
-        row = conn.execute(
-            "SELECT cash, order_seq, exec_seq, starting_cash FROM paper_account WHERE id = 1"
-        ).fetchone()
+        row = rows.account(conn)
         if row is None:
             with self._db.atomic():
-                conn.execute(
-                    "INSERT INTO paper_account (id, cash, starting_cash, order_seq, exec_seq,"
-                    " updated_at) VALUES (1, ?, ?, 0, 0, NULL)",
-                    (self._starting_cash, self._starting_cash),
-                )
+                rows.open_account(conn, self._starting_cash)
             row = (self._starting_cash, 0, 0, self._starting_cash)
         elif not math.isclose(row[3], self._starting_cash, rel_tol=0, abs_tol=1e-6):
             raise starting_cash_changed(
@@ -737,33 +704,19 @@ class PaperBroker:
         self._cash = float(row[0])
         self._order_seq = int(row[1])
         self._exec_seq = int(row[2])
-        self._positions: dict[str, float] = {
-            s: float(q) for s, q in conn.execute("SELECT symbol, qty FROM paper_positions")
-        }
+        self._positions: dict[str, float] = rows.positions(conn)
         self._bars: dict[str, Bar] = {
-            r[0]: Bar(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6])
-            for r in conn.execute(
-                "SELECT symbol, ts, open, high, low, close, volume FROM paper_bars"
-            )
+            r[0]: Bar(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows.bars(conn)
         }
         self._working: dict[str, dict[str, _Working]] = {}
-        for working in _rows_to_working(
-            conn.execute(
-                "SELECT client_order_id, broker_order_id, symbol, side, qty, type, purpose,"
-                " limit_price, stop_price, status, filled_qty, avg_price, triggered, after_ts,"
-                " expires_at, created_at, parent_id, oco_group FROM paper_orders"
-                " WHERE status IN (?, ?, ?, ?)"
-                " ORDER BY rowid",
-                tuple(s.value for s in OrderStatus if s.is_open),
-            )
-        ):
+        for working in _rows_to_working(rows.working_orders(conn)):
             self._working.setdefault(working.order.symbol, {})[working.order.client_order_id] = (
                 working
             )
 
 
-def _rows_to_working(rows: Iterable[tuple[Any, ...]]) -> Iterable[_Working]:
-    for r in rows:
+def _rows_to_working(records: Iterable[tuple[Any, ...]]) -> Iterable[_Working]:
+    for r in records:
         order = Order(
             client_order_id=str(r[0]),
             broker_order_id=str(r[1]),
