@@ -7,7 +7,10 @@ first cancels its position's resting pair: the path a real entry and exit take.
 
 Limits that would stop a burst of orders by design (trades per day, order rate,
 cooldown, consecutive losses, daily loss) are opened wide: the point is the cost of the
-path, not the policy. Prints figures; no pass/fail.
+path, not the policy. Prints figures; no pass/fail: throughput, latency per order, CPU
+per order, and the SQL statements and commits per order (counted with SQLite's trace
+callback, in a second pass of N orders after the timed one, so counting costs the
+timed figures nothing).
 
     .venv/bin/python bench/oms.py [N]
 """
@@ -17,11 +20,40 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from common import SimClock, describe, open_engine, settings
 
 from engine.domain import Intent, Purpose, Side
+from engine.process.runner import Engine
+
+
+def intent_for(engine: Engine, i: int) -> Intent:
+    """Entries and exits alternating per symbol: every second order closes a round trip."""
+    trader = engine.trader
+    assert trader is not None
+    symbols = list(trader.feed.symbols)
+    symbol = symbols[i % len(symbols)]
+    price = trader.last_bar[symbol].close
+    opening = (i // len(symbols)) % 2 == 0
+    return Intent(
+        symbol=symbol,
+        side=Side.BUY if opening else Side.SELL,
+        qty=10,
+        purpose=Purpose.ENTRY if opening else Purpose.EXIT,
+        stop_loss=price * 0.98 if opening else None,
+        take_profit=price * 1.05 if opening else None,
+        reason="bench",
+    )
+
+
+def send(engine: Engine, clock: SimClock, i: int) -> bool:
+    trader = engine.trader
+    assert trader is not None
+    clock.tick()
+    trader.market_now += clock.step_ms
+    return trader.submit(intent_for(engine, i)) is not None
 
 
 def main() -> None:
@@ -43,30 +75,20 @@ def main() -> None:
         engine = open_engine(Path(folder), cfg, clock)
         trader = engine.trader
         assert trader is not None
-        symbols = list(trader.feed.symbols)
         samples: list[float] = []
         sent = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
-            clock.tick()
-            trader.market_now += clock.step_ms
-            symbol = symbols[i % len(symbols)]
-            price = trader.last_bar[symbol].close
-            opening = (i // len(symbols)) % 2 == 0
-            intent = Intent(
-                symbol=symbol,
-                side=Side.BUY if opening else Side.SELL,
-                qty=10,
-                purpose=Purpose.ENTRY if opening else Purpose.EXIT,
-                stop_loss=price * 0.98 if opening else None,
-                take_profit=price * 1.05 if opening else None,
-                reason="bench",
-            )
             t0 = time.perf_counter()
-            if trader.submit(intent) is not None:
-                sent += 1
+            sent += send(engine, clock, i)
             samples.append((time.perf_counter() - t0) * 1000)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        statements: Counter[str] = Counter()
+        trader.db.conn.set_trace_callback(lambda sql: statements.update([sql.split()[0]]))
+        for i in range(n, 2 * n):
+            send(engine, clock, i)
+        trader.db.conn.set_trace_callback(None)
         denied = trader.db.conn.execute(
             "SELECT check_name, count(*) FROM signals WHERE verdict = 'denied' GROUP BY 1"
         ).fetchall()
@@ -74,6 +96,10 @@ def main() -> None:
     print(f"bench/oms.py: {n} market orders through gate + OMS + paper broker + SQLite (WAL)")
     print(f"  throughput {n / elapsed:,.0f} orders/s ({sent} sent, denied {denied or 'none'})")
     print(f"  per order  {describe(samples)}")
+    print(f"  CPU        {cpu / n * 1e6:,.0f} us per order (this process, all threads)")
+    total = sum(statements.values())
+    commits = statements["COMMIT"] + statements["commit"]
+    print(f"  SQL        {total / n:.1f} statements and {commits / n:.1f} commits per order")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ from engine.risk.monitor import (
     write_usage,
 )
 from store.db import is_store_full
+from store.orders import insert_signal
 
 log = logging.getLogger(__name__)
 
@@ -536,34 +537,31 @@ class Trader:
             verdict = self.gate.check(intent, ctx or self.risk_context(now))
         if watch:
             watch.lap("risk")
-        cur = self.db.conn.execute(
-            "INSERT INTO signals (cycle_id, ts, symbol, side, qty, purpose, strength,"
-            " model_version, verdict, check_name, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cycle_id,
-                now,
-                intent.symbol,
-                intent.side.value,
-                intent.qty,
-                intent.purpose.value,
-                intent.strength,
-                intent.model_version,
-                "allowed" if verdict.allowed else "denied",
-                verdict.check,
-                verdict.reason if not verdict.allowed else intent.reason,
-            ),
+        signal = (
+            cycle_id,
+            now,
+            intent.symbol,
+            intent.side.value,
+            intent.qty,
+            intent.purpose.value,
+            intent.strength,
+            intent.model_version,
+            "allowed" if verdict.allowed else "denied",
+            verdict.check,
+            verdict.reason if not verdict.allowed else intent.reason,
         )
-        if not verdict.allowed and not intent.purpose.reduces_exposure:
-            self._lock_entries(intent.symbol, verdict, now)
         if not verdict.allowed or ref is None:
+            insert_signal(self.db.conn, signal, None)
+            if not intent.purpose.reduces_exposure:
+                self._lock_entries(intent.symbol, verdict, now)
             log.info(
                 "denied %s %s %s: %s", intent.side, intent.symbol, verdict.check, verdict.reason
             )
             return None
-        signal_id = cur.lastrowid
-        self.db.conn.commit()
+        self.db.conn.commit()  # what the cycle wrote before: the OMS needs no open transaction
         try:
-            order = self.oms.submit(intent, ref.close, signal_id=signal_id)
+            # The signal row is written in the order's own transaction.
+            order = self.oms.submit(intent, ref.close, signal=signal)
         except BrokerUnavailable as exc:
             self.alerts.raise_(
                 Severity.HIGH,

@@ -129,3 +129,33 @@ def maybe_reader(
         return
     with reader(path) as conn:
         yield conn
+
+
+@contextmanager
+def atomic(conn: sqlite3.Connection, name: str) -> Iterator[None]:
+    """One transaction, or the savepoint `name` inside the caller's; rolled back when
+    the block raises. Like sqlite_utils' `atomic`, but its statements are the same
+    every time, so SQLite compiles them once (the order path runs it per order)."""
+    if conn.in_transaction:
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            # A failed statement may have ended the whole transaction already.
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise

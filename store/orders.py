@@ -16,6 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from engine.domain import ExitReason, Fill, Order, OrderStatus, OrderType, Purpose, Side
+from store.db import atomic
 
 _COLUMNS = (
     "client_order_id, symbol, side, qty, type, purpose, status, limit_price, stop_price,"
@@ -40,6 +41,10 @@ INSERT_FILL = (
     " ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_FILL_ONCE = INSERT_FILL.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+INSERT_SIGNAL = (
+    "INSERT INTO signals (cycle_id, ts, symbol, side, qty, purpose, strength, model_version,"
+    " verdict, check_name, reason, client_order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 Event = tuple[str, int, str, str]  # client_order_id, ts, status, detail
 
@@ -86,6 +91,12 @@ def fill_row(fill: Fill) -> tuple[Any, ...]:
     )
 
 
+def insert_signal(conn: sqlite3.Connection, row: Sequence[Any], coid: str | None) -> int:
+    """A `signals` row: (cycle_id, ts, symbol, side, qty, purpose, strength,
+    model_version, verdict, check_name, reason), and the order it became, if any."""
+    return int(conn.execute(INSERT_SIGNAL, (*row, coid)).lastrowid or 0)
+
+
 def insert_fill(conn: sqlite3.Connection, fill: Fill) -> None:
     """A fill booked outside the OMS (adopting the broker's positions); a repeated
     exec id raises."""
@@ -105,7 +116,7 @@ class OrderRepository:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.db.atomic():
+        with atomic(self.conn, "oms"):
             yield
 
     # -- reading ---------------------------------------------------------------
@@ -126,31 +137,36 @@ class OrderRepository:
 
     # -- writing ---------------------------------------------------------------
 
-    def insert_order(self, order: Order, ref_price: float, now: int, sizing: str) -> None:
-        self.conn.execute(
-            INSERT_ORDER,
-            (
-                order.client_order_id,
-                order.symbol,
-                order.side.value,
-                order.qty,
-                order.order_type.value,
-                order.purpose.value,
-                OrderStatus.NEW.value,
-                order.limit_price,
-                order.stop_price,
-                order.stop_loss,
-                order.take_profit,
-                ref_price,
-                sizing,
-                order.reason,
-                now,
-                now,
-                order.expires_at,
-                order.parent_id,
-                order.oco_group,
-                order.exit_reason.value if order.exit_reason else None,
-            ),
+    def insert_orders(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """`order_row`s, NEW."""
+        self.conn.executemany(INSERT_ORDER, rows)
+
+    def insert_signal(self, row: Sequence[Any], coid: str | None) -> int:
+        return insert_signal(self.conn, row, coid)
+
+    @staticmethod
+    def order_row(order: Order, ref_price: float, now: int, sizing: str) -> tuple[Any, ...]:
+        return (
+            order.client_order_id,
+            order.symbol,
+            order.side.value,
+            order.qty,
+            order.order_type.value,
+            order.purpose.value,
+            OrderStatus.NEW.value,
+            order.limit_price,
+            order.stop_price,
+            order.stop_loss,
+            order.take_profit,
+            ref_price,
+            sizing,
+            order.reason,
+            now,
+            now,
+            order.expires_at,
+            order.parent_id,
+            order.oco_group,
+            order.exit_reason.value if order.exit_reason else None,
         )
 
     def link_signal(self, signal_id: int, coid: str) -> None:

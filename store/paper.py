@@ -85,6 +85,19 @@ def order_state(conn: sqlite3.Connection, coid: str) -> tuple[Any, ...] | None:
     return None if row is None else tuple(row)
 
 
+def order_states(conn: sqlite3.Connection, coids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """`order_state` of each order the broker has, by client order id."""
+    if not coids:
+        return {}
+    marks = ",".join("?" * len(coids))
+    found = conn.execute(
+        "SELECT client_order_id, broker_order_id, status, filled_qty, avg_price"
+        f" FROM paper_orders WHERE client_order_id IN ({marks})",
+        coids,
+    )
+    return {str(r[0]): tuple(r[1:]) for r in found}
+
+
 def executions(conn: sqlite3.Connection, coid: str) -> list[Fill]:
     rows = conn.execute(
         "SELECT exec_id, symbol, side, ts, qty, price, commission, ref_price"

@@ -14,8 +14,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.domain import ExecutionReport, Fill, Order, OrderStatus, TradeRecord
 from engine.execution.ledger import Ledger
@@ -52,13 +51,21 @@ class OrderBook:
         self.expiring: set[str] = set()
         self.open: dict[str, Working] = self._load_open()
         self._closed: dict[str, Working] = {}
+        self._new: list[tuple[Any, ...]] = []
         self._events: list[Event] = []
         self._dirty: dict[str, tuple[Order, int]] = {}
         self._listener: OmsListener | None = None
         self._notices: list[Callable[[], None]] = []
+        self._depth = 0  # transactions open: an inner one joins the outer
+        self._rollback_hooks: list[Callable[[], None]] = []
 
     def listen(self, listener: OmsListener) -> None:
         self._listener = listener
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Also call `hook` when a transaction was rolled back (a broker whose own
+        writes joined it reloads its memory)."""
+        self._rollback_hooks.append(hook)
 
     # -- reading ---------------------------------------------------------------
 
@@ -87,7 +94,7 @@ class OrderBook:
 
     def add(self, order: Order, ref_price: float, now: int, sizing: str = "{}") -> None:
         """A NEW order, inside the caller's transaction; in memory once it commits."""
-        self.repo.insert_order(order, ref_price, now, sizing)
+        self._new.append(self.repo.order_row(order, ref_price, now, sizing))
         self.tell(lambda listener: listener.order_created(order))
         detail = f"{order.purpose} {order.reason}".strip()
         self.event(order.client_order_id, now, OrderStatus.NEW, detail)
@@ -132,7 +139,7 @@ class OrderBook:
             order = step.order
             self.tell(lambda listener: listener.order_changed(order))
             self._dirty[coid] = (order, report.ts)
-            self._hold(replace(working, order=order))
+            self._hold(Working(order, working.ref_price))
         return bool(step.events)
 
     def _book_fill(self, working: Working, fill: Fill) -> Fill | None:
@@ -141,7 +148,18 @@ class OrderBook:
         if working.ref_price is not None:
             # Slippage is what the fill cost against the decision, not against
             # whatever bar the broker happened to fill it on.
-            fill = replace(fill, ref_price=working.ref_price)
+            f = fill
+            fill = Fill(
+                f.client_order_id,
+                f.exec_id,
+                f.symbol,
+                f.side,
+                f.ts,
+                f.qty,
+                f.price,
+                f.commission,
+                working.ref_price,
+            )
         if not self.repo.insert_fill_once(fill):
             log.debug("repeated execution %s for %s ignored", fill.exec_id, fill.client_order_id)
             return None
@@ -157,7 +175,13 @@ class OrderBook:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction; on failure memory is reloaded, so it never runs ahead of the db."""
+        """One transaction; on failure memory is reloaded, so it never runs ahead of the
+        db. Inside another of the book's, it joins that one: one commit, and the
+        listener is told once it is done."""
+        if self._depth:
+            yield
+            return
+        self._depth = 1
         try:
             with self.repo.transaction():
                 yield
@@ -166,17 +190,22 @@ class OrderBook:
             log.exception("an OMS write failed and was rolled back; reloading from the database")
             self.reload()
             raise
+        finally:
+            self._depth = 0
         notices, self._notices = self._notices, []
         for notice in notices:
             notice()
 
     def reload(self) -> None:
+        self._new.clear()
         self._events.clear()
         self._dirty.clear()
         self._closed.clear()
         self._notices.clear()
         self.open = self._load_open()
         self._ledger.reload()
+        for hook in self._rollback_hooks:
+            hook()
         if self._listener is not None:
             self._listener.reload(self._clock())
 
@@ -200,6 +229,9 @@ class OrderBook:
             del self._closed[next(iter(self._closed))]
 
     def _flush(self) -> None:
+        if self._new:
+            self.repo.insert_orders(self._new)
+            self._new.clear()
         if self._events:
             self.repo.insert_events(self._events)
             self._events.clear()

@@ -13,9 +13,16 @@ protect, modify. A report that asks for an illegal transition is refused and
 logged. Every transition is an `order_events` row; fills are recorded even on a
 terminal order, because the money moved.
 
-Crash safety: `submit` commits the NEW row (one transaction) before calling the
-broker, then applies the broker's reports (a second transaction). After a
-restart, `reconcile` asks the broker about every order still open in the
+Crash safety: an order is two transactions. The first commits its NEW rows (the
+order, its bracket, their events and the intent's `signals` row; for an exit,
+first the cancel of the position's resting pair) before any broker sees it. The
+second holds the broker call and everything its reports move: statuses, fills,
+the position, the round trip. The paper broker writes its own tables on the
+same connection, so they join that transaction (a savepoint) and commit with it
+or not at all; a remote broker writes nothing here, and the broker calls of a
+transaction come before its first write, so a round trip holds no write lock
+(unless a protective order left NEW by an outage must be looked up first).
+After a restart, `reconcile` asks the broker about every order still open in the
 database; one the broker never saw is canceled, never sent late.
 
 Brackets: an ENTRY intent with a stop-loss or take-profit becomes three orders,
@@ -52,8 +59,9 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -132,6 +140,11 @@ class Oms:
         self._sequence = itertools.count(1)
         self._book = OrderBook(OrderRepository(db), Ledger(db, portfolio), clock)
         self._reconciler = OrderReconciler(self._book, broker, clock, self._send_family)
+        # A broker that writes on the engine's connection (paper) joins the OMS's
+        # transactions; when one is rolled back, it forgets what it did in it.
+        reload = getattr(broker, "reload", None)
+        if callable(reload):
+            self._book.on_rollback(reload)
 
     def listen(self, listener: OmsListener) -> None:
         """Tell `listener` every order, change, fill and round trip once it is committed."""
@@ -151,46 +164,87 @@ class Oms:
 
     # -- submitting ------------------------------------------------------------
 
-    def submit(self, intent: Intent, ref_price: float, signal_id: int | None = None) -> Order:
+    def submit(
+        self,
+        intent: Intent,
+        ref_price: float,
+        signal_id: int | None = None,
+        *,
+        signal: Sequence[Any] | None = None,
+    ) -> Order:
         """Persist the order as NEW (committed), then send it and apply the reports.
 
         `ref_price` is the price the decision was made at; fills are measured
         against it for slippage. Returns the order as it stands afterwards: still
         NEW when the broker was unavailable (see the module docstring). An entry
         with a stop or target goes out as a bracket; any other exit first cancels
-        the resting protection of its symbol.
+        the resting protection of its symbol (BrokerUnavailable from that cancel
+        propagates, and no order is made).
+
+        The intent's `signals` row is linked to the order: `signal_id` names one
+        already written; `signal` is one to write (its columns as in
+        store.orders.insert_signal) in the order's own transaction. It is written
+        even when no order comes of it.
         """
         if self._book.repo.in_transaction:
             raise OpenTransaction(
                 "Oms.submit needs the writer outside any transaction: the NEW order"
                 " must be committed before the broker sees it"
             )
-        check_intent(intent, ref_price)
-        if intent.purpose.reduces_exposure:
-            self.cancel_protection(intent.symbol)
-        now = self._clock()
-        coid = self._new_id(now)
-        order = order_from_intent(intent, coid, now, self._expires_at(intent, now))
-        children: list[Order] = []
-        if intent.purpose is Purpose.ENTRY:
-            children = protective_pair(
-                intent.symbol,
-                intent.side.opposite,
-                intent.qty,
-                intent.stop_loss,
-                intent.take_profit,
-                group=coid,
-                parent_id=coid,
-                now=now,
-            )
+        try:
+            check_intent(intent, ref_price)
+        except ValueError:
+            if signal is not None:
+                with self._book.transaction():
+                    self._book.repo.insert_signal(signal, None)
+            raise
+        orders, unavailable = self._create(intent, ref_price, signal_id, signal)
+        if unavailable is not None:
+            raise unavailable
+        return self._send_family(orders, orders[0].created_at)
+
+    def _create(
+        self,
+        intent: Intent,
+        ref_price: float,
+        signal_id: int | None,
+        signal: Sequence[Any] | None,
+    ) -> tuple[list[Order], BrokerUnavailable | None]:
+        """One transaction: the symbol's protection canceled (for an exit), the
+        signal, and the order with its bracket as NEW rows."""
         book = self._book
         with book.transaction():
+            unavailable = None
+            if intent.purpose.reduces_exposure:
+                try:
+                    self.cancel_protection(intent.symbol)
+                except BrokerUnavailable as exc:
+                    unavailable = exc
+            now = self._clock()
+            coid = self._new_id(now)
+            if signal is not None:
+                book.repo.insert_signal(signal, None if unavailable else coid)
+            if unavailable is not None:
+                return [], unavailable
+            order = order_from_intent(intent, coid, now, self._expires_at(intent, now))
+            children: list[Order] = []
+            if intent.purpose is Purpose.ENTRY:
+                children = protective_pair(
+                    intent.symbol,
+                    intent.side.opposite,
+                    intent.qty,
+                    intent.stop_loss,
+                    intent.take_profit,
+                    group=coid,
+                    parent_id=coid,
+                    now=now,
+                )
             book.add(order, ref_price, now, json.dumps(intent.sizing, default=str))
             for child in children:
                 book.add(child, decision_price(child, ref_price), now)
             if signal_id is not None:
                 book.repo.link_signal(signal_id, coid)
-        return self._send_family([order, *children], now)
+        return [order, *children], None
 
     def _new_id(self, now: int) -> str:
         return new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
@@ -208,28 +262,37 @@ class Oms:
         return expires_at
 
     def _send_family(self, orders: list[Order], now: int) -> Order:
-        """Send one order, or an entry with its bracket; returns the first as it stands."""
+        """Send one order, or an entry with its bracket, and apply the reports in one
+        transaction; returns the first as it stands."""
         first = orders[0]
         coid = first.client_order_id
-        try:
-            if len(orders) > 1:
-                reports = self._broker.submit_bracket(orders, now)
-            else:
-                reports = self._broker.submit(self._book.open[coid].order, now)
-        except BrokerUnavailable as exc:
-            kind = "bracket" if len(orders) > 1 else "order"
-            log.warning("%s %s not sent, broker unavailable: %s", kind, coid, exc)
-            with self._book.transaction():
+        book = self._book
+        with book.transaction():
+            try:
+                if len(orders) > 1:
+                    reports = self._broker.submit_bracket(orders, now)
+                else:
+                    reports = self._broker.submit(book.open[coid].order, now)
+            except BrokerUnavailable as exc:
+                kind = "bracket" if len(orders) > 1 else "order"
+                log.warning("%s %s not sent, broker unavailable: %s", kind, coid, exc)
                 for order in orders:
-                    self._book.event(
+                    book.event(
                         order.client_order_id,
                         now,
                         OrderStatus.NEW,
                         f"not sent, broker unavailable: {exc}",
                     )
-            return self._book.open[coid].order if len(orders) == 1 else first
-        self._book.apply_batch(reports)
+                return book.open[coid].order if len(orders) == 1 else first
+            for report in reports:
+                book.apply_one(report)
         return self.get(coid) or first
+
+    def _at_broker(self, call: Callable[[], list[ExecutionReport]]) -> None:
+        """Ask the broker and apply its reports in one transaction."""
+        with self._book.transaction():
+            for report in call():
+                self._book.apply_one(report)
 
     def protect(self, position: Position) -> list[Order]:
         """Send a resting stop and target (OCO, no parent) for a held position at its
@@ -294,8 +357,11 @@ class Oms:
 
     def on_bar(self, bar: Bar) -> list[ExecutionReport]:
         """Pass the bar to the broker and apply what it reports (resting orders filling)."""
-        reports = self._broker.on_bar(bar)
-        self._book.apply_batch(reports)
+        reports: list[ExecutionReport] = []
+        with self._book.transaction():
+            reports = self._broker.on_bar(bar)
+            for report in reports:
+                self._book.apply_one(report)
         return reports
 
     # -- canceling and expiring ----------------------------------------------------
@@ -316,11 +382,23 @@ class Oms:
         return len(orders)
 
     def cancel_protection(self, symbol: str) -> int:
-        """Cancel the symbol's resting stop and target; returns how many were canceled."""
+        """Cancel the symbol's resting stop and target; returns how many were canceled.
+
+        One transaction; the broker is asked for every cancel before any report is
+        applied, so a remote broker's round trips hold no write lock."""
         resting = self.protection(symbol)
         now = self._clock()
-        for order in resting:
-            self._cancel(order, now, _LOCAL_CANCEL)
+        with self._book.transaction():
+            reports: list[ExecutionReport] = []
+            try:
+                for order in resting:
+                    if order.status is OrderStatus.NEW:
+                        self._cancel(order, now, _LOCAL_CANCEL)
+                    else:
+                        reports += self._broker.cancel(order.client_order_id, now)
+            finally:
+                for report in reports:
+                    self._book.apply_one(report)
         return len(resting)
 
     def expire(self, now: int) -> list[Order]:
@@ -348,4 +426,4 @@ class Oms:
             self._reconciler.sync(coid, state, now, "found at the broker when canceling")
             if coid not in self._book.open:
                 return
-        self._book.apply_batch(self._broker.cancel(coid, now))
+        self._at_broker(lambda: self._broker.cancel(coid, now))

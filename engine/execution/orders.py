@@ -201,25 +201,34 @@ def settle(
     """The order after `report`; `fill` is the report's fill when it is new (a repeated
     execution is not settled at all). `expiring`: a cancel the OMS asked for
     because the order expired, recorded as EXPIRED."""
-    changed = False
+    changes: dict[str, object] = {}
     if report.broker_order_id and report.broker_order_id != order.broker_order_id:
-        order = replace(order, broker_order_id=report.broker_order_id)
-        changed = True
+        changes["broker_order_id"] = report.broker_order_id
     details = [report.detail] if report.detail else []
     if fill is not None:
-        order = with_fill(order, fill)
+        filled = order.filled_qty + fill.qty
+        changes["filled_qty"] = filled
+        changes["avg_price"] = (
+            (order.avg_price or 0.0) * order.filled_qty + fill.price * fill.qty
+        ) / filled
         details.insert(0, f"fill {fill.qty:g} @ {fill.price:g} ({fill.exec_id})")
-        changed = True
     status = report.status
     if expiring and status is OrderStatus.CANCELED:
         status = OrderStatus.EXPIRED
         details.append(f"expired (working past {order.expires_at})")
     detail = "; ".join(details)
+    events: tuple[tuple[OrderStatus, str], ...] = ()
+    refused = ""
     if status is order.status:
-        events = ((status, detail),) if fill is not None else ()
-        return Step(order, events, changed)
-    if is_legal_transition(order.status, status):
-        return Step(replace(order, status=status), ((status, detail),), True)
-    refused = f"refused {order.status} -> {status} for {order.client_order_id} ({detail})"
-    events = ((order.status, f"{detail}; kept {order.status}"),) if fill is not None else ()
-    return Step(order, events, changed, refused)
+        if fill is not None:
+            events = ((status, detail),)
+    elif is_legal_transition(order.status, status):
+        changes["status"] = status
+        events = ((status, detail),)
+    else:
+        refused = f"refused {order.status} -> {status} for {order.client_order_id} ({detail})"
+        if fill is not None:
+            events = ((order.status, f"{detail}; kept {order.status}"),)
+    if not changes:
+        return Step(order, events, False, refused)
+    return Step(replace(order, **changes), events, True, refused)  # type: ignore[arg-type]

@@ -238,6 +238,21 @@ def _chain(*parts: Iterator[tuple[str, float]]) -> Iterator[tuple[str, float]]:
         yield from part
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """How a fail-closed check is guarded: its name, whether it reads the account's
+    figures, and the check itself without the guard."""
+
+    name: str
+    account: bool
+    check: CheckFn
+
+
+# Every guarded check's guard, so the gate can test the figures once per intent
+# instead of once per check (the same answer: `non_finite` is pure).
+GUARDS: dict[CheckFn, Guard] = {}
+
+
 def fail_closed(name: str, *, account: bool = True) -> Callable[[CheckFn], CheckFn]:
     """A check that denies when any figure it may read is not finite: NaN compares
     false with everything, so an unguarded `loss > limit` would allow. `account`:
@@ -252,6 +267,7 @@ def fail_closed(name: str, *, account: bool = True) -> Callable[[CheckFn], Check
                 return Verdict.deny(name, f"fail closed: {problem}")
             return check(intent, ctx, settings)
 
+        GUARDS[guarded] = Guard(name, account, check)
         return guarded
 
     return wrap

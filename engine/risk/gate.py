@@ -18,7 +18,7 @@ from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
 from engine.market.calendar import MarketCalendar
 from engine.risk import capital, limits, market, state, trade
-from engine.risk.context import RiskContext, reduces_exposure
+from engine.risk.context import GUARDS, RiskContext, non_finite, reduces_exposure
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ class RiskGate:
     def evaluate(self, intent: Intent, ctx: RiskContext) -> list[Verdict]:
         """One verdict per check, in `CHECK_NAMES` order."""
         ctx = self._with_calendar(intent, ctx)
-        out = [self._run(name, fn, intent, ctx) for name, fn in ALWAYS]
+        figures = _Figures(intent, ctx)
+        out = [self._run(name, fn, intent, ctx, figures) for name, fn in ALWAYS]
         if reduces_exposure(intent, ctx):
             out.extend(Verdict(True, name, REDUCES_EXPOSURE) for name, _ in ENTRY_ONLY)
         else:
-            out.extend(self._run(name, fn, intent, ctx) for name, fn in ENTRY_ONLY)
+            out.extend(self._run(name, fn, intent, ctx, figures) for name, fn in ENTRY_ONLY)
         return out
 
     def check(self, intent: Intent, ctx: RiskContext) -> Verdict:
@@ -98,9 +99,17 @@ class RiskGate:
                 return verdict
         return Verdict.ok("all")
 
-    def _run(self, name: str, fn: Check, intent: Intent, ctx: RiskContext) -> Verdict:
+    def _run(
+        self, name: str, fn: Check, intent: Intent, ctx: RiskContext, figures: _Figures
+    ) -> Verdict:
         try:
-            return fn(intent, ctx, self.settings)
+            guard = GUARDS.get(fn)
+            if guard is None:
+                return fn(intent, ctx, self.settings)
+            problem = figures.problem(guard.account)
+            if problem is not None:
+                return Verdict.deny(guard.name, f"fail closed: {problem}")
+            return guard.check(intent, ctx, self.settings)
         except Exception as exc:
             logger.exception("risk check %s failed on %s %s", name, intent.side, intent.symbol)
             return Verdict.deny(name, f"check failed: {type(exc).__name__}: {exc}")
@@ -116,3 +125,16 @@ class RiskGate:
         if ctx.blackouts is None:
             changes["blackouts"] = self.calendar.blackouts()
         return dataclasses.replace(ctx, **changes) if changes else ctx  # type: ignore[arg-type]
+
+
+class _Figures:
+    """`non_finite` of one intent and context, computed at most once per kind."""
+
+    def __init__(self, intent: Intent, ctx: RiskContext) -> None:
+        self._intent, self._ctx = intent, ctx
+        self._found: dict[bool, str | None] = {}
+
+    def problem(self, account: bool) -> str | None:
+        if account not in self._found:
+            self._found[account] = non_finite(self._intent, self._ctx, account=account)
+        return self._found[account]

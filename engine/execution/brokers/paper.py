@@ -64,11 +64,13 @@ from engine.execution.brokers.fills import (
     worse,
 )
 from store import paper as rows
+from store.db import atomic
 from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
 
 SHORT_MARGIN = 0.5  # equity needed per unit of short notional
+_DONE_KEPT = 256  # finished orders remembered, so a lookup of one needs no SELECT
 NOT_WORKING = "unknown or not working"
 
 migrations = Migrations("paper_broker")
@@ -257,6 +259,7 @@ class PaperBroker:
         self._settings = settings
         self._starting_cash = starting_cash
         self._connected = True
+        self._account_saved_at: int | None = None
         apply_migrations(db)
         self._load()
 
@@ -292,7 +295,7 @@ class PaperBroker:
     def submit_bracket(self, orders: Sequence[Order], now: int) -> list[ExecutionReport]:
         if not self._connected:
             raise BrokerUnavailable("paper broker is disconnected")
-        known = [self.lookup(o.client_order_id) for o in orders]
+        known = self._lookup_many([o.client_order_id for o in orders])
         if any(k is not None for k in known):
             return [
                 ExecutionReport(
@@ -365,10 +368,31 @@ class PaperBroker:
         working = self._find_working(client_order_id)
         if working is not None:
             return _state(working.order)
+        done = self._done.get(client_order_id)
+        if done is not None:
+            return done
         row = rows.order_state(self._db.conn, client_order_id)
         if row is None:
             return None
         return BrokerOrderState(client_order_id, row[0], OrderStatus(row[1]), row[2], row[3])
+
+    def _lookup_many(self, coids: list[str]) -> list[BrokerOrderState | None]:
+        """`lookup` of each, with one SELECT for those not in memory."""
+        found: dict[str, BrokerOrderState | None] = {}
+        for coid in coids:
+            working = self._find_working(coid)
+            if working is not None:
+                found[coid] = _state(working.order)
+            elif coid in self._done:
+                found[coid] = self._done[coid]
+        unknown = [c for c in coids if c not in found]
+        for coid, row in rows.order_states(self._db.conn, unknown).items():
+            found[coid] = BrokerOrderState(coid, row[0], OrderStatus(row[1]), row[2], row[3])
+        return [found.get(c) for c in coids]
+
+    def reload(self) -> None:
+        """Read the broker's state again: a transaction its writes joined was rolled back."""
+        self._load()
 
     def fills(self, client_order_id: str) -> list[Fill]:
         return rows.executions(self._db.conn, client_order_id)
@@ -416,7 +440,10 @@ class PaperBroker:
         if problem is None and last_bar is not None and not order.protective:
             # A stop or target only ever closes what is held (reduce-only), so it needs
             # no buying power of its own.
-            order = replace(order, side=Side(order.side), order_type=OrderType(order.order_type))
+            if not (isinstance(order.side, Side) and isinstance(order.order_type, OrderType)):
+                order = replace(
+                    order, side=Side(order.side), order_type=OrderType(order.order_type)
+                )
             marks = {s: b.close for s, b in self._bars.items()}
             price = estimated_price(order, last_bar, self._settings)
             problem = buying_power_problem(
@@ -427,16 +454,23 @@ class PaperBroker:
                 price=price,
                 settings=self._settings,
             )
-        order = replace(order, broker_order_id=broker_id, filled_qty=0.0, avg_price=None)
+        order = replace(
+            order,
+            broker_order_id=broker_id,
+            filled_qty=0.0,
+            avg_price=None,
+            status=OrderStatus.ACCEPTED if problem is None else OrderStatus.REJECTED,
+        )
         if problem is not None:
             logger.info("paper broker rejects %s: %s", coid, problem)
-            rejected = replace(order, status=OrderStatus.REJECTED)
+            rejected = order
             self._insert_order(_Working(rejected, False, None), now, problem or "")
+            self._remember_done(rejected)
             self._save_account(now)
             return [ExecutionReport(coid, OrderStatus.REJECTED, now, None, broker_id, problem)]
 
         assert last_bar is not None  # rejected above without market data
-        working = _Working(replace(order, status=OrderStatus.ACCEPTED), False, last_bar.ts)
+        working = _Working(order, False, last_bar.ts)
         reports = [
             ExecutionReport(coid, OrderStatus.SUBMITTED, now, None, broker_id),
             ExecutionReport(coid, OrderStatus.ACCEPTED, now, None, broker_id),
@@ -452,6 +486,8 @@ class PaperBroker:
             self._insert_order(working, now, "")
         if working.order.status.is_open:
             self._working.setdefault(order.symbol, {})[coid] = working
+        else:
+            self._remember_done(working.order)
         self._save_account(now)
         return reports
 
@@ -606,12 +642,12 @@ class PaperBroker:
             decision.price,
         )
         report = ExecutionReport(order.client_order_id, status, ts, fill, order.broker_order_id)
-        return replace(working, order=order), report
+        return _Working(order, working.triggered, working.after_ts), report
 
     def _finish(
         self, working: _Working, status: OrderStatus, ts: int, detail: str
     ) -> ExecutionReport:
-        done = replace(working, order=replace(working.order, status=status))
+        done = _Working(replace(working.order, status=status), working.triggered, working.after_ts)
         self._update_order(done, ts, detail)
         self._remove_working(done)
         return ExecutionReport(
@@ -632,13 +668,22 @@ class PaperBroker:
 
     def _remove_working(self, working: _Working) -> None:
         self._working.get(working.order.symbol, {}).pop(working.order.client_order_id, None)
+        self._remember_done(working.order)
+
+    def _remember_done(self, order: Order) -> None:
+        done = self._done
+        done[order.client_order_id] = _state(order)
+        if len(done) > _DONE_KEPT:
+            del done[next(iter(done))]
 
     # ---- persistence ----------------------------------------------------------------
 
     def _write(self, work: _Work) -> list[ExecutionReport]:
         try:
-            with self._db.atomic():
-                return work()
+            with atomic(self._db.conn, "paper"):
+                reports = work()
+                self._flush_account()
+                return reports
         except Exception:
             logger.exception("paper broker write failed; reloading its state from the database")
             self._load()
@@ -688,7 +733,14 @@ class PaperBroker:
         )
 
     def _save_account(self, now: int) -> None:
-        rows.save_account(self._db.conn, self._cash, self._order_seq, self._exec_seq, now)
+        """Saved once, at the end of the public call's transaction."""
+        self._account_saved_at = now
+
+    def _flush_account(self) -> None:
+        now = self._account_saved_at
+        if now is not None:
+            self._account_saved_at = None
+            rows.save_account(self._db.conn, self._cash, self._order_seq, self._exec_seq, now)
 
     def _load(self) -> None:
         conn = self._db.conn
@@ -708,6 +760,8 @@ class PaperBroker:
         self._bars: dict[str, Bar] = {
             r[0]: Bar(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows.bars(conn)
         }
+        self._done: dict[str, BrokerOrderState] = {}
+        self._account_saved_at = None
         self._working: dict[str, dict[str, _Working]] = {}
         for working in _rows_to_working(rows.working_orders(conn)):
             self._working.setdefault(working.order.symbol, {})[working.order.client_order_id] = (
