@@ -318,3 +318,37 @@ def test_an_in_memory_engine_takes_no_lock_file_and_is_never_lost(tmp_path, monk
     finally:
         eng.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_in_memory_store_writes_nothing_beside_it(tmp_path, monkeypatch):
+    """Every file the store keeps beside a database (lock, key, audit head, the file
+    itself) is derived from its path: for ':memory:' there must be none, not one
+    named ':memory:' in the working folder."""
+    from engine.alerts import audit
+    from store.db import ensure_schema, open_writer
+    from store.secrets import SecretStore
+
+    monkeypatch.chdir(tmp_path)
+    ensure_schema(":memory:")
+    db = open_writer(":memory:")
+    try:
+        SecretStore.of(db.conn).put(db, "alerts.smtp_password", "hunter2")
+        audit.ensure_key(db)
+        db.conn.commit()
+        audit.write_anchor(db.conn)
+        assert SecretStore.of(db.conn).get(db.conn, "alerts.smtp_password") == "hunter2"
+    finally:
+        db.conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_checkout_holds_no_file_named_after_an_in_memory_database():
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", ":(literal):memory:"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tracked.stdout == ""
+    assert not (PROJECT_ROOT / ":memory:").exists()
