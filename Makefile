@@ -31,13 +31,19 @@ $(CHROMIUM):
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi
 
-## Unit and integration tests, then the browser tests.
+# Unit and integration tests on two workers (pytest-xdist), a test file per worker at
+# a time so a file's shared fixtures are built once.
+FAST_TESTS := -m "not browser and not slow" -n 2 --dist loadfile
+
+## Unit and integration tests, then the slow ones (a local Ray cluster), then the browser tests.
 test: $(DEV_OK) $(CHROMIUM)
-	$(PY) -m pytest -m "not browser"
+	$(PY) -m pytest $(FAST_TESTS)
+	$(PY) -m pytest -m "slow and not browser"
 	COCKPIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:randomly
 
+## Unit and integration tests only.
 test-fast: $(DEV_OK)
-	$(PY) -m pytest -m "not browser"
+	$(PY) -m pytest $(FAST_TESTS)
 
 lint: $(DEV_OK)
 	.venv/bin/ruff check .

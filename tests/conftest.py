@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
 from engine.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from engine.ml.train import TrainedModel
 
 # A shared 2-core machine stalls any example now and then; a per-example deadline
 # would turn that into a failure that says nothing about the code.
@@ -32,6 +37,9 @@ def _clean_config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Engines run by tests serve no metrics unless asked: 9108 is shared by every
     # worktree and process on the machine.
     monkeypatch.setenv("COCKPIT_METRICS__PORT", "0")
+    # Backtests without --out write under the test's own folder, not the checkout's
+    # var/backtests, which every test process on the machine shares.
+    monkeypatch.setenv("COCKPIT_BACKTEST__OUT_DIR", str(tmp_path / "backtests"))
 
 
 class FakeClock:
@@ -71,3 +79,33 @@ def open_engines() -> Iterator[list[Any]]:
     yield engines
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture(scope="session")
+def _small_champion(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A small model, trained once per session (training is the slowest thing a test
+    can do); tests get their own copy of its artifact through `champion_in`."""
+    from engine.config import MlSettings
+    from engine.market.feeds import generate_history
+    from engine.ml.train import TrainParams, train_on_history
+
+    return train_on_history(
+        generate_history(["A", "B", "C"], 1_500, seed=2),
+        MlSettings(),
+        artifacts_dir=tmp_path_factory.mktemp("champion"),
+        now=FakeClock()(),
+        params=TrainParams(n_folds=2, rounds=20),
+    )
+
+
+@pytest.fixture
+def champion_in(_small_champion: TrainedModel) -> Callable[[Path], TrainedModel]:
+    """Copy the session's small model into a models folder (e.g. beside a test's
+    database), as if it had been trained there: a test may damage its copy."""
+
+    def copy(models: Path) -> TrainedModel:
+        folder = models / _small_champion.path.parent.name
+        shutil.copytree(_small_champion.path.parent, folder)
+        return replace(_small_champion, path=folder / _small_champion.path.name)
+
+    return copy

@@ -7,6 +7,7 @@ import json
 import shutil
 import sqlite3
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,9 @@ import pytest
 from engine.__main__ import main
 from engine.alerts import audit
 from engine.config import load_settings
-from engine.market.feeds import generate_history
 from engine.ml import registry
 from engine.ml.artifact import models_dir
-from engine.ml.train import TrainParams, train_on_history
+from engine.ml.train import TrainedModel
 from engine.process.backup import BackupError, restore
 from engine.process.runner import Engine, daily_trigger
 from store.commands import CommandKind, enqueue_command
@@ -47,15 +47,10 @@ def backup(db_file: Path, to: Path) -> Path:
     return folder
 
 
-def with_champion(db_file: Path, clock: FakeClock) -> str:
-    settings = load_settings().ml
-    trained = train_on_history(
-        generate_history(["A", "B", "C"], 1_500, seed=2),
-        settings,
-        artifacts_dir=models_dir(db_file),
-        now=clock(),
-        params=TrainParams(n_folds=2, rounds=20),
-    )
+def with_champion(
+    db_file: Path, clock: FakeClock, champion_in: Callable[[Path], TrainedModel]
+) -> str:
+    trained = champion_in(models_dir(db_file))
     db = open_writer(db_file)
     registry.adopt(db, trained, now=clock())
     db.conn.commit()
@@ -134,9 +129,13 @@ def test_restore_keeps_the_replaced_database(
 
 
 def test_a_restore_on_a_fresh_path_runs_the_engine_with_its_champion(
-    db_file: Path, clock: FakeClock, tmp_path: Path, open_engines: list[Any]
+    db_file: Path,
+    clock: FakeClock,
+    tmp_path: Path,
+    open_engines: list[Any],
+    champion_in: Callable[[Path], TrainedModel],
 ) -> None:
-    version = with_champion(db_file, clock)
+    version = with_champion(db_file, clock, champion_in)
     ran_engine(db_file, clock)
     folder = backup(db_file, tmp_path / "b")
     fresh = tmp_path / "machine2" / "cockpit.db"
@@ -176,10 +175,10 @@ def test_the_daily_job_backs_up_into_the_configured_folder(
 
 
 def test_legacy_absolute_artifact_paths_move_beside_the_database(
-    db_file: Path, clock: FakeClock, tmp_path: Path
+    db_file: Path, clock: FakeClock, tmp_path: Path, champion_in: Callable[[Path], TrainedModel]
 ) -> None:
     shared = tmp_path / "repo-var-models"
-    with_champion(db_file, clock)
+    with_champion(db_file, clock, champion_in)
     db = open_writer(db_file)
     (stored,) = db.conn.execute("SELECT path FROM models").fetchone()
     shutil.move(models_dir(db_file), shared)  # where artifacts used to live

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -13,8 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from engine.__main__ import main
 from store.db import PROJECT_ROOT, now_ms
 from store.status import read_status
+
+
+def verb(*args: str) -> subprocess.CompletedProcess[str]:
+    """A CLI verb run in this process (`engine.__main__.main`), its output captured.
+
+    Verbs that talk to the engine through the database (stop, status, resume, ...)
+    need no interpreter of their own; `cli` starts one for the verbs that are an
+    engine (`run`)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["engine", *args], code, out.getvalue(), err.getvalue())
 
 
 def cli(
@@ -71,8 +86,8 @@ def running_engine(db_file: Path, tmp_path: Path):
 
 
 def test_stop_halts_flattens_and_reports_how_long_it_took(db_file, running_engine):
-    stopped = cli("stop", "--db", str(db_file), "--reason", "drill")
-    status = json.loads(cli("status", "--json", "--db", str(db_file)).stdout)
+    stopped = verb("stop", "--db", str(db_file), "--reason", "drill")
+    status = json.loads(verb("status", "--json", "--db", str(db_file)).stdout)
 
     assert stopped.returncode == 0, stopped.stderr
     assert "HALTED and flat in" in stopped.stdout
@@ -82,7 +97,7 @@ def test_stop_halts_flattens_and_reports_how_long_it_took(db_file, running_engin
 def test_sigterm_stops_the_engine_cleanly_and_releases_the_lease(db_file, running_engine):
     running_engine.send_signal(signal.SIGTERM)
     assert running_engine.wait(timeout=15) == 0
-    status = json.loads(cli("status", "--json", "--db", str(db_file)).stdout)
+    status = json.loads(verb("status", "--json", "--db", str(db_file)).stdout)
     assert status["running"] is False
     second = subprocess.run(
         [sys.executable, "-m", "engine", "run", "--db", str(db_file), "--for", "0.5"],
@@ -102,9 +117,9 @@ def test_a_second_engine_process_is_refused_with_a_message(db_file, running_engi
 
 
 def test_resume_from_halted_without_a_reason_is_refused(db_file, running_engine):
-    assert cli("stop", "--db", str(db_file)).returncode == 0
-    refused = cli("resume", "--db", str(db_file))
-    resumed = cli("resume", "--confirm", "--reason", "drill over", "--db", str(db_file))
+    assert verb("stop", "--db", str(db_file)).returncode == 0
+    refused = verb("resume", "--db", str(db_file))
+    resumed = verb("resume", "--confirm", "--reason", "drill over", "--db", str(db_file))
     assert refused.returncode == 1 and "confirmation and a reason" in refused.stderr
     assert resumed.returncode == 0 and "ACTIVE" in resumed.stdout
 
@@ -116,9 +131,10 @@ def test_a_bad_configuration_stops_the_start_naming_key_value_and_rule(db_file):
     assert "risk.daily_loss = '1.5'" in result.stderr and "less than or equal to 1" in result.stderr
 
 
-def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path):
-    env = {**os.environ, "COCKPIT_ALERTS__SMTP_PASSWORD": "hunter2", "COCKPIT_ENGINE__SEED": "9"}
-    result = cli("config", env=env)
+def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("COCKPIT_ALERTS__SMTP_PASSWORD", "hunter2")
+    monkeypatch.setenv("COCKPIT_ENGINE__SEED", "9")
+    result = verb("config")
     assert result.returncode == 0
     shown = json.loads(result.stdout)
     assert shown["engine"]["seed"] == 9
@@ -126,7 +142,7 @@ def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path)
 
 
 def test_a_command_with_no_engine_running_says_so(db_file):
-    result = cli("pause", "--db", str(db_file), "--timeout", "0.5")
+    result = verb("pause", "--db", str(db_file), "--timeout", "0.5")
     assert result.returncode == 3 and "no engine answered" in result.stderr
 
 
@@ -143,7 +159,7 @@ def test_a_malformed_row_ahead_of_it_does_not_hold_up_stop(db_file, running_engi
             " VALUES ('pause', '{not json', 1, 'cli:x', 'pending')"
         )
     conn.close()
-    stopped = cli("stop", "--db", str(db_file), "--timeout", "15")
+    stopped = verb("stop", "--db", str(db_file), "--timeout", "15")
     assert stopped.returncode == 0, stopped.stderr
     status = read_status(db_file, now_ms())
     assert status is not None and status.trading_state == "HALTED"

@@ -4,32 +4,28 @@ regimes, the strategy and the shadow log; a tampered artifact leaves rules only.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.config import load_settings
-from engine.market.feeds import generate_history
 from engine.ml import registry
 from engine.ml.service import ModelService
-from engine.ml.train import TrainParams, train_on_history
+from engine.ml.train import TrainedModel
 from engine.process.runner import Engine
 from store.db import open_writer
 from tests.conftest import FakeClock
 
 
-def _engine_with_champion(db_file: Path, tmp_path: Path, clock: FakeClock) -> Engine:
+def _engine_with_champion(
+    db_file: Path, tmp_path: Path, clock: FakeClock, champion_in: Callable[[Path], TrainedModel]
+) -> Engine:
     artifacts = tmp_path / "models"
     settings = load_settings(
         engine={"cycle_seconds": 1.0, "symbols": 3, "seed": 11, "warmup_bars": 120},
         ml={"artifacts_dir": str(artifacts), "override_confidence": 0.5},
     )
-    trained = train_on_history(
-        generate_history(["A", "B", "C"], 1_500, seed=2),
-        settings.ml,
-        artifacts_dir=artifacts,
-        now=clock(),
-        params=TrainParams(n_folds=2, rounds=20),
-    )
+    trained = champion_in(artifacts)
     db = open_writer(db_file)
     registry.adopt(db, trained, now=clock())
     db.conn.commit()
@@ -37,8 +33,10 @@ def _engine_with_champion(db_file: Path, tmp_path: Path, clock: FakeClock) -> En
     return Engine(settings, db_file, clock=clock)
 
 
-def test_the_champion_drives_regimes_and_is_recorded(db_file, tmp_path, clock, open_engines):
-    eng = _engine_with_champion(db_file, tmp_path, clock)
+def test_the_champion_drives_regimes_and_is_recorded(
+    db_file, tmp_path, clock, open_engines, champion_in
+):
+    eng = _engine_with_champion(db_file, tmp_path, clock, champion_in)
     eng.open()
     open_engines.append(eng)
     assert eng.trader is not None and eng.trader.model is not None
@@ -59,9 +57,9 @@ def test_the_champion_drives_regimes_and_is_recorded(db_file, tmp_path, clock, o
 
 
 def test_a_tampered_champion_is_refused_and_the_engine_trades_on_rules(
-    db_file, tmp_path, clock, open_engines
+    db_file, tmp_path, clock, open_engines, champion_in
 ):
-    eng = _engine_with_champion(db_file, tmp_path, clock)
+    eng = _engine_with_champion(db_file, tmp_path, clock, champion_in)
     for path in (tmp_path / "models").rglob("model.json"):
         path.write_text(path.read_text().replace('"', "'", 1))
     eng.open()
@@ -86,9 +84,9 @@ def _entries(eng: Engine) -> int:
 
 
 def test_the_engine_cycles_but_opens_nothing_while_its_champion_loads(
-    db_file, tmp_path, clock, open_engines
+    db_file, tmp_path, clock, open_engines, champion_in
 ):
-    eng = _engine_with_champion(db_file, tmp_path, clock)
+    eng = _engine_with_champion(db_file, tmp_path, clock, champion_in)
     eng.open()
     open_engines.append(eng)
     assert eng.trader is not None and eng.trader.model is not None and eng.db is not None
