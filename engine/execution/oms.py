@@ -8,10 +8,10 @@ The OMS is four parts, one job each:
                                 fills booked to the portfolio by engine.execution.ledger
     engine.execution.reconcile  the orders against the broker's (OrderReconciler)
 
-and `Oms` here, which orchestrates the broker: submit, brackets, cancel, expire,
-protect, modify. A report that asks for an illegal transition is refused and
-logged. Every transition is an `order_events` row; fills are recorded even on a
-terminal order, because the money moved.
+and `Oms` here, which orchestrates the broker: submit, brackets, protect, modify,
+and cancel and expire (engine.execution.cancels). A report that asks for an
+illegal transition is refused and logged. Every transition is an `order_events`
+row; fills are recorded even on a terminal order, because the money moved.
 
 Crash safety: an order is two transactions. The first commits its NEW rows (the
 order, its bracket, their events and the intent's `signals` row; for an exit,
@@ -79,12 +79,14 @@ from engine.domain import (
 )
 from engine.execution.book import OmsListener, OrderBook
 from engine.execution.brokers.base import Broker, BrokerUnavailable
+from engine.execution.cancels import Cancels
 from engine.execution.ledger import Ledger
 from engine.execution.orders import (
     NEVER_REACHED_BROKER,
     Working,
     check_intent,
     decision_price,
+    expiry,
     is_legal_transition,
     new_client_order_id,
     order_from_intent,
@@ -106,8 +108,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_LOCAL_CANCEL = "canceled before it reached the broker"
 
 
 class OmsError(RuntimeError):
@@ -140,6 +140,7 @@ class Oms:
         self._sequence = itertools.count(1)
         self._book = OrderBook(OrderRepository(db), Ledger(db, portfolio), clock)
         self._reconciler = OrderReconciler(self._book, broker, clock, self._send_family)
+        self._cancels = Cancels(self._book, broker, clock, self._reconciler)
         # A broker that writes on the engine's connection (paper) joins the OMS's
         # transactions; when one is rolled back, it forgets what it did in it.
         reload = getattr(broker, "reload", None)
@@ -226,7 +227,8 @@ class Oms:
                 book.repo.insert_signal(signal, None if unavailable else coid)
             if unavailable is not None:
                 return [], unavailable
-            order = order_from_intent(intent, coid, now, self._expires_at(intent, now))
+            expires_at = expiry(intent, now, self._order_timeout_ms, self._day_end)
+            order = order_from_intent(intent, coid, now, expires_at)
             children: list[Order] = []
             if intent.purpose is Purpose.ENTRY:
                 children = protective_pair(
@@ -248,18 +250,6 @@ class Oms:
 
     def _new_id(self, now: int) -> str:
         return new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
-
-    def _expires_at(self, intent: Intent, now: int) -> int | None:
-        expires_at = None
-        if intent.order_type is not OrderType.MARKET and self._order_timeout_ms is not None:
-            expires_at = now + self._order_timeout_ms
-        resting_entry = (
-            intent.order_type is not OrderType.MARKET and intent.purpose is Purpose.ENTRY
-        )
-        if resting_entry and self._day_end is not None:
-            day_end = self._day_end(now)
-            expires_at = day_end if expires_at is None else min(expires_at, day_end)
-        return expires_at
 
     def _send_family(self, orders: list[Order], now: int) -> Order:
         """Send one order, or an entry with its bracket, and apply the reports in one
@@ -287,12 +277,6 @@ class Oms:
             for report in reports:
                 book.apply_one(report)
         return self.get(coid) or first
-
-    def _at_broker(self, call: Callable[[], list[ExecutionReport]]) -> None:
-        """Ask the broker and apply its reports in one transaction."""
-        with self._book.transaction():
-            for report in call():
-                self._book.apply_one(report)
 
     def protect(self, position: Position) -> list[Order]:
         """Send a resting stop and target (OCO, no parent) for a held position at its
@@ -368,62 +352,16 @@ class Oms:
 
     def cancel(self, client_order_id: str) -> Order | None:
         """Cancel a working order; returns it as it stands (the broker may confirm later)."""
-        working = self._book.open.get(client_order_id)
-        if working is not None:
-            self._cancel(working.order, self._clock(), _LOCAL_CANCEL)
-        return self.get(client_order_id)
+        return self._cancels.cancel(client_order_id)
 
     def cancel_all(self) -> int:
         """Cancel every open order; returns how many a cancel was issued for."""
-        orders = self.open_orders()
-        now = self._clock()
-        for order in orders:
-            self._cancel(order, now, _LOCAL_CANCEL)
-        return len(orders)
+        return self._cancels.cancel_all()
 
     def cancel_protection(self, symbol: str) -> int:
-        """Cancel the symbol's resting stop and target; returns how many were canceled.
-
-        One transaction; the broker is asked for every cancel before any report is
-        applied, so a remote broker's round trips hold no write lock."""
-        resting = self.protection(symbol)
-        now = self._clock()
-        with self._book.transaction():
-            reports: list[ExecutionReport] = []
-            try:
-                for order in resting:
-                    if order.status is OrderStatus.NEW:
-                        self._cancel(order, now, _LOCAL_CANCEL)
-                    else:
-                        reports += self._broker.cancel(order.client_order_id, now)
-            finally:
-                for report in reports:
-                    self._book.apply_one(report)
-        return len(resting)
+        """Cancel the symbol's resting stop and target; returns how many were canceled."""
+        return self._cancels.cancel_protection(symbol)
 
     def expire(self, now: int) -> list[Order]:
         """Cancel at the broker every working order past its expires_at, marked EXPIRED."""
-        due = [o for o in self.open_orders() if o.expires_at is not None and o.expires_at <= now]
-        for order in due:
-            self._book.expiring.add(order.client_order_id)
-            self._cancel(order, now, "expired before it reached the broker", OrderStatus.EXPIRED)
-        return [o for o in (self.get(d.client_order_id) for d in due) if o is not None]
-
-    def _cancel(
-        self,
-        order: Order,
-        now: int,
-        local_detail: str,
-        local_status: OrderStatus = OrderStatus.CANCELED,
-    ) -> None:
-        coid = order.client_order_id
-        if order.status is OrderStatus.NEW:
-            # A NEW order may or may not have reached the broker (a timeout is not a refusal).
-            state = self._broker.lookup(coid)
-            if state is None:
-                self._reconciler.finish_locally(coid, local_status, now, local_detail)
-                return
-            self._reconciler.sync(coid, state, now, "found at the broker when canceling")
-            if coid not in self._book.open:
-                return
-        self._at_broker(lambda: self._broker.cancel(coid, now))
+        return self._cancels.expire(now)

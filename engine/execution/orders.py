@@ -12,6 +12,7 @@ record; the OMS (engine.execution.oms) does the I/O around it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -100,6 +101,21 @@ def default_exit_reason(intent: Intent) -> ExitReason | None:
     if intent.purpose is Purpose.FLATTEN:
         return ExitReason.FLATTEN
     return None
+
+
+def expiry(
+    intent: Intent, now: int, timeout_ms: int | None, day_end: Callable[[int], int] | None
+) -> int | None:
+    """When a resting order expires: `timeout_ms` after it was made, and a resting
+    entry is a day order, so at the end of its trading day (`day_end(now)`) at the
+    latest. A market order never expires."""
+    if intent.order_type is OrderType.MARKET:
+        return None
+    expires_at = now + timeout_ms if timeout_ms is not None else None
+    if intent.purpose is Purpose.ENTRY and day_end is not None:
+        end = day_end(now)
+        expires_at = end if expires_at is None else min(expires_at, end)
+    return expires_at
 
 
 def order_from_intent(intent: Intent, coid: str, now: int, expires_at: int | None) -> Order:

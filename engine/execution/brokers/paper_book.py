@@ -1,0 +1,311 @@
+"""The paper broker's book: its account, positions, last bars and orders in memory,
+and the rows that keep them (store.paper). Each public call of the broker writes
+through `PaperBook.write`: one transaction of its own, or a savepoint inside the
+caller's. When a write fails, memory is read again from the database, so the two
+never disagree. Nothing here decides whether an order fills: that is the
+exchange's (engine.execution.brokers.paper).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlite_utils import Database
+
+from engine.domain import (
+    Bar,
+    ExecutionReport,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Purpose,
+    Side,
+)
+from engine.execution.account import starting_cash_changed
+from engine.execution.brokers.base import BrokerOrderState
+from engine.execution.brokers.fills import FillDecision
+from store import paper as rows
+from store.db import atomic
+
+logger = logging.getLogger("engine.execution.brokers.paper")
+
+_DONE_KEPT = 256  # finished orders remembered, so a lookup of one needs no SELECT
+
+
+@dataclass(frozen=True, slots=True)
+class Working:
+    order: Order  # status, filled_qty, avg_price and broker_order_id kept current
+    triggered: bool
+    after_ts: int | None
+
+
+class PaperBook:
+    """The paper account and its orders; single-threaded, like the engine's writer."""
+
+    def __init__(self, db: Database, starting_cash: float) -> None:
+        self._db = db
+        self._starting_cash = starting_cash
+        self._account_saved_at: int | None = None
+        self.load()
+
+    def load(self) -> None:
+        """Read everything from the database (at start, and after a failed write)."""
+        conn = self._db.conn
+        row = rows.account(conn)
+        if row is None:
+            with self._db.atomic():
+                rows.open_account(conn, self._starting_cash)
+            row = (self._starting_cash, 0, 0, self._starting_cash)
+        elif not math.isclose(row[3], self._starting_cash, rel_tol=0, abs_tol=1e-6):
+            raise starting_cash_changed(
+                self._starting_cash, float(row[3]), "the paper account in this database"
+            )
+        self.cash = float(row[0])
+        self.order_seq = int(row[1])
+        self.exec_seq = int(row[2])
+        self.positions: dict[str, float] = rows.positions(conn)
+        self.bars: dict[str, Bar] = {
+            r[0]: Bar(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows.bars(conn)
+        }
+        self._done: dict[str, BrokerOrderState] = {}
+        self._account_saved_at = None
+        self.working: dict[str, dict[str, Working]] = {}
+        for working in _rows_to_working(rows.working_orders(conn)):
+            self.working.setdefault(working.order.symbol, {})[working.order.client_order_id] = (
+                working
+            )
+
+    def write(self, work: Callable[[], list[ExecutionReport]]) -> list[ExecutionReport]:
+        try:
+            with atomic(self._db.conn, "paper"):
+                reports = work()
+                self._flush_account()
+                return reports
+        except Exception:
+            logger.exception("paper broker write failed; reloading its state from the database")
+            self.load()
+            raise
+
+    # -- orders ----------------------------------------------------------------------
+
+    def find_working(self, client_order_id: str) -> Working | None:
+        for orders in self.working.values():
+            found = orders.get(client_order_id)
+            if found is not None:
+                return found
+        return None
+
+    def hold(self, working: Working) -> None:
+        """Keep an order working (new, or as it stands now)."""
+        self.working.setdefault(working.order.symbol, {})[working.order.client_order_id] = working
+
+    def remove_working(self, working: Working) -> None:
+        self.working.get(working.order.symbol, {}).pop(working.order.client_order_id, None)
+        self.remember_done(working.order)
+
+    def remember_done(self, order: Order) -> None:
+        done = self._done
+        done[order.client_order_id] = state(order)
+        if len(done) > _DONE_KEPT:
+            del done[next(iter(done))]
+
+    def lookup(self, client_order_id: str) -> BrokerOrderState | None:
+        working = self.find_working(client_order_id)
+        if working is not None:
+            return state(working.order)
+        done = self._done.get(client_order_id)
+        if done is not None:
+            return done
+        row = rows.order_state(self._db.conn, client_order_id)
+        if row is None:
+            return None
+        return BrokerOrderState(client_order_id, row[0], OrderStatus(row[1]), row[2], row[3])
+
+    def lookup_many(self, coids: list[str]) -> list[BrokerOrderState | None]:
+        """`lookup` of each, with one SELECT for those not in memory."""
+        found: dict[str, BrokerOrderState | None] = {}
+        for coid in coids:
+            working = self.find_working(coid)
+            if working is not None:
+                found[coid] = state(working.order)
+            elif coid in self._done:
+                found[coid] = self._done[coid]
+        unknown = [c for c in coids if c not in found]
+        for coid, row in rows.order_states(self._db.conn, unknown).items():
+            found[coid] = BrokerOrderState(coid, row[0], OrderStatus(row[1]), row[2], row[3])
+        return [found.get(c) for c in coids]
+
+    def executions(self, client_order_id: str) -> list[Fill]:
+        return rows.executions(self._db.conn, client_order_id)
+
+    def next_broker_id(self) -> str:
+        self.order_seq += 1
+        return f"paper-{self.order_seq}"
+
+    def insert_order(self, working: Working, now: int, detail: str) -> None:
+        o = working.order
+        rows.insert_order(
+            self._db.conn,
+            (
+                o.client_order_id,
+                o.broker_order_id,
+                o.symbol,
+                str(o.side),
+                o.qty if isinstance(o.qty, int | float) else None,
+                str(o.order_type),
+                str(o.purpose),
+                o.limit_price,
+                o.stop_price,
+                o.status.value,
+                o.filled_qty,
+                o.avg_price,
+                int(working.triggered),
+                working.after_ts,
+                o.expires_at,
+                now,
+                now,
+                detail,
+                o.parent_id,
+                o.oco_group,
+            ),
+        )
+
+    def update_order(self, working: Working, now: int, detail: str = "") -> None:
+        o = working.order
+        rows.update_order(
+            self._db.conn,
+            (
+                o.status.value,
+                o.filled_qty,
+                o.avg_price,
+                int(working.triggered),
+                now,
+                detail,
+                o.client_order_id,
+            ),
+        )
+
+    def move_prices(self, working: Working, now: int) -> None:
+        o = working.order
+        self.hold(working)
+        rows.move_prices(self._db.conn, o.client_order_id, o.stop_price, o.limit_price, now)
+
+    def finish(
+        self, working: Working, status: OrderStatus, ts: int, detail: str
+    ) -> ExecutionReport:
+        done = Working(replace(working.order, status=status), working.triggered, working.after_ts)
+        self.update_order(done, ts, detail)
+        self.remove_working(done)
+        return ExecutionReport(
+            done.order.client_order_id, status, ts, None, done.order.broker_order_id, detail
+        )
+
+    # -- money -----------------------------------------------------------------------
+
+    def fill(
+        self, working: Working, decision: FillDecision, ts: int
+    ) -> tuple[Working, ExecutionReport]:
+        """Book an execution: cash, position, the order's fill state and the rows."""
+        order = working.order
+        sign = order.side.sign
+        self.exec_seq += 1
+        exec_id = f"paper-x{self.exec_seq}"
+        self.cash += -(sign * decision.qty * decision.price) - decision.commission
+        position = self.positions.get(order.symbol, 0.0) + sign * decision.qty
+        self.positions[order.symbol] = position
+        filled = order.filled_qty + decision.qty
+        avg = ((order.avg_price or 0.0) * order.filled_qty + decision.price * decision.qty) / filled
+        status = OrderStatus.FILLED if filled >= order.qty else OrderStatus.PARTIALLY_FILLED
+        order = replace(order, filled_qty=filled, avg_price=avg, status=status)
+        fill = Fill(
+            order.client_order_id,
+            exec_id,
+            order.symbol,
+            order.side,
+            ts,
+            decision.qty,
+            decision.price,
+            decision.commission,
+            decision.ref_price,
+        )
+        conn = self._db.conn
+        rows.insert_execution(
+            conn,
+            (
+                exec_id,
+                order.client_order_id,
+                order.broker_order_id,
+                order.symbol,
+                order.side.value,
+                ts,
+                decision.qty,
+                decision.price,
+                decision.commission,
+                decision.ref_price,
+            ),
+        )
+        rows.save_position(conn, order.symbol, position, ts)
+        logger.debug(
+            "paper fill %s %s %g %s @ %.4f",
+            exec_id,
+            order.side,
+            decision.qty,
+            order.symbol,
+            decision.price,
+        )
+        report = ExecutionReport(order.client_order_id, status, ts, fill, order.broker_order_id)
+        return Working(order, working.triggered, working.after_ts), report
+
+    def save_bar(self, bar: Bar) -> None:
+        self.bars[bar.symbol] = bar
+        rows.save_bar(
+            self._db.conn, (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        )
+
+    def save_account(self, now: int) -> None:
+        """Saved once, at the end of the write's transaction."""
+        self._account_saved_at = now
+
+    def _flush_account(self) -> None:
+        now = self._account_saved_at
+        if now is not None:
+            self._account_saved_at = None
+            rows.save_account(self._db.conn, self.cash, self.order_seq, self.exec_seq, now)
+
+
+def _rows_to_working(records: Iterable[tuple[Any, ...]]) -> Iterable[Working]:
+    for r in records:
+        order = Order(
+            client_order_id=str(r[0]),
+            broker_order_id=str(r[1]),
+            symbol=str(r[2]),
+            side=Side(r[3]),
+            qty=float(r[4]),
+            order_type=OrderType(r[5]),
+            purpose=Purpose(r[6]),
+            limit_price=r[7],
+            stop_price=r[8],
+            status=OrderStatus(r[9]),
+            filled_qty=float(r[10]),
+            avg_price=r[11],
+            expires_at=r[14],
+            created_at=int(r[15]),
+            parent_id=r[16],
+            oco_group=r[17],
+        )
+        yield Working(order, bool(r[12]), r[13])
+
+
+def state(order: Order) -> BrokerOrderState:
+    return BrokerOrderState(
+        order.client_order_id,
+        order.broker_order_id or "",
+        order.status,
+        order.filled_qty,
+        order.avg_price,
+    )
