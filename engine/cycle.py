@@ -170,8 +170,11 @@ class Trader:
         alerts: Alerts | None = None,
         model: ModelService | None = None,
         actor: str = "engine",
+        record_usage: bool = True,
     ) -> None:
+        """`record_usage` False: no Risk-page gauges (a backtest has no page to show them)."""
         self.settings = settings
+        self.record_usage = record_usage
         self.db = db
         self.feed = feed
         self.broker = broker
@@ -798,8 +801,9 @@ class Trader:
         if farm_down:
             blocks.append(BlockEntries("market data farm lost", farm_down))
         self.entry_blocks = tuple(blocks)
-        # Stamped on the wall clock: it says how fresh the figures are, not market facts.
-        write_usage(self.db, usage(ctx, self.settings.risk), wall)
+        if self.record_usage:
+            # Stamped on the wall clock: it says how fresh the figures are, not market facts.
+            write_usage(self.db, usage(ctx, self.settings.risk), wall)
         if self.model is not None:
             self.model.score_due(now, self._prices())
             # Drift checks cost a query over thousands of rows: paced on the wall clock.

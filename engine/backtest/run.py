@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from pydantic import ValidationError
@@ -58,6 +58,7 @@ from engine.execution.brokers.paper import PaperBroker
 from engine.market.feeds import default_symbols
 from store.db import PROJECT_ROOT
 from store.schema import migrate
+from store.writebehind import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +240,28 @@ def new_run_id(cfg: BacktestConfig, data: MarketData) -> str:
     return f"{stamp}-{digest}"
 
 
+# Tables the Trader writes every bar and nothing reads back within a bar: their
+# writes wait in memory and reach SQLite in batches (store.writebehind).
+WRITE_BEHIND = (
+    "bars",
+    "regimes",
+    "equity",
+    "positions",
+    "cycles",
+    "engine",
+    "risk_usage",
+    "order_events",
+    "paper_bars",
+    "paper_positions",
+    "paper_account",
+    "paper_executions",
+)
+
+
 def _in_memory_store() -> Database:
-    db = Database(sqlite3.connect(":memory:", check_same_thread=False))
-    migrate(db)
-    return db
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    migrate(Database(conn))
+    return Database(cast(sqlite3.Connection, WriteBehind(conn, WRITE_BEHIND)))
 
 
 def run_backtest(
@@ -278,7 +297,16 @@ def run_backtest(
     db = _in_memory_store()
     clock = MarketClock(timeline[0])
     broker = PaperBroker(db, settings.paper, settings.engine.starting_cash)
-    trader = Trader(settings, db, feed, broker, clock, strategy=strategy, alerts=Alerts(db, clock))
+    trader = Trader(
+        settings,
+        db,
+        feed,
+        broker,
+        clock,
+        strategy=strategy,
+        alerts=Alerts(db, clock),
+        record_usage=False,
+    )
     trader.start(history)
     rejected = 0
     guard = strategy if isinstance(strategy, GuardedStrategy) else None

@@ -7,6 +7,7 @@ per limit in `risk_usage`, a table of this module's own migration set ("risk").
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,8 +43,15 @@ def m001_risk_usage(db: Database) -> None:
     )
 
 
+_migrated: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
 def apply_migrations(db: Database) -> None:
-    apply_pending(migrations, db)
+    """Once per store: `write_usage` runs every monitor step, and asking SQLite
+    whether the table exists cost more than writing the figures."""
+    if db not in _migrated:
+        apply_pending(migrations, db)
+        _migrated.add(db)
 
 
 class Unit(StrEnum):

@@ -1,0 +1,227 @@
+"""A write-behind connection for a run whose whole state lives in memory (a backtest).
+
+A backtest steps the live `Trader` on an in-memory store, and the Trader writes
+several rows every bar (the bar, its regime, the equity mark, the position's
+mark, the cycle, the paper broker's last bar). One `execute` each costs more
+than the rule that produced it. `WriteBehind` wraps the sqlite3 connection and
+keeps writes to the tables it is given in a list instead; they reach SQLite in
+one `executemany` per run of equal statements when anything else reads or
+writes that table, or on `flush()`. A reader therefore always sees
+every write made before its query, in order: only the moment they reach SQLite
+changes, never what any query returns.
+
+Transactions are followed while writes wait: one made after the last commit is
+dropped by a rollback (or by a rollback to a savepoint taken before it), as
+SQLite would drop it. A flush outside a transaction commits what it writes (a
+write through sqlite-utils' `Database.execute` would have been committed at
+once, and a flush must not leave a transaction open that the code before it
+did not open). The differences that remain are confined to a run that fails:
+- a rollback after a flush cannot take back rows the flush committed;
+- a deferred write reports no rowid or row count (its statement has not run;
+  asking raises `DeferredResult`), so only tables whose writers ignore them may
+  be deferred;
+- a constraint a deferred row breaks is reported by the flush, not by its write.
+A backtest stops at its first failed cycle, so none of them reaches its results.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+_TABLE_WORDS = re.compile(r"\b(?:into|from|update|join|table)\s+[\"'`\[]?(\w+)", re.IGNORECASE)
+_WRITE = re.compile(r"\s*(?:insert|replace|update|delete)\b", re.IGNORECASE)
+_CONTROL = re.compile(r"\s*(begin|commit|end|rollback|savepoint|release)\b\s*(.*)", re.I | re.S)
+_SAVEPOINT_NAME = re.compile(r"(?:to\s+)?(?:savepoint\s+)?[\"'`]?(\w+)", re.IGNORECASE)
+
+_PASS = 0  # run now; touches no deferred table
+_FLUSH = 1  # run now, after the deferred writes reach SQLite
+_DEFER = 2  # keep for later
+
+
+class DeferredResult(RuntimeError):
+    """A deferred write's rowid or row count was asked for before it ran."""
+
+
+def _in_memory(conn: sqlite3.Connection) -> bool:
+    return all(not row[2] for row in conn.execute("PRAGMA database_list"))
+
+
+class _Deferred:
+    """What `execute` returns for a deferred write: no rows, no description."""
+
+    description = None
+
+    def __init__(self, sql: str) -> None:
+        self._sql = sql
+
+    def _unknown(self, what: str) -> DeferredResult:
+        return DeferredResult(
+            f"{what} of a deferred write is not known before it runs: {self._sql}"
+        )
+
+    @property
+    def lastrowid(self) -> int:
+        raise self._unknown("the rowid")
+
+    @property
+    def rowcount(self) -> int:
+        raise self._unknown("the row count")
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+class WriteBehind:
+    """A sqlite3 connection whose writes to `tables` are deferred (module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+        self.raw = conn
+        self.tables = frozenset(t.lower() for t in tables)
+        self.flushes = 0
+        # Per statement text: the table a deferred write goes to (str), or the
+        # deferred tables a statement run now reads or writes (frozenset, maybe empty).
+        self._plans: dict[str, str | frozenset[str]] = {}
+        self._results: dict[str, _Deferred] = {}
+        # Per table, its waiting writes in order: (sequence number, sql, parameters).
+        self._queues: dict[str, list[tuple[int, str, Any]]] = {t: [] for t in self.tables}
+        self._seq = 0
+        self._committed = 0  # writes numbered up to this one were committed
+        self._savepoints: dict[str, int] = {}
+
+    # -- the sqlite3.Connection surface the store uses ------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        plan = self._plans.get(sql)
+        if plan is None:
+            plan = self._plan(sql)
+        if isinstance(plan, str):
+            self._seq += 1
+            self._queues[plan].append((self._seq, sql, parameters))
+            return self._results[sql]
+        if plan:
+            self._flush_tables(plan)
+        return self.raw.execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Iterable[Any]) -> Any:
+        plan = self._plans.get(sql)
+        if plan is None:
+            plan = self._plan(sql)
+        if isinstance(plan, str):
+            queue = self._queues[plan]
+            for parameters in seq:
+                self._seq += 1
+                queue.append((self._seq, sql, parameters))
+            return self._results[sql]
+        if plan:
+            self._flush_tables(plan)
+        return self.raw.executemany(sql, seq)
+
+    def executescript(self, script: str) -> Any:
+        self.flush()
+        return self.raw.executescript(script)
+
+    def cursor(self) -> sqlite3.Cursor:
+        self.flush()  # a cursor's statements do not pass through here
+        return self.raw.cursor()
+
+    def commit(self) -> None:
+        self._committed = self._seq
+        self._savepoints.clear()
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        self._drop_after(self._committed)
+        self._savepoints.clear()
+        self.raw.rollback()
+
+    def close(self) -> None:
+        """Close; committed writes reach a file first (an in-memory store keeps nothing)."""
+        self._drop_after(self._committed)
+        if self.pending and not _in_memory(self.raw):
+            self.flush()
+        self.raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    # -- write-behind ---------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def flush(self) -> None:
+        """Run every deferred write now (see `_flush_tables`)."""
+        self._flush_tables(self.tables)
+
+    def _flush_tables(self, tables: Iterable[str]) -> None:
+        """Run the tables' deferred writes, in order, one executemany per run of equal
+        statements: inside the open transaction if there is one, else committed."""
+        queues = [(t, q) for t in tables if (q := self._queues[t])]
+        if not queues:
+            return
+        self.flushes += 1
+        outside = not self.raw.in_transaction
+        for table, rows in queues:
+            # From here SQLite holds the rows: its own savepoints and rollback apply.
+            self._queues[table] = []
+            i, n = 0, len(rows)
+            while i < n:
+                sql = rows[i][1]
+                j = i + 1
+                while j < n and rows[j][1] == sql:
+                    j += 1
+                self.raw.executemany(sql, [r[2] for r in rows[i:j]])
+                i = j
+        if outside:
+            self.raw.commit()
+
+    def _drop_after(self, mark: int) -> None:
+        for queue in self._queues.values():
+            while queue and queue[-1][0] > mark:
+                queue.pop()
+
+    def _plan(self, sql: str) -> str | frozenset[str]:
+        control = _CONTROL.match(sql)
+        if control is not None:
+            self._transaction(control.group(1).lower(), control.group(2))
+            return frozenset()  # not kept: savepoint names differ every time
+        touched = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql)) & self.tables
+        plan: str | frozenset[str] = touched
+        if len(touched) == 1 and _WRITE.match(sql):
+            plan = next(iter(touched))
+            self._results[sql] = _Deferred(sql)
+        self._plans[sql] = plan
+        return plan
+
+    def _transaction(self, word: str, rest: str) -> None:
+        name_match = _SAVEPOINT_NAME.match(rest)
+        name = name_match.group(1) if name_match else ""
+        if word in ("commit", "end"):
+            self._committed = self._seq
+            self._savepoints.clear()
+        elif word == "savepoint":
+            self._savepoints[name] = self._seq
+        elif word == "release":
+            self._savepoints.pop(name, None)
+        elif word == "rollback":
+            if rest.strip().lower().startswith("to"):
+                mark = self._savepoints.get(name)
+                if mark is not None:
+                    self._drop_after(max(mark, self._committed))
+            else:
+                self._drop_after(self._committed)
+                self._savepoints.clear()
