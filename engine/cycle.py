@@ -58,7 +58,7 @@ from engine.market.calendar import TradingDay, symbol_exchanges
 from engine.market.feeds import BarValidator, Feed
 from engine.market.indicators import IncrementalIndicators, Snapshot
 from engine.ml.features import FloatArray, LiveFeatures
-from engine.ml.service import ModelService, Prediction
+from engine.ml.service import CycleModel, Prediction
 from engine.process import control
 from engine.risk import RiskContext, RiskGate
 from engine.risk.daily import DailyFacts
@@ -168,7 +168,7 @@ class Trader:
         *,
         strategy: Strategy | None = None,
         alerts: Alerts | None = None,
-        model: ModelService | None = None,
+        model: CycleModel | None = None,
         actor: str = "engine",
         record_usage: bool = True,
     ) -> None:

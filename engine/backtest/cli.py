@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.backtest.data import MarketData
+from engine.backtest.model import CHAMPION
 from engine.backtest.run import BacktestConfig, BacktestError, BacktestResult
 from engine.config import Settings, load_settings
 from engine.ml.cli import _time_arg
-from store.db import PROJECT_ROOT
+from store.db import PROJECT_ROOT, db_path
 
 OK, FAILED, USAGE = 0, 1, 2
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> BacktestCo
         slippage=args.slippage,
         risk_off=args.risk_off,
         scenario=getattr(args, "scenario", None),
+        model=args.model,
+        model_db=str(db_path(args.db)) if args.model == CHAMPION else None,
     )
 
 
@@ -100,6 +103,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commission", help="none | per-share:RATE[:MIN] | bps:RATE[:MIN]")
     p.add_argument("--slippage", help="none | bps:N | spread:N | volume:SHARE | paper")
     p.add_argument("--risk-off", action="store_true", help="lift the discretionary limits")
+    p.add_argument(
+        "--model",
+        help="trade on an ML model: champion (the state store's) or a model's model.json",
+    )
 
 
 def register_cli(subparsers: Any) -> None:

@@ -43,6 +43,8 @@ from engine.backtest.data import (
     simulate,
     split,
 )
+from engine.backtest.model import BatchModel, ModelError, load_model
+from engine.backtest.precomputed import PrecomputedFeatures, accepted, precompute
 from engine.backtest.scenarios import (
     ScenarioError,
     StressFigures,
@@ -56,6 +58,7 @@ from engine.cycle import Trader
 from engine.domain import Bar
 from engine.execution.brokers.paper import PaperBroker
 from engine.market.feeds import default_symbols
+from engine.ml.artifact import LoadedModel
 from store.db import PROJECT_ROOT
 from store.schema import migrate
 from store.writebehind import WriteBehind
@@ -123,6 +126,8 @@ class BacktestConfig:
     slippage: str | None = None
     risk_off: bool = False
     scenario: str | None = None  # a stress scenario or historical window (scenarios.py)
+    model: str | None = None  # "champion" or a model's sidecar file (engine.backtest.model)
+    model_db: str | None = None  # the state store the champion is taken from
     overrides: Mapping[str, Any] = field(default_factory=dict)  # "risk.KEY" / "paper.KEY"
 
     def describe(self) -> dict[str, Any]:
@@ -264,6 +269,24 @@ def _in_memory_store() -> Database:
     return Database(cast(sqlite3.Connection, WriteBehind(conn, WRITE_BEHIND)))
 
 
+def precomputed(
+    trader: Trader,
+    history: Mapping[str, list[Bar]],
+    traded: Mapping[str, list[Bar]],
+    model: LoadedModel | None,
+) -> None:
+    """Hand the started Trader the run's indicators, feature rows and model
+    predictions, computed in one vectorised pass (engine.backtest.precomputed)."""
+    series = precompute(history, accepted(trader.validator, traded))
+    cursors: dict[str, PrecomputedFeatures] = {}
+    for symbol, one in series.items():
+        trader.indicators[symbol] = one.indicators()
+        trader.live_features[symbol] = features = one.live_features()
+        cursors[symbol] = features
+    if model is not None:
+        trader.model = BatchModel(model, {s: one.features for s, one in series.items()}, cursors)
+
+
 def run_backtest(
     base: Settings,
     cfg: BacktestConfig,
@@ -288,7 +311,8 @@ def run_backtest(
             strike = strike_time(traded)
             traded = stress.transform(traded, strike)
         strategy = load_strategy(cfg.strategy, cfg.params, settings)
-    except (DataError, StrategyError, ScenarioError) as exc:
+        model = load_model(cfg.model, cfg.model_db) if cfg.model else None
+    except (DataError, StrategyError, ScenarioError, ModelError) as exc:
         raise BacktestError(str(exc)) from None
     feed = ReplayFeed(traded)
     timeline = feed.timeline()
@@ -308,6 +332,7 @@ def run_backtest(
         record_usage=False,
     )
     trader.start(history)
+    precomputed(trader, history, traded, model)
     rejected = 0
     guard = strategy if isinstance(strategy, GuardedStrategy) else None
     for i, ts in enumerate(timeline):

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -76,6 +77,31 @@ class Prediction:
     shadow: Prediction | None = None  # the challenger's view; recorded, never traded
 
 
+class CycleModel(Protocol):
+    """What the Trader's cycle and monitor ask of a model: `ModelService` live,
+    `engine.backtest.model.BatchModel` in a backtest."""
+
+    @property
+    def loading(self) -> bool: ...
+
+    def sync(self) -> bool: ...
+
+    def predict_batch(self, rows: Mapping[str, FloatArray]) -> dict[str, Prediction]: ...
+
+    def record_batch(
+        self,
+        bars: Sequence[Bar],
+        predictions: Mapping[str, Prediction],
+        rows: Mapping[str, FloatArray],
+    ) -> None: ...
+
+    def score_due(self, now: int, prices: Mapping[str, float]) -> int: ...
+
+    def check_drift(self, now: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     drift: tuple[DriftResult, ...]
@@ -83,7 +109,7 @@ class HealthReport:
     promoted: str | None  # set when the auto-promotion policy acted
 
 
-class _Runner:
+class Runner:
     """A verified model with the per-row predict path (numpy in, Booster directly)."""
 
     __slots__ = (
@@ -118,14 +144,21 @@ class _Runner:
     def predict_batch(self, x: FloatArray) -> list[Prediction]:
         """One Booster call per head for every row of `x` (n x N_FEATURES): the per-call
         overhead, not the trees, is what a cycle of many symbols pays for."""
-        p_up = self.model.direction.predict(x, num_threads=1)
-        probs = self.model.regime.predict(x, num_threads=1) if self.model.regime else None
-        return [
-            Prediction(
-                float(p_up[i]), None if probs is None else self._call(probs[i]), self.version
-            )
-            for i in range(len(x))
-        ]
+        p_up, probs = self.probabilities(x)
+        return [self.prediction(p_up, probs, i) for i in range(len(x))]
+
+    def probabilities(self, x: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        """p(up) per row, and the regime head's class probabilities (None without one)."""
+        p_up = np.asarray(self.model.direction.predict(x, num_threads=1), dtype=np.float64)
+        if self.model.regime is None:
+            return p_up, None
+        return p_up, np.asarray(self.model.regime.predict(x, num_threads=1), dtype=np.float64)
+
+    def prediction(self, p_up: FloatArray, probs: FloatArray | None, i: int) -> Prediction:
+        """Row `i` of `probabilities` as the cycle's Prediction."""
+        return Prediction(
+            float(p_up[i]), None if probs is None else self._call(probs[i]), self.version
+        )
 
     def _call(self, probs: FloatArray) -> RegimeCall:
         best = int(np.argmax(probs))
@@ -149,8 +182,8 @@ class _Wanted:
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     wanted: _Wanted
-    champion: _Runner | None
-    challenger: _Runner | None
+    champion: Runner | None
+    challenger: Runner | None
     refused: tuple[tuple[ModelRecord, str], ...]
 
 
@@ -163,7 +196,7 @@ class _ShadowWorker:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: deque[tuple[Sequence[Bar], Future[list[Prediction]]]] = deque()
 
-    def submit(self, runner: _Runner, bars: Sequence[Bar], x: FloatArray) -> None:
+    def submit(self, runner: Runner, bars: Sequence[Bar], x: FloatArray) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
@@ -213,8 +246,8 @@ class ModelService:
         self._alert = alert
         self.bar_ms = bar_ms
         self._clock = clock
-        self._champion: _Runner | None = None
-        self._challenger: _Runner | None = None
+        self._champion: Runner | None = None
+        self._challenger: Runner | None = None
         self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
         self._features: deque[FloatArray] = deque(maxlen=settings.drift_window)
         self._probas: deque[float] = deque(maxlen=settings.drift_window)
@@ -302,7 +335,7 @@ class ModelService:
             refused.append((wanted.challenger, error))
         return _Loaded(wanted, champion, challenger, tuple(refused))
 
-    def _try_load(self, record: ModelRecord) -> tuple[_Runner | None, str]:
+    def _try_load(self, record: ModelRecord) -> tuple[Runner | None, str]:
         try:
             model = load_artifact(self._resolve(record.path), record.sha256)
             if model.features != FEATURES:
@@ -310,7 +343,7 @@ class ModelService:
                     f"trained on other features ({len(model.features)}); this engine"
                     f" computes {N_FEATURES}"
                 )
-            return _Runner(model), ""
+            return Runner(model), ""
         except (ArtifactError, KeyError, ValueError) as exc:
             return None, str(exc)
 
