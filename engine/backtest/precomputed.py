@@ -114,13 +114,18 @@ class PrecomputedIndicators(IncrementalIndicators):
         return snap
 
 
+_NOT_COMPUTED = np.full(len(FEATURES), np.nan)
+_NOT_COMPUTED.flags.writeable = False
+
+
 class PrecomputedFeatures(LiveFeatures):
     """Hands out precomputed feature rows where the Trader asks `update`; `at` is the
-    index of the row handed out last (the batch model predicts by it)."""
+    index of the row handed out last (the batch model predicts by it). Without rows
+    (a run without a model, where nothing reads them) every row is NaN: not warm."""
 
     __slots__ = ("_rows", "at")
 
-    def __init__(self, rows: FloatArray, start: int) -> None:
+    def __init__(self, rows: FloatArray | None, start: int) -> None:
         super().__init__()
         self._rows = rows
         self.at = start - 1
@@ -129,6 +134,8 @@ class PrecomputedFeatures(LiveFeatures):
     def update(self, bar: Bar, snap: Snapshot) -> FloatArray:
         self.at += 1
         self._bars += 1
+        if self._rows is None:
+            return _NOT_COMPUTED
         row: FloatArray = self._rows[self.at]
         return row
 
@@ -144,7 +151,7 @@ class Series:
 
     bars: list[Bar]
     snapshots: list[Snapshot]
-    features: FloatArray  # len(bars) x len(FEATURES)
+    features: FloatArray | None  # len(bars) x len(FEATURES); None when not asked for
     start: int  # index of the first traded bar
 
     def indicators(self) -> PrecomputedIndicators:
@@ -162,16 +169,19 @@ def accepted(validator: BarValidator, traded: Mapping[str, list[Bar]]) -> dict[s
 
 
 def precompute(
-    history: Mapping[str, list[Bar]], traded: Mapping[str, list[Bar]]
+    history: Mapping[str, list[Bar]], traded: Mapping[str, list[Bar]], *, features: bool = True
 ) -> dict[str, Series]:
-    """Each symbol's series from its warm-up history and its accepted traded bars."""
+    """Each symbol's series from its warm-up history and its accepted traded bars;
+    the model's feature rows only with `features` (only a model reads them)."""
     out = {}
     for symbol in traded:
         before = list(history.get(symbol, []))
         bars = before + list(traded[symbol])
-        if bars:
-            features = feature_frame(_frame(bars)).to_numpy(dtype=np.float64)
-        else:
-            features = np.empty((0, len(FEATURES)))
-        out[symbol] = Series(bars, snapshots(bars), np.ascontiguousarray(features), len(before))
+        rows = None
+        if features:
+            rows = np.empty((0, len(FEATURES)))
+            if bars:
+                rows = feature_frame(_frame(bars)).to_numpy(dtype=np.float64)
+            rows = np.ascontiguousarray(rows)
+        out[symbol] = Series(bars, snapshots(bars), rows, len(before))
     return out

@@ -133,16 +133,23 @@ class Portfolio:
         self.peak = self.starting_cash
         self._books: dict[str, _Book] = {}
         self._last_prices: dict[str, float] = {}
+        # The books as Positions, built once per change: the cycle, the gate and the
+        # monitor read them several times a bar.
+        self._positions: dict[str, Position] | None = None
 
     # -- reading ---------------------------------------------------------------
 
     @property
     def positions(self) -> dict[str, Position]:
-        return {symbol: book.position() for symbol, book in self._books.items()}
+        return dict(self._held())
 
     def position(self, symbol: str) -> Position | None:
-        book = self._books.get(symbol)
-        return book.position() if book else None
+        return self._held().get(symbol)
+
+    def _held(self) -> dict[str, Position]:
+        if self._positions is None:
+            self._positions = {symbol: book.position() for symbol, book in self._books.items()}
+        return self._positions
 
     def last_price(self, symbol: str) -> float | None:
         return self._last_prices.get(symbol)
@@ -158,6 +165,7 @@ class Portfolio:
 
     def apply_fill(self, fill: Fill) -> FillEffect:
         _validate(fill)
+        self._positions = None
         sign = fill.side.sign
         price, qty, symbol = fill.price, fill.qty, fill.symbol
         slip_per_unit = 0.0 if fill.ref_price is None else (price - fill.ref_price) * sign
@@ -228,6 +236,7 @@ class Portfolio:
             log.warning("no open %s position to protect (stop %s, target %s)", symbol, stop, target)
             return False
         book.stop, book.target = stop, target
+        self._positions = None
         return True
 
     def mark(self, prices: Mapping[str, float], now: int) -> EquitySnapshot:
@@ -280,6 +289,7 @@ class Portfolio:
                 log.warning("positions row %s has no open position in the fills", held.symbol)
                 continue
             book.stop, book.target = held.stop, held.target
+            self._positions = None
             if held.last_price is not None:
                 self._last_prices[held.symbol] = held.last_price
         movements = rows.total_movements(conn)

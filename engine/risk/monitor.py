@@ -321,7 +321,10 @@ class Monitor:
     ) -> None:
         """Limits of the trading day: entries wait for the next one, exits go on."""
         ctx, s = inp.ctx, self.settings
-        until = f" until {_day_and_time(inp.next_day)}" if inp.next_day is not None else ""
+
+        def until() -> str:  # formatted only when a limit is hit, not every step
+            return f" until {_day_and_time(inp.next_day)}" if inp.next_day is not None else ""
+
         if ctx.consecutive_losses >= s.max_consecutive_losses:
             reason = (
                 f"{ctx.consecutive_losses} losing trades in a row today"
@@ -331,7 +334,7 @@ class Monitor:
             conditions["losing-streak"] = RaiseAlert(
                 Severity.HIGH,
                 "Entries paused for the day: losing streak",
-                f"{reason}; no new entries{until}, the next trading day; exits go on",
+                f"{reason}; no new entries{until()}, the next trading day; exits go on",
                 "losing-streak",
             )
         if ctx.trades_today >= s.max_trades_per_day:
@@ -340,7 +343,7 @@ class Monitor:
             conditions["trades-per-day"] = RaiseAlert(
                 Severity.WARNING,
                 "Entries paused for the day: trade limit",
-                f"{reason}; no new entries{until}, the next trading day; exits go on",
+                f"{reason}; no new entries{until()}, the next trading day; exits go on",
                 "trades-per-day",
             )
 
