@@ -80,6 +80,13 @@ class _Deferred:
         return iter(())
 
 
+class _Txn:
+    """The plan of a transaction statement (BEGIN, COMMIT, SAVEPOINT, ...)."""
+
+
+_TXN = _Txn()
+
+
 class WriteBehind:
     """A sqlite3 connection whose writes to `tables` are deferred (module docstring)."""
 
@@ -89,19 +96,24 @@ class WriteBehind:
         self.flushes = 0
         # Per statement text: the table a deferred write goes to (str), or the
         # deferred tables a statement run now reads or writes (frozenset, maybe empty).
-        self._plans: dict[str, str | frozenset[str]] = {}
+        self._plans: dict[str, str | frozenset[str] | _Txn] = {}
         self._results: dict[str, _Deferred] = {}
         # Per table, its waiting writes in order: (sequence number, sql, parameters).
         self._queues: dict[str, list[tuple[int, str, Any]]] = {t: [] for t in self.tables}
         self._seq = 0
         self._committed = 0  # writes numbered up to this one were committed
         self._savepoints: dict[str, int] = {}
+        # BEGIN and SAVEPOINT statements not sent yet, in order: (savepoint name or
+        # "", sql). They reach SQLite before the first statement that runs inside
+        # them; a transaction in which nothing ran is never sent at all.
+        self._opened: list[tuple[str, str]] = []
+        self._no_rows = _Deferred("BEGIN")
 
     # -- the sqlite3.Connection surface the store uses ------------------------------------
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.in_transaction
+        return bool(self._opened) or self.raw.in_transaction
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Any:
         plan = self._plans.get(sql)
@@ -111,6 +123,10 @@ class WriteBehind:
             self._seq += 1
             self._queues[plan].append((self._seq, sql, parameters))
             return self._results[sql]
+        if isinstance(plan, _Txn):
+            return self._control(sql)
+        if self._opened:
+            self._open()
         if plan:
             self._flush_tables(plan)
         return self.raw.execute(sql, parameters)
@@ -125,7 +141,9 @@ class WriteBehind:
                 self._seq += 1
                 queue.append((self._seq, sql, parameters))
             return self._results[sql]
-        if plan:
+        if self._opened:
+            self._open()
+        if isinstance(plan, frozenset) and plan:
             self._flush_tables(plan)
         return self.raw.executemany(sql, seq)
 
@@ -140,16 +158,19 @@ class WriteBehind:
     def commit(self) -> None:
         self._committed = self._seq
         self._savepoints.clear()
+        self._opened.clear()
         self.raw.commit()
 
     def rollback(self) -> None:
         self._drop_after(self._committed)
         self._savepoints.clear()
+        self._opened.clear()
         self.raw.rollback()
 
     def close(self) -> None:
         """Close; committed writes reach a file first (an in-memory store keeps nothing)."""
         self._drop_after(self._committed)
+        self._opened.clear()
         if self.pending and not _in_memory(self.raw):
             self.flush()
         self.raw.close()
@@ -173,6 +194,8 @@ class WriteBehind:
         queues = [(t, q) for t in tables if (q := self._queues[t])]
         if not queues:
             return
+        if self._opened:
+            self._open()
         self.flushes += 1
         outside = not self.raw.in_transaction
         for table, rows in queues:
@@ -194,34 +217,76 @@ class WriteBehind:
             while queue and queue[-1][0] > mark:
                 queue.pop()
 
-    def _plan(self, sql: str) -> str | frozenset[str]:
+    def _plan(self, sql: str) -> str | frozenset[str] | _Txn:
         control = _CONTROL.match(sql)
         if control is not None:
-            self._transaction(control.group(1).lower(), control.group(2))
-            return frozenset()  # not kept: savepoint names differ every time
+            if not control.group(2).strip(" ;"):  # BEGIN, COMMIT, ROLLBACK: keep the plan
+                self._plans[sql] = _TXN
+            return _TXN  # a savepoint's is not kept: its names differ every time
         touched = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql)) & self.tables
-        plan: str | frozenset[str] = touched
+        plan: str | frozenset[str] | _Txn = touched
         if len(touched) == 1 and _WRITE.match(sql):
             plan = next(iter(touched))
             self._results[sql] = _Deferred(sql)
         self._plans[sql] = plan
         return plan
 
-    def _transaction(self, word: str, rest: str) -> None:
+    # -- transactions ---------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Send the BEGIN and SAVEPOINT statements held back, in order."""
+        opened, self._opened = self._opened, []
+        for _, sql in opened:
+            self.raw.execute(sql)
+
+    def _held(self, name: str) -> int | None:
+        for i, (held, _) in enumerate(self._opened):
+            if held == name:
+                return i
+        return None
+
+    def _control(self, sql: str) -> Any:
+        control = _CONTROL.match(sql)
+        assert control is not None
+        word, rest = control.group(1).lower(), control.group(2)
         name_match = _SAVEPOINT_NAME.match(rest)
-        name = name_match.group(1) if name_match else ""
+        name = name_match.group(1).lower() if name_match else ""
+        if word == "begin":
+            if self._opened or self.raw.in_transaction:
+                self._open()
+                return self.raw.execute(sql)  # SQLite's own error: already in one
+            self._opened.append(("", sql))
+            return self._no_rows
+        if word == "savepoint":
+            self._savepoints[name] = self._seq
+            self._opened.append((name, sql))
+            return self._no_rows
         if word in ("commit", "end"):
             self._committed = self._seq
             self._savepoints.clear()
-        elif word == "savepoint":
-            self._savepoints[name] = self._seq
-        elif word == "release":
+            held_begin = bool(self._opened) and not self.raw.in_transaction
+            self._opened.clear()
+            return self._no_rows if held_begin else self.raw.execute(sql)
+        if word == "release":
             self._savepoints.pop(name, None)
-        elif word == "rollback":
-            if rest.strip().lower().startswith("to"):
-                mark = self._savepoints.get(name)
-                if mark is not None:
-                    self._drop_after(max(mark, self._committed))
-            else:
-                self._drop_after(self._committed)
-                self._savepoints.clear()
+            at = self._held(name)
+            if at is not None:
+                del self._opened[at:]
+                return self._no_rows
+            self._opened.clear()  # savepoints inside it go with it
+            return self.raw.execute(sql)
+        # rollback, or rollback to a savepoint
+        if rest.strip().lower().startswith("to"):
+            mark = self._savepoints.get(name)
+            if mark is not None:
+                self._drop_after(max(mark, self._committed))
+            at = self._held(name)
+            if at is not None:
+                del self._opened[at + 1 :]  # the savepoint itself stays, as in SQLite
+                return self._no_rows
+            self._opened.clear()
+            return self.raw.execute(sql)
+        self._drop_after(self._committed)
+        self._savepoints.clear()
+        self._opened.clear()
+        return self.raw.execute(sql) if self.raw.in_transaction else self._no_rows

@@ -100,3 +100,32 @@ def test_closing_a_file_store_writes_what_was_committed(tmp_path: Path) -> None:
     wb.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT ts FROM marks").fetchall() == [(1,)]
+
+
+def test_a_transaction_in_which_nothing_ran_never_reaches_sqlite() -> None:
+    sent: list[str] = []
+    raw = _conn()
+    db = Database(WriteBehind(raw, ["marks"]))  # type: ignore[arg-type]
+    raw.set_trace_callback(sent.append)
+    with db.atomic():
+        assert db.conn.in_transaction
+        db.conn.execute("INSERT INTO marks (ts, value) VALUES (1, 1.0)")
+        with db.atomic():
+            db.conn.execute("INSERT INTO marks (ts, value) VALUES (2, 2.0)")
+    assert sent == [] and not db.conn.in_transaction
+    with db.atomic():
+        db.conn.execute("INSERT INTO notes (text) VALUES ('runs now')")
+    assert sent[0] == "BEGIN" and sent[-1] == "COMMIT"
+    assert db.conn.execute("SELECT count(*) FROM marks").fetchone()[0] == 2
+
+
+def test_a_held_savepoint_rolls_back_the_writes_made_after_it() -> None:
+    db = Database(WriteBehind(_conn(), ["marks"]))  # type: ignore[arg-type]
+    with db.atomic():
+        db.conn.execute("INSERT INTO notes (text) VALUES ('outer')")  # the BEGIN is sent
+        with pytest.raises(RuntimeError), db.atomic():
+            db.conn.execute("INSERT INTO marks (ts, value) VALUES (2, 2.0)")
+            db.conn.execute("INSERT INTO notes (text) VALUES ('inner')")  # savepoint sent
+            raise RuntimeError("inner block fails")
+    assert db.conn.execute("SELECT text FROM notes").fetchall() == [("outer",)]
+    assert db.conn.execute("SELECT count(*) FROM marks").fetchone()[0] == 0
