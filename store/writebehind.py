@@ -33,8 +33,7 @@ from typing import Any
 
 _TABLE_WORDS = re.compile(r"\b(?:into|from|update|join|table)\s+[\"'`\[]?(\w+)", re.IGNORECASE)
 _WRITE = re.compile(r"\s*(?:insert|replace|update|delete)\b", re.IGNORECASE)
-_CONTROL = re.compile(r"\s*(begin|commit|end|rollback|savepoint|release)\b\s*(.*)", re.I | re.S)
-_SAVEPOINT_NAME = re.compile(r"(?:to\s+)?(?:savepoint\s+)?[\"'`]?(\w+)", re.IGNORECASE)
+_TXN_WORDS = ("begin", "commit", "end", "rollback", "savepoint", "release")
 
 _PASS = 0  # run now; touches no deferred table
 _FLUSH = 1  # run now, after the deferred writes reach SQLite
@@ -78,6 +77,15 @@ class _Deferred:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
+
+
+def _txn_words(sql: str) -> list[str] | None:
+    """The lowercase words of a transaction statement (BEGIN, COMMIT, END, ROLLBACK
+    [TO [SAVEPOINT] x], SAVEPOINT x, RELEASE [SAVEPOINT] x), or None for any other."""
+    words = sql.replace(";", " ").lower().split()
+    if not words or words[0] not in _TXN_WORDS:
+        return None
+    return [w.strip("\"'`[]") for w in words if w not in ("transaction",)]
 
 
 class _Txn:
@@ -218,9 +226,9 @@ class WriteBehind:
                 queue.pop()
 
     def _plan(self, sql: str) -> str | frozenset[str] | _Txn:
-        control = _CONTROL.match(sql)
-        if control is not None:
-            if not control.group(2).strip(" ;"):  # BEGIN, COMMIT, ROLLBACK: keep the plan
+        words = _txn_words(sql)
+        if words is not None:
+            if len(words) == 1:  # BEGIN, COMMIT, ROLLBACK: keep the plan
                 self._plans[sql] = _TXN
             return _TXN  # a savepoint's is not kept: its names differ every time
         touched = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql)) & self.tables
@@ -246,11 +254,8 @@ class WriteBehind:
         return None
 
     def _control(self, sql: str) -> Any:
-        control = _CONTROL.match(sql)
-        assert control is not None
-        word, rest = control.group(1).lower(), control.group(2)
-        name_match = _SAVEPOINT_NAME.match(rest)
-        name = name_match.group(1).lower() if name_match else ""
+        words = _txn_words(sql) or ["begin"]
+        word, name = words[0], words[-1]
         if word == "begin":
             if self._opened or self.raw.in_transaction:
                 self._open()
@@ -276,7 +281,7 @@ class WriteBehind:
             self._opened.clear()  # savepoints inside it go with it
             return self.raw.execute(sql)
         # rollback, or rollback to a savepoint
-        if rest.strip().lower().startswith("to"):
+        if len(words) > 1 and words[1] == "to":
             mark = self._savepoints.get(name)
             if mark is not None:
                 self._drop_after(max(mark, self._committed))
