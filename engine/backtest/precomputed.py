@@ -40,6 +40,7 @@ def snapshot_columns(high: pd.Series, low: pd.Series, close: pd.Series) -> dict[
     bb = ind.bollinger(close, ind.BB_PERIOD, ind.BB_NBDEV)
     macd = ind.macd(close, ind.EMA_FAST, ind.EMA_SLOW, ind.MACD_SIGNAL)
     atr = ind.atr(high, low, close, ind.ATR_PERIOD)
+    dmi = ind.directional(high, low, close, ind.ADX_PERIOD)
     columns = {
         "close": close,
         "sma_fast": ind.sma(close, ind.SMA_FAST),
@@ -49,9 +50,9 @@ def snapshot_columns(high: pd.Series, low: pd.Series, close: pd.Series) -> dict[
         "rsi": ind.rsi(close, ind.RSI_PERIOD),
         "atr": atr,
         "atr_pct": atr / close,
-        "adx": ind.adx(high, low, close, ind.ADX_PERIOD),
-        "plus_di": ind.plus_di(high, low, close, ind.ADX_PERIOD),
-        "minus_di": ind.minus_di(high, low, close, ind.ADX_PERIOD),
+        "adx": dmi["adx"],
+        "plus_di": dmi["plus_di"],
+        "minus_di": dmi["minus_di"],
         "bb_upper": bb["upper"],
         "bb_middle": bb["middle"],
         "bb_lower": bb["lower"],

@@ -331,6 +331,14 @@ def _directional(
     return _place(n, begin, p), _place(n, begin, m), _place(n, begin, a)
 
 
+def directional(
+    high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14
+) -> pd.DataFrame:
+    """+DI, -DI and ADX from one pass (the three functions below each make their own)."""
+    p, m, a = _directional(high, low, close, period)
+    return pd.DataFrame({"plus_di": p, "minus_di": m, "adx": a}, index=close.index)
+
+
 def adx(high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14) -> pd.Series:
     """Average directional index (TA-Lib ADX); first value at 2 * period - 1."""
     return pd.Series(_directional(high, low, close, period)[2], index=close.index, name="adx")
