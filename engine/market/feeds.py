@@ -689,15 +689,21 @@ def _parse_row(row: list[str], index: list[int], width: int) -> tuple[int, list[
 def parse_timestamp(text: str) -> int | None:
     """Epoch ms from ISO-8601 (naive = UTC) or epoch seconds/ms (ms from 1e11 up);
     None when unreadable."""
+    if len(text) >= 10 and text[4] == "-":  # most likely a date: try that first
+        moment = _iso_ms(text)
+        if moment is not None:
+            return moment
     try:
         number = float(text)
     except ValueError:
-        pass
-    else:
-        if not math.isfinite(number):
-            return None
-        # 1e11 s is the year 5138 and 1e11 ms is 1973, so the magnitude tells the unit.
-        return round(number * 1000) if abs(number) < 1e11 else round(number)
+        return _iso_ms(text)
+    if not math.isfinite(number):
+        return None
+    # 1e11 s is the year 5138 and 1e11 ms is 1973, so the magnitude tells the unit.
+    return round(number * 1000) if abs(number) < 1e11 else round(number)
+
+
+def _iso_ms(text: str) -> int | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
