@@ -274,9 +274,10 @@ class Monitor:
                 actions.append(Pause(f"equity fault: {fault}"))
         self._day_limits(inp, actions, conditions)
         disconnected_since = self._connection(inp, actions, conditions)
-        self._staleness(inp, actions, conditions)
+        stale = self.stale_symbols(inp)  # once a step: the calendar's arithmetic is not free
+        self._staleness(inp, stale, actions, conditions)
         self._deadman(inp, conditions)
-        actions += self._exits(inp, trails, disconnected_since)
+        actions += self._exits(inp, trails, disconnected_since, stale)
         actions += self._alerts(inp.state.conditions, conditions, ctx.now)
         state = MonitorState(trails, disconnected_since, frozenset(conditions))
         return MonitorResult(tuple(actions), state)
@@ -382,9 +383,12 @@ class Monitor:
         return self.calendar.missed_bars(symbol, last_ts, now, bar_ms)
 
     def _staleness(
-        self, inp: MonitorInput, actions: list[MonitorAction], conditions: dict[str, RaiseAlert]
+        self,
+        inp: MonitorInput,
+        stale: Mapping[str, int],
+        actions: list[MonitorAction],
+        conditions: dict[str, RaiseAlert],
     ) -> None:
-        stale = self.stale_symbols(inp)
         if not stale:
             return
         names = ", ".join(sorted(stale))
@@ -456,7 +460,11 @@ class Monitor:
         return prices
 
     def _exits(
-        self, inp: MonitorInput, trails: Mapping[str, TrailState], disconnected_since: int | None
+        self,
+        inp: MonitorInput,
+        trails: Mapping[str, TrailState],
+        disconnected_since: int | None,
+        stale: Mapping[str, int],
     ) -> list[MonitorAction]:
         ctx = inp.ctx
         if ctx.trading_state is TradingState.HALTED:
@@ -472,7 +480,6 @@ class Monitor:
             if o.status.is_open and o.protective and o.order_type is OrderType.STOP
         }
         resting = {o.symbol for o in ctx.open_orders if o.status.is_open and o.protective}
-        stale = self.stale_symbols(inp)
         out: list[MonitorAction] = []
         for symbol, pos in sorted(ctx.positions.items()):
             if pos.qty == 0 or symbol in exiting:
