@@ -4,6 +4,7 @@ run gives the same trades every time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from engine.market.indicators import SNAPSHOT_FIELDS, IncrementalIndicators
 from engine.ml import registry
 from engine.ml.features import LiveFeatures
 from engine.ml.service import Runner
-from engine.ml.train import TrainedModel, TrainParams, train_on_history
+from engine.ml.train import TrainedModel
 from store.db import open_writer
 
 # Batch and incremental indicators agree to rounding (tests/test_indicators.py);
@@ -107,16 +108,9 @@ def test_the_same_run_gives_the_same_trades_twice() -> None:
     assert [e["equity"] for e in first.equity] == [e["equity"] for e in second.equity]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
-    folder = tmp_path_factory.mktemp("models")
-    return train_on_history(
-        generate_history(["A", "B", "C"], 1_500, seed=2, bar_ms=3_600_000),
-        load_settings().ml,
-        artifacts_dir=folder,
-        now=1_767_225_600_000,
-        params=TrainParams(n_folds=2, rounds=20),
-    )
+@pytest.fixture
+def trained(champion_in: Callable[[Path], TrainedModel], tmp_path: Path) -> TrainedModel:
+    return champion_in(tmp_path / "models")
 
 
 def test_batch_predictions_equal_the_live_runners_row_by_row(trained: TrainedModel) -> None:
