@@ -62,6 +62,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.execution.brokers.base import BrokerUnavailable
     from engine.market.feeds import FeedError
     from engine.process.lease import LeaseHeld
     from engine.process.runner import Engine
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logs.setup(args.verbose, settings.logs, db_path(args.db))
         engine = Engine(settings, args.db)
         engine.open()
-    except (LeaseHeld, FeedError) as exc:
+    except (LeaseHeld, FeedError, BrokerUnavailable) as exc:
         print(f"engine not started: {exc}", file=sys.stderr)
         return FAILED
     except (sqlite3.Error, OSError) as exc:

@@ -148,10 +148,11 @@ with s2:
 
 st.subheader("Broker reconciliation")
 st.caption(
-    "At start and after every reconnect the engine compares its positions with the"
-    " broker's; a difference halts trading with a CRITICAL alert listing it. Check the"
-    " account first: adopting books the broker's positions at the last price, with your"
-    " reason in the audit trail, and trading stays HALTED until resumed."
+    "At start and after every reconnect the engine compares its positions and open"
+    " orders with the broker's; a difference halts trading with a CRITICAL alert listing"
+    " it. Check the account first: adopting books the broker's positions at the last"
+    " price and cancels the orders the engine does not know, with your reason in the"
+    " audit trail, and trading stays HALTED until resumed."
 )
 r1, r2 = st.columns([3, 1])
 reason = r1.text_input("Why the broker's positions are right", key="adopt_reason")

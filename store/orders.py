@@ -103,6 +103,13 @@ def insert_fill(conn: sqlite3.Connection, fill: Fill) -> None:
     conn.execute(INSERT_FILL, fill_row(fill))
 
 
+def last_execution_ts(conn: sqlite3.Connection) -> int | None:
+    """When the newest broker execution booked was made (the operator's adjusting
+    fills, exec ids `adopt:...`, aside)."""
+    row = conn.execute("SELECT max(ts) FROM fills WHERE exec_id NOT LIKE 'adopt:%'").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 class OrderRepository:
     """The OMS's statements on one writer connection."""
 

@@ -107,6 +107,16 @@ def executions(conn: sqlite3.Connection, coid: str) -> list[Fill]:
     return [Fill(coid, r[0], r[1], Side(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
+def executions_since(conn: sqlite3.Connection, since: int | None) -> list[Fill]:
+    """Every execution at or after `since` (None: all), oldest first."""
+    rows = conn.execute(
+        "SELECT client_order_id, exec_id, symbol, side, ts, qty, price, commission, ref_price"
+        " FROM paper_executions WHERE ts >= ? ORDER BY ts, exec_id",
+        (since if since is not None else -(2**62),),
+    ).fetchall()
+    return [Fill(r[0], r[1], r[2], Side(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+
 def account(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
     """(cash, order_seq, exec_seq, starting_cash), or None before the first start."""
     row = conn.execute(

@@ -21,8 +21,10 @@ from ib_async import (
     Event,
     Execution,
     Fill,
+    LimitOrder,
     OrderStatus,
     Position,
+    Stock,
     Trade,
     TradeLogEntry,
 )
@@ -59,6 +61,8 @@ class FakeIB:
         self.hang_requests = False
         self.connect_attempts = 0
         self.modifications = 0
+        self.execution_filters: list[Any] = []
+        self.forget_completed = False
         self.cash = 25_000.0
         self.accounts = ["DU123"]
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -120,7 +124,9 @@ class FakeIB:
         return trade
 
     def cancelOrder(self, order: Any) -> Trade | None:
-        trade = next((t for t in self._gateway if t.order.orderId == order.orderId), None)
+        trade = next((t for t in self._gateway if t.order is order), None) or next(
+            (t for t in self._gateway if order.orderId and t.order.orderId == order.orderId), None
+        )
         if trade is not None and not trade.isDone():
             self._set_status(trade, "PendingCancel")
         return trade
@@ -156,11 +162,19 @@ class FakeIB:
 
     async def reqCompletedOrdersAsync(self, apiOnly: bool) -> list[Trade]:  # noqa: N803
         await self._answer()
+        if self.forget_completed:
+            return []  # as after the gateway's restart: only executions remain
         return self._adopt([t for t in self._gateway if t.isDone()])
 
     async def reqExecutionsAsync(self, execFilter: Any = None) -> list[Fill]:  # noqa: N803
         await self._answer()
-        return [f for t in self._gateway for f in t.fills]
+        self.execution_filters.append(execFilter)
+        since = None
+        if execFilter is not None and execFilter.time:
+            since = datetime.strptime(execFilter.time, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        # As IB: whole seconds, every execution of the account, orderRef or not.
+        found = [f for t in self._gateway for f in t.fills]
+        return [f for f in found if since is None or f.execution.time >= since]
 
     # ---- the gateway's side: callbacks run on the adapter's IB loop ----------------
 
@@ -215,6 +229,14 @@ class FakeIB:
             self._on_loop(fill)
         return exec_id
 
+    def gateway_manual_order(self, symbol: str, action: str, qty: float, limit: float) -> Trade:
+        """An order typed into TWS by hand: no orderRef, no API order id, a permId."""
+        order = LimitOrder(action, qty, limit, permId=900_000 + len(self._gateway))
+        status = OrderStatus(status="Submitted", remaining=qty)
+        trade = Trade(Stock(symbol, "SMART", "USD"), order, status, [], [])
+        self._gateway.append(trade)
+        return trade
+
     def gateway_reject(self, trade: Trade, code: int, message: str) -> None:
         """IB refuses an order the way ib_async reports it: Cancelled, then the error."""
 
@@ -261,8 +283,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def wait_for(condition: Callable[[], bool], limit: float = 3.0) -> bool:
-    """The adapter's own thread does the work; give it a bounded moment."""
+def wait_for(condition: Callable[[], bool], limit: float = 15.0) -> bool:
+    """The adapter's own thread does the work; give it a bounded moment (generous:
+    the machine may be busy; a condition that holds ends the wait at once)."""
     deadline = time.monotonic() + limit
     while not condition():
         if time.monotonic() > deadline:

@@ -36,6 +36,7 @@ class FakeGateway(FakeIB):
         self.known = {"AAPL": 265598, "MSFT": 272093}
         self.ambiguous: set[str] = set()
         self.unpermitted: set[str] = set()
+        self.pace_once: set[str] = set()  # the next live request for these breaks pacing
         self.bars: dict[str, list[BarData]] = {s: [] for s in self.known}
         self.live: dict[str, BarDataList] = {}
         self.requests: list[tuple[str, bool, float]] = []  # symbol, keepUpToDate, monotonic
@@ -78,6 +79,11 @@ class FakeGateway(FakeIB):
             message = "Requested market data is not subscribed."
             self.errorEvent.emit(len(self.requests), 354, message, contract)
             return BarDataList()
+        if keepUpToDate and contract.symbol in self.pace_once:
+            self.pace_once.discard(contract.symbol)
+            message = "Historical Market Data Service error message:API pacing violation"
+            self.errorEvent.emit(len(self.requests), 162, message, contract)
+            return BarDataList()  # as ib_async: the request ends empty
         rows = BarDataList(self.bars[contract.symbol])
         rows.reqId = len(self.requests)
         rows.contract = contract
@@ -196,6 +202,20 @@ def test_a_lost_data_farm_marks_every_symbol_stale_until_it_is_back(
     assert back[0] is Severity.INFO and feed.stale_symbols == frozenset()
 
 
+def test_symbols_stay_stale_until_every_lost_farm_is_back(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    feed = start()
+    gateway.gateway_error(2103, "Market data farm connection is broken:usfarm")
+    gateway.gateway_error(2105, "HMDS data farm connection is broken:ushmds")
+    gateway.gateway_error(2106, "HMDS data farm connection is OK:ushmds")
+    [back] = [e for e in events_until(feed, "IB data farm back") if e[1] == "IB data farm back"]
+    assert "still lost: usfarm" in back[2] and feed.stale_symbols == {"AAPL", "MSFT"}
+    gateway.gateway_error(2104, "Market data farm connection is OK:usfarm")
+    [back] = events_until(feed, "IB data farm back")
+    assert "every farm is back" in back[2] and feed.stale_symbols == frozenset()
+
+
 def test_data_farm_ok_messages_are_information_only(
     start: Callable[..., IbFeed], gateway: FakeGateway
 ) -> None:
@@ -266,3 +286,76 @@ def test_ib_feed_symbols_get_stock_contracts_and_their_calendars() -> None:
 def test_contracts_alone_name_the_ib_feeds_symbols() -> None:
     settings = load_settings(engine={"feed": "ib"}, ib={"contracts": [{"symbol": "eurusd"}]})
     assert settings.engine.symbols == ("EURUSD",)
+
+
+def test_a_missing_market_data_permission_stops_the_start_saying_what_to_subscribe(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    gateway.unpermitted.add("MSFT")
+    with pytest.raises(FeedError, match=r"no market data for MSFT \(IB 354: .*Client Portal"):
+        start().warmup(5, T0 + 20 * MINUTE, MINUTE)
+
+
+def test_after_a_restart_the_live_subscription_checks_the_permission_too(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    gateway.unpermitted.add("AAPL")
+    feed = start(resume_from={"AAPL": T0 + 25 * MINUTE, "MSFT": T0 + 25 * MINUTE})
+    with pytest.raises(FeedError, match="no market data for AAPL"):
+        feed.start_live()
+
+
+def test_a_live_subscription_ended_by_a_pacing_violation_is_asked_again(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    gateway.pace_once.add("AAPL")
+    feed = start(pacing=HistoricalPacing(identical=0.0))
+    feed.warmup(5, T0 + 27 * MINUTE, MINUTE)  # no exception: the feed keeps running
+    assert wait_for(lambda: sum(1 for s, keep, _ in gateway.requests if s == "AAPL" and keep) == 2)
+    assert wait_for(lambda: any(b.symbol == "AAPL" for b in feed.next_bars(0)))
+    assert any(e[1] == "IB pacing violation" for e in feed.drain_events())
+
+
+def test_feed_and_orders_share_one_message_budget_by_default(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    from engine.execution.brokers import ib_link
+    from engine.execution.brokers.ib import IbBroker
+
+    broker = IbBroker(SETTINGS, ib_factory=lambda: gateway, backoff_seconds=(0.01, 0.05))
+    try:
+        assert start()._messages is broker._messages is ib_link.MESSAGES
+    finally:
+        broker.close()
+
+
+def test_feed_requests_and_orders_draw_on_the_same_tokens(
+    start: Callable[..., IbFeed], gateway: FakeGateway
+) -> None:
+    from engine.domain import Order, OrderType, Purpose, Side
+    from engine.execution.brokers.ib import IbBroker
+
+    budget = TokenBucket(45.0, clock=lambda: 0.0)  # no refill: every token taken shows
+    feed = start(messages=budget)
+    broker = IbBroker(
+        SETTINGS, ib_factory=lambda: gateway, backoff_seconds=(0.01, 0.05), messages=budget
+    )
+    try:
+        feed.warmup(3, T0 + 20 * MINUTE, MINUTE)  # two histories, two subscriptions
+        entry = Order("c-1", "AAPL", Side.BUY, 10, OrderType.MARKET, Purpose.ENTRY)
+        stop = Order(
+            "c-1-S",
+            "AAPL",
+            Side.SELL,
+            10,
+            OrderType.STOP,
+            Purpose.EXIT,
+            stop_price=90.0,
+            parent_id="c-1",
+            oco_group="c-1",
+        )
+        broker.submit_bracket([entry, stop], now=1)  # two orders
+        broker.submit(Order("c-2", "MSFT", Side.BUY, 5, OrderType.MARKET, Purpose.ENTRY), 2)
+        assert budget._tokens == 45 - 4 - 2 - 1
+    finally:
+        broker.close()

@@ -21,7 +21,13 @@ from engine.domain import (
     Purpose,
     Side,
 )
-from engine.execution.brokers.base import Broker, BrokerAccount, BrokerOrderState, BrokerUnavailable
+from engine.execution.brokers.base import (
+    Broker,
+    BrokerAccount,
+    BrokerOpenOrder,
+    BrokerOrderState,
+    BrokerUnavailable,
+)
 from engine.execution.brokers.paper import PaperBroker
 from engine.execution.oms import (
     NEVER_REACHED_BROKER,
@@ -129,6 +135,22 @@ class FunctionBroker:
     def fills(self, client_order_id: str) -> list[Fill]:
         self._check()
         return list(self.executions.get(client_order_id, []))
+
+    def open_orders(self) -> list[BrokerOpenOrder]:
+        self._check()
+        return [
+            BrokerOpenOrder(o.client_order_id, o.broker_order_id, "", Side.BUY, 0, 0, "")
+            for o in self.orders.values()
+            if o.status.is_open
+        ]
+
+    def executions_since(self, since: int | None) -> list[Fill]:
+        self._check()
+        found = [f for fills in self.executions.values() for f in fills]
+        return sorted((f for f in found if since is None or f.ts >= since), key=lambda f: f.ts)
+
+    def cancel_foreign(self, broker_order_id: str, now: int) -> bool:
+        return False
 
     def account(self) -> BrokerAccount:
         return BrokerAccount(0.0, {})

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ib_async import CommissionReport
 
 from engine.__main__ import main
-from engine.domain import Intent, Purpose, Side, TradingState
+from engine.domain import Bar, ExecutionReport, Intent, OrderType, Purpose, Side, TradingState
 from engine.domain import OrderStatus as Status
 from engine.execution.brokers.ib import IbBroker
 from engine.execution.oms import Oms
@@ -100,7 +101,7 @@ def test_a_position_the_engine_cannot_explain_halts_with_a_critical_alert(
     eng = paper_engine(db_file, clock, open_engines)
     assert eng.trader is not None and eng.trader.state is TradingState.HALTED
     [(severity, message)] = rows(
-        db_file, "SELECT severity, message FROM alerts WHERE title LIKE 'Broker positions differ%'"
+        db_file, "SELECT severity, message FROM alerts WHERE title LIKE 'Broker book differs%'"
     )
     assert severity == "CRITICAL" and "SIM-A: broker holds 50, unknown to the engine" in message
 
@@ -167,3 +168,120 @@ def trade_contract() -> Any:
     from ib_async import Stock
 
     return Stock("AAPL", "SMART", "USD")
+
+
+def ib_engine(fake: FakeIB, db_file: Path, clock: FakeClock, opened: list[Engine]) -> Engine:
+    broker = adapter(fake)
+    assert wait_for(lambda: broker.connected)
+    settings = engine_settings(broker="ib", symbols=("AAPL",))
+    eng = Engine(
+        settings, db_file, clock=clock, broker=broker, feed=SimulatedFeed(("AAPL",), 1), history={}
+    )
+    eng.open()
+    opened.append(eng)
+    return eng
+
+
+def test_an_order_working_at_the_broker_unknown_to_the_engine_halts_and_is_canceled_on_adoption(
+    db_file: Path, clock: FakeClock, open_engines: list[Engine]
+) -> None:
+    fake = FakeIB()
+    manual = fake.gateway_manual_order("AAPL", "BUY", 10, 90.0)  # typed into TWS
+    eng = ib_engine(fake, db_file, clock, open_engines)
+    assert eng.trader is not None and eng.trader.state is TradingState.HALTED
+    [(severity, message)] = rows(
+        db_file, "SELECT severity, message FROM alerts WHERE title LIKE 'Broker book differs%'"
+    )
+    assert severity == "CRITICAL"
+    assert "open order BUY 10 AAPL LMT (broker order 900000, no client order id)" in message
+    command = enqueue_command(
+        CommandKind.ADOPT_BROKER, {"reason": "my test order in TWS"}, "cli:op", db=db_file
+    )
+    eng.step()
+    done = get_command(command, db=db_file)
+    assert done is not None and done.status is CommandStatus.DONE, done
+    assert manual.orderStatus.status == "PendingCancel"  # the cancel reached the gateway
+    [(actor, payload)] = rows(
+        db_file, "SELECT actor, payload FROM audit WHERE action = 'adopt_broker'"
+    )
+    assert actor == "cli:op" and "900000" in payload and "cancel sent" in payload
+    assert eng.trader.state is TradingState.HALTED  # resuming is the operator's next step
+
+
+def test_an_engine_order_the_broker_no_longer_works_is_settled_from_its_executions(
+    tmp_path: Path,
+) -> None:
+    fake, db = FakeIB(), open_writer(tmp_path / "cockpit.db")
+    first = adapter(fake)
+    clock = FakeClock()
+    limit = Intent("AAPL", Side.BUY, 100, Purpose.ENTRY, OrderType.LIMIT, limit_price=99.0)
+    order = Oms(db, first, Portfolio.load(db, 100_000), clock).submit(limit, 100.0)
+    first.close()  # while the engine is down: 40 fill, the rest is canceled at IB
+    trade = trade_of(fake, order.client_order_id)
+    e1 = fake.gateway_fill(trade, 40, 99.0, 1.0, offline=True)
+    trade.orderStatus.status = "Cancelled"
+    fake.forget_completed = True  # the gateway no longer lists the order, only its execution
+    second = adapter(fake)
+    try:
+        assert wait_for(lambda: second.connected)
+        oms = Oms(db, second, Portfolio.load(db, 100_000), clock)
+        [still] = oms.reconcile()
+        assert still.status is Status.PARTIALLY_FILLED  # its executions alone cannot close it
+        [settled] = oms.settle_vanished(
+            [o.client_order_id for o in second.open_orders()], "at start"
+        )
+        assert (settled.status, settled.filled_qty) == (Status.CANCELED, 40.0)
+        assert db.execute("SELECT exec_id FROM fills").fetchall() == [(e1,)]
+        assert oms.open_orders() == []
+    finally:
+        second.close()
+        db.close()
+
+
+def test_a_restart_adopts_executions_since_the_last_known_one_closed_orders_included(
+    tmp_path: Path,
+) -> None:
+    fake, db = FakeIB(), open_writer(tmp_path / "cockpit.db")
+    first = adapter(fake)
+    clock = FakeClock()
+    oms = Oms(db, first, Portfolio.load(db, 100_000), clock)
+    entry = oms.submit(
+        Intent("AAPL", Side.BUY, 100, Purpose.ENTRY, stop_loss=95.0, take_profit=110.0), 100.0
+    )
+    seen = fake.gateway_fill(trade_of(fake, entry.client_order_id), 100, 100.0, 1.0)
+
+    def entry_filled() -> bool:
+        oms.on_bar(Bar("AAPL", 1, 1, 1, 1, 1, 1))
+        return oms.get(entry.client_order_id).status is Status.FILLED  # type: ignore[union-attr]
+
+    assert wait_for(entry_filled)
+    [stop] = [o for o in oms.protection("AAPL") if o.order_type is OrderType.STOP]
+    # The engine had the stop closed (a cancel it believed done) when IB filled it.
+    oms.apply(ExecutionReport(stop.client_order_id, Status.CANCELED, clock(), detail="test"))
+    first.close()
+    stop_trade = trade_of(fake, stop.client_order_id)
+    missed = fake.gateway_fill(stop_trade, 100, 95.0, 1.0, offline=True)
+    second = adapter(fake)
+    try:
+        assert wait_for(lambda: second.connected)
+        oms = Oms(db, second, Portfolio.load(db, 100_000), clock)
+        since = oms.last_execution_ts()
+        unknown = oms.adopt_executions(second.executions_since(since), "at start")
+        assert unknown == []
+        assert fake.execution_filters[-1].time != ""  # asked from the last known one
+        booked = db.execute("SELECT exec_id, qty FROM fills ORDER BY id").fetchall()
+        assert booked == [(seen, 100.0), (missed, 100.0)]
+        assert oms.get(stop.client_order_id).status is Status.CANCELED  # type: ignore[union-attr]
+        assert "AAPL" not in Portfolio.load(db, 100_000).positions  # flat, as at IB
+        # The same execution arriving live afterwards counts once.
+        fake.loop.call_soon_threadsafe(  # type: ignore[union-attr]
+            fake.commissionReportEvent.emit,
+            stop_trade,
+            stop_trade.fills[-1],
+            CommissionReport(missed, 1.0, "USD"),
+        )
+        assert wait_for(lambda: bool(oms.on_bar(Bar("AAPL", 2, 1, 1, 1, 1, 1))))
+        assert db.execute("SELECT count(*) FROM fills").fetchone() == (2,)
+    finally:
+        second.close()
+        db.close()

@@ -59,7 +59,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +69,7 @@ from engine.domain import (
     Bar,
     ExecutionReport,
     ExitReason,
+    Fill,
     Intent,
     Order,
     OrderStatus,
@@ -94,7 +95,7 @@ from engine.execution.orders import (
 )
 from engine.execution.portfolio import Portfolio
 from engine.execution.reconcile import OrderReconciler
-from store.orders import OrderRepository
+from store.orders import OrderRepository, last_execution_ts
 
 __all__ = [
     "NEVER_REACHED_BROKER",
@@ -333,6 +334,21 @@ class Oms:
         """At start: bring every order still open in the database in line with the
         broker (OrderReconciler.reconcile). BrokerUnavailable propagates."""
         return self._reconciler.reconcile()
+
+    def last_execution_ts(self) -> int | None:
+        """When the newest broker execution booked was made: missed ones are asked
+        for from there."""
+        return last_execution_ts(self._book.repo.conn)
+
+    def adopt_executions(self, executions: Iterable[Fill], why: str) -> list[Fill]:
+        """Missed executions booked one by one (OrderReconciler.adopt_executions);
+        returns those of orders the engine does not know."""
+        return self._reconciler.adopt_executions(executions, why)
+
+    def settle_vanished(self, working_at_broker: Iterable[str], why: str) -> list[Order]:
+        """Orders the broker no longer works, settled from their executions
+        (OrderReconciler.settle_vanished)."""
+        return self._reconciler.settle_vanished(working_at_broker, why)
 
     # -- reports -----------------------------------------------------------------
 

@@ -1,26 +1,36 @@
 """The engine's book against the broker's, at start and after every reconnect.
 
-Orders first (`OrderReconciler`, the OMS's): the broker is asked about every
-order still open, and the executions the engine missed are adopted, each as its
-own fill with the broker's exec id (a repeat of a known exec id changes nothing);
-an order the broker never saw is canceled, never sent late. Orders an
-unavailable broker left NEW are settled by `retry_unsent` the same way.
+1. Orders (`OrderReconciler`, the OMS's): the broker is asked about every order
+   still open; an order the broker never saw is canceled, never sent late. Orders
+   an unavailable broker left NEW are settled by `retry_unsent` the same way.
+2. Executions since the last one the engine knows (`Broker.executions_since`):
+   each one missed while down is booked as its own fill with the broker's exec id,
+   against its order even when that order is closed here (a bracket's stop canceled
+   by the engine but filled at the broker); a repeat of a known exec id changes
+   nothing, so a late arrival never counts twice. A broker quantity with no
+   execution behind it is never booked as a made-up fill.
+3. Open orders (`Broker.open_orders`): an engine order the broker no longer works is
+   settled from its executions (FILLED when they cover it, else CANCELED), never
+   left open; an order working at the broker that the engine does not know is an
+   `OrderDifference`.
+4. Positions: every symbol where the engine's quantity differs from the broker's,
+   a position the engine does not know included, is a `Difference`.
 
-Then positions: every symbol where the engine's quantity differs from the
-broker's, a position the engine does not know included, is a `Difference`. Any
-difference halts trading with one CRITICAL alert listing them all; trading stays
+Any difference halts trading with one CRITICAL alert listing them all; trading stays
 HALTED until the operator either fixes the account or adopts the broker's view
 (`adopt_broker`, from the CLI or the cockpit through a `commands` row). The
-adoption books one adjusting fill per symbol at the last price, is written to the
-audit trail with the operator and the reason, and leaves the state HALTED:
-resuming is a separate, confirmed decision.
+adoption books one adjusting fill per symbol at the last price, asks the broker to
+cancel every order the engine does not know (the engine cannot manage an order it
+did not decide), is written to the audit trail with the operator and the reason,
+and leaves the state HALTED: resuming is a separate, confirmed decision.
+Executions of orders the engine never placed are not booked; they raise a WARNING
+naming them (the position they leave is a Difference).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,8 +46,13 @@ from engine.domain import (
     TradingState,
 )
 from engine.execution.book import OrderBook
-from engine.execution.brokers.base import Broker, BrokerOrderState, BrokerUnavailable
-from engine.execution.orders import FILL_TOLERANCE, NEVER_REACHED_BROKER, Working
+from engine.execution.brokers.base import (
+    Broker,
+    BrokerOpenOrder,
+    BrokerOrderState,
+    BrokerUnavailable,
+)
+from engine.execution.orders import FILL_TOLERANCE, NEVER_REACHED_BROKER
 from engine.execution.portfolio import write_position
 from store.orders import insert_fill
 
@@ -48,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-9
 ALERT_KEY = "broker-reconcile"
+FOREIGN_KEY = "broker-foreign-executions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,30 +92,64 @@ def differences(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class OrderDifference:
+    """An order working at the broker that the engine does not know."""
+
+    order: BrokerOpenOrder
+
+    def describe(self) -> str:
+        return f"open order {self.order.describe()}"
+
+
+Finding = Difference | OrderDifference
+
+
 def engine_positions(trader: Trader) -> dict[str, float]:
     return {s: p.qty for s, p in trader.portfolio.positions.items() if p.qty}
 
 
-def reconcile(trader: Trader, why: str, *, orders: bool = True) -> list[Difference]:
-    """Orders (unless the caller just did them), then positions; halts with a
-    CRITICAL alert on any difference. BrokerUnavailable propagates: nothing is
-    decided without the broker's answer."""
+def unknown_orders(trader: Trader, at_broker: list[BrokerOpenOrder]) -> list[OrderDifference]:
+    ours = {o.client_order_id for o in trader.oms.open_orders()}
+    return [OrderDifference(o) for o in at_broker if o.client_order_id not in ours]
+
+
+def reconcile(trader: Trader, why: str, *, orders: bool = True) -> list[Finding]:
+    """Orders (unless the caller just did them), missed executions, open orders,
+    then positions; halts with a CRITICAL alert on any difference. BrokerUnavailable
+    propagates: nothing is decided without the broker's answer."""
+    oms, broker = trader.oms, trader.broker
     if orders:
-        trader.oms.reconcile()
-    account = trader.broker.account()
-    found = differences(engine_positions(trader), account.positions)
+        oms.reconcile()
+    foreign = oms.adopt_executions(broker.executions_since(oms.last_execution_ts()), why)
+    at_broker = broker.open_orders()
+    oms.settle_vanished((o.client_order_id for o in at_broker if o.client_order_id), why)
+    found: list[Finding] = [*unknown_orders(trader, at_broker)]
+    found += differences(engine_positions(trader), broker.account().positions)
+    if foreign:
+        listed = "; ".join(
+            f"{f.exec_id} {f.side.value} {f.qty:g} {f.symbol} at {f.price:g}" for f in foreign
+        )
+        trader.alerts.raise_(
+            Severity.WARNING,
+            "broker",
+            "Executions the engine did not order",
+            f"{why}: {listed}. They are not booked; a position they leave halts trading.",
+            dedupe_key=FOREIGN_KEY,
+        )
     if not found:
-        logger.info("broker reconciled (%s): positions agree", why)
+        logger.info("broker reconciled (%s): orders and positions agree", why)
         trader.db.conn.commit()
         return found
     listed = "; ".join(d.describe() for d in found)
     if trader.state is not TradingState.HALTED:
-        trader.set_state(TradingState.HALTED, f"broker positions differ ({why})", "engine")
+        trader.set_state(TradingState.HALTED, f"broker book differs ({why})", "engine")
     trader.alerts.raise_(
         Severity.CRITICAL,
         "broker",
-        "Broker positions differ: trading halted",
-        f"{why}: {listed}. Fix the account, or adopt the broker's view:"
+        "Broker book differs: trading halted",
+        f"{why}: {listed}. Fix the account, or adopt the broker's view (its positions"
+        " booked, the orders unknown here canceled):"
         " python -m engine adopt-broker --reason TEXT (or the Risk page).",
         dedupe_key=ALERT_KEY,
     )
@@ -108,15 +158,22 @@ def reconcile(trader: Trader, why: str, *, orders: bool = True) -> list[Differen
 
 
 def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
-    """Make the engine's positions the broker's: one adjusting fill per difference at
-    the last price, audited. Returns a summary; the state stays as it was."""
+    """Make the engine's book the broker's: one adjusting fill per position difference
+    at the last price, and a cancel at the broker for every order the engine does not
+    know; audited. Returns a summary; the state stays as it was."""
     if not reason.strip():
         raise ValueError("adopting the broker's positions needs a reason")
     account = trader.broker.account()
     found = differences(engine_positions(trader), account.positions)
-    if not found:
+    strangers = unknown_orders(trader, trader.broker.open_orders())
+    if not found and not strangers:
         return "nothing to adopt: the engine and the broker agree"
     now = trader.clock()
+    canceled = []
+    for stranger in strangers:
+        taken = trader.broker.cancel_foreign(stranger.order.broker_order_id, now)
+        outcome = "cancel sent" if taken else "not canceled: cancel it at the broker"
+        canceled.append(f"{stranger.describe()}: {outcome}")
     booked = []
     for diff in found:
         delta = diff.broker_qty - diff.engine_qty
@@ -151,10 +208,11 @@ def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
             "differences": [
                 {"symbol": d.symbol, "engine": d.engine_qty, "broker": d.broker_qty} for d in found
             ],
+            "orders_canceled": canceled,
         },
         ts=now,
     )
-    summary = "adopted the broker's positions: " + "; ".join(booked)
+    summary = "adopted the broker's book: " + "; ".join(booked + canceled)
     trader.alerts.raise_(
         Severity.INFO, "broker", "Broker positions adopted", f"{summary} ({actor}: {reason})"
     )
@@ -212,43 +270,84 @@ class OrderReconciler:
         if _missing(working.order, state.filled_qty):
             self._adopt_executions(coid, why)
             working = book.open.get(coid) or working
-        fill = self._missing_fill(working, state, now)
-        report = ExecutionReport(
-            coid,
-            state.status,
-            now,
-            fill,
-            state.broker_order_id,
-            f"{why}: broker says {state.status}",
-        )
+        order = working.order
+        detail = f"{why}: broker says {state.status}"
+        if _missing(order, state.filled_qty):
+            # Only executions are booked, each under its own exec id: a quantity with
+            # no execution behind it would be counted twice once the execution came.
+            # The position it leaves unexplained is reconciliation's to raise.
+            logger.warning(
+                "%s: broker reports %g filled, executions show %g",
+                coid,
+                state.filled_qty,
+                order.filled_qty,
+            )
+            detail += f" with {state.filled_qty:g} filled; its executions show {order.filled_qty:g}"
+        report = ExecutionReport(coid, state.status, now, None, state.broker_order_id, detail)
         with book.transaction():
             if not book.apply_one(report):
                 current = book.status(coid)
                 agreement = "agrees" if current is state.status else "disagrees, kept " + current
                 book.event(coid, now, current, f"{why}: broker {agreement} ({state.status})")
 
-    def _missing_fill(self, working: Working, state: BrokerOrderState, now: int) -> Fill | None:
-        """The broker state has quantities, not executions: one fill stands for what
-        we missed, its commission unknown (0). Its id is derived from the broker's
-        filled quantity, so a second reconciliation cannot repeat it."""
-        order = working.order
-        if not _missing(order, state.filled_qty):
-            return None
-        missing = state.filled_qty - order.filled_qty
-        price = _missing_fill_price(working, state, missing)
-        if price is None:
-            return None
-        return Fill(
-            order.client_order_id,
-            f"{order.client_order_id}:reconciled:{state.filled_qty:g}",
-            order.symbol,
-            order.side,
-            now,
-            missing,
-            price,
-            0.0,
-            working.ref_price,
-        )
+    def adopt_executions(self, executions: Iterable[Fill], why: str) -> list[Fill]:
+        """Book every execution the database lacks against its order, each as its own
+        fill with the broker's exec id: an open order moves on by it, a closed one (a
+        bracket's stop canceled here but filled at the broker) keeps its status and
+        gets the fill. A known exec id changes nothing. Returns the executions of
+        orders the engine does not know: they are not booked."""
+        book = self._book
+        unknown: list[Fill] = []
+        adopted = 0
+        with book.transaction():
+            for fill in executions:
+                working = book.find(fill.client_order_id) if fill.client_order_id else None
+                if working is None:
+                    unknown.append(fill)
+                    continue
+                order = working.order
+                status = order.status
+                if status.is_open:
+                    done = order.filled_qty + fill.qty >= order.qty * (1 - FILL_TOLERANCE)
+                    status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+                report = ExecutionReport(
+                    fill.client_order_id,
+                    status,
+                    fill.ts,
+                    fill,
+                    detail=f"{why}: missed execution {fill.exec_id}",
+                )
+                adopted += book.apply_one(report)
+        if adopted:
+            logger.info("%s: adopted %d missed execution(s)", why, adopted)
+        return unknown
+
+    def settle_vanished(self, working_at_broker: Iterable[str], why: str) -> list[Order]:
+        """Every order open here (past NEW) that the broker no longer works: its
+        executions adopted, then FILLED when they cover it, else CANCELED with what
+        did fill. Returns the orders settled."""
+        book = self._book
+        working = set(working_at_broker)
+        now = self._clock()
+        settled = []
+        for order in book.open_orders():
+            coid = order.client_order_id
+            if order.status is OrderStatus.NEW or coid in working:
+                continue
+            self._adopt_executions(coid, why)
+            current = book.get(coid)
+            if current is None or not current.status.is_open:
+                continue
+            done = current.filled_qty >= current.qty * (1 - FILL_TOLERANCE)
+            self.finish_locally(
+                coid,
+                OrderStatus.FILLED if done else OrderStatus.CANCELED,
+                now,
+                f"{why}: no longer working at the broker,"
+                f" {current.filled_qty:g} of {current.qty:g} filled",
+            )
+            settled.append(coid)
+        return [o for o in map(book.get, settled) if o is not None]
 
     def _adopt_executions(self, coid: str, why: str) -> None:
         """Each execution the broker has and the database lacks, as its own fill with
@@ -351,13 +450,3 @@ class OrderReconciler:
 
 def _missing(order: Order, broker_filled: float) -> bool:
     return broker_filled - order.filled_qty > FILL_TOLERANCE * max(order.qty, 1.0)
-
-
-def _missing_fill_price(working: Working, state: BrokerOrderState, missing: float) -> float | None:
-    order = working.order
-    if state.avg_price is None:
-        logger.error("broker reports %s filled without a price", order.client_order_id)
-        return working.ref_price
-    price = state.avg_price * state.filled_qty - (order.avg_price or 0.0) * order.filled_qty
-    price /= missing
-    return price if math.isfinite(price) and price > 0 else state.avg_price

@@ -21,14 +21,19 @@ minutes, no identical request within 15 s) and takes a token from the process's
 45/s message budget shared with the orders.
 
 Data farms: 2104/2106/2158 (connection OK) are logged as information; 2103/2105
-(a farm lost) mark every symbol stale (`stale_symbols`, entries wait) and raise a
-WARNING event until the farm is back. A pacing violation (162) or a missing
-market-data subscription (354) is an event naming the symbol.
+(a farm lost) raise a WARNING event and mark every symbol stale (`stale_symbols`:
+IB does not say which symbols a farm serves), so the engine blocks their entries
+until every lost farm has reported OK again, with an INFO event.
+
+Errors on a request: a pacing violation (162) or a missing market-data
+subscription (354 and kin) is an event naming the symbol; a live subscription IB
+ended that way is asked again with backoff, so the feed keeps running. At start a
+missing subscription stops the start instead, with what to subscribe to.
 
 Exceptions:
 
     FeedError (engine.market.feeds)   the feed cannot start: no gateway, unknown or
-                               ambiguous contract, no history permission
+                               ambiguous contract, no market-data permission
 """
 
 from __future__ import annotations
@@ -107,6 +112,11 @@ def _epoch_ms(moment: date | datetime) -> int:
     return int(datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def _farm(message: str) -> str:
+    """The farm a 210x message names ("...connection is broken:usfarm" -> usfarm)."""
+    return message.rpartition(":")[2].strip().lower() or message
+
+
 def _what_to_show(spec: IbContract) -> str:
     # Currencies and indices have no trades of their own on IB.
     return "MIDPOINT" if spec.sec_type == "CASH" else "TRADES"
@@ -138,6 +148,8 @@ class IbFeed:
             raise FeedError("ib.contracts: the IB feed needs at least one contract")
         low, high = backoff_seconds or (settings.backoff_min_seconds, settings.backoff_max_seconds)
         self._backoff = Backoff(low, high)
+        self._retry_backoff = Backoff(low, high)
+        self._paced: set[str] = set()
         self._messages = messages
         self._pacing = pacing or HistoricalPacing()
         self._clock = clock
@@ -145,7 +157,10 @@ class IbFeed:
         self._queues: dict[str, deque[Bar]] = {s: deque() for s in self.symbols}
         self._lock = threading.Lock()
         self._events: queue.SimpleQueue[FeedEvent] = queue.SimpleQueue()
-        self._stale: set[str] = set()
+        self._lost_farms: set[str] = set()
+        self._refused: dict[str, str] = {}  # symbol -> IB's word, while starting
+        self._starting = True
+        self._retrying: set[str] = set()
         self._contracts: dict[str, Any] = {}
         self._subscriptions: dict[str, Any] = {}
         self._closed = False
@@ -169,11 +184,30 @@ class IbFeed:
         out: dict[str, list[Bar]] = {}
         for symbol in self.symbols:
             bars = self._call(self._history(symbol, n, end_ts), self._timeout * 6)
+            self._check_permission(symbol)
             out[symbol] = bars
             if bars:
                 self._last[symbol] = bars[-1].ts
-        self._call(self._subscribe_all(), self._timeout * 6)
+        self.start_live()
         return out
+
+    def start_live(self) -> None:
+        """Subscribe every symbol to live bars now (the start does it, so a missing
+        market-data permission stops the start with what to subscribe to)."""
+        self._call(self._subscribe_all(), self._timeout * 6)
+        for symbol in self.symbols:
+            self._check_permission(symbol)
+        self._starting = False
+
+    def _check_permission(self, symbol: str) -> None:
+        refused = self._refused.get(symbol)
+        if refused is not None and self._starting:
+            spec = self.specs[symbol]
+            raise FeedError(
+                f"ib: no market data for {symbol} ({refused}): subscribe to"
+                f" {spec.primary_exchange or spec.exchange} data in Client Portal"
+                " (Settings, Market Data Subscriptions), or drop the symbol"
+            )
 
     def next_bars(self, now_ms: int) -> list[Bar]:
         if not self._subscriptions and not self._closed:
@@ -194,7 +228,7 @@ class IbFeed:
     @property
     def stale_symbols(self) -> frozenset[str]:
         """Symbols whose data farm is down: their bars cannot be trusted to come."""
-        return frozenset(self._stale)
+        return frozenset(self.symbols) if self._lost_farms else frozenset()
 
     def drain_events(self) -> list[FeedEvent]:
         events: list[FeedEvent] = []
@@ -368,9 +402,35 @@ class IbFeed:
         now_s = self._clock()
         back = now_s - last / 1000 if last is not None else 2 * self.bar_ms / 1000
         rows = await self._request(symbol, "", duration(min(back, 30 * DAY_S)), keep=True)
+        if not rows and (symbol in self._refused or symbol in self._paced):
+            # IB ended the request with an error (pacing, permission): nothing is
+            # subscribed. Asked again with backoff; the feed keeps running meanwhile
+            # (a refusal at start stops the start instead, see start_live).
+            if not (self._starting and symbol in self._refused):
+                self._retry(symbol)
+            return
         self._subscriptions[symbol] = rows
         rows.updateEvent += self._on_update
         self._take_complete(symbol, rows)
+
+    def _retry(self, symbol: str) -> None:
+        if symbol in self._retrying:
+            return
+        self._retrying.add(symbol)
+        delay = self._retry_backoff.next()
+        logger.warning("IB gave no live bars for %s; asking again in %.0f s", symbol, delay)
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            self._retrying.discard(symbol)
+            self._paced.discard(symbol)
+            self._refused.pop(symbol, None)
+            if symbol not in self._subscriptions and self._ib.isConnected():
+                await self._subscribe(symbol)
+                if symbol in self._subscriptions:
+                    self._retry_backoff.reset()
+
+        asyncio.get_running_loop().create_task(again())
 
     async def _resubscribe(self) -> None:
         for rows in list(self._subscriptions.values()):
@@ -411,27 +471,41 @@ class IbFeed:
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
         kind = classify(code, message)
         symbol = self._symbol_of(req_id, contract)
+        farm = _farm(message)
         if kind is IbEvent.FARM_OK:
             logger.info("IB %d: %s", code, message)
-            if self._stale:
-                self._stale.clear()
-                self._events.put((Severity.INFO, "IB data farm back", f"IB {code}: {message}"))
+            if farm in self._lost_farms:
+                self._lost_farms.discard(farm)
+                back = (
+                    "every farm is back"
+                    if not self._lost_farms
+                    else "still lost: " + (", ".join(sorted(self._lost_farms)))
+                )
+                self._events.put(
+                    (Severity.INFO, "IB data farm back", f"IB {code}: {message}; {back}")
+                )
         elif kind is IbEvent.FARM_LOST:
-            self._stale.update(self.symbols)
+            # IB does not say which symbols a farm serves: all of them are suspect.
+            self._lost_farms.add(farm)
             self._events.put(
                 (
                     Severity.WARNING,
                     "IB data farm lost: symbols stale",
-                    f"IB {code}: {message}; stale until it is back: {', '.join(self.symbols)}",
+                    f"IB {code}: {message}; entries blocked until it is back:"
+                    f" {', '.join(self.symbols)}",
                 )
             )
         elif kind is IbEvent.RESTORED_DATA_LOST:
             asyncio.get_running_loop().create_task(self._resubscribe())
         elif kind is IbEvent.PACING:
+            if symbol is not None:
+                self._paced.add(symbol)
             self._events.put(
                 (Severity.WARNING, "IB pacing violation", f"{symbol or 'a request'}: {message}")
             )
         elif kind is IbEvent.NO_PERMISSION:
+            if symbol is not None:
+                self._refused[symbol] = f"IB {code}: {message}"
             self._events.put(
                 (
                     Severity.HIGH,

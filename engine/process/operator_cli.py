@@ -2,7 +2,8 @@
 
 - `doctor`: is the configuration ready (feed, broker, database, alert channels)?
 - `reconcile`: compare the running engine's book with the broker's now.
-- `adopt-broker --reason TEXT`: make the broker's positions the engine's (audited).
+- `adopt-broker --reason TEXT`: make the broker's positions the engine's and cancel the
+  orders it does not know (audited).
 
 The last two are queued as commands for the running engine and wait for its
 answer, as every verb that acts on trading does. Exit codes follow the engine
@@ -50,9 +51,11 @@ def register_cli(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "adopt-broker",
-        help="make the broker's positions the engine's (audited; trading stays halted)",
+        help="make the broker's positions the engine's and cancel orders it does not know"
+        " (audited; trading stays halted)",
         description="Book the difference between the broker's positions and the engine's"
-        " at the last price, with your reason in the audit trail. Resume separately.",
+        " at the last price and cancel at the broker every order the engine does not know,"
+        " with your reason in the audit trail. Resume separately.",
     )
     p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
     p.add_argument("--reason", required=True, help="why the broker is right (audited)")

@@ -163,6 +163,7 @@ def build_feed(settings: Settings, db: Database, now: int) -> tuple[Feed, dict[s
         # After a restart the subscription reaches back to the last stored bar.
         ib_feed = IbFeed(settings.ib, interval, resume_from=last_ts)
         if last_ts:
+            ib_feed.start_live()
             return ib_feed, history
         feed = ib_feed
     else:
@@ -188,8 +189,20 @@ def build_broker(settings: Settings, db: Database) -> Broker:
     if settings.engine.broker == "ib":
         from engine.execution.brokers.ib import IbBroker
 
-        ib: Broker = IbBroker(settings.ib)
-        return ib
+        ib = IbBroker(settings.ib)
+        if not ib.connected:
+            # Reconnecting with backoff is for a link that drops while trading: a start
+            # that finds no gateway says what to fix instead of trading blind.
+            why = ib.connect_error or "no answer"
+            ib.close()
+            s = settings.ib
+            raise BrokerUnavailable(
+                f"no IB API at {s.host}:{s.port} for orders ({why}): start IB Gateway (or"
+                " TWS) logged in, enable the API, check ib.port (4002 paper gateway, 7497"
+                " paper TWS) and ib.client_id"
+            )
+        broker: Broker = ib
+        return broker
     from engine.execution.brokers.paper import PaperBroker
 
     return PaperBroker(db, settings.paper, settings.engine.starting_cash)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from engine.domain import Bar, ExecutionReport, Fill, Order, OrderStatus
+from engine.domain import Bar, ExecutionReport, Fill, Order, OrderStatus, Side
 
 
 class BrokerError(Exception):
@@ -41,6 +41,27 @@ class BrokerOrderState:
     status: OrderStatus
     filled_qty: float
     avg_price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOpenOrder:
+    """An order working at the broker, as reconciliation compares it with the engine's.
+    `client_order_id` is "" for an order the engine never placed (typed in by hand)."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    filled_qty: float
+    order_type: str
+
+    def describe(self) -> str:
+        name = self.client_order_id or "no client order id"
+        return (
+            f"{self.side.value} {self.qty:g} {self.symbol} {self.order_type}"
+            f" (broker order {self.broker_order_id}, {name}), unknown to the engine"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +109,21 @@ class Broker(Protocol):
     def fills(self, client_order_id: str) -> list[Fill]:
         """Every execution of the order the broker knows, each with its own exec id,
         oldest first: what reconciliation adopts when the engine missed reports."""
+        ...
+
+    def open_orders(self) -> list[BrokerOpenOrder]:
+        """Every order working at the broker for the account, the engine's or not."""
+        ...
+
+    def executions_since(self, since: int | None) -> list[Fill]:
+        """Every execution the broker knows at or after `since` (epoch ms; None: all it
+        keeps), each with its own exec id and the client order id it carried ("" for
+        an order the engine never placed), oldest first."""
+        ...
+
+    def cancel_foreign(self, broker_order_id: str, now: int) -> bool:
+        """Cancel a working order by the broker's id (one the engine does not know);
+        True when the broker took the request."""
         ...
 
     def account(self) -> BrokerAccount: ...

@@ -15,7 +15,10 @@ and FILLED, so an order never reads FILLED before its last fill is reported.
 
 Identity: every order carries `orderRef = client_order_id`; that is how `lookup`
 finds an order after a restart (the session's trades, then the gateway's open and
-completed orders, then its executions).
+completed orders, then its executions). For reconciliation, `open_orders` lists
+every order working in the account (the gateway's, other clients' and hand-typed
+ones included), `executions_since` asks with an ExecutionFilter from the last
+execution the engine knows, and `cancel_foreign` cancels an order by IB's id.
 
 Brackets: `submit_bracket` places the entry and its resting stop and target as one
 native IB bracket: the children carry `parentId` (IB activates them once the entry
@@ -56,7 +59,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 try:
@@ -75,7 +78,12 @@ from engine.domain import (
     Severity,
     Side,
 )
-from engine.execution.brokers.base import BrokerAccount, BrokerOrderState, BrokerUnavailable
+from engine.execution.brokers.base import (
+    BrokerAccount,
+    BrokerOpenOrder,
+    BrokerOrderState,
+    BrokerUnavailable,
+)
 from engine.execution.brokers.ib_link import (
     MESSAGES,
     Backoff,
@@ -228,6 +236,7 @@ class IbBroker:
         self._cancel_requested: set[str] = set()
         self._ever_connected = False
         self.reconnects = 0
+        self.connect_error: str | None = None  # why the last connect failed
         self._poll = poll_seconds
         self._grace = commission_grace_seconds
         self._reports: queue.SimpleQueue[ExecutionReport] = queue.SimpleQueue()
@@ -303,6 +312,15 @@ class IbBroker:
 
     def fills(self, client_order_id: str) -> list[Fill]:
         return self._call(self._fills(client_order_id))
+
+    def open_orders(self) -> list[BrokerOpenOrder]:
+        return self._call(self._open_orders())
+
+    def executions_since(self, since: int | None) -> list[Fill]:
+        return self._call(self._executions_since(since))
+
+    def cancel_foreign(self, broker_order_id: str, now: int) -> bool:
+        return self._call(self._cancel_foreign(broker_order_id))
 
     def account(self) -> BrokerAccount:
         return self._call(self._account())
@@ -398,10 +416,12 @@ class IbBroker:
                     logger.info(
                         "connected to IB at %s:%d as client %d", s.host, s.port, s.client_id
                     )
+                    self.connect_error = None
                     self._connected_again()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    self.connect_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                     self._first_attempt.set()
                     delay = self._backoff.next()
                     self._failed(f"connect failed ({type(exc).__name__})")
@@ -469,6 +489,7 @@ class IbBroker:
             # Nothing is live until the last order goes: IB takes the bracket whole.
             ib_order.transmit = i == len(orders) - 1
             contract = ib_api.Stock(order.symbol, EXCHANGE, CURRENCY)
+            await self._messages.take()
             trade = self._ib.placeOrder(contract, ib_order)
             placed[order.client_order_id] = trade.order
             self._advance(order.client_order_id, OrderStatus.SUBMITTED)
@@ -499,6 +520,7 @@ class IbBroker:
             ib_order.lmtPrice = float(order.limit_price)
         ib_order.transmit = True
         # Placing an order under its existing orderId modifies it in place.
+        await self._messages.take()
         self._ib.placeOrder(trade.contract, ib_order)
         logger.info(
             "modified %s at IB: stop %s, limit %s", coid, order.stop_price, order.limit_price
@@ -534,11 +556,14 @@ class IbBroker:
         trade = self._find_trade(coid, ib.trades())
         if trade is None:
             # Not in this session's cache: ask the gateway, which knows other sessions' orders.
+            await self._messages.take()
             open_trades = await ib.reqAllOpenOrdersAsync()
+            await self._messages.take()
             done_trades = await ib.reqCompletedOrdersAsync(apiOnly=True)
             trade = self._find_trade(coid, [*open_trades, *done_trades, *ib.trades()])
         fills = [f for f in ib.fills() if f.execution.orderRef == coid]
         if trade is None and not fills:
+            await self._messages.take()
             fills = [f for f in await ib.reqExecutionsAsync() if f.execution.orderRef == coid]
         if trade is not None:
             return self._state(trade, fills)
@@ -557,28 +582,75 @@ class IbBroker:
             # Executions from before this session: the gateway keeps the day's.
             await self._messages.take()
             found = [f for f in await self._ib.reqExecutionsAsync() if f.execution.orderRef == coid]
-        fills, seen = [], set()
+        return self._unique_fills(found)
+
+    def _unique_fills(self, found: Iterable[Any]) -> list[Fill]:
+        """ib_async Fills as ours, one per exec id, oldest first."""
+        fills: dict[str, Fill] = {}
         for item in found:
             execution = item.execution
-            if execution.execId in seen:
+            if execution.execId in fills:
                 continue
-            seen.add(execution.execId)
             report = getattr(item, "commissionReport", None)
             commission = float(report.commission) if report is not None and report.execId else 0.0
-            ts = _epoch_ms(execution.time, self._clock())
-            fills.append(
-                Fill(
-                    coid,
-                    str(execution.execId),
-                    str(item.contract.symbol),
-                    _side(execution.side),
-                    ts,
-                    float(execution.shares),
-                    float(execution.price),
-                    commission,
+            fills[execution.execId] = Fill(
+                str(execution.orderRef or ""),
+                str(execution.execId),
+                str(item.contract.symbol),
+                _side(execution.side),
+                _epoch_ms(execution.time, self._clock()),
+                float(execution.shares),
+                float(execution.price),
+                commission,
+            )
+        return sorted(fills.values(), key=lambda f: (f.ts, f.exec_id))
+
+    async def _open_orders(self) -> list[BrokerOpenOrder]:
+        self._require_connection()
+        await self._messages.take()
+        trades = await self._ib.reqAllOpenOrdersAsync()
+        account = self._settings.account
+        out = []
+        for trade in trades:
+            order = trade.order
+            if trade.isDone() or (account and order.account and order.account != account):
+                continue
+            out.append(
+                BrokerOpenOrder(
+                    str(order.orderRef or ""),
+                    _broker_id(trade),
+                    str(trade.contract.symbol),
+                    _side(order.action),
+                    float(order.totalQuantity),
+                    float(trade.orderStatus.filled),
+                    str(order.orderType),
                 )
             )
-        return sorted(fills, key=lambda f: (f.ts, f.exec_id))
+        return out
+
+    async def _executions_since(self, since: int | None) -> list[Fill]:
+        self._require_connection()
+        # IB's filter takes whole seconds in UTC ("yyyymmdd-hh:mm:ss"); the exact
+        # cut is made here, and a repeat of a known exec id is the OMS's to ignore.
+        when = ""
+        if since is not None:
+            when = datetime.fromtimestamp(since // 1000, UTC).strftime("%Y%m%d-%H:%M:%S")
+        wanted = ib_api.ExecutionFilter(acctCode=self._settings.account, time=when)
+        await self._messages.take()
+        found = await self._ib.reqExecutionsAsync(wanted)
+        fills = self._unique_fills(found)
+        return [f for f in fills if since is None or f.ts >= since]
+
+    async def _cancel_foreign(self, broker_order_id: str) -> bool:
+        self._require_connection()
+        await self._messages.take()
+        for trade in await self._ib.reqAllOpenOrdersAsync():
+            ids = {_broker_id(trade), str(trade.order.permId)}
+            if broker_order_id in ids and not trade.isDone():
+                await self._messages.take()
+                self._ib.cancelOrder(trade.order)
+                return True
+        return False
 
     async def _account(self) -> BrokerAccount:
         self._require_connection()

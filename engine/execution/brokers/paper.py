@@ -53,7 +53,12 @@ from engine.domain import (
     OrderType,
     Side,
 )
-from engine.execution.brokers.base import BrokerAccount, BrokerOrderState, BrokerUnavailable
+from engine.execution.brokers.base import (
+    BrokerAccount,
+    BrokerOpenOrder,
+    BrokerOrderState,
+    BrokerUnavailable,
+)
 from engine.execution.brokers.fills import (
     commission,
     fill_at_market,
@@ -507,6 +512,40 @@ class PaperBroker:
 
     def fills(self, client_order_id: str) -> list[Fill]:
         return self._book.executions(client_order_id)
+
+    def open_orders(self) -> list[BrokerOpenOrder]:
+        return [
+            BrokerOpenOrder(
+                o.client_order_id,
+                o.broker_order_id or "",
+                o.symbol,
+                o.side,
+                o.qty,
+                o.filled_qty,
+                o.order_type.value,
+            )
+            for o in self.working_orders()
+        ]
+
+    def executions_since(self, since: int | None) -> list[Fill]:
+        return self._book.executions_since(since)
+
+    def cancel_foreign(self, broker_order_id: str, now: int) -> bool:
+        self._check_connected()
+        book = self._book
+        found = next(
+            (
+                w
+                for orders in book.working.values()
+                for w in orders.values()
+                if w.order.broker_order_id == broker_order_id
+            ),
+            None,
+        )
+        if found is None:
+            return False
+        book.write(lambda: [book.finish(found, OrderStatus.CANCELED, now, "canceled")])
+        return True
 
     def account(self) -> BrokerAccount:
         book = self._book

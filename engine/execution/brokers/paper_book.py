@@ -140,6 +140,9 @@ class PaperBook:
             found[coid] = BrokerOrderState(coid, row[0], OrderStatus(row[1]), row[2], row[3])
         return [found.get(c) for c in coids]
 
+    def executions_since(self, since: int | None) -> list[Fill]:
+        return rows.executions_since(self._db.conn, since)
+
     def executions(self, client_order_id: str) -> list[Fill]:
         return rows.executions(self._db.conn, client_order_id)
 
