@@ -7,6 +7,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from engine.domain import Severity
 from engine.execution.brokers.ib_link import HistoricalPacing, TokenBucket
 from engine.market.feeds import FeedError
 from engine.market.ib_feed import IbFeed
+from engine.process.runner import Engine
+from tests.conftest import FakeClock, engine_settings
 from tests.test_ib_broker import FakeIB, wait_for
 from tests.test_notify import free_port
 
@@ -359,3 +362,41 @@ def test_feed_requests_and_orders_draw_on_the_same_tokens(
         assert budget._tokens == 45 - 4 - 2 - 1
     finally:
         broker.close()
+
+
+def test_a_lost_farm_blocks_entries_in_the_engine_with_an_alert_and_ok_lifts_it(
+    start: Callable[..., IbFeed],
+    gateway: FakeGateway,
+    db_file: Path,
+    clock: FakeClock,
+    open_engines: list[Engine],
+) -> None:
+    feed = start()
+    settings = engine_settings(symbols=("AAPL", "MSFT"))
+    eng = Engine(settings, db_file, clock=clock, feed=feed, history={})
+    eng.open()
+    open_engines.append(eng)
+    trader = eng.trader
+    assert trader is not None
+
+    def farm_blocked() -> frozenset[str]:
+        # What the gate's health check reads: a symbol in it gets no entries.
+        found = [b.symbols for b in trader.entry_blocks if b.reason == "market data farm lost"]
+        return frozenset().union(*found)
+
+    eng.step()
+    assert farm_blocked() == frozenset()
+    gateway.gateway_error(2103, "Market data farm connection is broken:usfarm")
+    assert wait_for(lambda: feed.stale_symbols == {"AAPL", "MSFT"})
+    eng.step()
+    [(severity, message)] = eng.db.conn.execute(  # type: ignore[union-attr]
+        "SELECT severity, message FROM alerts WHERE source = 'feed'"
+        " AND title = 'IB data farm lost: symbols stale'"
+    ).fetchall()
+    assert severity == "WARNING" and "usfarm" in message
+    assert farm_blocked() == {"AAPL", "MSFT"}
+    assert {"AAPL", "MSFT"} <= trader.risk_context(trader.market_now).stale_symbols
+    gateway.gateway_error(2104, "Market data farm connection is OK:usfarm")
+    assert wait_for(lambda: feed.stale_symbols == frozenset())
+    eng.step()
+    assert farm_blocked() == frozenset()

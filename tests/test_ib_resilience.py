@@ -168,3 +168,43 @@ def test_broker_events_become_alerts_on_the_engines_trading_thread(
         "SELECT severity, source, title FROM alerts WHERE source = 'broker'"
     ).fetchall()
     assert rows == [("HIGH", "broker", "IB lost its connection to IB")]
+
+
+def test_an_order_ib_refuses_with_10147_is_rejected_with_ibs_reason(
+    make: Make, fake: FakeIB
+) -> None:
+    adapter = make()
+    adapter.submit(order("c-1"), now=5)
+    fake.gateway_reject(
+        trade_of(fake, "c-1"), 10147, "OrderId 1 that needs to be cancelled is not found."
+    )
+    [report] = drain(adapter)
+    assert report.status is Status.REJECTED and report.detail.startswith("IB 10147:")
+
+
+def test_no_gateway_on_the_brokers_port_stops_the_start_with_one_line(
+    db_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.__main__ import main
+    from tests.test_notify import free_port
+
+    port = free_port()
+    monkeypatch.setenv("COCKPIT_ENGINE__BROKER", "ib")
+    monkeypatch.setenv("COCKPIT_IB__PORT", str(port))
+    monkeypatch.setenv("COCKPIT_IB__TIMEOUT_SECONDS", "2")
+    code = main(["run", "--db", str(db_file), "--for", "1"])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert line.startswith(f"engine not started: no IB API at 127.0.0.1:{port} for orders")
+    assert "check ib.port (4002 paper gateway" in line
+
+
+def test_a_disconnect_in_the_weekly_relogin_window_is_an_expected_info_event(
+    make: Make, fake: FakeIB
+) -> None:
+    # 1_000 ms after the epoch is Wednesday 19:00 in New York: inside this window.
+    relogin = IbSettings(timeout_seconds=0.3, maintenance_windows=("wed 18:55-19:30",))
+    adapter = make(settings=relogin)
+    fake.gateway_drop()
+    [event] = events_until(adapter, "IB maintenance")
+    assert event[0] is Severity.INFO and "re-login" in event[2]
