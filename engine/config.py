@@ -611,7 +611,7 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
             f' market names, e.g. symbols = ["{example}"]'
         )
     if settings.engine.feed == "ccxt":
-        settings = _bars_of_the_timeframe(settings)
+        settings = _ccxt_on_paper(settings)
     if settings.engine.feed == "sim":
         settings = _sized_for_the_simulator(settings)
     if os.environ.get("COCKPIT_PASSWORD_HASH") and settings.cockpit.password_hash is None:
@@ -625,6 +625,16 @@ def load_settings(db: str | os.PathLike[str] | None = None, **overrides: Any) ->
     if db is not None:
         settings = with_stored_secrets(settings, Path(db))
     return settings
+
+
+def _ccxt_on_paper(settings: Settings) -> Settings:
+    """The ccxt feed's crypto markets trade on the paper broker, on bars of its timeframe."""
+    if settings.engine.broker != "paper":
+        raise ConfigError(
+            f"engine.broker = {settings.engine.broker!r}: the ccxt feed's crypto markets"
+            ' trade on the paper broker only; set broker = "paper"'
+        )
+    return _bars_of_the_timeframe(settings)
 
 
 def _ib_instruments(settings: Settings) -> Settings:

@@ -141,6 +141,11 @@ def test_configuration_needs_market_names_for_the_ccxt_feed() -> None:
         load_settings(engine={"feed": "ccxt"})
 
 
+def test_the_ccxt_feed_trades_on_the_paper_broker_only() -> None:
+    with pytest.raises(ConfigError, match=r"engine\.broker = 'ib': the ccxt feed"):
+        load_settings(engine={"feed": "ccxt", "symbols": ("BTC/USDT",), "broker": "ib"})
+
+
 def test_engine_paper_trades_on_ccxt_candles_and_resumes_after_the_stored_ones(
     local: LocalExchange, db_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,3 +208,31 @@ def test_a_disconnect_in_the_weekly_relogin_window_is_an_expected_info_event(
     fake.gateway_drop()
     [event] = events_until(adapter, "IB maintenance")
     assert event[0] is Severity.INFO and "re-login" in event[2]
+
+
+@pytest.mark.parametrize(
+    ("code", "title", "severity"),
+    [
+        (1102, "IB connectivity restored", Severity.INFO),
+        (2110, "IB gateway lost the IB servers", Severity.WARNING),
+    ],
+)
+def test_connectivity_codes_become_events(
+    make: Make, fake: FakeIB, code: int, title: str, severity: Severity
+) -> None:
+    adapter = make()
+    fake.gateway_error(code, "Connectivity between TWS and server is broken/restored.")
+    [event] = events_until(adapter, title)
+    assert event[0] is severity and event[2].startswith(f"IB {code}:")
+
+
+def test_calls_that_keep_timing_out_open_the_breaker(make: Make, fake: FakeIB) -> None:
+    adapter = make(settings=IbSettings(timeout_seconds=0.3, breaker_failures=2))
+    assert wait_for(lambda: adapter.connected)
+    fake.hang_requests = True
+    for _ in range(2):
+        with pytest.raises(BrokerUnavailable, match="did not answer"):
+            adapter.lookup("elsewhere")
+    opened = events_until(adapter, "IB circuit breaker open: entries blocked")
+    assert any(e[1] == "IB circuit breaker open: entries blocked" for e in opened)
+    assert adapter.breaker_open and not adapter.connected
