@@ -77,9 +77,20 @@ def _usage(name: str, value: float, limit: float, unit: Unit, detail: str = "") 
 
 def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
     """Every limit's current use, in a stable order."""
-    equity = ctx.equity
     held = ctx.symbols_held() | {o.symbol for o in ctx.pending_entries()}
-    out = [
+    return [
+        *_account_usage(ctx, settings, held),
+        _position_notional(ctx, settings, held),
+        _correlated_exposure(ctx, settings, held),
+        _position_loss(ctx, settings),
+        *_activity_usage(ctx, settings),
+    ]
+
+
+def _account_usage(ctx: RiskContext, settings: RiskSettings, held: set[str]) -> list[LimitUsage]:
+    """Loss, drawdown, position count and the account's exposures."""
+    equity = ctx.equity
+    return [
         _usage(
             "daily_loss", limits.loss_today(ctx), settings.daily_loss * ctx.start_equity, Unit.MONEY
         ),
@@ -103,20 +114,21 @@ def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
             Unit.MONEY,
         ),
     ]
+
+
+def _position_notional(ctx: RiskContext, settings: RiskSettings, held: set[str]) -> LimitUsage:
+    """The biggest single position, held plus pending."""
     biggest, biggest_symbol = 0.0, ""
     for s in sorted(held):
         exposure = abs(ctx.exposure(s) + ctx.pending_exposure(s))
         if exposure > biggest:
             biggest, biggest_symbol = exposure, s
-    out.append(
-        _usage(
-            "position_notional",
-            biggest,
-            settings.max_position_notional * equity,
-            Unit.MONEY,
-            biggest_symbol,
-        )
-    )
+    limit = settings.max_position_notional * ctx.equity
+    return _usage("position_notional", biggest, limit, Unit.MONEY, biggest_symbol)
+
+
+def _correlated_exposure(ctx: RiskContext, settings: RiskSettings, held: set[str]) -> LimitUsage:
+    """The biggest group of correlated positions, signed by their correlation."""
     group_value, group_members = 0.0, ""
     for s in sorted(held):
         group = capital.correlated_group(s, ctx, settings)
@@ -125,15 +137,12 @@ def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
         )
         if len(group) > 1 and value > group_value:
             group_value, group_members = value, ", ".join(sorted(group))
-    out.append(
-        _usage(
-            "correlated_exposure",
-            group_value,
-            settings.max_correlated_exposure * equity,
-            Unit.MONEY,
-            group_members,
-        )
-    )
+    limit = settings.max_correlated_exposure * ctx.equity
+    return _usage("correlated_exposure", group_value, limit, Unit.MONEY, group_members)
+
+
+def _position_loss(ctx: RiskContext, settings: RiskSettings) -> LimitUsage:
+    """The worst open loss of a single position at its last price."""
     worst, worst_symbol = 0.0, ""
     for s, pos in sorted(ctx.positions.items()):
         price = ctx.price(s)
@@ -142,12 +151,13 @@ def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
         loss = -(price - pos.avg_price) * pos.qty
         if loss > worst:
             worst, worst_symbol = loss, s
-    out.append(
-        _usage(
-            "position_loss", worst, settings.max_position_loss * equity, Unit.MONEY, worst_symbol
-        )
-    )
-    out += [
+    limit = settings.max_position_loss * ctx.equity
+    return _usage("position_loss", worst, limit, Unit.MONEY, worst_symbol)
+
+
+def _activity_usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
+    """Today's trading activity: trades, losing streak, order rate and fill ratio."""
+    return [
         _usage("trades_per_day", ctx.trades_today, settings.max_trades_per_day, Unit.COUNT),
         _usage(
             "consecutive_losses",
@@ -166,7 +176,6 @@ def usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage]:
             f"{ctx.orders_today} orders, {ctx.fills_today} fills",
         ),
     ]
-    return out
 
 
 def write_usage(db: Database, usages: Iterable[LimitUsage], now: int) -> None:
