@@ -63,6 +63,7 @@ class FakeIB:
         self.modifications = 0
         self.execution_filters: list[Any] = []
         self.forget_completed = False
+        self.unlisted: set[str] = set()  # placed, not yet in the gateway's open-order list
         self.cash = 25_000.0
         self.accounts = ["DU123"]
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -158,7 +159,8 @@ class FakeIB:
 
     async def reqAllOpenOrdersAsync(self) -> list[Trade]:
         await self._answer()
-        return self._adopt([t for t in self._gateway if not t.isDone()])
+        listed = [t for t in self._gateway if not t.isDone()]
+        return self._adopt([t for t in listed if t.order.orderRef not in self.unlisted])
 
     async def reqCompletedOrdersAsync(self, apiOnly: bool) -> list[Trade]:  # noqa: N803
         await self._answer()
@@ -633,3 +635,22 @@ def test_moving_a_stop_modifies_the_working_ib_order_under_its_own_id(
     stop = trade_of(fake, "c-1-S").order
     assert (stop.orderId, stop.auxPrice, fake.modifications) == (before, 101.5, 1)
     assert len(fake._gateway) == 3
+
+
+def test_open_orders_lists_the_accounts_working_orders_hand_typed_ones_included(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    adapter = make()
+    adapter.submit(order("c-1", qty=10), now=5)
+    fake.gateway_manual_order("MSFT", "SELL", 3, 400.0)
+    listed = {(o.client_order_id, o.symbol, o.side, o.qty) for o in adapter.open_orders()}
+    assert listed == {("c-1", "AAPL", Side.BUY, 10), ("", "MSFT", Side.SELL, 3)}
+
+
+def test_an_order_placed_a_moment_ago_is_working_before_the_gateway_lists_it(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    adapter = make()
+    adapter.submit(order("c-1"), now=5)
+    fake.unlisted.add("c-1")
+    assert [o.client_order_id for o in adapter.open_orders()] == ["c-1"]

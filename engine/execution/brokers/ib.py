@@ -608,7 +608,10 @@ class IbBroker:
     async def _open_orders(self) -> list[BrokerOpenOrder]:
         self._require_connection()
         await self._messages.take()
-        trades = await self._ib.reqAllOpenOrdersAsync()
+        listed = await self._ib.reqAllOpenOrdersAsync()
+        # This session's own working orders too: one placed a moment ago may not be
+        # in the gateway's list yet, and must not read as gone.
+        trades = {id(t): t for t in [*listed, *self._ib.openTrades()]}.values()
         account = self._settings.account
         out = []
         for trade in trades:
