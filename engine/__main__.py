@@ -25,13 +25,14 @@ from typing import Any
 from engine.config import ConfigError, Settings, effective, load_settings
 from engine.market.calendar import EventsFileError
 from engine.process import logs, operator_cli
-from store.commands import CommandKind, CommandStatus, cli_actor, enqueue_command, wait_for_command
+from engine.process.queued import FAILED, NO_ENGINE, OK, queue_and_wait, run_queued
+from store.commands import CommandKind
 from store.db import PROJECT_ROOT, db_path, now_ms, reader
 from store.status import read_status, replay_summary
 
 log = logging.getLogger("engine")
 
-OK, FAILED, USAGE, NO_ENGINE = 0, 1, 2, 3
+USAGE = 2
 
 
 def _symbols_arg(text: str) -> int | tuple[str, ...]:
@@ -103,25 +104,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return OK
 
 
-def _queue_and_wait(
-    args: argparse.Namespace, kind: CommandKind, cmd_args: dict[str, Any], timeout: float
-) -> tuple[int, str]:
-    command_id = enqueue_command(kind, cmd_args, requested_by=cli_actor(), db=args.db)
-    done = wait_for_command(command_id, timeout, db=args.db)
-    if done is None:
-        return NO_ENGINE, (
-            f"command #{command_id} ({kind}) is queued but no engine answered within"
-            f" {timeout:.0f} s; it runs when the engine starts"
-        )
-    code = OK if done.status is CommandStatus.DONE else FAILED
-    return code, f"{kind}: {done.status}: {done.result}"
-
-
 def _simple(kind: CommandKind, build: Callable[[argparse.Namespace], dict[str, Any]]) -> Any:
     def run(args: argparse.Namespace) -> int:
-        code, message = _queue_and_wait(args, kind, build(args), args.timeout)
-        print(message, file=sys.stderr if code else sys.stdout)
-        return code
+        return run_queued(kind, build(args), db=args.db, timeout=args.timeout)
 
     return run
 
@@ -156,8 +141,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
     """The emergency stop: HALTED, cancel all, flatten; waits until flat."""
     started = time.monotonic()
     reason = args.reason or "emergency stop from the command line"
-    code, message = _queue_and_wait(
-        args, CommandKind.EMERGENCY_STOP, {"reason": reason}, args.timeout
+    code, message = queue_and_wait(
+        CommandKind.EMERGENCY_STOP, {"reason": reason}, db=args.db, timeout=args.timeout
     )
     if code != OK:
         print(message, file=sys.stderr)

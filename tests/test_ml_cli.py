@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.ml import registry
-from engine.ml.cli import NO_ENGINE, OK, register_cli, run_cli
+from engine.ml.cli import OK, register_cli, run_cli
 from engine.ml.train import TrainedModel
+from engine.process.queued import NO_ENGINE
 from store.db import open_reader, open_writer
 
 

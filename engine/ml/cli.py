@@ -22,10 +22,11 @@ from engine.config import load_settings
 from engine.ml import registry
 from engine.ml.schema import apply_migrations
 from engine.ml.train import TrainedModel, TrainingError, TrainParams, train_model
-from store.commands import CommandKind, CommandStatus, cli_actor, enqueue_command, wait_for_command
+from engine.process.queued import FAILED, OK, run_queued
+from store.commands import CommandKind, cli_actor
 from store.db import db_path, open_reader, open_writer
 
-OK, FAILED, USAGE, NO_ENGINE = 0, 1, 2, 3
+USAGE = 2
 
 
 def _time_arg(text: str) -> int:
@@ -221,17 +222,4 @@ def _command(args: argparse.Namespace) -> int:
         payload["version"] = args.version
     if args.reason:
         payload["reason"] = args.reason
-    command_id = enqueue_command(kind, payload, requested_by=cli_actor(), db=args.db)
-    done = wait_for_command(command_id, args.timeout, db=args.db)
-    if done is None:
-        print(
-            f"command #{command_id} ({kind.value}) is queued but no engine answered within"
-            f" {args.timeout:.0f} s; it runs when the engine starts",
-            file=sys.stderr,
-        )
-        return NO_ENGINE
-    if done.status is CommandStatus.DONE:
-        print(f"{kind.value}: {done.result}")
-        return OK
-    print(f"{kind.value} failed: {done.result}", file=sys.stderr)
-    return FAILED
+    return run_queued(kind, payload, db=args.db, timeout=args.timeout)

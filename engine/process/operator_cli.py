@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
 from engine.config import load_settings
 from engine.process.doctor import checks_for, run_checks
-from store.commands import CommandKind, CommandStatus, cli_actor, enqueue_command, wait_for_command
-
-OK, FAILED, NO_ENGINE = 0, 1, 3
+from engine.process.queued import FAILED, OK, run_queued
+from store.commands import CommandKind
 
 
 def register_cli(subparsers: Any) -> None:
@@ -66,20 +64,7 @@ def register_cli(subparsers: Any) -> None:
 def _queued(args: argparse.Namespace) -> int:
     kind: CommandKind = args.kind
     payload = {"reason": args.reason} if getattr(args, "reason", None) else {}
-    command_id = enqueue_command(kind, payload, requested_by=cli_actor(), db=args.db)
-    done = wait_for_command(command_id, args.timeout, db=args.db)
-    if done is None:
-        print(
-            f"command #{command_id} ({kind.value}) is queued but no engine answered within"
-            f" {args.timeout:.0f} s; it runs when the engine starts",
-            file=sys.stderr,
-        )
-        return NO_ENGINE
-    if done.status is CommandStatus.DONE:
-        print(f"{kind.value}: {done.result}")
-        return OK
-    print(f"{kind.value} failed: {done.result}", file=sys.stderr)
-    return FAILED
+    return run_queued(kind, payload, db=args.db, timeout=args.timeout)
 
 
 def doctor(args: argparse.Namespace) -> int:
