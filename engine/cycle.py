@@ -72,10 +72,8 @@ from engine.risk.monitor import (
     MoveStop,
     Pause,
     RaiseAlert,
-    apply_migrations,
-    usage,
-    write_usage,
 )
+from engine.risk.usage import apply_migrations, usage, write_usage
 from store.db import is_store_full
 from store.orders import insert_signal
 

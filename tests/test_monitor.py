@@ -34,9 +34,8 @@ from engine.risk.monitor import (
     MoveStop,
     Pause,
     RaiseAlert,
-    usage,
-    write_usage,
 )
+from engine.risk.usage import usage, write_usage
 from store.db import open_writer
 
 NOW = 1_700_000_000_000

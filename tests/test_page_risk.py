@@ -11,7 +11,7 @@ import pytest
 from cockpit import risk_views, ui
 from engine.config import RiskSettings
 from engine.risk import RiskContext
-from engine.risk.monitor import usage, write_usage
+from engine.risk.usage import usage, write_usage
 from store.db import now_ms, open_writer
 from tests.cockpit_support import app, execute, query
 

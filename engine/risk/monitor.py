@@ -57,7 +57,6 @@ from engine.risk.monitor_io import (
     TrailState,
 )
 from engine.risk.monitor_rules import ACCOUNT_RULES, Look, deadman_alert, transitions
-from engine.risk.usage import LimitUsage, apply_migrations, usage, write_usage
 
 __all__ = [
     "DAY_LIMIT_LIFTED",
@@ -67,7 +66,6 @@ __all__ = [
     "ExitKind",
     "ExitPosition",
     "KillSwitch",
-    "LimitUsage",
     "Monitor",
     "MonitorAction",
     "MonitorInput",
@@ -77,10 +75,7 @@ __all__ = [
     "Pause",
     "RaiseAlert",
     "TrailState",
-    "apply_migrations",
     "deadman_alert",
-    "usage",
-    "write_usage",
 ]
 
 
