@@ -19,7 +19,7 @@ import streamlit as st
 
 st.set_page_config(page_title="Cockpit", page_icon=":material/flight:", layout="wide")
 
-from cockpit import auth, autostart, ui, views  # noqa: E402  (set_page_config first)
+from cockpit import auth, autostart, status_views, ui  # noqa: E402  (set_page_config first)
 
 log = logging.getLogger("cockpit.app")
 ROOT = Path(__file__).resolve().parent
@@ -60,7 +60,7 @@ def _status_panel() -> None:
     if ui.idle_expired():
         # A full run logs the idle session out; until then nothing more is drawn.
         st.rerun()
-    s = views.engine_status(ui.db(), ui.now())
+    s = ui.engine_status()
     st.session_state["engine_state"] = s.trading_state
     if not s.present:
         st.markdown("**No engine has run on this database yet.**")
@@ -84,7 +84,7 @@ def _status_panel() -> None:
             "Unacknowledged alerts: "
             + " ".join(
                 f":{_SEVERITY_BADGE[sev]}-badge[{sev} {s.unacked[sev]}]"
-                for sev in views.SEVERITIES
+                for sev in status_views.SEVERITIES
                 if s.unacked.get(sev)
             )
         )
@@ -95,7 +95,7 @@ def _status_panel() -> None:
     _estop_progress(s)
 
 
-def _market_clock(s: views.EngineStatus) -> str:
+def _market_clock(s: status_views.EngineStatus) -> str:
     """Market time (the bars' clock every trading rule runs on) and its pace."""
     if s.market_time is None:
         return "no bar yet"
@@ -109,7 +109,7 @@ def _market_clock(s: views.EngineStatus) -> str:
 _SEVERITY_BADGE = {"CRITICAL": "red", "HIGH": "orange", "WARNING": "yellow", "INFO": "gray"}
 
 
-def _estop_progress(s: views.EngineStatus) -> None:
+def _estop_progress(s: status_views.EngineStatus) -> None:
     started = st.session_state.get("estop")
     if not started:
         return
@@ -140,7 +140,7 @@ def _close_dialog() -> None:
 
 @st.dialog("Emergency stop", on_dismiss=_close_dialog)
 def _estop_dialog() -> None:
-    s = views.engine_status(ui.db(), ui.now())
+    s = ui.engine_status()
     st.markdown(
         "This will, at once:\n"
         f"1. **cancel all open orders** ({s.open_orders} now),\n"
@@ -180,7 +180,7 @@ def _resume_dialog() -> None:
 
 @st.dialog("Flatten positions", on_dismiss=_close_dialog)
 def _flatten_dialog() -> None:
-    symbols = views.symbols_with_positions(ui.db())
+    symbols = status_views.symbols_with_positions(ui.db())
     if not symbols:
         st.info("There are no open positions.")
     choice = st.selectbox("What to close at market", ["All positions", *symbols], key="flat_sym")
@@ -201,7 +201,7 @@ def _controls() -> None:
         ui.send_command("pause", {})
         st.toast("Pause sent")
     if col2.button("Resume", key="ctl_resume", width="stretch"):
-        state = views.engine_status(ui.db(), ui.now()).trading_state
+        state = ui.engine_status().trading_state
         if state == "HALTED":
             _open_dialog("resume")
         elif state == "ACTIVE":

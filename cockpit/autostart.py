@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from cockpit.views import engine_status
+from cockpit.status_views import engine_status
 from store.db import PROJECT_ROOT, db_path, now_ms
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from cockpit.views import market_clock
+from cockpit.reader import market_clock
 from engine.config import RiskSettings
 from engine.domain import Order, OrderStatus, OrderType, Position, Purpose, Side
 from engine.market.calendar import EventsFileError, MarketCalendar
@@ -138,27 +138,7 @@ def _computed(conn: sqlite3.Connection, now: int, settings: RiskSettings) -> Lim
         r["symbol"]: r["last_price"]
         for r in _rows(conn, "SELECT symbol, last_price FROM positions WHERE last_price > 0")
     }
-    marks = ",".join("?" * len(_OPEN))
-    orders = [
-        Order(
-            r["client_order_id"],
-            r["symbol"],
-            Side(r["side"]),
-            r["qty"],
-            OrderType(r["type"]),
-            Purpose(r["purpose"] or "ENTRY"),
-            OrderStatus(r["status"]),
-            limit_price=r["limit_price"],
-            stop_price=r["stop_price"],
-            filled_qty=r["filled_qty"] or 0.0,
-        )
-        for r in _rows(
-            conn,
-            "SELECT client_order_id, symbol, side, qty, type, purpose, status, limit_price,"
-            f" stop_price, filled_qty FROM orders WHERE status IN ({marks})",
-            _OPEN,
-        )
-    ]
+    orders = _open_orders(conn)
     for o in orders:
         if o.symbol not in prices:
             row = _rows(
@@ -182,6 +162,30 @@ def _computed(conn: sqlite3.Connection, now: int, settings: RiskSettings) -> Lim
         for u in usage(ctx, settings)
     )
     return LimitsView(gauges, int(ts), "computed")
+
+
+def _open_orders(conn: sqlite3.Connection) -> list[Order]:
+    marks = ",".join("?" * len(_OPEN))
+    return [
+        Order(
+            r["client_order_id"],
+            r["symbol"],
+            Side(r["side"]),
+            r["qty"],
+            OrderType(r["type"]),
+            Purpose(r["purpose"] or "ENTRY"),
+            OrderStatus(r["status"]),
+            limit_price=r["limit_price"],
+            stop_price=r["stop_price"],
+            filled_qty=r["filled_qty"] or 0.0,
+        )
+        for r in _rows(
+            conn,
+            "SELECT client_order_id, symbol, side, qty, type, purpose, status, limit_price,"
+            f" stop_price, filled_qty FROM orders WHERE status IN ({marks})",
+            _OPEN,
+        )
+    ]
 
 
 def _returns(conn: sqlite3.Connection, symbol: str) -> list[float]:

@@ -2,16 +2,18 @@
 template, time zone, money formatting, empty states and the guarded command button.
 
 Pages import this module and call `require_access()` before drawing anything; it
-never talks SQL (read models live in cockpit/views.py).
+never talks SQL (each page's read model is `cockpit/<page>_views.py`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +25,7 @@ import plotly.io as pio
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from cockpit import auth, views
+from cockpit import auth, status_views
 from engine.config import ConfigError, Settings, load_settings
 from store.commands import cockpit_actor, enqueue_command
 from store.db import db_path, now_ms
@@ -404,11 +406,16 @@ WINDOWS = {
 }
 
 
+def engine_status() -> status_views.EngineStatus:
+    """The engine row as the sidebar shows it, now."""
+    return status_views.engine_status(db(), now())
+
+
 def market_now() -> int:
     """The engine's market clock (the time of the bars it processed), else the wall's.
     Orders, fills, signals, regimes and equity are stamped with it, so windows over
     them end there: a replay of 2006 shows 2006, a 60x simulation its own evening."""
-    market = views.engine_status(db(), now()).market_time
+    market = engine_status().market_time
     return now() if market is None else market
 
 
@@ -477,6 +484,33 @@ def time_axis(fig: go.Figure, since: int | None, *, market: bool = True) -> None
         ends = local_times(pd.Series([since, window_end(market)]))
         fig.update_xaxes(range=[ends.iloc[0], ends.iloc[1]])
     fig.update_xaxes(title_text=tz_name())
+
+
+# --------------------------------------------------------------------------- gaps
+
+GAP_FACTOR = 3.0  # a spacing this many times the usual one is a gap, not a slow tick
+
+
+def time_gaps(ts: Iterable[int], min_gap: float | None = None) -> list[tuple[int, int]]:
+    """Stretches with no points, as (last point before, first point after): consecutive
+    instants further apart than `min_gap`, by default GAP_FACTOR x their median
+    spacing. On the equity curve a gap is time the engine did not mark: it was down."""
+    times = [int(t) for t in ts]
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    if not steps:
+        return []
+    limit = min_gap if min_gap is not None else GAP_FACTOR * float(statistics.median(steps))
+    return [(a, b) for a, b in itertools.pairwise(times) if b - a > limit]
+
+
+def broken_at(frame: pd.DataFrame, column: str, gaps: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    """The frame with an empty row in the middle of each gap, so a line chart breaks
+    there instead of drawing a straight line across time nobody saw."""
+    if not gaps:
+        return frame
+    blanks = pd.DataFrame({column: [(a + b) // 2 for a, b in gaps]})
+    out = pd.concat([frame, blanks], ignore_index=True)
+    return out.sort_values(column, kind="stable").reset_index(drop=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from cockpit import delivery_views, ui, views
+from cockpit import alerts_views, ui
 
 ui.require_access()
 
@@ -17,9 +17,9 @@ with w1:
     since = ui.window_picker("al_window", default="1 week", market=False)
 unacked_only = w2.toggle("Unacknowledged only", key="al_unacked")
 f1, f2 = st.columns(2)
-severities = f1.multiselect("Severity", list(views.SEVERITIES), key="al_sev")
-sources = f2.multiselect("Source", views.alert_sources(ui.db()), key="al_src")
-flt = views.AlertFilter(tuple(severities), tuple(sources), since, None, unacked_only)
+severities = f1.multiselect("Severity", list(alerts_views.SEVERITIES), key="al_sev")
+sources = f2.multiselect("Source", alerts_views.alert_sources(ui.db()), key="al_src")
+flt = alerts_views.AlertFilter(tuple(severities), tuple(sources), since, None, unacked_only)
 
 
 def _ack(alert_id: int | None) -> None:
@@ -31,9 +31,9 @@ def _ack(alert_id: int | None) -> None:
 
 @st.fragment(run_every=ui.refresh_seconds())
 def log() -> None:
-    total = views.alerts_count(ui.db(), flt)
-    rows = views.alerts(ui.db(), flt)
-    unacked = views.alerts_count(ui.db(), views.AlertFilter(unacked_only=True))
+    total = alerts_views.alerts_count(ui.db(), flt)
+    rows = alerts_views.alerts(ui.db(), flt)
+    unacked = alerts_views.alerts_count(ui.db(), alerts_views.AlertFilter(unacked_only=True))
     a1, a2 = st.columns([3, 1])
     a1.caption(f"{total} alerts match; the newest {len(rows)} are shown. {unacked} unacknowledged.")
     if a2.button("Acknowledge all", key="ack_all", disabled=unacked == 0, width="stretch"):
@@ -76,12 +76,12 @@ log()
 
 st.subheader("Alerts over time")
 bucket = ui.bucket_ms(since)
-counts = views.alert_counts_over_time(ui.db(), flt, bucket)
+counts = alerts_views.alert_counts_over_time(ui.db(), flt, bucket)
 if counts.empty:
     ui.empty_state("Nothing to count in this window.")
 else:
     fig = go.Figure()
-    for severity in reversed(views.SEVERITIES):
+    for severity in reversed(alerts_views.SEVERITIES):
         part = counts[counts["severity"] == severity]
         if part.empty:
             continue
@@ -100,7 +100,7 @@ else:
 
 st.subheader("Deliveries outside the cockpit")
 dead_only = st.toggle("Dead letters only", key="al_dead")
-sent = delivery_views.deliveries(ui.db(), dead_only=dead_only)
+sent = alerts_views.deliveries(ui.db(), dead_only=dead_only)
 if sent.empty:
     ui.empty_state(
         "No dead letters."

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit import components
 
-from cockpit import backtest_views as backtests
+from cockpit import backtests_views as backtests
 from cockpit import ui
 
 ui.require_access()

@@ -10,18 +10,22 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cockpit import ui, views
+from cockpit import marathon_views, ui
 
 ui.require_access()
 
 ui.page_header("Marathon", "A paper-trading marathon and its go-live readiness.")
 cfg = ui.settings()
-thresholds = views.ReadinessThresholds(max_drawdown=cfg.risk.max_drawdown)
-windows = {"1 day": views.DAY_MS, "1 week": 7 * views.DAY_MS, "30 days": 30 * views.DAY_MS}
+thresholds = marathon_views.ReadinessThresholds(max_drawdown=cfg.risk.max_drawdown)
+windows = {
+    "1 day": marathon_views.DAY_MS,
+    "1 week": 7 * marathon_views.DAY_MS,
+    "30 days": 30 * marathon_views.DAY_MS,
+}
 choice = st.segmented_control("Charts over", list(windows), default="1 week", key="mar_window")
 since = ui.now() - windows[choice or "1 week"]
 
-facts = views.marathon_facts(ui.db(), ui.now(), thresholds.no_halt_days)
+facts = marathon_views.marathon_facts(ui.db(), ui.now(), thresholds.no_halt_days)
 if facts.cycles == 0:
     ui.empty_state("No cycles yet: the marathon starts with the engine.", ui.no_engine_hint())
     st.stop()
@@ -49,12 +53,12 @@ c[4].metric(
 )
 c[5].metric("Failed", f"{facts.failed:,}")
 
-daily = views.pnl_per_day(ui.db())
-sharpe = views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
-_, p99 = views.cycle_percentiles(ui.db(), since)
+daily = marathon_views.pnl_per_day(ui.db())
+sharpe = marathon_views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
+_, p99 = marathon_views.cycle_percentiles(ui.db(), since)
 
 st.subheader("Go-live readiness")
-items = views.readiness(facts, sharpe, p99, thresholds)
+items = marathon_views.readiness(facts, sharpe, p99, thresholds)
 passed = sum(i.passed for i in items)
 (st.success if passed == len(items) else st.warning)(f"{passed} of {len(items)} checks pass.")
 st.dataframe(
@@ -73,7 +77,7 @@ st.dataframe(
 )
 
 bucket = ui.bucket_ms(since)
-times = views.cycle_times(ui.db(), since, bucket)
+times = marathon_views.cycle_times(ui.db(), since, bucket)
 down: list[tuple[int, int]] = []
 left, right = st.columns(2)
 with left:
@@ -82,8 +86,8 @@ with left:
         ui.empty_state("No cycles in this window.")
     else:
         # A bucket without a single cycle is time the engine was down.
-        down = views.time_gaps(times["bucket"], min_gap=1.5 * bucket)
-        times = views.broken_at(times, "bucket", down)
+        down = ui.time_gaps(times["bucket"], min_gap=1.5 * bucket)
+        times = ui.broken_at(times, "bucket", down)
         x = ui.local_times(times["bucket"])
         fig = go.Figure()
         fig.add_trace(go.Scatter(x=x, y=times["p50_ms"], name="p50", mode="lines+markers"))
@@ -94,7 +98,7 @@ with left:
         ui.chart(fig, height=300, key="cycle_times")
 with right:
     st.subheader("Errors per hour")
-    errors = views.errors_per_hour(ui.db(), since)
+    errors = marathon_views.errors_per_hour(ui.db(), since)
     if errors.empty:
         st.success("No failed cycles in this window.")
     else:
@@ -102,7 +106,7 @@ with right:
             go.Bar(
                 x=ui.local_times(errors["hour"]),
                 y=errors["errors"],
-                width=views.HOUR_MS * 0.9,
+                width=marathon_views.HOUR_MS * 0.9,
                 marker={"color": ui.COLORS["down"]},
             )
         )
@@ -121,8 +125,8 @@ else:
             x=days,
             y=daily["pnl"],
             # a bar spans its local day, starting at midnight
-            width=views.DAY_MS * 0.8,
-            offset=views.DAY_MS * 0.1,
+            width=marathon_views.DAY_MS * 0.8,
+            offset=marathon_views.DAY_MS * 0.1,
             marker={
                 "color": [ui.COLORS["up"] if v >= 0 else ui.COLORS["down"] for v in daily["pnl"]]
             },

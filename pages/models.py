@@ -7,13 +7,13 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from cockpit import ml_views, ui
+from cockpit import models_views, ui
 
 ui.require_access()
 
 ui.page_header("Models", "LightGBM direction and regime models; the champion trades.")
 ml = ui.settings().ml
-view = ml_views.models_view(ui.db())
+view = models_views.models_view(ui.db())
 
 
 def confirmed_button(label: str, key: str, question: str, *, disabled: bool = False) -> bool:
@@ -80,7 +80,7 @@ for column, model, role in [(left, champion, "Champion"), (right, challenger, "C
 if champion is None:
     st.warning("No champion: the engine trades on rules only until one is promoted.")
 if champion is not None and challenger is not None:
-    advice = ml_views.shadow_advice(
+    advice = models_views.shadow_advice(
         ui.db(),
         champion.version,
         challenger.version,
@@ -110,7 +110,7 @@ with st.expander("Promote, roll back, retrain", icon=":material/swap_horiz:"):
             queued(ui.send_command("rollback", {}), "Rollback")
     with c:
         retrain_control()
-    commands = ml_views.model_commands(ui.db())
+    commands = models_views.model_commands(ui.db())
     if not commands.empty:
         ui.table(commands, time_columns=("requested_at",), key="model_commands")
 
@@ -127,21 +127,21 @@ if chosen is not None:
     )
     for head in chosen.heads:
         st.markdown(f"**{head.capitalize()} head**")
-        st.dataframe(ml_views.overall_table(chosen, head), key=f"overall_{head}")
+        st.dataframe(models_views.overall_table(chosen, head), key=f"overall_{head}")
         ui.table(
-            ml_views.fold_table(chosen, head),
+            models_views.fold_table(chosen, head),
             time_columns=("test_start", "test_end"),
             key=f"folds_{head}",
         )
         imp, cal = st.columns(2)
-        importance = ml_views.importance_table(chosen, head).head(12)
+        importance = models_views.importance_table(chosen, head).head(12)
         fig = go.Figure(
             go.Bar(x=importance["gain_share"], y=importance["feature"], orientation="h")
         )
         fig.update_layout(title="Feature importance (gain share)", yaxis={"autorange": "reversed"})
         with imp:
             ui.chart(fig, height=340, key=f"importance_{head}")
-        curve = ml_views.calibration_table(chosen, head)
+        curve = models_views.calibration_table(chosen, head)
         fig = go.Figure(
             [
                 go.Scatter(x=[0, 1], y=[0, 1], name="perfect", line={"dash": "dot"}),
@@ -166,7 +166,7 @@ if chosen is not None:
 @st.fragment(run_every=ui.refresh_seconds() * 5)
 def live() -> None:
     st.subheader("Live against training")
-    accuracy = ml_views.live_accuracy(ui.db())
+    accuracy = models_views.live_accuracy(ui.db())
     if accuracy.empty:
         ui.empty_state("No scored predictions yet: outcomes arrive one horizon after each bar.")
     else:
@@ -177,11 +177,11 @@ def live() -> None:
         )
     st.subheader("Drift")
     since = ui.window_picker("drift_window", "1 day")
-    worst = ml_views.latest_drift(ui.db())
+    worst = models_views.latest_drift(ui.db())
     if worst.empty:
         ui.empty_state("No drift checks yet: the engine runs them every few minutes.")
         return
-    history = ml_views.drift_history(ui.db(), since=since)
+    history = models_views.drift_history(ui.db(), since=since)
     psi = history[history["kind"] == "feature_psi"]
     top = worst[worst["kind"] == "feature_psi"]["name"].head(6).tolist()
     fig = go.Figure(
@@ -197,4 +197,4 @@ def live() -> None:
 
 live()
 st.subheader("History")
-ui.table(ml_views.model_events(ui.db()), time_columns=("ts",), key="model_events")
+ui.table(models_views.model_events(ui.db()), time_columns=("ts",), key="model_events")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from cockpit import ui, views
-from engine.domain import OrderStatus, Side
+from cockpit import orders_views, ui
 
 ui.require_access()
 
@@ -15,18 +14,18 @@ ui.page_header("Orders")
 
 since = ui.window_picker("ord_window", default="1 week")
 f1, f2, f3 = st.columns([2, 2, 1])
-symbols = f1.multiselect("Symbol", views.order_symbols(ui.db()), key="ord_symbols")
-statuses = f2.multiselect("Status", [s.value for s in OrderStatus], key="ord_status")
-sides = f3.multiselect("Side", [s.value for s in Side], key="ord_side")
-flt = views.OrderFilter(tuple(symbols), tuple(statuses), tuple(sides), since)
+symbols = f1.multiselect("Symbol", orders_views.order_symbols(ui.db()), key="ord_symbols")
+statuses = f2.multiselect("Status", list(orders_views.STATUSES), key="ord_status")
+sides = f3.multiselect("Side", list(orders_views.SIDES), key="ord_side")
+flt = orders_views.OrderFilter(tuple(symbols), tuple(statuses), tuple(sides), since)
 
 blotter, lifecycle, trips, denied = st.tabs(
     ["Blotter", "Order lifecycle", "Round trips", "Denied intents"]
 )
 
 with blotter:
-    total = views.orders_count(ui.db(), flt)
-    rows = views.orders(ui.db(), flt)
+    total = orders_views.orders_count(ui.db(), flt)
+    rows = orders_views.orders(ui.db(), flt)
     if rows.empty:
         ui.empty_state("No orders match these filters.", ui.no_engine_hint())
     else:
@@ -49,7 +48,7 @@ with blotter:
         db = ui.db()
         st.download_button(
             f"Export {total} orders as CSV",
-            data=lambda: views.orders_csv(db, flt),
+            data=lambda: orders_views.orders_csv(db, flt),
             file_name="orders.csv",
             mime="text/csv",
             key="orders_csv",
@@ -57,12 +56,12 @@ with blotter:
         )
 
 with lifecycle:
-    ids = views.orders(ui.db(), flt, limit=500)["client_order_id"].tolist()
+    ids = orders_views.orders(ui.db(), flt, limit=500)["client_order_id"].tolist()
     if not ids:
         ui.empty_state("No order to show.")
     else:
         chosen = st.selectbox("Order (newest first)", ids, key="ord_pick")
-        life = views.order_lifecycle(ui.db(), chosen)
+        life = orders_views.order_lifecycle(ui.db(), chosen)
         if life is not None:
             o = life.order
             st.markdown(
@@ -81,14 +80,14 @@ with lifecycle:
                     key="order_fills",
                     column_config={"price": ui.PRICE, "ref_price": ui.PRICE},
                 )
-            sizing = views.json_or_empty(o.get("sizing"))
+            sizing = orders_views.json_or_empty(o.get("sizing"))
             if sizing:
                 with st.expander("Sizing"):
                     st.json(sizing)
 
 with trips:
     symbol = symbols[0] if len(symbols) == 1 else None
-    summary = views.trade_summary(ui.db(), symbol, since)
+    summary = orders_views.trade_summary(ui.db(), symbol, since)
     if summary.trades == 0:
         ui.empty_state("No round trips closed in this window.")
     else:
@@ -98,7 +97,7 @@ with trips:
         c[2].metric("Net P&L", ui.money(summary.pnl, signed=True))
         c[3].metric("Slippage cost", ui.money(summary.slippage))
         c[4].metric("Avg holding", ui.duration(summary.avg_holding_s))
-        df = views.round_trips(ui.db(), symbol, since)
+        df = orders_views.round_trips(ui.db(), symbol, since)
         ui.table(
             df,
             time_columns=("exit_ts", "entry_ts"),
@@ -119,7 +118,7 @@ with trips:
         )
 
 with denied:
-    by_check = views.denials_by_check(ui.db(), since)
+    by_check = orders_views.denials_by_check(ui.db(), since)
     if by_check.empty:
         ui.empty_state("The risk gate denied nothing in this window.")
     else:
@@ -127,7 +126,7 @@ with denied:
         fig.update_layout(xaxis_title="denied intents", yaxis={"autorange": "reversed"})
         ui.chart(fig, height=80 + 28 * len(by_check), key="denials_chart")
         ui.table(
-            views.denied_intents(ui.db(), since),
+            orders_views.denied_intents(ui.db(), since),
             time_columns=("ts",),
             key="denied",
             column_config={"qty": ui.QTY},

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from cockpit import ui, views
+from cockpit import overview_views, ui
 
 ui.require_access()
 
@@ -17,7 +17,7 @@ limit = ui.settings().risk.max_open_positions
 
 @st.fragment(run_every=ui.refresh_seconds())
 def live() -> None:
-    s = views.account_summary(ui.db(), ui.now())
+    s = overview_views.account_summary(ui.db(), ui.now())
     if s.equity is None:
         ui.empty_state("No equity yet: the engine has not completed a cycle.", ui.no_engine_hint())
     cols = st.columns(6)
@@ -32,7 +32,7 @@ def live() -> None:
         _equity_chart()
 
     st.subheader("Open positions")
-    positions = views.open_positions(ui.db())
+    positions = overview_views.open_positions(ui.db())
     if positions.empty:
         ui.empty_state("No open positions.")
     else:
@@ -53,7 +53,7 @@ def live() -> None:
         st.caption(f"Unrealized P&L {ui.money(s.unrealized, signed=True)}")
 
     st.subheader("Latest fills")
-    fills = views.latest_fills(ui.db())
+    fills = overview_views.latest_fills(ui.db())
     if fills.empty:
         ui.empty_state("No fills yet.")
     else:
@@ -71,12 +71,12 @@ def live() -> None:
 
 
 def _equity_chart() -> None:
-    curve = views.equity_curve(ui.db(), since)
+    curve = overview_views.equity_curve(ui.db(), since)
     if curve.empty:
         return
     # No marks for a while: the engine was down. Break the line and say so.
-    gaps = views.time_gaps(curve["ts"])
-    curve = views.broken_at(curve, "ts", gaps)
+    gaps = ui.time_gaps(curve["ts"])
+    curve = ui.broken_at(curve, "ts", gaps)
     x = ui.local_times(curve["ts"])
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04

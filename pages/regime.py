@@ -7,12 +7,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cockpit import ui, views
+from cockpit import regime_views, ui
 
 ui.require_access()
 
 ui.page_header("Regime")
-symbols = views.regime_symbols(ui.db())
+symbols = regime_views.regime_symbols(ui.db())
 if not symbols:
     ui.empty_state(
         "No regime calls yet: the engine has not completed a cycle.", ui.no_engine_hint()
@@ -22,7 +22,7 @@ if not symbols:
 
 @st.fragment(run_every=ui.refresh_seconds())
 def current() -> None:
-    df = views.current_regimes(ui.db())
+    df = regime_views.current_regimes(ui.db())
     ui.table(
         df,
         time_columns=("ts",),
@@ -63,7 +63,7 @@ def _bands(df: pd.DataFrame, x: pd.Series) -> list[go.Bar]:
 
 @st.fragment(run_every=ui.refresh_seconds())
 def timeline() -> None:
-    df = views.regime_timeline(ui.db(), symbol, since)
+    df = regime_views.regime_timeline(ui.db(), symbol, since)
     priced = df.dropna(subset=["close"])
     if priced.empty:
         ui.empty_state(f"No prices for {symbol} in this window.")
@@ -84,7 +84,7 @@ timeline()
 c1, c2 = st.columns(2)
 with c1:
     st.subheader("Behind the latest call")
-    ts, features = views.latest_features(ui.db(), symbol)
+    ts, features = regime_views.latest_features(ui.db(), symbol)
     if not features:
         ui.empty_state("The engine stored no indicators with this call.")
     else:
@@ -95,7 +95,7 @@ with c1:
         )
 with c2:
     st.subheader("Time in each regime")
-    spent = views.time_in_regime(ui.db(), symbol, since)
+    spent = regime_views.time_in_regime(ui.db(), symbol, since)
     fig = go.Figure(
         go.Bar(
             x=spent["regime"],
@@ -108,8 +108,8 @@ with c2:
     ui.chart(fig, height=300, key="time_in_regime")
 
 st.subheader("Rules against ML")
-sources = views.regime_sources(ui.db(), symbol, since)
-versus = views.rules_vs_ml(ui.db(), symbol, since)
+sources = regime_views.regime_sources(ui.db(), symbol, since)
+versus = regime_views.rules_vs_ml(ui.db(), symbol, since)
 if versus.empty:
     ui.empty_state(
         f"No ML calls for {symbol} in this window: every call came from the rules.",

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from cockpit import risk_views, ui, views
+from cockpit import risk_views, ui
 
 ui.require_access()
 
@@ -70,7 +70,7 @@ def _gauges(view: risk_views.LimitsView) -> go.Figure:
 
 @st.fragment(run_every=ui.refresh_seconds())
 def limits() -> None:
-    status = views.engine_status(ui.db(), ui.now())
+    status = ui.engine_status()
     if status.present:
         ui.state_badge(status.trading_state, status.state_reason)
     view = risk_views.limit_usage(ui.db(), ui.now(), risk)

@@ -1,6 +1,6 @@
 """Backtest and sweep runs in the state store: written by `engine backtest` and
 `engine sweep` (a short write when a run starts, as it progresses, and when it
-ends); the Backtests page reads them through `cockpit.backtest_views`. The table
+ends); the Backtests page reads them through `cockpit.backtests_views`. The table
 belongs to its own migration set, so a database the backtester never touched
 simply has no runs.
 """

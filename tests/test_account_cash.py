@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cockpit.views import account_summary
+from cockpit.overview_views import account_summary
 from engine.domain import TradingState
 from engine.execution.account import StartingCashChanged
 from engine.process.runner import Engine

@@ -1,7 +1,8 @@
 """The layout's rules, checked on the source itself (AST only, nothing imported).
 
-- A page (`pages/*.py`, `app.py`) reads through read models and writes through the
-  command queue; it never imports the engine's internals.
+- A page (`pages/X.py`) imports only `cockpit.ui` and its own read model
+  `cockpit.X_views`; `app.py` also the sidebar's (`cockpit.status_views`), the
+  password and autostart. No page imports the engine or the store.
 - SQL lives in the store and the cockpit's read models (`store/`, `cockpit/`).
   Engine modules that still hold SQL are listed in SQL_DEBT: a new module with
   SQL fails here, and an entry whose module no longer holds SQL must be removed.
@@ -16,21 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# What a page may import from the engine and the store: settings and shared value
-# types, the store's command queue, connections and status, and all of cockpit/
-# (read models, ui, auth, autostart). Anything else in engine/ is an internal.
-PAGE_IMPORTS = frozenset(
-    {
-        "cockpit.auth",
-        "cockpit.autostart",
-        "engine.config",
-        "engine.domain",
-        "store.commands",
-        "store.db",
-        "store.status",
-    }
-)
-PAGE_READ_MODEL = re.compile(r"^cockpit\.")
+# A page imports the cockpit's shared helpers (`cockpit.ui`) and its own read model,
+# `cockpit.<page>_views`, nothing else of the project: not another page's read model,
+# not the store, and nothing of the engine (settings and commands come through ui).
+# The entry point draws the sidebar and gates access: its read model is the status.
+PAGE_SHARED = frozenset({"cockpit.ui"})
+APP_IMPORTS = frozenset({"cockpit.auth", "cockpit.autostart", "cockpit.status_views"})
 
 # Packages allowed to hold SQL: the store and the cockpit's read models.
 SQL_HOMES = ("store", "cockpit")
@@ -113,12 +105,12 @@ def package(module: str) -> str:
     return module.partition(".")[0]
 
 
-def page_may_import(module: str) -> bool:
-    return (
-        package(module) == "pages"
-        or module in PAGE_IMPORTS
-        or PAGE_READ_MODEL.match(module) is not None
-    )
+def page_may_import(page: str, module: str) -> bool:
+    if module in PAGE_SHARED:
+        return True
+    if page == "app":
+        return module in APP_IMPORTS
+    return module == f"cockpit.{page.rpartition('.')[2]}_views"
 
 
 def is_page(module: str) -> bool:
@@ -135,7 +127,7 @@ def test_pages_import_only_read_models_commands_and_settings() -> None:
         for name, tree in source_modules()
         if is_page(name)
         for imported in sorted(imported_modules(tree))
-        if not page_may_import(imported)
+        if not page_may_import(name, imported)
     ]
     assert breaches == []
 
@@ -153,13 +145,27 @@ def test_every_module_in_the_sql_debt_still_holds_sql() -> None:
     assert paid == [], "remove these from SQL_DEBT: their SQL has moved to the store"
 
 
-def test_a_page_importing_the_oms_breaks_the_rule() -> None:
+def test_a_page_importing_the_oms_or_another_pages_read_model_breaks_the_rule() -> None:
     tree = ast.parse(
-        "from engine.execution.oms import Oms\nfrom cockpit.views import equity_curve\n"
+        "from engine.execution.oms import Oms\nfrom engine.config import Settings\n"
+        "from cockpit import overview_views, ui\nfrom cockpit.orders_views import orders\n"
+        "from store.db import reader\n"
     )
-    assert [m for m in sorted(imported_modules(tree)) if not page_may_import(m)] == [
-        "engine.execution.oms"
+    refused = [
+        m for m in sorted(imported_modules(tree)) if not page_may_import("pages.overview", m)
     ]
+    assert refused == ["cockpit.orders_views", "engine.config", "engine.execution.oms", "store.db"]
+
+
+def test_every_page_with_data_has_its_own_read_model() -> None:
+    pages = [m for m, _ in source_modules() if package(m) == "pages" and m != "pages"]
+    models = {m for m, _ in source_modules() if m.startswith("cockpit.") and m.endswith("_views")}
+    orphans = sorted(
+        m
+        for m in models - {"cockpit.status_views"}
+        if f"pages.{m.removeprefix('cockpit.').removesuffix('_views')}" not in pages
+    )
+    assert orphans == [], "a read model no page owns"
 
 
 def test_sql_is_seen_in_a_call_and_in_a_query_text() -> None:

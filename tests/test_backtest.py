@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.backtest_views import list_runs
+from cockpit.backtests_views import list_runs
 from engine.__main__ import main
 from engine.backtest.run import BacktestConfig, BacktestError, run_backtest
 from engine.config import load_settings

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cockpit.backtest_views import list_runs
+from cockpit.backtests_views import list_runs
 from engine.backtest.launch import LaunchRefused, command_argv
 from engine.process.runner import Engine
 from store.commands import CommandStatus, enqueue_command, get_command

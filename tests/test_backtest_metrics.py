@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cockpit import views
+from cockpit import marathon_views
 from engine.backtest import metrics
 from store.db import open_writer
 
@@ -63,8 +63,8 @@ def test_marathon_ratio_uses_trading_days_and_the_backtester_function(tmp_path: 
     writer.conn.commit()
     writer.conn.close()
 
-    daily = views.pnl_per_day(path)
-    ratio = views.sharpe_like(daily["ret"].astype(float).tolist())
+    daily = marathon_views.pnl_per_day(path)
+    ratio = marathon_views.sharpe_like(daily["ret"].astype(float).tolist())
 
     assert len(daily) == 84  # the weekend days between the marks are not zero-return days
     # the first day opens at its own (only) mark: a zero return, then close to close

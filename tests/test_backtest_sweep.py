@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.backtest_views import list_runs
+from cockpit.backtests_views import list_runs
 from engine.__main__ import main
 from engine.backtest.run import BacktestConfig
 from engine.backtest.sweep import (

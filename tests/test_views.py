@@ -1,4 +1,5 @@
-"""Read models (cockpit/views.py) against real SQLite files written through the schema."""
+"""The cockpit's read models (cockpit/*_views.py) against real SQLite files written
+through the schema."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cockpit import views
+from cockpit import (
+    alerts_views,
+    marathon_views,
+    orders_views,
+    overview_views,
+    reader,
+    regime_views,
+    status_views,
+    ui,
+)
 from engine.market.calendar import TradingDay
 from engine.risk import limits, load_risk_facts
 from store.db import open_writer
 from store.status import read_status
 
-DAY = views.DAY_MS
+DAY = reader.DAY_MS
 T0 = int(datetime(2026, 3, 1, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
 
 
@@ -80,7 +90,7 @@ def test_equity_curve_is_thinned_to_stored_marks(tmp_path_factory, n: int, point
     writer = open_writer(path)
     _equity(writer, [(T0 + i * 60_000, 100_000 + (i * 37 % 101)) for i in range(n)])
     writer.conn.close()
-    curve = views.equity_curve(path, points=points)
+    curve = overview_views.equity_curve(path, points=points)
     stored = {T0 + i * 60_000: 100_000 + (i * 37 % 101) for i in range(n)}
     assert len(curve) <= points
     assert all(stored[int(t)] == e for t, e in zip(curve["ts"], curve["equity"], strict=True))
@@ -96,7 +106,7 @@ def test_cycle_percentiles_are_nearest_rank(tmp_path_factory, durations: list[fl
     writer = open_writer(path)
     _cycles(writer, [T0 + i * 1000 for i in range(len(durations))], durations)
     writer.conn.close()
-    p50, p99 = views.cycle_percentiles(path, since=0)
+    p50, p99 = marathon_views.cycle_percentiles(path, since=0)
     assert p50 == pytest.approx(np.percentile(durations, 50, method="inverted_cdf"))
     assert p99 == pytest.approx(np.percentile(durations, 99, method="inverted_cdf"))
 
@@ -107,7 +117,7 @@ def test_gaps_beyond_one_and_a_half_cycles_count_as_missed(db) -> None:
     starts = [T0, T0 + 1000, T0 + 2400, T0 + 7400, T0 + 8400]
     _cycles(writer, starts, errors={1})
     _engine(writer, heartbeat=T0 + 8400, cycle_seconds=1.0)
-    facts = views.marathon_facts(path, T0 + 8400, lookback_days=7)
+    facts = marathon_views.marathon_facts(path, T0 + 8400, lookback_days=7)
     assert (facts.cycles, facts.gaps, facts.missed, facts.failed) == (5, 1, 4, 1)
 
 
@@ -123,7 +133,7 @@ def test_a_recent_halt_is_counted_from_the_audit(db) -> None:
         ],
     )
     writer.conn.commit()
-    facts = views.marathon_facts(path, T0, lookback_days=7)
+    facts = marathon_views.marathon_facts(path, T0, lookback_days=7)
     assert (facts.halts, facts.last_halt_at) == (1, T0 - DAY)
 
 
@@ -132,7 +142,7 @@ def test_daily_pnl_adds_up_to_the_total_over_the_engines_trading_days(db) -> Non
     _engine(writer, heartbeat=T0, trading_day="XNYS@00:00")
     marks = [(T0 + i * 3_600_000, 100_000 + 50 * i - (i % 7) * 30) for i in range(24 * 5)]
     _equity(writer, marks)
-    daily = views.pnl_per_day(path)
+    daily = marathon_views.pnl_per_day(path)
     assert daily["pnl"].sum() == pytest.approx(marks[-1][1] - marks[0][1])
     # each trading day starts at the previous session's close: 21:00 UTC in March 2026
     assert {datetime.fromtimestamp(d / 1000, ZoneInfo("UTC")).hour for d in daily["day"]} == {21}
@@ -146,7 +156,7 @@ def test_the_overviews_day_pnl_equals_the_gates_daily_loss_on_the_same_marks(db)
     _engine(writer, heartbeat=T0, market_time=midnight + 14 * 3_600_000, trading_day="24/7@00:00")
     market_now = midnight + 14 * 3_600_000
     gate = load_risk_facts(writer.conn, market_now, day=TradingDay.from_spec("24/7@00:00"))
-    overview = views.account_summary(path, market_now + 5 * DAY)  # wall clock days later
+    overview = overview_views.account_summary(path, market_now + 5 * DAY)  # wall clock days later
     assert limits.loss_today(gate.context(equity=95_000)) == 5_000
     assert overview.day_pnl == -5_000
 
@@ -158,21 +168,21 @@ def test_day_pnl_is_measured_from_the_last_mark_before_midnight(db) -> None:
         writer,
         [(midnight - 60_000, 100_000), (midnight + 60_000, 100_250), (midnight + 120_000, 100_400)],
     )
-    s = views.account_summary(path, midnight + 180_000)
+    s = overview_views.account_summary(path, midnight + 180_000)
     assert (s.equity, s.day_pnl, s.total_pnl) == (100_400, 400, 400)
 
 
 def test_a_stopped_engine_is_stale_even_with_a_recent_heartbeat(db) -> None:
     path, writer = db
     _engine(writer, heartbeat=T0, stopped_at=T0)
-    assert views.engine_status(path, T0 + 500).stale
+    assert status_views.engine_status(path, T0 + 500).stale
 
 
 def test_an_old_heartbeat_is_stale_and_a_new_one_fresh(db) -> None:
     path, writer = db
     _engine(writer, heartbeat=T0)
-    assert not views.engine_status(path, T0 + 2_000).stale
-    assert views.engine_status(path, T0 + 60_000).stale
+    assert not status_views.engine_status(path, T0 + 2_000).stale
+    assert status_views.engine_status(path, T0 + 60_000).stale
 
 
 def test_alert_counts_over_time_add_up_to_the_filtered_count(db) -> None:
@@ -185,9 +195,9 @@ def test_alert_counts_over_time_add_up_to_the_filtered_count(db) -> None:
         ],
     )
     writer.conn.commit()
-    flt = views.AlertFilter(severities=("HIGH",), sources=("risk",))
-    counts = views.alert_counts_over_time(path, flt)
-    assert counts["alerts"].sum() == views.alerts_count(path, flt) > 0
+    flt = alerts_views.AlertFilter(severities=("HIGH",), sources=("risk",))
+    counts = alerts_views.alert_counts_over_time(path, flt)
+    assert counts["alerts"].sum() == alerts_views.alerts_count(path, flt) > 0
 
 
 def test_time_in_regime_lasts_until_the_next_call(db) -> None:
@@ -197,7 +207,7 @@ def test_time_in_regime_lasts_until_the_next_call(db) -> None:
         [(T0, "range"), (T0 + 3_600_000, "trend_up"), (T0 + 3 * 3_600_000, "range")],
     )
     writer.conn.commit()
-    spent = views.time_in_regime(path, "A").set_index("regime")
+    spent = regime_views.time_in_regime(path, "A").set_index("regime")
     assert spent.loc["trend_up", "hours"] == 2.0
     assert spent["share"].sum() == pytest.approx(1.0)
 
@@ -210,51 +220,13 @@ def test_order_filter_and_csv_export_agree(db) -> None:
         [(f"c{i}", "AB"[i % 2], ["FILLED", "CANCELED"][i % 3 == 0], T0 + i) for i in range(30)],
     )
     writer.conn.commit()
-    flt = views.OrderFilter(symbols=("A",), statuses=("FILLED",))
-    csv_lines = views.orders_csv(path, flt).strip().splitlines()
-    assert len(csv_lines) - 1 == views.orders_count(path, flt) == len(views.orders(path, flt))
-
-
-def _facts(**kw) -> views.MarathonFacts:
-    base = dict(
-        first_cycle_at=0,
-        last_cycle_at=20 * DAY,
-        cycles=1_000_000,
-        failed=10,
-        missed=5,
-        gaps=2,
-        cycle_seconds=1.0,
-        engine_started_at=0,
-        engine_alive=True,
-        halts=0,
-        last_halt_at=None,
-        max_drawdown=0.05,
-        unacked_critical=0,
-        market_sessions=25,
+    flt = orders_views.OrderFilter(symbols=("A",), statuses=("FILLED",))
+    csv_lines = orders_views.orders_csv(path, flt).strip().splitlines()
+    assert (
+        len(csv_lines) - 1
+        == orders_views.orders_count(path, flt)
+        == len(orders_views.orders(path, flt))
     )
-    return views.MarathonFacts(**{**base, **kw})
-
-
-def test_readiness_passes_a_clean_marathon() -> None:
-    items = views.readiness(_facts(), sharpe=1.5, p99_ms=40.0, t=views.ReadinessThresholds())
-    assert all(i.passed for i in items)
-
-
-def test_readiness_fails_a_drawdown_beyond_the_limit() -> None:
-    items = views.readiness(
-        _facts(max_drawdown=0.2), 1.5, 40.0, views.ReadinessThresholds(max_drawdown=0.15)
-    )
-    assert [i.name for i in items if not i.passed] == ["Max drawdown"]
-
-
-def test_readiness_counts_operations_on_the_wall_and_evidence_in_market_sessions() -> None:
-    # Twenty wall days of a 60x simulation: plenty of operations, and of sessions too;
-    # a two-day replay of a year of history: sessions but not operations.
-    replay = _facts(last_cycle_at=2 * DAY, market_sessions=250)
-    items = {i.name: i for i in views.readiness(replay, 1.5, 40.0, views.ReadinessThresholds())}
-    assert items["Marathon length"].clock == views.WALL and not items["Marathon length"].passed
-    assert items["Market sessions traded"].clock == views.MARKET
-    assert items["Market sessions traded"].passed
 
 
 def test_marathon_counts_market_sessions_on_the_engines_trading_day(db) -> None:
@@ -262,33 +234,33 @@ def test_marathon_counts_market_sessions_on_the_engines_trading_day(db) -> None:
     _engine(writer, heartbeat=T0, trading_day="XNYS@00:00")
     _cycles(writer, [T0])
     _equity(writer, [(T0 + i * 6 * 3_600_000, 100_000) for i in range(4 * 7)])  # a week
-    assert views.marathon_facts(path, T0, lookback_days=7).market_sessions == 6
+    assert marathon_views.marathon_facts(path, T0, lookback_days=7).market_sessions == 6
 
 
 def test_sharpe_like_needs_variation() -> None:
-    assert views.sharpe_like([0.01, 0.01, 0.01]) is None
-    assert views.sharpe_like([0.01, -0.005, 0.02]) == pytest.approx(
+    assert marathon_views.sharpe_like([0.01, 0.01, 0.01]) is None
+    assert marathon_views.sharpe_like([0.01, -0.005, 0.02]) == pytest.approx(
         np.mean([0.01, -0.005, 0.02]) / np.std([0.01, -0.005, 0.02], ddof=1) * np.sqrt(252)
     )
 
 
 def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
     path = tmp_path / "absent.db"
-    assert views.account_summary(path, T0).equity is None
-    assert views.orders(path, views.OrderFilter()).empty
-    assert not views.engine_status(path, T0).present
+    assert overview_views.account_summary(path, T0).equity is None
+    assert orders_views.orders(path, orders_views.OrderFilter()).empty
+    assert not status_views.engine_status(path, T0).present
     assert not path.exists()
 
 
-def test_missed_cycles_counted_incrementally_equal_a_full_count(db, monkeypatch) -> None:
+def test_missed_cycles_counted_incrementally_equal_a_full_count(db) -> None:
     path, writer = db
     _engine(writer, heartbeat=T0 + 60_000, cycle_seconds=1.0)
     _cycles(writer, [T0 + i * 1000 for i in range(10)])
-    views.marathon_facts(path, T0 + 60_000, lookback_days=7)  # tallies the first ten
+    marathon_views.marathon_facts(path, T0 + 60_000, lookback_days=7)  # tallies the first ten
     _cycles(writer, [T0 + 14_000 + i * 1000 for i in range(5)], errors={2})
-    incremental = views.marathon_facts(path, T0 + 60_000, lookback_days=7)
-    monkeypatch.setattr(views, "_tallies", {})
-    full = views.marathon_facts(path, T0 + 60_000, lookback_days=7)
+    incremental = marathon_views.marathon_facts(path, T0 + 60_000, lookback_days=7)
+    marathon_views.TALLIES.clear()
+    full = marathon_views.marathon_facts(path, T0 + 60_000, lookback_days=7)
     assert (incremental.cycles, incremental.missed, incremental.failed) == (15, 4, 1)
     assert incremental == full
 
@@ -298,16 +270,16 @@ def test_two_hours_without_marks_are_a_gap_and_the_line_breaks_inside_it(db) -> 
     before = [T0 + i * 60_000 for i in range(60)]
     after = [before[-1] + 2 * 3_600_000 + i * 60_000 for i in range(60)]
     _equity(writer, [(t, 100_000.0 + i) for i, t in enumerate(before + after)])
-    curve = views.equity_curve(path, points=500)
-    gaps = views.time_gaps(curve["ts"])
+    curve = overview_views.equity_curve(path, points=500)
+    gaps = ui.time_gaps(curve["ts"])
     assert gaps == [(before[-1], after[0])]
-    broken = views.broken_at(curve, "ts", gaps)
+    broken = ui.broken_at(curve, "ts", gaps)
     inside = broken[(broken["ts"] > before[-1]) & (broken["ts"] < after[0])]
     assert len(inside) == 1 and inside["equity"].isna().all()
 
 
 def test_evenly_spaced_marks_have_no_gap() -> None:
-    assert views.time_gaps([T0 + i * 60_000 for i in range(100)]) == []
+    assert ui.time_gaps([T0 + i * 60_000 for i in range(100)]) == []
 
 
 def test_liveness_follows_the_engines_own_heartbeat_interval(db) -> None:
@@ -315,8 +287,8 @@ def test_liveness_follows_the_engines_own_heartbeat_interval(db) -> None:
     _engine(writer, heartbeat=T0)
     writer.conn.execute("UPDATE engine SET heartbeat_seconds = 10")
     writer.conn.commit()
-    assert not views.engine_status(path, T0 + 30_000).stale, "three slow beats late is alive"
-    assert views.engine_status(path, T0 + 60_000).stale
+    assert not status_views.engine_status(path, T0 + 30_000).stale, "three slow beats late is alive"
+    assert status_views.engine_status(path, T0 + 60_000).stale
 
 
 def test_the_cli_and_the_sidebar_agree_on_liveness(db) -> None:
@@ -327,4 +299,14 @@ def test_the_cli_and_the_sidebar_agree_on_liveness(db) -> None:
     for age in (0, 9_000, 10_000, 10_001, 60_000):
         cli = read_status(path, T0 + age)
         assert cli is not None
-        assert cli.running is not views.engine_status(path, T0 + age).stale, age
+        assert cli.running is not status_views.engine_status(path, T0 + age).stale, age
+
+
+def test_the_tally_cache_keeps_only_its_most_recent_databases(db) -> None:
+    cache = marathon_views.TallyCache(size=2)
+    tally = marathon_views.CycleTally(1, 1, T0, 1, 0, 0, 0)
+    for name in ("a", "b", "a", "c"):  # "a" used again: "b" is the oldest
+        cache.put((name, 1000.0), tally)
+    assert len(cache) == 2
+    assert cache.get(("b", 1000.0)) is None
+    assert cache.get(("a", 1000.0)) == cache.get(("c", 1000.0)) == tally

@@ -14,6 +14,6 @@
 - schema     the "ml" migration set: predictions, drift, model_events
 
 Not here: the strategy's use of a prediction (`engine.decide.regime`, `engine.decide.strategy`)
-and the Models page's read model (`cockpit.ml_views`). `models` means ML models;
+and the Models page's read model (`cockpit.models_views`). `models` means ML models;
 the domain's value types are in `engine.domain`.
 """

@@ -4,7 +4,8 @@ Here: the checks (`capital`, `limits`, `market`, `state`, `trade`), the gate tha
 runs them in a stable order, and the context they read. `facts` loads that
 context's history through `store.risk` (and `daily` keeps it in memory); `usage`
 measures how much of each limit is used. `monitor` acts on open positions every second: exits,
-trails and the dead-man's switch. Not here: sizing (`engine.decide.sizing`).
+trails and the dead-man's switch. `golive` is the go-live policy: a paper
+marathon's facts in, a checklist out. Not here: sizing (`engine.decide.sizing`).
 
 gate = RiskGate(settings.risk, MarketCalendar.from_settings(...))
 facts = load_risk_facts(conn, now)
