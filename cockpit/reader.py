@@ -60,6 +60,18 @@ def one(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> sqlite3.
     return row
 
 
+def rows(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> list[Any]:
+    """Every row, for a read model that computes on them; no table yet reads as none."""
+    if conn is None:
+        return []
+    try:
+        return list(conn.execute(sql, params).fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
+
+
 # SQLite answers MIN or MAX alone from an index in one probe, but MIN and MAX
 # together in one SELECT scan the table: ask for each in its own subquery.
 SPAN = "SELECT (SELECT MIN({col}) FROM {table} {where}), (SELECT MAX({col}) FROM {table} {where})"

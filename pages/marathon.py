@@ -55,7 +55,9 @@ c[5].metric("Failed", f"{facts.failed:,}")
 
 daily = marathon_views.pnl_per_day(ui.db())
 sharpe = marathon_views.sharpe_like(daily["ret"].dropna().astype(float).tolist())
-_, p99 = marathon_views.cycle_percentiles(ui.db(), since)
+bucket = ui.bucket_ms(since)
+window = marathon_views.cycle_window(ui.db(), since, bucket)
+p99 = window.p99_ms
 
 st.subheader("Go-live readiness")
 items = marathon_views.readiness(facts, sharpe, p99, thresholds)
@@ -76,8 +78,7 @@ st.dataframe(
     key="readiness",
 )
 
-bucket = ui.bucket_ms(since)
-times = marathon_views.cycle_times(ui.db(), since, bucket)
+times = window.times
 down: list[tuple[int, int]] = []
 left, right = st.columns(2)
 with left:

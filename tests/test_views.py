@@ -111,6 +111,50 @@ def test_cycle_percentiles_are_nearest_rank(tmp_path_factory, durations: list[fl
     assert p99 == pytest.approx(np.percentile(durations, 99, method="inverted_cdf"))
 
 
+def _nearest_rank(durations: list[float | None], q: float) -> float | None:
+    """SQL's nearest rank: NULL durations sort first and count, but are never the answer."""
+    known = sorted(d for d in durations if d is not None)
+    blank = len(durations) - len(known)
+    k = max(int(np.ceil(q * len(durations))), blank + 1)
+    return known[k - blank - 1] if known else None
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=10 * 3_600_000),
+            st.one_of(st.none(), st.floats(min_value=0.1, max_value=1e4)),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=200,
+    )
+)
+def test_cycle_times_per_bucket_are_nearest_rank(tmp_path_factory, cycles) -> None:
+    path = tmp_path_factory.mktemp("cb") / "c.db"
+    writer = open_writer(path)
+    writer.conn.executemany(
+        "INSERT INTO cycles (started_at, duration_ms, error) VALUES (?, ?, ?)",
+        [(T0 + t, d, "boom" if e else None) for t, d, e in cycles],
+    )
+    writer.conn.commit()
+    writer.conn.close()
+    times = marathon_views.cycle_times(path, since=T0, bucket_ms=3_600_000)
+    for row in times.itertuples():
+        inside = [(d, e) for t, d, e in cycles if (T0 + t) // 3_600_000 * 3_600_000 == row.bucket]
+        known = sorted(d for d, _ in inside if d is not None)
+        assert row.cycles == len(inside)
+        assert row.errors == sum(e for _, e in inside)
+        for q, got in ((0.5, row.p50_ms), (0.99, row.p99_ms)):
+            want = _nearest_rank([d for d, _ in inside], q)
+            assert (np.isnan(got) and want is None) or got == want
+        assert (np.isnan(row.max_ms) and not known) or row.max_ms == max(known)
+    assert int(times["cycles"].sum()) == len(cycles)
+
+
 def test_gaps_beyond_one_and_a_half_cycles_count_as_missed(db) -> None:
     path, writer = db
     # one-second cycles; a 5 s gap misses 4 cycles, a 1.4 s gap misses none
