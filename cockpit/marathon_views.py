@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,11 +50,12 @@ __all__ = [
     "MARKET",
     "TALLIES",
     "WALL",
+    "WINDOWS",
     "CheckItem",
     "CycleWindow",
+    "LruCache",
     "MarathonFacts",
     "ReadinessThresholds",
-    "TallyCache",
     "cycle_percentiles",
     "cycle_times",
     "cycle_window",
@@ -63,6 +65,10 @@ __all__ = [
     "readiness",
     "sharpe_like",
 ]
+
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -78,29 +84,26 @@ class CycleTally:
     missed: int
 
 
-class TallyCache:
-    """The cycle tallies of the last `size` (database file, cycle interval) pairs.
+class LruCache(Generic[K, V]):
+    """The last `size` entries used, for the process (every Streamlit session of one
+    server shares it), thread-safe; the least recently used goes first. An entry is
+    only a head start: its user checks it against the table before trusting it."""
 
-    Process-wide (every Streamlit session of one server shares it) and thread-safe;
-    the least recently used entry goes when a new one would exceed `size`. An entry
-    is only a head start: `tally_cycles` checks it against the table before use.
-    """
-
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, float], CycleTally] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, float]) -> CycleTally | None:
+    def get(self, key: K) -> V | None:
         with self._lock:
-            tally = self._entries.get(key)
-            if tally is not None:
+            value = self._entries.get(key)
+            if value is not None:
                 self._entries.move_to_end(key)
-            return tally
+            return value
 
-    def put(self, key: tuple[str, float], tally: CycleTally) -> None:
+    def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._entries[key] = tally
+            self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -114,11 +117,15 @@ class TallyCache:
             return len(self._entries)
 
 
-TALLIES = TallyCache()
+# Cycle counts per (database file, cycle interval).
+TALLIES: LruCache[tuple[str, float], CycleTally] = LruCache(8)
 
 
 def tally_cycles(
-    conn: sqlite3.Connection, key: tuple[str, float], cycle_ms: float, cache: TallyCache = TALLIES
+    conn: sqlite3.Connection,
+    key: tuple[str, float],
+    cycle_ms: float,
+    cache: LruCache[tuple[str, float], CycleTally] = TALLIES,
 ) -> CycleTally | None:
     """Counts over the whole cycles table, extended incrementally from the cached tally.
 
@@ -219,25 +226,80 @@ class CycleWindow:
 TIMES_COLUMNS = ["bucket", "cycles", "errors", "p50_ms", "p99_ms", "max_ms"]
 
 
+@dataclass(frozen=True)
+class WindowRows:
+    """The cycles of a window as arrays, up to cycle `last_id`: the next call reads
+    only the cycles stored since and drops those that left the window."""
+
+    first_id: int  # the table's oldest cycle when read: a pruned table rereads
+    last_id: int
+    last_started: int
+    since: int
+    started: np.ndarray  # int64 epoch ms
+    duration: np.ndarray  # float64 ms, NaN where missing
+    failed: np.ndarray  # float64, 1.0 for a failed cycle
+
+
+# The Marathon page's window per (database file, bucket): one per chart window, since
+# each window has its own bucket. A week of one-second cycles is about 15 MB.
+WINDOWS: LruCache[tuple[str, int], WindowRows] = LruCache(4)
+
+
 def cycle_window(path: PathLike, since: int | None = None, bucket_ms: int = HOUR_MS) -> CycleWindow:
     """Per bucket: cycles, failures, p50, p99 and max duration; and p50 and p99 over
-    the window. Percentiles are nearest rank. The window's rows are read once and
-    ranked in numpy: SQLite's window functions took four times as long on a week of
-    cycles, and the page needs both figures."""
+    the window. Percentiles are nearest rank, ranked in numpy: SQLite's window
+    functions took four times as long on a week of cycles, and the page needs both.
+    The window's rows are kept in `WINDOWS`, so a page run reads only new cycles."""
     with read(path) as conn:
-        found = rows(
-            conn,
-            "SELECT started_at, duration_ms, error IS NOT NULL FROM cycles WHERE started_at >= ?",
-            (since or 0,),
+        window = (
+            _window_rows(conn, (str(db_path(path).resolve()), bucket_ms), since or 0)
+            if conn is not None
+            else None
         )
-    if not found:
+    if window is None or not len(window.started):
         return CycleWindow(pd.DataFrame(columns=TIMES_COLUMNS), None, None)
-    # epoch ms fit a float exactly (below 2**53); a missing duration reads as NaN
-    table = np.array([tuple(r) for r in found], dtype=np.float64)
-    started, duration, failed = table[:, 0].astype(np.int64), table[:, 1], table[:, 2]
-    known = np.sort(duration[~np.isnan(duration)])
+    known = np.sort(window.duration[~np.isnan(window.duration)])
     p50, p99 = (_rank(known, q) for q in (0.50, 0.99))
-    return CycleWindow(_per_bucket(started // bucket_ms * bucket_ms, duration, failed), p50, p99)
+    buckets = window.started // bucket_ms * bucket_ms
+    return CycleWindow(_per_bucket(buckets, window.duration, window.failed), p50, p99)
+
+
+def _window_rows(conn: sqlite3.Connection, key: tuple[str, int], since: int) -> WindowRows | None:
+    """The cycles at or after `since`, extended from the cached rows when they still
+    describe this table (same oldest cycle, the last one read still there)."""
+    ends = one(conn, SPAN.format(col="id", table="cycles", where=""))
+    if ends is None or ends[0] is None:
+        return None
+    cached = WINDOWS.get(key)
+    if cached is not None:
+        anchor = one(conn, "SELECT started_at FROM cycles WHERE id = ?", (cached.last_id,))
+        fits = anchor is not None and anchor[0] == cached.last_started and cached.since <= since
+        if cached.first_id != ends[0] or not fits:
+            cached = None
+    after = cached.last_id if cached is not None else 0
+    found = rows(
+        conn,
+        "SELECT id, started_at, duration_ms, error IS NOT NULL FROM cycles"
+        " WHERE id > ? AND started_at >= ? ORDER BY id",
+        (after, since),
+    )
+    # epoch ms fit a float exactly (below 2**53); a missing duration reads as NaN
+    table = np.array([tuple(r) for r in found], dtype=np.float64).reshape(-1, 4)
+    started = table[:, 1].astype(np.int64)
+    duration, failed = table[:, 2], table[:, 3]
+    if cached is not None:
+        keep = cached.started >= since
+        started = np.concatenate([cached.started[keep], started])
+        duration = np.concatenate([cached.duration[keep], duration])
+        failed = np.concatenate([cached.failed[keep], failed])
+    last_id = int(table[-1, 0]) if len(table) else after
+    last_started = int(started[-1]) if len(started) else 0
+    if not len(table) and cached is not None:
+        last_started = cached.last_started
+    window = WindowRows(int(ends[0]), last_id, last_started, since, started, duration, failed)
+    if last_id:
+        WINDOWS.put(key, window)
+    return window
 
 
 def _rank(ordered: np.ndarray, q: float) -> float | None:

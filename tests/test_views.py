@@ -347,10 +347,28 @@ def test_the_cli_and_the_sidebar_agree_on_liveness(db) -> None:
 
 
 def test_the_tally_cache_keeps_only_its_most_recent_databases(db) -> None:
-    cache = marathon_views.TallyCache(size=2)
+    cache = marathon_views.LruCache[tuple[str, float], marathon_views.CycleTally](size=2)
     tally = marathon_views.CycleTally(1, 1, T0, 1, 0, 0, 0)
     for name in ("a", "b", "a", "c"):  # "a" used again: "b" is the oldest
         cache.put((name, 1000.0), tally)
     assert len(cache) == 2
     assert cache.get(("b", 1000.0)) is None
     assert cache.get(("a", 1000.0)) == cache.get(("c", 1000.0)) == tally
+
+
+def test_the_cycle_window_read_incrementally_equals_a_fresh_read(db) -> None:
+    path, writer = db
+    _cycles(writer, [T0 + i * 60_000 for i in range(100)], [float(i % 17) for i in range(100)])
+    first = marathon_views.cycle_window(path, since=T0, bucket_ms=600_000)
+    assert int(first.times["cycles"].sum()) == 100
+    # more cycles, one failed, and a window that has moved on by 20 minutes
+    _cycles(writer, [T0 + i * 60_000 for i in range(100, 130)], [50.0] * 30, errors={3})
+    since = T0 + 20 * 60_000
+    incremental = marathon_views.cycle_window(path, since=since, bucket_ms=600_000)
+    marathon_views.WINDOWS.clear()
+    fresh = marathon_views.cycle_window(path, since=since, bucket_ms=600_000)
+    assert incremental.times.equals(fresh.times)
+    inside = [float(i % 17) for i in range(20, 100)] + [50.0] * 30
+    want = tuple(float(np.percentile(inside, q, method="inverted_cdf")) for q in (50, 99))
+    assert (incremental.p50_ms, incremental.p99_ms) == (fresh.p50_ms, fresh.p99_ms) == want
+    assert int(fresh.times["cycles"].sum()) == 110 and int(fresh.times["errors"].sum()) == 1
