@@ -229,7 +229,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    from cockpit.auth import set_password_cli
+    from store.passwords import set_password_cli
 
     return set_password_cli([])
 
