@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from engine.config import RiskSettings
 from engine.domain import Intent, Verdict
 from engine.risk.context import (
@@ -143,18 +145,17 @@ def correlation(a: Sequence[float], b: Sequence[float], min_obs: int) -> float |
     n = min(len(a), len(b))
     if n < min_obs:
         return None
-    xs, ys = a[len(a) - n :], b[len(b) - n :]
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) < min_obs:
+    xs = np.asarray(a[len(a) - n :], dtype=np.float64)
+    ys = np.asarray(b[len(b) - n :], dtype=np.float64)
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    if int(finite.sum()) < min_obs:
         return None
-    mx = sum(x for x, _ in pairs) / len(pairs)
-    my = sum(y for _, y in pairs) / len(pairs)
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    sxx = sum((x - mx) ** 2 for x, _ in pairs)
-    syy = sum((y - my) ** 2 for _, y in pairs)
+    dx = xs[finite] - xs[finite].mean()
+    dy = ys[finite] - ys[finite].mean()
+    sxx, syy = float(dx @ dx), float(dy @ dy)
     if sxx <= 0 or syy <= 0:
         return None
-    return sxy / math.sqrt(sxx * syy)
+    return float(dx @ dy) / math.sqrt(sxx * syy)
 
 
 def correlated_group(symbol: str, ctx: RiskContext, settings: RiskSettings) -> dict[str, float]:

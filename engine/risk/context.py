@@ -69,6 +69,9 @@ class RiskContext:
     broker_connected: bool = True
     stale_symbols: Set[str] = frozenset()
     entries_blocked: str = ""
+    # What the checks derive from this context, worked out once: every check of an
+    # order reads the same account, so its figures are scanned once, not per check.
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # Derived figures, shared by checks, the monitor and the usage report.
 
@@ -101,13 +104,21 @@ class RiskContext:
         return qty * price if price is not None else 0.0
 
     def pending_entries(self, symbol: str | None = None) -> list[Order]:
-        return [
-            o
-            for o in self.open_orders
-            if o.status.is_open
-            and not o.purpose.reduces_exposure
-            and (symbol is None or o.symbol == symbol)
-        ]
+        by_symbol = self._pending_by_symbol()
+        if symbol is not None:
+            return list(by_symbol.get(symbol, ()))
+        return [o for orders in by_symbol.values() for o in orders]
+
+    def _pending_by_symbol(self) -> dict[str, list[Order]]:
+        """Working entries per symbol, in order, sorted out once per context."""
+        memo = self._memo.get("pending")
+        if memo is None:
+            by_symbol: dict[str, list[Order]] = {}
+            for o in self.open_orders:
+                if o.status.is_open and not o.purpose.reduces_exposure:
+                    by_symbol.setdefault(o.symbol, []).append(o)
+            memo = self._memo["pending"] = by_symbol
+        return memo  # type: ignore[return-value]
 
     def pending_exposure(self, symbol: str) -> float:
         """Signed notional that working entry orders on `symbol` would add."""
@@ -224,18 +235,25 @@ def _account_figures(ctx: RiskContext) -> Iterator[tuple[str, float]]:
 
 def non_finite(intent: Intent, ctx: RiskContext, *, account: bool = True) -> str | None:
     """The first input that is not a number (NaN or infinite), described; else None."""
-    figures = _intent_figures(intent, ctx)
-    if account:
-        figures = _chain(figures, _account_figures(ctx))
+    problem = _first_non_finite(_intent_figures(intent, ctx))
+    if problem is None and account:
+        problem = _account_problem(ctx)
+    return problem
+
+
+def _first_non_finite(figures: Iterator[tuple[str, float]]) -> str | None:
     for name, value in figures:
         if not (isinstance(value, int | float) and math.isfinite(value)):
             return f"{name} is {value!r}, not a finite number"
     return None
 
 
-def _chain(*parts: Iterator[tuple[str, float]]) -> Iterator[tuple[str, float]]:
-    for part in parts:
-        yield from part
+def _account_problem(ctx: RiskContext) -> str | None:
+    """The account's first non-finite figure, scanned once per context."""
+    memo = ctx._memo
+    if "account" not in memo:
+        memo["account"] = _first_non_finite(_account_figures(ctx))
+    return memo["account"]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
