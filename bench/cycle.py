@@ -8,11 +8,19 @@ scheduler for --seconds, and prints p50/p99 of the whole cycle and of each stage
 read back from the `cycles` rows the engine wrote. No pass/fail.
 
     .venv/bin/python bench/cycle.py [--seconds 60] [--sizes 20,100] [--cycle-seconds 0.05]
+                                    [--profile]
+
+--profile wraps each cycle on the trading thread in cProfile and prints where the
+time goes (the profiler slows the cycle: read its shares, not its figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import os
+import pstats
 import sqlite3
 import statistics
 import sys
@@ -55,7 +63,31 @@ def _models(artifacts: Path) -> list[TrainedModel]:
     ]
 
 
-def run(symbols: int, seconds: float, cycle_seconds: float, challenger: bool) -> None:
+def _profiled(engine: Engine, profile: cProfile.Profile) -> None:
+    """Each cycle job, on the trading thread, runs under the profiler."""
+    job = engine.cycle_job
+
+    def cycle_job() -> object:
+        profile.enable()
+        try:
+            return job()
+        finally:
+            profile.disable()
+
+    engine.cycle_job = cycle_job  # type: ignore[method-assign]
+
+
+def _print_profile(profile: cProfile.Profile) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("cumulative").print_stats(30)
+    stats.sort_stats("tottime").print_stats(20)
+    print(out.getvalue())
+
+
+def run(
+    symbols: int, seconds: float, cycle_seconds: float, challenger: bool, profile: bool
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         artifacts = Path(folder) / "models"
         db_file = Path(folder) / "bench.db"
@@ -69,9 +101,13 @@ def run(symbols: int, seconds: float, cycle_seconds: float, challenger: bool) ->
         cfg = load_settings(
             engine={"symbols": symbols, "cycle_seconds": cycle_seconds, "seed": 5},
             ml={"artifacts_dir": str(artifacts), "bootstrap": False},
+            metrics={"port": 0},
         )
         engine = Engine(cfg, db_file)
         engine.open()
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            _profiled(engine, profiler)
         thread = threading.Thread(target=engine.run, kwargs={"install_signals": False})
         started_ms = int(time.time() * 1000)
         thread.start()
@@ -94,7 +130,7 @@ def run(symbols: int, seconds: float, cycle_seconds: float, challenger: bool) ->
     walls = [float(r[0]) for r in rows]
     print(
         f"{symbols:3d} symbols: {len(rows)} cycles, {orders} orders, {ml} model calls,"
-        f" {shadow} shadow predictions"
+        f" {shadow} shadow predictions; load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"    cycle      p50 {statistics.median(walls):7.2f} ms  p99 {_pct(walls, 0.99):7.2f} ms"
@@ -106,6 +142,8 @@ def run(symbols: int, seconds: float, cycle_seconds: float, challenger: bool) ->
             f"    {stage:10s} p50 {statistics.median(values):7.2f} ms"
             f"  p99 {_pct(values, 0.99):7.2f} ms"
         )
+    if profiler is not None:
+        _print_profile(profiler)
 
 
 def main() -> None:
@@ -114,14 +152,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="20,100")
     parser.add_argument("--cycle-seconds", type=float, default=0.05)
     parser.add_argument("--no-challenger", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile the trading thread")
     args = parser.parse_args()
     print(
         f"bench/cycle.py: real runner and scheduler, {args.cycle_seconds} s cycles,"
         f" {args.seconds:g} s per size (first {SKIP_SECONDS:g} s skipped), champion"
-        f"{'' if args.no_challenger else ' + shadow challenger'}"
+        f"{'' if args.no_challenger else ' + shadow challenger'};"
+        f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
     )
     for n in (int(s) for s in args.sizes.split(",")):
-        run(n, args.seconds, args.cycle_seconds, not args.no_challenger)
+        run(n, args.seconds, args.cycle_seconds, not args.no_challenger, args.profile)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,35 @@ def pending_rows(conn: sqlite3.Connection) -> list[CommandRow]:
         " WHERE status = 'pending' ORDER BY id"
     ).fetchall()
     return [CommandRow(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def claim(conn: sqlite3.Connection, command_id: int) -> bool:
+    """Mark a pending row `running` (in the caller's transaction); False if it was taken."""
+    cur = conn.execute(
+        "UPDATE commands SET status = 'running' WHERE id = ? AND status = 'pending'",
+        (command_id,),
+    )
+    return cur.rowcount > 0
+
+
+def finish(
+    conn: sqlite3.Connection, command_id: int, status: CommandStatus, result: str, now: int
+) -> None:
+    conn.execute(
+        "UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
+        (status.value, result, now, command_id),
+    )
+
+
+def running_ids(conn: sqlite3.Connection) -> list[int]:
+    """Rows a crash left `running`."""
+    return [int(r[0]) for r in conn.execute("SELECT id FROM commands WHERE status = 'running'")]
+
+
+def pending_stop(conn: sqlite3.Connection) -> CommandKind | None:
+    """An emergency stop or a pause still waiting in the queue (the stop first)."""
+    row = conn.execute(
+        "SELECT kind FROM commands WHERE status = 'pending'"
+        " AND kind IN ('emergency_stop', 'pause') ORDER BY kind LIMIT 1"
+    ).fetchone()
+    return None if row is None else CommandKind(row[0])

@@ -36,20 +36,16 @@ SQL_DEBT = frozenset(
         "engine.alerts.deliveries",
         "engine.alerts.digest",
         "engine.backtest.run",
-        "engine.cycle",
         "engine.ml.registry",
         "engine.ml.schema",
         "engine.ml.service",
         "engine.ml.train",
         "engine.process.audit_cli",
         "engine.process.backup",
-        "engine.process.control",
         "engine.process.doctor",
-        "engine.process.handlers",
         "engine.process.housekeeping",
         "engine.process.lease",
         "engine.process.metrics",
-        "engine.process.runner",
     }
 )
 
@@ -172,3 +168,14 @@ def test_sql_is_seen_in_a_call_and_in_a_query_text() -> None:
     assert holds_sql(ast.parse("conn.execute(q)"))
     assert holds_sql(ast.parse('Q = """\n  SELECT id FROM orders"""'))
     assert not holds_sql(ast.parse('label = "Selected orders"'))
+
+
+def test_the_engine_and_the_store_never_import_the_cockpit() -> None:
+    breaches = [
+        f"{name} imports {imported}"
+        for name, tree in source_modules()
+        if package(name) in ("engine", "store")
+        for imported in sorted(imported_modules(tree))
+        if package(imported) == "cockpit"
+    ]
+    assert breaches == []

@@ -95,6 +95,9 @@ class StuckFeed:
             self.release.wait(10)
         return self._feed.next_bars(now_ms)
 
+    def market_time(self, wall_ms: int) -> int | None:
+        return self._feed.market_time(wall_ms)
+
 
 @pytest.fixture
 def running(db_file: Path) -> Iterator[Callable[..., Running]]:

@@ -277,11 +277,13 @@ def precomputed(
 ) -> None:
     """Hand the started Trader the run's indicators, feature rows and model
     predictions, computed in one vectorised pass (engine.backtest.precomputed)."""
-    series = precompute(history, accepted(trader.validator, traded), features=model is not None)
+    series = precompute(
+        history, accepted(trader.market.validator, traded), features=model is not None
+    )
     cursors: dict[str, PrecomputedFeatures] = {}
     for symbol, one in series.items():
-        trader.indicators[symbol] = one.indicators()
-        trader.live_features[symbol] = features = one.live_features()
+        trader.market.indicators[symbol] = one.indicators()
+        trader.market.live_features[symbol] = features = one.live_features()
         cursors[symbol] = features
     if model is not None:
         rows = {s: one.features for s, one in series.items() if one.features is not None}

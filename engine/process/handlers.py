@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from engine.alerts.alerts import acknowledge
 from engine.alerts.audit import append_audit
 from engine.cycle import Trader
-from engine.domain import Severity, TradingState
-from engine.process.control import TransitionRefused
+from engine.cycle.controls import TransitionRefused
+from engine.domain import Severity
+from engine.execution.brokers.base import BrokerUnavailable
+from engine.execution.reconcile import adopt_broker, reconcile
+from engine.ml.jobs import Retrainer
+from engine.ml.registry import RegistryError
 from store.commands import (
     ENGINE_ACTOR,
     Command,
@@ -34,73 +39,67 @@ from store.commands import (
     CommandKind,
     CommandRow,
     CommandStatus,
+    claim,
+    finish,
     parse_row,
     pending_rows,
+    running_ids,
 )
 from store.db import is_store_full
 
 log = logging.getLogger(__name__)
-
-ExtraHandler = Callable[[Command], str]
 
 
 class CommandFailed(Exception):
     """The command could not be carried out; the message is its result."""
 
 
-def _pause(trader: Trader, cmd: Command) -> str:
-    if trader.state is TradingState.HALTED:
-        raise CommandFailed("trading is HALTED; resume it (with a reason) before pausing")
-    if trader.state is TradingState.PAUSED:
-        return "already PAUSED"
-    trader.set_state(
-        TradingState.PAUSED, cmd.args.get("reason") or "paused by operator", cmd.requested_by
-    )
-    return "PAUSED: no new entries; exits, stops and cancels continue"
+@dataclass
+class CommandContext:
+    """What the handlers act through: the trader's own operations, and the
+    engine's services for the commands that are not the trader's."""
+
+    trader: Trader
+    retrainer: Retrainer | None = None
+    backtests: Callable[[Command], str] | None = None  # starts a backtest process
 
 
-def _resume(trader: Trader, cmd: Command) -> str:
-    if trader.state is TradingState.ACTIVE:
-        return "already ACTIVE"
-    confirm = cmd.args.get("confirm") is True
-    reason = str(cmd.args.get("reason") or "")
-    if trader.state is TradingState.PAUSED and not reason:
-        reason = "resumed by operator"
+def _unhandled(cmd: Command) -> CommandFailed:
+    return CommandFailed(f"no handler for command {cmd.kind.value!r} in this engine")
+
+
+def _pause(ctx: CommandContext, cmd: Command) -> str:
+    reason = cmd.args.get("reason") or "paused by operator"
     try:
-        trader.set_state(TradingState.ACTIVE, reason, cmd.requested_by, confirm=confirm)
+        return ctx.trader.controls.pause(str(reason), cmd.requested_by)
     except TransitionRefused as exc:
         raise CommandFailed(str(exc)) from None
-    return f"ACTIVE ({reason})"
 
 
-def _flatten(trader: Trader, cmd: Command) -> str:
+def _resume(ctx: CommandContext, cmd: Command) -> str:
+    confirm = cmd.args.get("confirm") is True
+    reason = str(cmd.args.get("reason") or "")
+    try:
+        return ctx.trader.controls.resume(reason, cmd.requested_by, confirm=confirm)
+    except TransitionRefused as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _flatten(ctx: CommandContext, cmd: Command) -> str:
     symbol = cmd.args.get("symbol")
-    symbols = {str(symbol).upper()} if symbol else None
-    if symbols and not set(symbols) & set(trader.feed.symbols):
-        raise CommandFailed(f"unknown symbol {symbol!r}; trading {', '.join(trader.feed.symbols)}")
-    canceled = sum(
-        1
-        for o in trader.oms.open_orders()
-        if (symbols is None or o.symbol in symbols)
-        and trader.oms.cancel(o.client_order_id) is not None
-    )
-    sent = trader.flatten_step(symbols)
-    what = f"{symbol}" if symbols else "all positions"
-    if trader.state is TradingState.ACTIVE:
-        trader.set_state(TradingState.PAUSED, f"after manual flatten of {what}", cmd.requested_by)
-    flat = "flat" if trader.is_flat(symbols) else "closing orders working"
-    return (
-        f"flatten {what}: canceled {canceled} orders, sent {sent} closing orders,"
-        f" {flat}; {trader.state}"
-    )
+    try:
+        return ctx.trader.controls.flatten(str(symbol) if symbol else None, cmd.requested_by)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
 
 
-def _emergency_stop(trader: Trader, cmd: Command) -> str:
+def _emergency_stop(ctx: CommandContext, cmd: Command) -> str:
     reason = str(cmd.args.get("reason") or "emergency stop by operator")
-    return trader.emergency_stop(cmd.requested_by, reason)
+    return ctx.trader.controls.emergency_stop(cmd.requested_by, reason)
 
 
-def _ack_alert(trader: Trader, cmd: Command) -> str:
+def _ack_alert(ctx: CommandContext, cmd: Command) -> str:
+    trader = ctx.trader
     alert_id = None if cmd.args.get("all") is True else int(cmd.args["id"])
     n = acknowledge(trader.db, alert_id, cmd.requested_by, trader.clock())
     if alert_id is None:
@@ -110,71 +109,122 @@ def _ack_alert(trader: Trader, cmd: Command) -> str:
     return f"acknowledged alert #{alert_id}"
 
 
-def _cash_movement(trader: Trader, cmd: Command) -> str:
+def _cash_movement(ctx: CommandContext, cmd: Command) -> str:
     try:
         amount = float(cmd.args.get("amount", 0.0))
-        return trader.move_cash(amount, str(cmd.args.get("reason") or ""), cmd.requested_by)
+        return ctx.trader.move_cash(amount, str(cmd.args.get("reason") or ""), cmd.requested_by)
     except (TypeError, ValueError) as exc:
         raise CommandFailed(str(exc)) from None
 
 
-HANDLERS: dict[str, Callable[[Trader, Command], str]] = {
+def _train(ctx: CommandContext, cmd: Command) -> str:
+    if ctx.retrainer is None:
+        raise _unhandled(cmd)
+    if ctx.retrainer.request(f"requested by {cmd.requested_by}"):
+        return "training started off the trading thread; the model registers when done"
+    return "a training run is already in progress"
+
+
+def _registry(ctx: CommandContext, cmd: Command) -> str:
+    model = ctx.trader.model
+    if model is None:
+        raise _unhandled(cmd)
+    try:
+        return model.handle_command(cmd.kind, cmd.args, actor=cmd.requested_by)
+    except RegistryError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _backtest(ctx: CommandContext, cmd: Command) -> str:
+    # Backtests and sweeps run in their own processes; the handler only starts them.
+    if ctx.backtests is None:
+        raise _unhandled(cmd)
+    return ctx.backtests(cmd)
+
+
+def _reconcile(ctx: CommandContext, cmd: Command) -> str:
+    try:
+        found = reconcile(ctx.trader, f"asked by {cmd.requested_by}")
+    except BrokerUnavailable as exc:
+        raise CommandFailed(f"the broker cannot answer: {exc}") from None
+    if not found:
+        return "the engine and the broker agree"
+    return "trading halted; differences: " + "; ".join(d.describe() for d in found)
+
+
+def _adopt(ctx: CommandContext, cmd: Command) -> str:
+    try:
+        return adopt_broker(ctx.trader, cmd.requested_by, str(cmd.args.get("reason", "")))
+    except (BrokerUnavailable, ValueError) as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+Handler = Callable[[CommandContext, Command], str]
+
+HANDLERS: dict[str, Handler] = {
     CommandKind.PAUSE: _pause,
     CommandKind.RESUME: _resume,
     CommandKind.FLATTEN: _flatten,
     CommandKind.EMERGENCY_STOP: _emergency_stop,
     CommandKind.ACK_ALERT: _ack_alert,
     CommandKind.CASH_MOVEMENT: _cash_movement,
+    CommandKind.TRAIN: _train,
+    CommandKind.PROMOTE: _registry,
+    CommandKind.ROLLBACK: _registry,
+    CommandKind.RETIRE: _registry,
+    CommandKind.BACKTEST: _backtest,
+    CommandKind.RECONCILE: _reconcile,
+    CommandKind.ADOPT_BROKER: _adopt,
 }
 
 
-def run_pending(trader: Trader, extra: dict[str, ExtraHandler] | None = None) -> int:
+def run_pending(ctx: CommandContext) -> int:
     """Apply every pending command, each on its own; returns how many were taken."""
-    trader.db.conn.commit()  # the claims below share no transaction with earlier work
-    rows = pending_rows(trader.db.conn)
+    conn = ctx.trader.db.conn
+    conn.commit()  # the claims below share no transaction with earlier work
+    rows = pending_rows(conn)
     # An emergency stop jumps the queue: nothing queued before it may trade first.
     rows.sort(key=lambda r: (r.kind != CommandKind.EMERGENCY_STOP, r.id))
     for row in rows:
         try:
-            _apply(trader, row, extra or {})
+            _apply(ctx, row)
         except Exception:
             # The row's own failures are handled in _apply; this is the store itself
             # failing. Leave the row pending for the next tick and stop this one.
-            trader.db.conn.rollback()
+            conn.rollback()
             raise
     return len(rows)
 
 
-def _apply(trader: Trader, row: CommandRow, extra: dict[str, ExtraHandler]) -> None:
-    conn = trader.db.conn
-    try:
-        cmd = parse_row(row)
-    except CommandError as exc:
-        _reject(trader, row, str(exc))
-        return
-    claimed = conn.execute(
-        "UPDATE commands SET status = 'running' WHERE id = ? AND status = 'pending'", (cmd.id,)
-    ).rowcount
-    if not claimed:
-        return
+def _run(ctx: CommandContext, cmd: Command) -> tuple[str, CommandStatus]:
+    conn = ctx.trader.db.conn
     handler = HANDLERS.get(cmd.kind)
     try:
-        if handler is not None:
-            result, status = handler(trader, cmd), CommandStatus.DONE
-        elif cmd.kind in extra:
-            result, status = extra[cmd.kind](cmd), CommandStatus.DONE
-        else:
-            raise CommandFailed(f"no handler for command {cmd.kind.value!r} in this engine")
+        if handler is None:
+            raise _unhandled(cmd)
+        return handler(ctx, cmd), CommandStatus.DONE
     except CommandFailed as exc:
         conn.rollback()
-        result, status = str(exc), CommandStatus.FAILED
+        return str(exc), CommandStatus.FAILED
     except Exception as exc:
         conn.rollback()
         if is_store_full(exc):
             raise  # the row stays pending; it runs once the store has room again
         log.exception("command %s #%d failed", cmd.kind, cmd.id)
-        result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
-    _finish(trader, cmd.id, status, result)
+        return f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+
+
+def _apply(ctx: CommandContext, row: CommandRow) -> None:
+    trader = ctx.trader
+    try:
+        cmd = parse_row(row)
+    except CommandError as exc:
+        _reject(trader, row, str(exc))
+        return
+    if not claim(trader.db.conn, cmd.id):
+        return
+    result, status = _run(ctx, cmd)
+    finish(trader.db.conn, cmd.id, status, result, trader.clock())
     append_audit(
         trader.db,
         cmd.requested_by,
@@ -182,14 +232,14 @@ def _apply(trader: Trader, row: CommandRow, extra: dict[str, ExtraHandler]) -> N
         {"id": cmd.id, "args": cmd.args, "status": status.value, "result": result},
         ts=trader.clock(),
     )
-    conn.commit()
+    trader.db.conn.commit()
     log.info("command %s #%d %s: %s", cmd.kind, cmd.id, status, result)
 
 
 def _reject(trader: Trader, row: CommandRow, reason: str) -> None:
     """A row that does not parse: failed with the reason, audited and alerted once."""
     kind = str(row.kind)[:40]
-    _finish(trader, row.id, CommandStatus.FAILED, f"rejected: {reason}")
+    finish(trader.db.conn, row.id, CommandStatus.FAILED, f"rejected: {reason}", trader.clock())
     append_audit(
         trader.db,
         ENGINE_ACTOR,
@@ -207,13 +257,6 @@ def _reject(trader: Trader, row: CommandRow, reason: str) -> None:
     trader.db.conn.commit()  # the alert logs it: one line per rejected row
 
 
-def _finish(trader: Trader, command_id: int, status: CommandStatus, result: str) -> None:
-    trader.db.conn.execute(
-        "UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
-        (status.value, result, trader.clock(), command_id),
-    )
-
-
 def recover_interrupted(trader: Trader) -> int:
     """At start: a row left `running` by a crash is failed, never applied again.
 
@@ -221,14 +264,15 @@ def recover_interrupted(trader: Trader) -> int:
     the flattening it started continues because HALTED means flatten).
     """
     conn = trader.db.conn
-    ids = [r[0] for r in conn.execute("SELECT id FROM commands WHERE status = 'running'")]
+    ids = running_ids(conn)
     for command_id in ids:
-        _finish(
-            trader,
+        finish(
+            conn,
             command_id,
             CommandStatus.FAILED,
             "interrupted: the engine stopped while applying it; what it had committed"
             " stands, and it is not applied a second time",
+            trader.clock(),
         )
         append_audit(
             trader.db,

@@ -12,8 +12,16 @@ The daily job then backs up (engine/process/backup.py).
 from __future__ import annotations
 
 import logging
+import sqlite3
+from pathlib import Path
 
 from sqlite_utils import Database
+
+from engine.alerts import audit
+from engine.config import Settings
+from engine.cycle import Trader
+from engine.domain import Severity
+from engine.process.backup import BackupError, take_backup
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +63,34 @@ def prune(
                 break
         deleted[table] = total
     return deleted
+
+
+def backup_dir(settings: Settings, path: Path) -> Path:
+    configured = settings.engine.backup_dir
+    return Path(configured) if configured else path.parent / "backups"
+
+
+def daily_housekeeping(settings: Settings, path: Path, trader: Trader, now: int) -> None:
+    """Prune per-cycle facts past `engine.keep_cycles_days`, then back up; one INFO
+    alert says what was done and carries the audit head off the machine."""
+    cfg = settings.engine
+    db = trader.db
+    deleted = prune(db, now, cfg.keep_cycles_days, market_now=trader.market_now)
+    folder = backup_dir(settings, path)
+    try:
+        target = take_backup(db.conn, path, folder, now, keep=cfg.keep_backups)
+        done = f"backup {target}"
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        log.error("daily backup into %s failed: %s", folder, exc)
+        trader.alerts.raise_(Severity.HIGH, "engine", "Daily backup failed", f"{folder}: {exc}")
+        done = "backup FAILED"
+    # The head leaves the machine with the alert: a third anchor for the audit chain.
+    top = audit.head(db.conn)
+    anchor = f"audit head #{top.id} {top.hash}" if top else "audit chain empty"
+    trader.alerts.raise_(
+        Severity.INFO,
+        "engine",
+        "Daily housekeeping",
+        f"pruned {sum(deleted.values())} per-cycle rows; {done}; {anchor}",
+    )
+    db.conn.commit()

@@ -33,6 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from engine.alerts.notify import NotifierStats
+from engine.config import Settings
 from engine.cycle import CycleResult
 from engine.domain import OrderStatus, Severity, TradingState
 
@@ -66,9 +67,12 @@ class Health:
 class _TraderView(Protocol):
     """What `cycle_done` reads from the trader: in-memory fields, no query."""
 
-    state: TradingState
-    state_reason: str
-    consecutive_failures: int
+    @property
+    def state(self) -> TradingState: ...
+    @property
+    def state_reason(self) -> str: ...
+    @property
+    def consecutive_failures(self) -> int: ...
 
 
 class EngineMetrics:
@@ -483,3 +487,34 @@ def _handler_for(metrics: EngineMetrics) -> type[BaseHTTPRequestHandler]:
             log.debug("metrics %s", format % args)
 
     return Handler
+
+
+def serve_metrics(
+    settings: Settings,
+    path: Path,
+    clock: Callable[[], int],
+    channel_stats: Callable[[], Mapping[str, NotifierStats]] | None,
+) -> tuple[EngineMetrics, MetricsServer] | None:
+    """Serve /metrics and /healthz; a taken port costs the metrics, never the engine."""
+    cfg = settings.metrics
+    if cfg.port == 0:
+        return None
+    metrics = EngineMetrics(
+        path,
+        cycle_seconds=max(settings.engine.cycle_period, 0.05),
+        stale_seconds=cfg.stale_seconds,
+        stale_intervals=settings.risk.deadman_intervals,
+        failures_limit=settings.engine.failure_pause_after,
+        clock=clock,
+    )
+    if channel_stats is not None:
+        metrics.watch_notifier(channel_stats)
+    try:
+        metrics.store.start()
+        server = MetricsServer(metrics, cfg.address, cfg.port)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("metrics not served on %s:%d: %s", cfg.address, cfg.port, exc)
+        metrics.store.close()
+        return None
+    server.start()
+    return metrics, server
