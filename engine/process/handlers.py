@@ -32,6 +32,7 @@ from engine.execution.brokers.base import BrokerUnavailable
 from engine.execution.reconcile import adopt_broker, reconcile
 from engine.ml.jobs import Retrainer
 from engine.ml.registry import RegistryError
+from engine.ml.service import ModelService
 from store.commands import (
     ENGINE_ACTOR,
     Command,
@@ -61,6 +62,7 @@ class CommandContext:
 
     trader: Trader
     retrainer: Retrainer | None = None
+    model: ModelService | None = None  # the live model service, for the registry commands
     backtests: Callable[[Command], str] | None = None  # starts a backtest process
 
 
@@ -126,7 +128,7 @@ def _train(ctx: CommandContext, cmd: Command) -> str:
 
 
 def _registry(ctx: CommandContext, cmd: Command) -> str:
-    model = ctx.trader.model
+    model = ctx.model
     if model is None:
         raise _unhandled(cmd)
     try:

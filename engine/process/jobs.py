@@ -32,6 +32,7 @@ from engine.execution.brokers.base import BrokerUnavailable
 from engine.execution.reconcile import reconcile
 from engine.ml.jobs import Retrainer
 from engine.ml.registry import needs_bootstrap
+from engine.ml.service import ModelService
 from engine.process import lease as lease_mod
 from engine.process.handlers import CommandContext, recover_interrupted, run_pending
 from engine.process.housekeeping import backup_dir, daily_housekeeping
@@ -57,6 +58,7 @@ class Jobs:
         guard: StoreGuard,
         notifier: Notifier,
         retrainer: Retrainer | None,
+        model: ModelService | None,
         request_stop: Callable[[], None],
     ) -> None:
         self.settings = settings
@@ -71,7 +73,7 @@ class Jobs:
         self.request_stop = request_stop
         self.metrics: EngineMetrics | None = None
         self.anchored: audit.Head | None = None
-        self.commands = CommandContext(trader, retrainer, Launcher(path).handle)
+        self.commands = CommandContext(trader, retrainer, model, Launcher(path).handle)
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
         self._reconcile_due: str | None = "at start"
         self._reconnects_seen = 0

@@ -112,6 +112,7 @@ class Engine:
             guard=opened.guard,
             notifier=opened.notifier,
             retrainer=opened.ml.retrainer if opened.ml else None,
+            model=opened.ml.model if opened.ml else None,
             request_stop=self.request_stop,
         )
         self.jobs.anchored = opened.anchored
