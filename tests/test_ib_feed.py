@@ -381,7 +381,9 @@ def test_a_lost_farm_blocks_entries_in_the_engine_with_an_alert_and_ok_lifts_it(
 
     def farm_blocked() -> frozenset[str]:
         # What the gate's health check reads: a symbol in it gets no entries.
-        found = [b.symbols for b in trader.entry_blocks if b.reason == "market data farm lost"]
+        found = [
+            b.symbols for b in trader.router.entry_blocks if b.reason == "market data farm lost"
+        ]
         return frozenset().union(*found)
 
     eng.step()
