@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,16 @@ def test_the_engine_and_the_store_never_import_the_cockpit() -> None:
         if package(imported) == "cockpit"
     ]
     assert breaches == []
+
+
+def test_the_checkout_tracks_no_virtualenv_and_no_local_data() -> None:
+    # A worktree's .venv is a symlink to the shared one: tracked, a checkout of main
+    # would replace the real environment with a link to itself.
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", ".venv", "var"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tracked.stdout == ""
