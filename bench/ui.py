@@ -298,10 +298,7 @@ def _account(
 
 def _paper_account(path: Path, cash: float, now: int) -> None:
     """The paper broker's own account, holding what the engine's account holds."""
-    from engine.execution.brokers.paper import apply_migrations
-
     db = open_writer(path)
-    apply_migrations(db)
     with db.conn:
         db.conn.execute(
             "INSERT OR REPLACE INTO paper_account (id, cash, starting_cash, order_seq, exec_seq,"

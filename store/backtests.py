@@ -1,8 +1,7 @@
 """Backtest and sweep runs in the state store: written by `engine backtest` and
 `engine sweep` (a short write when a run starts, as it progresses, and when it
 ends); the Backtests page reads them through `cockpit.backtests_views`. The table
-belongs to its own migration set, so a database the backtester never touched
-simply has no runs.
+is the "backtests" migration set in `store.schema`.
 """
 
 from __future__ import annotations
@@ -11,44 +10,14 @@ import json
 import os
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from store.db import now_ms, open_writer
-from store.schema import apply_pending
 
-migrations = Migrations("backtests")
 PathLike = str | os.PathLike[str] | None
-
-
-@migrations()
-def m001_backtest_runs(db: Database) -> None:
-    db.table("backtest_runs").create(
-        {
-            "run_id": str,
-            "kind": str,  # backtest or sweep
-            "status": str,  # running, done, failed
-            "progress": float,  # 0..1
-            "created_at": int,
-            "finished_at": int,
-            "strategy": str,
-            "symbols": str,
-            "out_dir": str,
-            "config": str,  # JSON
-            "metrics": str,  # JSON
-            "message": str,
-            "command_id": int,
-        },
-        pk="run_id",
-        if_not_exists=True,
-    )
-    db.table("backtest_runs").create_index(["created_at"], if_not_exists=True)
 
 
 def _write(path: PathLike, sql: str, args: tuple[Any, ...]) -> None:
     db = open_writer(path)
     try:
-        apply_pending(migrations, db)
         with db.conn:
             db.conn.execute(sql, args)
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from store.schema import migrate
+from store.schema import migrate, require_current, schema_version
 
 BUSY_TIMEOUT_MS = 5_000
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,8 @@ def _tune(conn: sqlite3.Connection) -> None:
 
 
 def open_writer(path: str | os.PathLike[str] | None = None) -> Database:
-    """The engine's single writer connection, with the schema migrated.
+    """The engine's single writer connection, with the schema migrated: every pending
+    migration of the registry (store.schema) applies here, once, in one transaction.
 
     check_same_thread is off because the connection is made on the main thread
     and used on the trading executor's one thread; nothing else touches it.
@@ -99,12 +100,22 @@ def ensure_schema(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def open_reader(path: str | os.PathLike[str] | None = None) -> sqlite3.Connection:
-    """A read-only connection; raises FileNotFoundError when there is no database yet."""
+    """A read-only connection; raises FileNotFoundError when there is no database yet
+    and store.schema.SchemaError when its schema is older than this code (readers
+    never migrate: the engine upgrades the database when it opens it)."""
     file = db_path(path)
     if not file.exists():
         raise FileNotFoundError(f"no state database at {file}; start the engine first")
     conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if schema_version(conn) == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            # made a moment ago by a writer that has not committed its schema yet
+            raise FileNotFoundError(f"no state database at {file} yet; start the engine first")
+        require_current(conn, file)
+    except BaseException:
+        conn.close()
+        raise
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -124,11 +135,15 @@ def maybe_reader(
 ) -> Iterator[sqlite3.Connection | None]:
     """A read-only connection, or None when no engine has created the database yet
     (the cockpit's empty state)."""
-    if not db_path(path).exists():
+    try:
+        conn = open_reader(path)
+    except FileNotFoundError:
         yield None
         return
-    with reader(path) as conn:
+    try:
         yield conn
+    finally:
+        conn.close()
 
 
 @contextmanager

@@ -1,22 +1,47 @@
-"""The schema of the state store, as named migrations applied in order.
+"""The schema of the state store: every table, as migration sets in one registry.
 
 Table and column names are a contract between engine, cockpit, CLI and tests
 (docs/ARCHITECTURE.md). Times are epoch milliseconds UTC. Money and quantities are stored as
 computed (REAL); rounding happens only for display.
 
-Modules that own extra tables (the paper broker, the ML registry) register their
-own `Migrations` set and apply it themselves; this set holds the shared tables.
+The registry (`REGISTRY`) holds the sets in the order they apply: core ("cockpit"),
+the paper broker's tables, risk usage, ML, alert deliveries, secrets and backtest
+runs. Each set records its applied migrations by name in `_sqlite_migrations` (so a
+database made before the registry keeps its history), and the database's schema
+version (`PRAGMA user_version`) is the number of registry migrations applied.
+
+The writer applies every pending migration once, when it opens the database
+(`store.db.open_writer` -> `migrate`), in one transaction. Nothing else migrates:
+readers check the version (`require_current`) and refuse an older database with
+an error that says how to upgrade it. A migration only ever appends: never edit or
+reorder one that has shipped, add a new one at the end of its set.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-migrations = Migrations("cockpit")
+core = Migrations("cockpit")
+paper = Migrations("paper_broker")
+risk = Migrations("risk")
+ml = Migrations("ml")
+notify = Migrations("notify")
+secrets = Migrations("secrets")
+backtests = Migrations("backtests")
+
+# The order migrations apply in. A set may refer to tables of a set before it (the
+# ML set indexes the core `models` table).
+REGISTRY: tuple[Migrations, ...] = (core, paper, risk, ml, notify, secrets, backtests)
 
 
-@migrations()
+# ---------------------------------------------------------------- core ("cockpit")
+
+
+@core()
 def m001_core(db: Database) -> None:
     db.table("engine").create(
         {
@@ -280,7 +305,7 @@ def m001_core(db: Database) -> None:
     )
 
 
-@migrations()
+@core()
 def m002_indexes(db: Database) -> None:
     for table, columns, unique in [
         ("orders", ["client_order_id"], True),
@@ -307,7 +332,7 @@ def m002_indexes(db: Database) -> None:
         db.table(table).create_index(columns, unique=unique, if_not_exists=True)
 
 
-@migrations()
+@core()
 def m003_covering_indexes_for_risk_facts(db: Database) -> None:
     """The risk gate reads today's orders and trades before every order; covering
     indexes keep those reads inside the index instead of visiting every row."""
@@ -321,7 +346,7 @@ def m003_covering_indexes_for_risk_facts(db: Database) -> None:
     )
 
 
-@migrations()
+@core()
 def m004_read_model_indexes(db: Database) -> None:
     """What the cockpit's read models need on a marathon-sized database:
     equity(drawdown) answers the worst drawdown with one probe; failed cycles and
@@ -339,7 +364,7 @@ def m004_read_model_indexes(db: Database) -> None:
     )
 
 
-@migrations()
+@core()
 def m005_brackets_and_exit_reasons(db: Database) -> None:
     """Stops and targets rest at the broker as a bracket with their entry, and every
     round trip says why it closed and at which protective levels."""
@@ -354,7 +379,7 @@ def m005_brackets_and_exit_reasons(db: Database) -> None:
     trades.add_column("target", float)
 
 
-@migrations()
+@core()
 def m006_market_clock(db: Database) -> None:
     """Market time beside wall time on the engine row: the market clock the cycle
     runs on, its speed, whether it is simulated, the bar interval, the trading-day
@@ -373,7 +398,7 @@ def m006_market_clock(db: Database) -> None:
             engine.add_column(name, kind)
 
 
-@migrations()
+@core()
 def m007_account_and_cash_movements(db: Database) -> None:
     """Starting cash is fixed for an account's life; deposits and withdrawals are
     their own audited rows, so P&L and drawdown can leave them out."""
@@ -389,22 +414,326 @@ def m007_account_and_cash_movements(db: Database) -> None:
     db.table("cash_movements").create_index(["ts"], if_not_exists=True)
 
 
-@migrations()
+@core()
 def m008_engine_heartbeat_seconds(db: Database) -> None:
     """How often the engine beats, so every reader judges liveness by one rule."""
     if "heartbeat_seconds" not in db.table("engine").columns_dict:
         db.table("engine").add_column("heartbeat_seconds", float)
 
 
-def apply_pending(migration_set: Migrations, db: Database) -> list[str]:
-    """Apply a set's pending migrations (idempotent); return the names applied.
-    Every module that owns tables (paper broker, risk, ML) applies its set through this."""
-    names = [m.name for m in migration_set.pending(db)]
-    if names:
-        migration_set.apply(db)
-    return names
+# ----------------------------- the paper broker ("paper_broker")
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply the shared set's pending migrations; return the names applied."""
-    return apply_pending(migrations, db)
+@paper()
+def m001_paper_tables(db: Database) -> None:
+    db.table("paper_account").create(
+        {
+            "id": int,
+            "cash": float,
+            "starting_cash": float,
+            "order_seq": int,
+            "exec_seq": int,
+            "updated_at": int,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db.table("paper_positions").create(
+        {"symbol": str, "qty": float, "updated_at": int}, pk="symbol", if_not_exists=True
+    )
+    db.table("paper_bars").create(  # the last bar seen per symbol: the broker's market data
+        {
+            "symbol": str,
+            "ts": int,
+            "open": float,
+            "high": float,
+            "low": float,
+            "close": float,
+            "volume": float,
+        },
+        pk="symbol",
+        if_not_exists=True,
+    )
+    db.table("paper_orders").create(
+        {
+            "client_order_id": str,
+            "broker_order_id": str,
+            "symbol": str,
+            "side": str,
+            "qty": float,
+            "type": str,
+            "purpose": str,
+            "limit_price": float,
+            "stop_price": float,
+            "status": str,
+            "filled_qty": float,
+            "avg_price": float,
+            "triggered": int,
+            "after_ts": int,  # the order works on bars later than this one
+            "expires_at": int,
+            "created_at": int,
+            "updated_at": int,
+            "detail": str,
+        },
+        pk="client_order_id",
+        if_not_exists=True,
+    )
+    db.table("paper_orders").create_index(["status"], if_not_exists=True)
+    db.table("paper_executions").create(
+        {
+            "exec_id": str,
+            "client_order_id": str,
+            "broker_order_id": str,
+            "symbol": str,
+            "side": str,
+            "ts": int,
+            "qty": float,
+            "price": float,
+            "commission": float,
+            "ref_price": float,
+        },
+        pk="exec_id",
+        if_not_exists=True,
+    )
+    db.table("paper_executions").create_index(["client_order_id"], if_not_exists=True)
+
+
+@paper()
+def m002_brackets(db: Database) -> None:
+    orders = db.table("paper_orders")
+    orders.add_column("parent_id", str)
+    orders.add_column("oco_group", str)
+
+
+# ------------------------------------------- risk usage ("risk")
+
+
+@risk()
+def m001_risk_usage(db: Database) -> None:
+    db.table("risk_usage").create(
+        {
+            "name": str,
+            "value": float,
+            "limit_value": float,
+            "unit": str,
+            "share": float,
+            "detail": str,
+            "updated_at": int,
+        },
+        pk="name",
+        if_not_exists=True,
+    )
+
+
+# ----------------------------------------------------- ML ("ml")
+
+
+@ml()
+def m001_ml_tables(db: Database) -> None:
+    db.table("predictions").create(
+        {
+            "id": int,
+            "ts": int,  # bar time the prediction was made on
+            "symbol": str,
+            "model_version": str,
+            "role": str,  # champion or challenger
+            "proba": float,  # p(up over the horizon)
+            "regime": str,  # the regime head's call, when it has one
+            "regime_confidence": float,
+            "true_regime": str,  # the simulator's truth at ts, when known
+            "ref_price": float,  # close at ts
+            "horizon_ts": int,  # when the outcome is known
+            "outcome": int,  # 1 up, 0 not up; NULL until scored
+            "exit_price": float,
+            "scored_at": int,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db.table("drift").create(
+        {
+            "id": int,
+            "ts": int,
+            "model_version": str,
+            "kind": str,  # feature_psi, prediction_psi, live_accuracy
+            "name": str,  # feature name, proba_up or accuracy
+            "value": float,
+            "threshold": float,
+            "severity": str,  # NULL within bounds
+            "n": int,
+            "detail": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db.table("model_events").create(
+        {
+            "id": int,
+            "ts": int,
+            "version": str,
+            "action": str,  # register, promote, rollback, retire, challenger, demote
+            "from_status": str,
+            "to_status": str,
+            "replaced": str,  # the champion this one replaced, for rollback
+            "actor": str,
+            "reason": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    for table, columns in [
+        ("predictions", ["model_version", "role", "scored_at"]),
+        ("predictions", ["symbol", "ts"]),
+        ("drift", ["ts"]),
+        ("drift", ["kind", "name", "ts"]),
+        ("model_events", ["version", "id"]),
+        ("models", ["version"]),
+        ("models", ["status"]),
+    ]:
+        db.table(table).create_index(columns, if_not_exists=True)
+    # Scoring looks only at unscored rows; a partial index keeps that lookup small.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS predictions_due ON predictions (horizon_ts)"
+        " WHERE scored_at IS NULL"
+    )
+
+
+# ----------------------------------- alert deliveries ("notify")
+
+
+@notify()
+def m001_alert_deliveries(db: Database) -> None:
+    db.table("alert_deliveries").create(
+        {
+            "id": int,
+            "ts": int,
+            "channel": str,  # webhook, email, telegram
+            "target": str,  # the channel's name, no secret
+            "alert_ids": str,  # JSON list: a grouped message stands for several alerts
+            "title": str,
+            "status": str,  # delivered or dead
+            "attempts": int,
+            "error": str,
+        },
+        pk="id",
+        not_null={"ts", "channel", "status"},
+        if_not_exists=True,
+    )
+    db.table("alert_deliveries").create_index(["status", "ts"], if_not_exists=True)
+
+
+# ------------------------------------------- secrets ("secrets")
+
+
+@secrets()
+def m001_secrets(db: Database) -> None:
+    db.table("secrets").create(
+        {"name": str, "token": str, "updated_at": int},
+        pk="name",
+        not_null={"token", "updated_at"},
+        if_not_exists=True,
+    )
+
+
+# ----------------------------------- backtest runs ("backtests")
+
+
+@backtests()
+def m001_backtest_runs(db: Database) -> None:
+    db.table("backtest_runs").create(
+        {
+            "run_id": str,
+            "kind": str,  # backtest or sweep
+            "status": str,  # running, done, failed
+            "progress": float,  # 0..1
+            "created_at": int,
+            "finished_at": int,
+            "strategy": str,
+            "symbols": str,
+            "out_dir": str,
+            "config": str,  # JSON
+            "metrics": str,  # JSON
+            "message": str,
+            "command_id": int,
+        },
+        pk="run_id",
+        if_not_exists=True,
+    )
+    db.table("backtest_runs").create_index(["created_at"], if_not_exists=True)
+
+
+# ------------------------------------------------------------------ the registry
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this code reads; the message says why."""
+
+
+def _names(migration_set: Migrations) -> list[str]:
+    return [m.name for m in migration_set._migrations]
+
+
+def registered(registry: Sequence[Migrations] = REGISTRY) -> list[tuple[str, str]]:
+    """Every migration of the registry as (set, name), in the order they apply."""
+    return [(s.name, name) for s in registry for name in _names(s)]
+
+
+SCHEMA_VERSION = len(registered())
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version: how many registry migrations it has applied."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: Database, registry: Sequence[Migrations] = REGISTRY) -> list[str]:
+    """Bring the database to the registry's version; return the names applied
+    ("set/name"). Idempotent: on a current database it reads one pragma and writes
+    nothing.
+
+    Everything pending applies in one IMMEDIATE transaction (the write lock is taken
+    before anything is read, so two writers cannot both apply a migration): a
+    failing migration leaves the database as it was, at its old version.
+    """
+    version = len(registered(registry))
+    current = schema_version(db.conn)
+    if current == version:
+        return []
+    if current > version:
+        raise SchemaError(
+            f"the database is at schema version {current}, newer than this code's"
+            f" {version}: it was written by a newer version of the cockpit; run that"
+            " version (or restore a backup made by this one)"
+        )
+    if db.conn.in_transaction:
+        db.conn.commit()
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        applied: list[str] = []
+        for migration_set in registry:
+            pending = [m.name for m in migration_set.pending(db)]
+            if pending:
+                migration_set.apply(db)
+                applied += [f"{migration_set.name}/{name}" for name in pending]
+        db.conn.execute(f"PRAGMA user_version = {version}")
+        db.conn.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def require_current(conn: sqlite3.Connection, where: object = "the database") -> None:
+    """Refuse to read a database whose schema is older than this code's.
+
+    Readers never migrate: only the writer (the engine) may change the schema, while
+    it holds the database.
+    """
+    current = schema_version(conn)
+    if current < SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} is at schema version {current}, this code reads version"
+            f" {SCHEMA_VERSION}: start the engine once (python -m engine run) so it"
+            " upgrades the database, then try again"
+        )

@@ -31,10 +31,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from store.db import now_ms
-from store.schema import apply_pending
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +40,6 @@ KEY_ENV = "COCKPIT_SECRET_KEY"
 NAME_PATTERN = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,99}$")
 # Names the engine manages itself; `secrets set` refuses them.
 RESERVED_PREFIX = "audit."
-
-migrations = Migrations("secrets")
-
-
-@migrations()
-def m001_secrets(db: Database) -> None:
-    db.table("secrets").create(
-        {"name": str, "token": str, "updated_at": int},
-        pk="name",
-        not_null={"token", "updated_at"},
-        if_not_exists=True,
-    )
 
 
 class SecretsError(RuntimeError):
@@ -157,7 +143,6 @@ class SecretStore:
             )
         keys = self._keys(create=True)
         assert keys is not None
-        apply_pending(migrations, db)
         if self.names(db.conn):
             self._check(db.conn, keys)
         token = keys.encrypt(value.encode()).decode()
@@ -240,7 +225,6 @@ class SecretStore:
         environment, so a crash after the commit cannot lose it.
         """
         old = self._keys(create=False)
-        apply_pending(migrations, db)
         rows = db.conn.execute("SELECT name, token FROM secrets").fetchall()
         if rows and old is None:
             raise WrongKey(f"secrets are stored but there is no key ({self._origin()})")

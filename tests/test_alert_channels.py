@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engine.__main__ import main
-from engine.alerts.deliveries import apply_migrations, record
+from engine.alerts.deliveries import record
 from engine.alerts.notify import Delivery, DeliveryStatus, Notifier
 from engine.config import AlertSettings, ConfigError, effective, load_settings
 from engine.domain import Severity
@@ -312,7 +312,6 @@ def test_cli_lists_dead_letters_only_when_asked(
     db_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = open_writer(db_file)
-    apply_migrations(db)
     outcome = {"ts": 1_767_225_600_000, "target": "telegram chat 4242", "attempts": 3}
     record(
         db,

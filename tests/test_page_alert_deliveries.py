@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.alerts.deliveries import apply_migrations, record
+from engine.alerts.deliveries import record
 from engine.alerts.notify import Delivery, DeliveryStatus
 from store.db import now_ms, open_writer
 from tests.cockpit_support import app
@@ -15,7 +15,6 @@ PAGE = "pages/alerts.py"
 
 def _deliveries(db: Path) -> None:
     writer = open_writer(db)
-    apply_migrations(writer)
     common = {"ts": now_ms(), "attempts": 3}
     record(
         writer,

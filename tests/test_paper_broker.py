@@ -404,7 +404,7 @@ _steps = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(steps=_steps)
 def test_cash_and_positions_follow_the_fills_exactly(steps: list[tuple]) -> None:
-    db = Database(memory=True)
+    db = open_writer(":memory:")
     paper = PaperSettings(slippage_bps=3, slippage_range_share=0.05, max_participation=0.3)
     b = PaperBroker(db, paper, starting_cash=50_000)
     expected_cash, expected = 50_000.0, {"AAA": 0.0, "BBB": 0.0}

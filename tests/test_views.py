@@ -3,6 +3,7 @@ through the schema."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,6 +30,21 @@ from store.status import read_status
 
 DAY = reader.DAY_MS
 T0 = int(datetime(2026, 3, 1, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with the schema and no rows, made once: the property tests below
+    copy it for each example instead of building the schema every time."""
+    path = tmp_path_factory.mktemp("template") / "empty.db"
+    open_writer(path).conn.close()
+    return path
+
+
+def _copy_of(empty_store: Path, folder: Path) -> Path:
+    path = folder / "c.db"
+    shutil.copy(empty_store, path)
+    return path
 
 
 @pytest.fixture
@@ -85,8 +101,10 @@ def _engine(writer, heartbeat: int, cycle_seconds: float = 1.0, **extra) -> None
     n=st.integers(min_value=1, max_value=3000),
     points=st.integers(min_value=2, max_value=200),
 )
-def test_equity_curve_is_thinned_to_stored_marks(tmp_path_factory, n: int, points: int) -> None:
-    path = tmp_path_factory.mktemp("eq") / "e.db"
+def test_equity_curve_is_thinned_to_stored_marks(
+    tmp_path_factory, empty_store: Path, n: int, points: int
+) -> None:
+    path = _copy_of(empty_store, tmp_path_factory.mktemp("eq"))
     writer = open_writer(path)
     _equity(writer, [(T0 + i * 60_000, 100_000 + (i * 37 % 101)) for i in range(n)])
     writer.conn.close()
@@ -101,8 +119,10 @@ def test_equity_curve_is_thinned_to_stored_marks(tmp_path_factory, n: int, point
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(st.floats(min_value=0.1, max_value=1e4), min_size=1, max_size=300))
-def test_cycle_percentiles_are_nearest_rank(tmp_path_factory, durations: list[float]) -> None:
-    path = tmp_path_factory.mktemp("cy") / "c.db"
+def test_cycle_percentiles_are_nearest_rank(
+    tmp_path_factory, empty_store: Path, durations: list[float]
+) -> None:
+    path = _copy_of(empty_store, tmp_path_factory.mktemp("cy"))
     writer = open_writer(path)
     _cycles(writer, [T0 + i * 1000 for i in range(len(durations))], durations)
     writer.conn.close()

@@ -2,7 +2,7 @@
 
 The notifier keeps outcomes in memory (it never touches the database, so it still
 works when nothing can be written); the engine's heartbeat moves them into
-`alert_deliveries`, a table of this module's own migration set ("notify"). A row
+`alert_deliveries` (the "notify" migration set in `store.schema`). A row
 with status `dead` is a dead letter: every attempt on that channel failed. Texts in
 a row come from the notifier, which builds them without any secret.
 """
@@ -15,38 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from engine.alerts.notify import Delivery, DeliveryStatus, Notifier
 from engine.domain import Severity
-from store.schema import apply_pending
-
-migrations = Migrations("notify")
-
-
-@migrations()
-def m001_alert_deliveries(db: Database) -> None:
-    db.table("alert_deliveries").create(
-        {
-            "id": int,
-            "ts": int,
-            "channel": str,  # webhook, email, telegram
-            "target": str,  # the channel's name, no secret
-            "alert_ids": str,  # JSON list: a grouped message stands for several alerts
-            "title": str,
-            "status": str,  # delivered or dead
-            "attempts": int,
-            "error": str,
-        },
-        pk="id",
-        not_null={"ts", "channel", "status"},
-        if_not_exists=True,
-    )
-    db.table("alert_deliveries").create_index(["status", "ts"], if_not_exists=True)
-
-
-def apply_migrations(db: Database) -> None:
-    apply_pending(migrations, db)
 
 
 def record(db: Database, deliveries: Iterable[Delivery]) -> int:

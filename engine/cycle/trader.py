@@ -49,7 +49,6 @@ from engine.ml.service import CycleModel
 from engine.risk import RiskContext, RiskGate
 from engine.risk.daily import DailyFacts
 from engine.risk.monitor import Monitor
-from engine.risk.usage import apply_migrations
 from store.db import is_store_full
 
 log = logging.getLogger(__name__)
@@ -238,7 +237,6 @@ class Trader:
         for bar in self.market.last_bar.values():
             self.broker.on_bar(bar)  # the broker learns prices; resting orders match on new bars
         self.oms.reconcile()
-        apply_migrations(self.db)
         self.db.conn.commit()
         self.protect_positions()
 

@@ -11,9 +11,9 @@
 - shadow     champion against challenger: promotion advice
 - jobs       `Retrainer` on the ML executor, `retrain_trigger` for the cron schedule
 - cli        `python -m engine train` and `python -m engine models ...`
-- schema     the "ml" migration set: predictions, drift, model_events
 
-Not here: the strategy's use of a prediction (`engine.decide.regime`, `engine.decide.strategy`)
-and the Models page's read model (`cockpit.models_views`). `models` means ML models;
-the domain's value types are in `engine.domain`.
+Not here: the tables (predictions, drift, model_events: the "ml" set in
+`store.schema`), the strategy's use of a prediction (`engine.decide.regime`,
+`engine.decide.strategy`) and the Models page's read model (`cockpit.models_views`).
+`models` means ML models; the domain's value types are in `engine.domain`.
 """

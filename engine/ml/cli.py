@@ -20,7 +20,6 @@ from typing import Any
 
 from engine.config import load_settings
 from engine.ml import registry
-from engine.ml.schema import apply_migrations
 from engine.ml.train import TrainedModel, TrainingError, TrainParams, train_model
 from engine.process.queued import FAILED, OK, run_queued
 from store.commands import CommandKind, cli_actor
@@ -155,7 +154,6 @@ def _train(args: argparse.Namespace) -> int:
         return OK
     db = open_writer(args.db)
     try:
-        apply_migrations(db)
         registry.adopt(db, trained, actor=cli_actor())
         status = registry.get(db.conn, trained.version)
     finally:

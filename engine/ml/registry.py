@@ -34,7 +34,6 @@ from sqlite_utils import Database
 
 from engine.alerts.audit import append_audit
 from engine.ml.artifact import ArtifactError, models_dir, verify_artifact
-from engine.ml.schema import apply_migrations
 from engine.ml.train import TrainedModel
 from store.commands import CommandKind
 from store.db import now_ms
@@ -246,7 +245,6 @@ def localize_artifacts(db: Database) -> int:
     into a shared folder: each version folder is copied (not moved: another database
     may point at it too). A missing artifact is left as it is; loading it alerts.
     """
-    apply_migrations(db)
     file = db_file_of(db.conn)
     if file is None:
         return 0
@@ -283,7 +281,6 @@ def register(
     db: Database, trained: TrainedModel, *, now: int | None = None, actor: str = "engine"
 ) -> str:
     """Record a trained version as a candidate; returns its version."""
-    apply_migrations(db)
     now = now_ms() if now is None else now
     if get(db.conn, trained.version) is not None:
         raise RegistryError(f"model version {trained.version} is already registered")
@@ -328,7 +325,6 @@ def promote(
     reason: str = "",
 ) -> str:
     """Make `version` the champion; the champion it replaces is retired."""
-    apply_migrations(db)
     now = now_ms() if now is None else now
     record = _require(db, version)
     if record.status is ModelStatus.CHAMPION:
@@ -390,7 +386,6 @@ def rollback(
     db: Database, *, now: int | None = None, actor: str = "operator", reason: str = ""
 ) -> str:
     """Restore the champion before the current one and retire the current one."""
-    apply_migrations(db)
     now = now_ms() if now is None else now
     current = champion(db.conn)
     if current is None:
@@ -435,7 +430,6 @@ def retire(
     reason: str = "",
 ) -> str:
     """Retire a version. Retiring the champion leaves the engine on rules only."""
-    apply_migrations(db)
     now = now_ms() if now is None else now
     record = _require(db, version)
     if record.status is ModelStatus.RETIRED:
@@ -460,7 +454,6 @@ def set_challenger(
     db: Database, version: str, *, now: int | None = None, actor: str = "operator"
 ) -> str:
     """Shadow `version` live beside the champion; a previous challenger returns to candidate."""
-    apply_migrations(db)
     now = now_ms() if now is None else now
     record = _require(db, version)
     if record.status is ModelStatus.CHAMPION:

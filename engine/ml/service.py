@@ -51,7 +51,6 @@ from engine.ml.drift import (
 )
 from engine.ml.features import FEATURES, N_FEATURES
 from engine.ml.registry import ModelRecord, transaction
-from engine.ml.schema import apply_migrations
 from engine.ml.shadow import PromotionAdvice, promotion_advice
 from engine.ml.train import training_accuracy
 from store.db import now_ms
@@ -256,7 +255,6 @@ class ModelService:
         # without a loader (tools, tests) loading happens inside `sync`.
         self._loader = loader
         self._pending: Future[_Loaded] | None = None
-        apply_migrations(db)
         self.sync()
 
     # ------------------------------------------------------------------ loading

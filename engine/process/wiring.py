@@ -16,7 +16,6 @@ from sqlite_utils import Database
 
 from engine.alerts import audit
 from engine.alerts.alerts import Alerts
-from engine.alerts.deliveries import apply_migrations as apply_delivery_migrations
 from engine.alerts.notify import Notifier
 from engine.config import ConfigError, Settings
 from engine.cycle import Trader, store_bars
@@ -254,7 +253,6 @@ def open_engine(settings: Settings, path: Path, clock: Callable[[], int], given:
             feed, history = build_feed(settings, db, clock())
         broker = given.broker or build_broker(settings, db)
         notifier = Notifier.from_settings(settings.alerts)
-        apply_delivery_migrations(db)
         guard = StoreGuard(path, clock, notifier.submit)
         alerts = Alerts(db, clock, deliver=notifier.submit)
         ml = build_ml(settings, db, path, alerts, clock)

@@ -1,57 +1,24 @@
 """How much of each limit is in use right now, for the Risk page's gauges.
 
 `usage(ctx, settings)` is pure; `write_usage(db, usages, now)` overwrites one row
-per limit in `risk_usage`, a table of this module's own migration set ("risk").
+per limit in `risk_usage` (the "risk" migration set in `store.schema`).
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from engine.config import RiskSettings
 from engine.risk import capital, limits
 from engine.risk.context import RiskContext
 from store.risk import replace_usage
-from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
-
-migrations = Migrations("risk")
-
-
-@migrations()
-def m001_risk_usage(db: Database) -> None:
-    db.table("risk_usage").create(
-        {
-            "name": str,
-            "value": float,
-            "limit_value": float,
-            "unit": str,
-            "share": float,
-            "detail": str,
-            "updated_at": int,
-        },
-        pk="name",
-        if_not_exists=True,
-    )
-
-
-_migrated: weakref.WeakSet[Database] = weakref.WeakSet()
-
-
-def apply_migrations(db: Database) -> None:
-    """Once per store: `write_usage` runs every monitor step, and asking SQLite
-    whether the table exists cost more than writing the figures."""
-    if db not in _migrated:
-        apply_pending(migrations, db)
-        _migrated.add(db)
 
 
 class Unit(StrEnum):
@@ -180,7 +147,6 @@ def _activity_usage(ctx: RiskContext, settings: RiskSettings) -> list[LimitUsage
 
 def write_usage(db: Database, usages: Iterable[LimitUsage], now: int) -> None:
     """Overwrite the current figures; the caller's job commits."""
-    apply_migrations(db)
     replace_usage(
         db.conn, [(u.name, u.value, u.limit, u.unit.value, u.share, u.detail, now) for u in usages]
     )

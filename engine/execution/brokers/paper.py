@@ -2,7 +2,8 @@
 
 It learns prices only from `on_bar`, decides fills with the pure rules in
 `engine.execution.brokers.fills`, and keeps its own account (cash, signed positions), its
-orders and its executions in its own tables (migration set "paper_broker") on the
+orders and its executions in its own tables (migration set "paper_broker" in
+`store.schema`) on the
 engine's writer connection. A new PaperBroker on the same file continues exactly
 where the previous one stopped: working orders keep working, cash and positions
 are kept, exec ids are never reused.
@@ -41,7 +42,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from engine.config import PaperSettings
 from engine.domain import (
@@ -67,99 +67,11 @@ from engine.execution.brokers.fills import (
     worse,
 )
 from engine.execution.brokers.paper_book import PaperBook, Working
-from store.schema import apply_pending
 
 logger = logging.getLogger(__name__)
 
 SHORT_MARGIN = 0.5  # equity needed per unit of short notional
 NOT_WORKING = "unknown or not working"
-
-migrations = Migrations("paper_broker")
-
-
-@migrations()
-def m001_paper_tables(db: Database) -> None:
-    db.table("paper_account").create(
-        {
-            "id": int,
-            "cash": float,
-            "starting_cash": float,
-            "order_seq": int,
-            "exec_seq": int,
-            "updated_at": int,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db.table("paper_positions").create(
-        {"symbol": str, "qty": float, "updated_at": int}, pk="symbol", if_not_exists=True
-    )
-    db.table("paper_bars").create(  # the last bar seen per symbol: the broker's market data
-        {
-            "symbol": str,
-            "ts": int,
-            "open": float,
-            "high": float,
-            "low": float,
-            "close": float,
-            "volume": float,
-        },
-        pk="symbol",
-        if_not_exists=True,
-    )
-    db.table("paper_orders").create(
-        {
-            "client_order_id": str,
-            "broker_order_id": str,
-            "symbol": str,
-            "side": str,
-            "qty": float,
-            "type": str,
-            "purpose": str,
-            "limit_price": float,
-            "stop_price": float,
-            "status": str,
-            "filled_qty": float,
-            "avg_price": float,
-            "triggered": int,
-            "after_ts": int,  # the order works on bars later than this one
-            "expires_at": int,
-            "created_at": int,
-            "updated_at": int,
-            "detail": str,
-        },
-        pk="client_order_id",
-        if_not_exists=True,
-    )
-    db.table("paper_orders").create_index(["status"], if_not_exists=True)
-    db.table("paper_executions").create(
-        {
-            "exec_id": str,
-            "client_order_id": str,
-            "broker_order_id": str,
-            "symbol": str,
-            "side": str,
-            "ts": int,
-            "qty": float,
-            "price": float,
-            "commission": float,
-            "ref_price": float,
-        },
-        pk="exec_id",
-        if_not_exists=True,
-    )
-    db.table("paper_executions").create_index(["client_order_id"], if_not_exists=True)
-
-
-@migrations()
-def m002_brackets(db: Database) -> None:
-    orders = db.table("paper_orders")
-    orders.add_column("parent_id", str)
-    orders.add_column("oco_group", str)
-
-
-def apply_migrations(db: Database) -> None:
-    apply_pending(migrations, db)
 
 
 def _is_whole_positive(qty: float) -> bool:
@@ -423,7 +335,6 @@ class PaperBroker:
 
     def __init__(self, db: Database, settings: PaperSettings, starting_cash: float) -> None:
         self._connected = True
-        apply_migrations(db)
         self._book = PaperBook(db, starting_cash)
         self._exchange = PaperExchange(self._book, settings)
 
