@@ -14,11 +14,11 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from cockpit.reader import market_clock
+from cockpit.reader import rows as _rows
 from engine.config import RiskSettings
 from engine.domain import Order, OrderStatus, OrderType, Position, Purpose, Side
 from engine.market.calendar import EventsFileError, MarketCalendar
@@ -48,17 +48,6 @@ LABELS = {
     "order_fill_ratio": "Orders per fill today",
 }
 _OPEN = tuple(s.value for s in OrderStatus if s.is_open)
-
-
-def _rows(conn: sqlite3.Connection | None, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-    if conn is None:
-        return []
-    try:
-        return list(conn.execute(sql, params).fetchall())
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return []
 
 
 @dataclass(frozen=True)
