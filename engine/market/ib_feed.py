@@ -58,6 +58,7 @@ from engine.execution.brokers.ib_link import (
     IbEvent,
     TokenBucket,
     classify,
+    start_loop_thread,
 )
 from engine.market.feeds import FeedError
 
@@ -167,9 +168,7 @@ class IbFeed:
         self._supervisor: asyncio.Task[None] | None = None
         self._ib: Any = None
 
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="ib-feed", daemon=True)
-        self._thread.start()
+        self._loop, self._thread = start_loop_thread("ib-feed")
         try:
             self._ib = self._call(self._start(ib_factory or ib_async.IB), self._timeout * 3)
         except BaseException:
@@ -251,17 +250,6 @@ class IbFeed:
         self._thread.join(self._timeout)
 
     # ---- the hand-over to the IB thread -----------------------------------------------
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -92,6 +92,7 @@ from engine.execution.brokers.ib_link import (
     TokenBucket,
     classify,
     in_maintenance,
+    start_loop_thread,
 )
 from engine.execution.brokers.paper import order_problem
 from store.db import now_ms
@@ -249,9 +250,7 @@ class IbBroker:
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt = threading.Event()
 
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="ib", daemon=True)
-        self._thread.start()
+        self._loop, self._thread = start_loop_thread("ib")
         factory = ib_factory or ib_api.IB
         try:
             self._ib: Any = self._call(self._start(factory))
@@ -342,18 +341,6 @@ class IbBroker:
             logger.error("IB thread still running after close")
 
     # ---- the hand-over to the IB thread ------------------------------------------
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:

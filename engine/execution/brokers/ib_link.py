@@ -12,6 +12,8 @@
 - `classify`: what an IB error code means for us (connectivity, data farm, order
   rejection, pacing, permissions), and `in_maintenance`: whether a disconnect falls
   in the gateway's nightly reset or weekly re-login, an expected event.
+- `start_loop_thread`: the thread that owns an IB client's asyncio loop, and the
+  cleanup when that loop stops (the feed and the broker each run one).
 
 Every part takes time as an argument or a clock, so tests move time instead of
 sleeping.
@@ -232,3 +234,26 @@ def in_maintenance(now_ms: int, windows: tuple[str, ...], tz: str) -> bool:
         if minute < end and (day is None or yesterday == day):
             return True
     return False
+
+
+def start_loop_thread(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """A new event loop running forever on a daemon thread of its own. Stop it with
+    `loop.call_soon_threadsafe(loop.stop)`: its tasks are then cancelled and awaited,
+    its async generators closed, and the loop closed, on that thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_run_loop, args=(loop,), name=name, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
