@@ -36,15 +36,10 @@ SQL_HOMES = ("store", "cockpit")
 # repositories. Shrink this list; never grow it.
 SQL_DEBT = frozenset(
     {
-        "engine.alerts.alerts",
-        "engine.alerts.audit",
-        "engine.alerts.deliveries",
-        "engine.alerts.digest",
         "engine.backtest.run",
         "engine.ml.registry",
         "engine.ml.service",
         "engine.ml.train",
-        "engine.process.audit_cli",
         "engine.process.backup",
         "engine.process.doctor",
         "engine.process.housekeeping",

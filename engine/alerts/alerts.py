@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from engine.alerts.notify import AlertMessage
 from engine.domain import Severity
+from store import alerts as stored
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ class Alerts:
 
     def is_open(self, dedupe_key: str) -> bool:
         """An unacknowledged alert with this key exists (the condition is already told)."""
-        row = self._db.conn.execute(
-            "SELECT 1 FROM alerts WHERE dedupe_key = ? AND acked_at IS NULL LIMIT 1", (dedupe_key,)
-        ).fetchone()
-        return row is not None
+        return stored.has_open(self._db.conn, dedupe_key)
 
     def raise_(
         self,
@@ -50,30 +48,25 @@ class Alerts:
         level = {"INFO": logging.INFO, "WARNING": logging.WARNING}.get(severity, logging.ERROR)
         log.log(level, "alert %s [%s] %s: %s", severity, source, title, message)
         if dedupe_key:
-            row = conn.execute(
-                "SELECT id, severity, count FROM alerts"
-                " WHERE dedupe_key = ? AND acked_at IS NULL ORDER BY id DESC LIMIT 1",
-                (dedupe_key,),
-            ).fetchone()
+            row = stored.newest_open(conn, dedupe_key)
             if row:
                 alert_id, old, count = row
                 worst = max(Severity(old), severity, key=lambda s: s.rank)
-                conn.execute(
-                    "UPDATE alerts SET count = count + 1, last_ts = ?, message = ?, severity = ?"
-                    " WHERE id = ?",
-                    (now, message, worst.value, alert_id),
-                )
+                stored.repeat(conn, alert_id, now, message, worst.value)
                 if worst.rank > Severity(old).rank and self._deliver:
                     self._deliver(
                         AlertMessage(alert_id, now, worst, source, title, message, count + 1)
                     )
-                return int(alert_id)
-        cur = conn.execute(
-            "INSERT INTO alerts (ts, last_ts, severity, source, title, message, dedupe_key, count)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-            (now, now, severity.value, source, title, message, dedupe_key),
+                return alert_id
+        alert_id = stored.insert(
+            conn,
+            now,
+            severity=severity.value,
+            source=source,
+            title=title,
+            message=message,
+            dedupe_key=dedupe_key,
         )
-        alert_id = int(cur.lastrowid or 0)
         if self._deliver:
             self._deliver(AlertMessage(alert_id, now, severity, source, title, message, 1))
         return alert_id
@@ -81,13 +74,4 @@ class Alerts:
 
 def acknowledge(db: Database, alert_id: int | None, actor: str, now: int) -> int:
     """Acknowledge one alert, or every open one when alert_id is None (not committed)."""
-    if alert_id is None:
-        cur = db.conn.execute(
-            "UPDATE alerts SET acked_at = ?, acked_by = ? WHERE acked_at IS NULL", (now, actor)
-        )
-    else:
-        cur = db.conn.execute(
-            "UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL",
-            (now, actor, alert_id),
-        )
-    return int(cur.rowcount)
+    return stored.acknowledge(db.conn, alert_id, actor, now)

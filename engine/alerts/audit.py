@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from store import audit as stored
 from store.db import now_ms
 from store.secrets import SecretStore, db_file_of
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 KEY_NAME = "audit.key"
-_ROWS = "SELECT id, ts, actor, action, payload, prev_hash, hash FROM audit ORDER BY id"
 
 
 def _digest(key: bytes | None, prev_hash: str, content: tuple[int, str, str, str]) -> str:
@@ -74,16 +74,14 @@ def ensure_key(db: Database) -> bytes:
         return key
     key = secrets.token_bytes(32)
     SecretStore.of(db.conn).put(db, KEY_NAME, key.hex())
-    rows = [tuple(r) for r in db.conn.execute(_ROWS)]
+    rows = stored.chain(db.conn)
     if not rows:
         return key
     broken = _first_break(rows, None)
     prev = GENESIS
     for rid, ts, actor, action, payload, _, _ in rows:
         digest = _digest(key, prev, (ts, actor, action, payload))
-        db.conn.execute(
-            "UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, rid)
-        )
+        stored.rehash(db.conn, rid, prev, digest)
         prev = digest
     legacy = "intact" if broken is None else f"broken at row {broken[0]}: {broken[1]}"
     payload = {"rows": len(rows), "legacy_chain": legacy}
@@ -100,13 +98,10 @@ def _append(
     db: Database, key: bytes, actor: str, action: str, payload: dict[str, Any], *, ts: int
 ) -> str:
     body = json.dumps(payload, sort_keys=True, default=str)
-    row = db.conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    prev = row[0] if row else GENESIS
+    last = stored.newest(db.conn)
+    prev = last[1] if last else GENESIS
     digest = _digest(key, prev, (ts, actor, action, body))
-    db.conn.execute(
-        "INSERT INTO audit (ts, actor, action, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-        (ts, actor, action, body, prev, digest),
-    )
+    stored.append(db.conn, (ts, actor, action, body, prev, digest))
     return digest
 
 
@@ -135,10 +130,10 @@ class Head:
 
 def head(conn: sqlite3.Connection) -> Head | None:
     try:
-        row = conn.execute("SELECT id, hash, ts FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        row = stored.newest(conn)
     except sqlite3.OperationalError:
         return None
-    return Head(int(row[0]), str(row[1]), int(row[2])) if row else None
+    return Head(*row) if row else None
 
 
 def read_anchor(db: Path) -> Head | None:
@@ -220,7 +215,7 @@ def verify(
     file = db_file_of(conn)
     if anchor is None and file is not None:
         anchor = read_anchor(file)
-    rows = [tuple(r) for r in conn.execute(_ROWS)]
+    rows = stored.chain(conn)
     last = Head(int(rows[-1][0]), str(rows[-1][6]), int(rows[-1][1])) if rows else None
     key = read_key(conn, store)
 

@@ -18,6 +18,7 @@ from sqlite_utils import Database
 
 from engine.alerts.notify import Delivery, DeliveryStatus, Notifier
 from engine.domain import Severity
+from store import alerts as stored
 
 
 def record(db: Database, deliveries: Iterable[Delivery]) -> int:
@@ -35,11 +36,7 @@ def record(db: Database, deliveries: Iterable[Delivery]) -> int:
         )
         for d in deliveries
     ]
-    db.conn.executemany(
-        "INSERT INTO alert_deliveries (ts, channel, target, alert_ids, title, status,"
-        " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    stored.insert_deliveries(db.conn, rows)
     return len(rows)
 
 
@@ -82,17 +79,7 @@ def recent(
     conn: sqlite3.Connection, *, dead_only: bool = False, limit: int = 50
 ) -> list[DeliveryRow]:
     """Newest first. An older database without the table has no deliveries."""
-    where = "WHERE status = 'dead'" if dead_only else ""
-    try:
-        rows = conn.execute(
-            "SELECT id, ts, channel, target, alert_ids, title, status, attempts, error"
-            f" FROM alert_deliveries {where} ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
+    rows = stored.recent_deliveries(conn, dead_only=dead_only, limit=limit)
     return [
         DeliveryRow(
             int(r[0]),
@@ -107,13 +94,3 @@ def recent(
         )
         for r in rows
     ]
-
-
-def dead_since(conn: sqlite3.Connection, since: int) -> int:
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM alert_deliveries WHERE status = 'dead' AND ts >= ?", (since,)
-        ).fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0])

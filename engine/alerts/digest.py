@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from apscheduler.triggers.cron import CronTrigger
 
 from engine.alerts import audit
-from engine.alerts.deliveries import dead_since
 from engine.alerts.notify import DIGEST_SOURCE, AlertMessage
 from engine.config import AlertSettings
 from engine.domain import Severity
+from store import alerts as stored
+from store import engine_row
 
 DAY_MS = 86_400_000
 
@@ -45,44 +46,25 @@ class DigestFacts:
 
 def digest_facts(conn: sqlite3.Connection, now: int) -> DigestFacts:
     since = now - DAY_MS
-    state = conn.execute("SELECT trading_state, state_reason FROM engine WHERE id = 1").fetchone()
-    last = conn.execute("SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
-    first = conn.execute(
-        "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (since,)
-    ).fetchone()
-    trades = conn.execute(
-        "SELECT count(*), coalesce(sum(pnl), 0), coalesce(sum(pnl > 0), 0) FROM trades"
-        " WHERE exit_ts >= ? AND exit_ts <= ?",
-        (since, now),
-    ).fetchone()
-    cycles = conn.execute(
-        "SELECT count(*), coalesce(sum(error IS NOT NULL), 0) FROM cycles"
-        " WHERE started_at >= ? AND started_at <= ?",
-        (since, now),
-    ).fetchone()
-    alerts = dict(
-        conn.execute(
-            "SELECT severity, sum(count) FROM alerts WHERE ts >= ? AND ts <= ? GROUP BY severity",
-            (since, now),
-        ).fetchall()
-    )
-    unacked = conn.execute("SELECT count(*) FROM alerts WHERE acked_at IS NULL").fetchone()[0]
+    state = engine_row.read_state(conn)
+    counts = stored.window_counts(conn, since, now)
+    last, first = counts.equity, counts.first_equity
     return DigestFacts(
         since=since,
         until=now,
         trading_state=state[0] if state else "unknown",
-        state_reason=(state[1] or "") if state else "",
-        equity=last[0] if last else None,
-        equity_change=(last[0] - first[0]) if last and first else None,
-        drawdown=last[1] if last else None,
-        trades=int(trades[0]),
-        trade_pnl=float(trades[1]),
-        wins=int(trades[2]),
-        cycles=int(cycles[0]),
-        failed_cycles=int(cycles[1]),
-        alerts={str(k): int(v) for k, v in alerts.items()},
-        unacknowledged=int(unacked),
-        dead_letters=dead_since(conn, since),
+        state_reason=state[1] if state else "",
+        equity=last,
+        equity_change=(last - first) if last is not None and first is not None else None,
+        drawdown=counts.drawdown,
+        trades=counts.trades,
+        trade_pnl=counts.trade_pnl,
+        wins=counts.wins,
+        cycles=counts.cycles,
+        failed_cycles=counts.failed_cycles,
+        alerts=counts.alerts,
+        unacknowledged=counts.unacknowledged,
+        dead_letters=stored.dead_since(conn, since),
         audit_head=audit.head(conn),
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.alerts import audit
+from store import audit as stored
 from store.db import db_path, reader
 from store.secrets import SecretsError
 
@@ -98,9 +99,7 @@ def _verify(path: Path, as_json: bool, anchor: audit.Head | None) -> int:
 
 def _export(path: Path, out: Path | None) -> int:
     with reader(path) as conn:
-        rows = conn.execute(
-            "SELECT id, ts, actor, action, payload, prev_hash, hash FROM audit ORDER BY id"
-        ).fetchall()
+        rows = stored.chain(conn)
     if out is None:
         _write_csv(rows, sys.stdout)
     else:
@@ -110,20 +109,9 @@ def _export(path: Path, out: Path | None) -> int:
     return OK
 
 
-def _write_csv(rows: list[Any], stream: TextIO) -> None:
+def _write_csv(rows: list[tuple[Any, ...]], stream: TextIO) -> None:
     writer = csv.writer(stream)
-    writer.writerow(["id", "time_utc", "ts", "actor", "action", "payload", "prev_hash", "hash"])
-    for r in rows:
-        when = datetime.fromtimestamp(r["ts"] / 1000, UTC).isoformat(timespec="milliseconds")
-        writer.writerow(
-            [
-                r["id"],
-                when,
-                r["ts"],
-                r["actor"],
-                r["action"],
-                r["payload"],
-                r["prev_hash"],
-                r["hash"],
-            ]
-        )
+    writer.writerow(["id", "time_utc", *stored.ROW_COLUMNS[1:]])
+    for rid, ts, *rest in rows:
+        when = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
+        writer.writerow([rid, when, ts, *rest])
