@@ -61,8 +61,6 @@ SIZE_DEBT = frozenset(
         "engine.backtest.report.render",
         "engine.backtest.run.collect",
         "engine.backtest.run.run_backtest",
-        "engine.cycle.trader.Trader",
-        "engine.cycle.trader.Trader.__init__",
         "engine.decide.regime.classify",
         "engine.execution.brokers.ib.IbBroker",
         "engine.execution.oms.Oms",

@@ -5,9 +5,9 @@
 it: `market` (market time, bars, indicators, features), `regime_step` (rules and
 model), `router` (size -> gate -> OMS), `controls` (the trading state, the
 emergency stop, flatten), `monitor_actions` (acting on the monitor every
-second), `failures` (the policy at the cycle boundary) and `recorder` (the
-`cycles` rows). Every fact is written through the single writer connection;
-the SQL lives in `store/`.
+second), `failures` (the policy at the cycle boundary), `recorder` (the
+`cycles` rows) and `assembly` (building and wiring them, in order). Every fact
+is written through the single writer connection; the SQL lives in `store/`.
 
 Two clocks. Market time (`market_now`) is the time of the bars being processed,
 taken from the feed: every trading rule and every stamp on an order, fill,
@@ -27,28 +27,17 @@ from sqlite_utils import Database
 
 from engine.alerts.alerts import Alerts
 from engine.config import Settings
+from engine.cycle.assembly import Inputs, build_book, regime_step, wire_actors
 from engine.cycle.cash import move_cash
-from engine.cycle.controls import Controls
-from engine.cycle.failures import FailurePolicy
-from engine.cycle.market import MarketClock, MarketData
-from engine.cycle.monitor_actions import MonitorActions
 from engine.cycle.recorder import CycleRecorder, CycleResult, Stopwatch
-from engine.cycle.regime_step import RegimeStep
-from engine.cycle.router import OrderRouter
 from engine.cycle.signals import SignalStep
-from engine.decide.regime import RegimeParams
 from engine.decide.strategy import RegimeStrategy, Strategy, StrategyParams
 from engine.domain import Bar, Intent, Order, TradingState
-from engine.execution.account import fix_starting_cash
 from engine.execution.brokers.base import Broker
-from engine.execution.oms import Oms
-from engine.execution.portfolio import Portfolio, write_snapshot
-from engine.market.calendar import TradingDay, symbol_exchanges
+from engine.execution.portfolio import write_snapshot
 from engine.market.feeds import Feed
 from engine.ml.service import CycleModel
-from engine.risk import RiskContext, RiskGate
-from engine.risk.daily import DailyFacts
-from engine.risk.monitor import Monitor
+from engine.risk import RiskContext
 from store.db import is_store_full
 
 log = logging.getLogger(__name__)
@@ -89,36 +78,18 @@ class Trader:
         self.broker = broker
         self.clock = clock
         self.alerts = alerts or Alerts(db, clock)
-        cfg = settings.engine
-        exchanges = symbol_exchanges(
-            settings.risk.exchanges, feed.symbols, cfg.sim_calendar if cfg.feed == "sim" else None
-        )
-        # from_settings reads the events file now: a bad row stops the start.
-        self.gate = RiskGate.from_settings(settings.risk, exchanges)
-        self.trading_day = TradingDay.for_symbols(
-            exchanges, feed.symbols, settings.risk.day_boundary_minutes
-        )
-        self.market_clock = MarketClock(feed, clock())  # until the first bar says otherwise
-        self.market = MarketData(cfg, exchanges, db, self.alerts)
+        given = Inputs(settings, db, feed, broker, clock, self.alerts)
+        book = build_book(given)
+        self.gate, self.trading_day = book.gate, book.trading_day
+        self.market_clock, self.market = book.market_clock, book.market
+        self.portfolio, self.daily, self.oms = book.portfolio, book.daily, book.oms
         self.recorder = CycleRecorder(db)
         self.last_cycle_at: int | None = None
         self.cycles_run = 0
-        self.portfolio = Portfolio.load(db, fix_starting_cash(db, cfg.starting_cash, clock()))
-        # The gate's view of today, kept in memory and followed from the OMS's events.
-        self.daily = DailyFacts(db.conn, self.market_now, self.trading_day)
-        self.oms = Oms(
-            db,
-            broker,
-            self.portfolio,
-            self.market_clock,
-            order_timeout_ms=int(cfg.order_timeout_seconds * 1000),
-            day_end=self.trading_day.next_start,
-        )
-        self.oms.listen(self.daily)
-        self.regime_step = RegimeStep(
-            db, RegimeParams.for_bar(cfg.bar_ms), settings.ml.override_confidence, model
-        )
-        self._wire(actor)
+        self.regime_step = regime_step(given, model)
+        actors = wire_actors(given, book, self.regime_step, actor)
+        self.controls, self.router = actors.controls, actors.router
+        self.failures, self.monitor_actions = actors.failures, actors.monitor_actions
         self.monitor_actions.record_usage = record_usage
         self.signals = SignalStep(
             strategy or default_strategy(settings),
@@ -127,54 +98,6 @@ class Trader:
             router=self.router,
             portfolio=self.portfolio,
             oms=self.oms,
-            alerts=self.alerts,
-        )
-
-    def _wire(self, actor: str) -> None:
-        """The collaborators that act on the trading state, the order path and the monitor."""
-        self.controls = Controls(
-            self.db,
-            self.clock,
-            self.market_clock,
-            oms=self.oms,
-            portfolio=self.portfolio,
-            daily=self.daily,
-            alerts=self.alerts,
-            symbols=tuple(self.feed.symbols),
-        )
-        self.router = OrderRouter(
-            self.settings.risk,
-            self.db,
-            gate=self.gate,
-            oms=self.oms,
-            broker=self.broker,
-            portfolio=self.portfolio,
-            daily=self.daily,
-            market=self.market,
-            clock=self.market_clock,
-            trading_day=self.trading_day,
-            alerts=self.alerts,
-            trading_state=self.controls.effective_state,
-            model_loading=lambda: self.regime_step.loading,
-        )
-        self.controls.router = self.router
-        self.failures = FailurePolicy(
-            self.controls, self.alerts, self.settings.engine.failure_pause_after, actor
-        )
-        self.monitor_actions = MonitorActions(
-            self.settings,
-            self.db,
-            self.clock,
-            monitor=Monitor(self.settings.risk, self.gate.calendar),
-            clock=self.market_clock,
-            market=self.market,
-            feed=self.feed,
-            trading_day=self.trading_day,
-            router=self.router,
-            controls=self.controls,
-            regime=self.regime_step,
-            oms=self.oms,
-            portfolio=self.portfolio,
             alerts=self.alerts,
         )
 
