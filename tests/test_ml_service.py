@@ -4,6 +4,7 @@ shadowing and the auto-promotion policy."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,6 +130,40 @@ def test_sync_picks_up_a_promotion(db, alerts, models) -> None:
     service = _service(db, alerts)
     registry.promote(db, models[1].version, now=NOW)
     assert (service.sync(), service.champion_version) == (True, models[1].version)
+
+
+def test_poll_reads_the_registry_again_only_after_the_interval(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    now = [NOW]
+    service = ModelService(
+        db, SETTINGS, Path("/none"), lambda *a: None, clock=lambda: now[0], sync_every_ms=1_000
+    )
+    registry.promote(db, models[1].version, now=NOW)
+    now[0] += 999
+    assert (service.poll(), service.champion_version) == (False, models[0].version)
+    now[0] += 1
+    assert (service.poll(), service.champion_version) == (True, models[1].version)
+
+
+def test_poll_after_the_clock_went_back_reads_the_registry(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    now = [NOW]
+    service = ModelService(db, SETTINGS, Path("/none"), lambda *a: None, clock=lambda: now[0])
+    registry.promote(db, models[1].version, now=NOW)
+    now[0] -= 60_000
+    assert (service.poll(), service.champion_version) == (True, models[1].version)
+
+
+def test_poll_installs_a_finished_background_load_without_waiting(db, alerts, models) -> None:
+    registry.adopt(db, models[0], now=NOW)
+    loader = ThreadPoolExecutor(1)
+    service = ModelService(
+        db, SETTINGS, Path("/none"), lambda *a: None, clock=lambda: NOW, loader=loader
+    )
+    loader.shutdown(wait=True)  # the load has finished; the clock has not moved
+    assert (service.poll(), service.champion_version) == (True, models[0].version)
 
 
 def test_disabled_ml_never_predicts(db, alerts, models) -> None:

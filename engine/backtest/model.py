@@ -108,6 +108,9 @@ class BatchModel:
     def sync(self) -> bool:
         return False  # fixed for the run
 
+    def poll(self) -> bool:
+        return False
+
     def predict_batch(self, rows: Mapping[str, FloatArray]) -> dict[str, Prediction]:
         """Each symbol's prediction for the row it was just handed; a row that is not
         warm gets none (the rules trade alone), as live."""

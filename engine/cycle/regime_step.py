@@ -53,7 +53,7 @@ class RegimeStep:
         """Classify every new bar, record the calls (not committed)."""
         model = self.model
         if model is not None:
-            model.sync()  # one small query: picks up a promotion or rollback
+            model.poll()  # a promotion or rollback, within a second
         predictions = model.predict_batch(rows) if model is not None else {}
         regime_rows = []
         for bar in bars:

@@ -3,7 +3,9 @@
 What the cycle calls (all on the trading thread, through the engine's writer):
 
     service = ModelService(db, settings.ml, artifacts_dir, alerts.raise_, bar_ms=...)
-    # once per cycle, cheap: picks up promote/rollback/retire/new challenger
+    # once per cycle: installs a finished load; reads the registry once a second
+    service.poll()
+    # after a command changed the registry: read it now
     service.sync()
     # once per cycle, after the indicators (one model call per head for all symbols):
     rows = {symbol: live_features[symbol].update(bar, snap), ...}
@@ -61,6 +63,9 @@ FloatArray = npt.NDArray[np.float64]
 AlertFn = Callable[[Severity, str, str, str, str | None], object]
 
 SOURCE = "ml"
+# How often the cycle's `poll` reads the registry. Commands that change it call
+# `sync` at once; this bounds how late a change made by another process is seen.
+SYNC_EVERY_MS = 1_000
 
 
 class Role:
@@ -84,6 +89,8 @@ class CycleModel(Protocol):
     def loading(self) -> bool: ...
 
     def sync(self) -> bool: ...
+
+    def poll(self) -> bool: ...
 
     def predict_batch(self, rows: Mapping[str, FloatArray]) -> dict[str, Prediction]: ...
 
@@ -238,6 +245,7 @@ class ModelService:
         bar_ms: int = 60_000,
         clock: Callable[[], int] = now_ms,
         loader: Executor | None = None,
+        sync_every_ms: int = SYNC_EVERY_MS,
     ) -> None:
         self._db = db
         self.settings = settings
@@ -245,6 +253,8 @@ class ModelService:
         self._alert = alert
         self.bar_ms = bar_ms
         self._clock = clock
+        self.sync_every_ms = sync_every_ms
+        self._read_at: int | None = None  # the clock when `sync` last read the registry
         self._champion: Runner | None = None
         self._challenger: Runner | None = None
         self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
@@ -274,11 +284,22 @@ class ModelService:
         cycle manages exits but opens nothing until the model it trades on is there."""
         return self._pending is not None and self._champion is None
 
+    def poll(self) -> bool:
+        """The cycle's `sync`, paced: a finished background load is installed at once,
+        but the registry is read only when `sync_every_ms` of the clock has passed
+        since the last read (two queries and five JSON columns per record: not worth
+        paying every cycle for a change that comes a few times a day)."""
+        if self._pending is None and self._read_at is not None:
+            elapsed = self._clock() - self._read_at
+            if 0 <= elapsed < self.sync_every_ms:
+                return False
+        return self.sync()
+
     def sync(self) -> bool:
-        """Pick up a promotion, rollback, retirement or new challenger; True if the
+        """Pick up a promotion, rollback, retirement or new challenger now; True if the
         models in use changed.
 
-        One small query, so the cycle may call it every time. Loading (file reads,
+        Loading (file reads,
         hash checks, LightGBM parsing) runs on the loader thread when the service was
         built with `background=True`; the models in use change at the first `sync`
         after it finishes. Alerts and registry reads stay on the caller's thread.
@@ -289,6 +310,7 @@ class ModelService:
                 return False
             loaded, self._pending = self._pending.result(), None
             return self._install(loaded)
+        self._read_at = self._clock()
         champ, chall = registry.champion(conn), registry.challenger(conn)
         key = (_identity(champ), _identity(chall))
         if key == self._seen:
