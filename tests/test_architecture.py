@@ -63,7 +63,6 @@ SIZE_DEBT = frozenset(
         "engine.backtest.run.run_backtest",
         "engine.decide.regime.classify",
         "engine.execution.brokers.ib.IbBroker",
-        "engine.execution.oms.Oms",
         "engine.execution.reconcile.adopt_broker",
         "engine.market.ib_feed.IbFeed",
         "engine.market.indicators.IncrementalIndicators",

@@ -8,10 +8,12 @@ The OMS is four parts, one job each:
                                 fills booked to the portfolio by engine.execution.ledger
     engine.execution.reconcile  the orders against the broker's (OrderReconciler)
 
-and `Oms` here, which orchestrates the broker: submit, brackets, protect, modify,
-and cancel and expire (engine.execution.cancels). A report that asks for an
-illegal transition is refused and logged. Every transition is an `order_events`
-row; fills are recorded even on a terminal order, because the money moved.
+and `Oms` here, which orchestrates the broker: submit, brackets, protect, modify
+(placing an order family, its NEW rows then the broker call, is
+engine.execution.placing), and cancel and expire (engine.execution.cancels).
+A report that asks for an illegal transition is refused and logged. Every
+transition is an `order_events` row; fills are recorded even on a terminal
+order, because the money moved.
 
 Crash safety: an order is two transactions. The first commits its NEW rows (the
 order, its bracket, their events and the intent's `signals` row; for an exit,
@@ -54,11 +56,8 @@ Exceptions:
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import math
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -72,14 +71,12 @@ from engine.domain import (
     Fill,
     Intent,
     Order,
-    OrderStatus,
     OrderType,
     Position,
-    Purpose,
     Side,
 )
 from engine.execution.book import OmsListener, OrderBook
-from engine.execution.brokers.base import Broker, BrokerUnavailable
+from engine.execution.brokers.base import Broker
 from engine.execution.cancels import Cancels
 from engine.execution.ledger import Ledger
 from engine.execution.orders import (
@@ -87,12 +84,11 @@ from engine.execution.orders import (
     Working,
     check_intent,
     decision_price,
-    expiry,
     is_legal_transition,
     new_client_order_id,
-    order_from_intent,
     protective_pair,
 )
+from engine.execution.placing import Placement
 from engine.execution.portfolio import Portfolio
 from engine.execution.reconcile import OrderReconciler
 from store.orders import OrderRepository, last_execution_ts
@@ -136,11 +132,17 @@ class Oms:
         ends: a resting entry is a day order and expires then at the latest."""
         self._broker = broker
         self._clock = clock
-        self._order_timeout_ms = order_timeout_ms
-        self._day_end = day_end
-        self._sequence = itertools.count(1)
         self._book = OrderBook(OrderRepository(db), Ledger(db, portfolio), clock)
-        self._reconciler = OrderReconciler(self._book, broker, clock, self._send_family)
+        self._placement = Placement(
+            self._book,
+            broker,
+            clock,
+            self.cancel_protection,
+            order_timeout_ms=order_timeout_ms,
+            day_end=day_end,
+        )
+        send = self._placement.send_family
+        self._reconciler = OrderReconciler(self._book, broker, clock, send)
         self._cancels = Cancels(self._book, broker, clock, self._reconciler)
         # A broker that writes on the engine's connection (paper) joins the OMS's
         # transactions; when one is rolled back, it forgets what it did in it.
@@ -200,84 +202,10 @@ class Oms:
                 with self._book.transaction():
                     self._book.repo.insert_signal(signal, None)
             raise
-        orders, unavailable = self._create(intent, ref_price, signal_id, signal)
+        orders, unavailable = self._placement.create(intent, ref_price, signal_id, signal)
         if unavailable is not None:
             raise unavailable
-        return self._send_family(orders, orders[0].created_at)
-
-    def _create(
-        self,
-        intent: Intent,
-        ref_price: float,
-        signal_id: int | None,
-        signal: Sequence[Any] | None,
-    ) -> tuple[list[Order], BrokerUnavailable | None]:
-        """One transaction: the symbol's protection canceled (for an exit), the
-        signal, and the order with its bracket as NEW rows."""
-        book = self._book
-        with book.transaction():
-            unavailable = None
-            if intent.purpose.reduces_exposure:
-                try:
-                    self.cancel_protection(intent.symbol)
-                except BrokerUnavailable as exc:
-                    unavailable = exc
-            now = self._clock()
-            coid = self._new_id(now)
-            if signal is not None:
-                book.repo.insert_signal(signal, None if unavailable else coid)
-            if unavailable is not None:
-                return [], unavailable
-            expires_at = expiry(intent, now, self._order_timeout_ms, self._day_end)
-            order = order_from_intent(intent, coid, now, expires_at)
-            children: list[Order] = []
-            if intent.purpose is Purpose.ENTRY:
-                children = protective_pair(
-                    intent.symbol,
-                    intent.side.opposite,
-                    intent.qty,
-                    intent.stop_loss,
-                    intent.take_profit,
-                    group=coid,
-                    parent_id=coid,
-                    now=now,
-                )
-            book.add(order, ref_price, now, json.dumps(intent.sizing, default=str))
-            for child in children:
-                book.add(child, decision_price(child, ref_price), now)
-            if signal_id is not None:
-                book.repo.link_signal(signal_id, coid)
-        return [order, *children], None
-
-    def _new_id(self, now: int) -> str:
-        return new_client_order_id(now, next(self._sequence), secrets.token_hex(3))
-
-    def _send_family(self, orders: list[Order], now: int) -> Order:
-        """Send one order, or an entry with its bracket, and apply the reports in one
-        transaction; returns the first as it stands."""
-        first = orders[0]
-        coid = first.client_order_id
-        book = self._book
-        with book.transaction():
-            try:
-                if len(orders) > 1:
-                    reports = self._broker.submit_bracket(orders, now)
-                else:
-                    reports = self._broker.submit(book.open[coid].order, now)
-            except BrokerUnavailable as exc:
-                kind = "bracket" if len(orders) > 1 else "order"
-                log.warning("%s %s not sent, broker unavailable: %s", kind, coid, exc)
-                for order in orders:
-                    book.event(
-                        order.client_order_id,
-                        now,
-                        OrderStatus.NEW,
-                        f"not sent, broker unavailable: {exc}",
-                    )
-                return book.open[coid].order if len(orders) == 1 else first
-            for report in reports:
-                book.apply_one(report)
-        return self.get(coid) or first
+        return self._placement.send_family(orders, orders[0].created_at)
 
     def protect(self, position: Position) -> list[Order]:
         """Send a resting stop and target (OCO, no parent) for a held position at its
@@ -293,14 +221,14 @@ class Oms:
             abs(position.qty),
             position.stop,
             position.target,
-            group=self._new_id(now),
+            group=self._placement.new_id(now),
             parent_id=None,
             now=now,
         )
         with self._book.transaction():
             for order in orders:
                 self._book.add(order, decision_price(order, position.avg_price), now)
-        self._send_family(orders, now)
+        self._placement.send_family(orders, now)
         return [o for o in (self.get(x.client_order_id) for x in orders) if o is not None]
 
     def modify_stop(self, client_order_id: str, stop: float, reason: ExitReason) -> Order | None:
