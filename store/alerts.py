@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from store.portfolio import last_mark
+
 DELIVERY_COLUMNS = ("ts", "channel", "target", "alert_ids", "title", "status", "attempts", "error")
 
 
@@ -153,7 +155,7 @@ class WindowCounts:
 
 
 def window_counts(conn: sqlite3.Connection, since: int, until: int) -> WindowCounts:
-    last = conn.execute("SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+    last = last_mark(conn)
     first = conn.execute(
         "SELECT equity FROM equity WHERE ts >= ? ORDER BY ts LIMIT 1", (since,)
     ).fetchone()

@@ -180,3 +180,18 @@ def atomic(conn: sqlite3.Connection, name: str) -> Iterator[None]:
     except BaseException:
         conn.rollback()
         raise
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction that takes the write lock before it reads anything (so two
+    writers cannot both read and then act), committed at the end of the block and
+    rolled back when it raises. An open transaction of the caller's is committed first."""
+    conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise

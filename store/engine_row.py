@@ -1,8 +1,8 @@
 """The engine's own row (`engine`, id 1): trading state, clocks and what the
 engine tells readers about itself.
 
-The lease (owner, pid, heartbeat) lives in the same row and is kept by
-`engine.process.lease`. Writes here are not committed: the caller's
+The lease (owner, pid, heartbeat) lives in the same row; `engine.process.lease`
+decides who may hold it. Writes here are not committed: the caller's
 transaction owns them.
 """
 
@@ -74,4 +74,43 @@ def write_links(
     conn.execute(
         "UPDATE engine SET broker_connected = ?, market_open = ?, market_time = ? WHERE id = 1",
         (int(broker_connected), int(market_open), market_now),
+    )
+
+
+# ------------------------------------------------------------------- lease
+
+
+def lease_holder(conn: sqlite3.Connection) -> tuple[str | None, int | None, int | None] | None:
+    """(owner, pid, heartbeat_at) of an engine that has not stopped; None when the row
+    is missing or its engine stopped."""
+    row = conn.execute(
+        "SELECT owner, pid, heartbeat_at FROM engine WHERE id = 1 AND stopped_at IS NULL"
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def claim_lease(
+    conn: sqlite3.Connection, *, owner: str, pid: int, now: int, mode: str, broker: str
+) -> None:
+    """Take the lease: the row made ACTIVE when new, else the owner's fields replaced
+    (the trading state is kept, so HALTED survives a restart)."""
+    conn.execute(
+        "INSERT INTO engine (id, owner, pid, started_at, heartbeat_at, mode, broker,"
+        " trading_state, state_reason, state_changed_at)"
+        " VALUES (1, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'started', ?)"
+        " ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid,"
+        " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+        " mode = excluded.mode, broker = excluded.broker, stopped_at = NULL",
+        (owner, pid, now, now, mode, broker, now),
+    )
+
+
+def beat(conn: sqlite3.Connection, owner: str, now: int) -> None:
+    conn.execute("UPDATE engine SET heartbeat_at = ? WHERE id = 1 AND owner = ?", (now, owner))
+
+
+def release_lease(conn: sqlite3.Connection, owner: str, now: int) -> None:
+    conn.execute(
+        "UPDATE engine SET stopped_at = ?, heartbeat_at = ? WHERE id = 1 AND owner = ?",
+        (now, now, owner),
     )

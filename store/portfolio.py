@@ -135,3 +135,9 @@ def last_peak(conn: sqlite3.Connection) -> float | None:
     """The latest equity snapshot's running peak."""
     row = conn.execute("SELECT peak FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def last_mark(conn: sqlite3.Connection) -> tuple[float, float] | None:
+    """The latest equity snapshot's (equity, drawdown)."""
+    row = conn.execute("SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+    return None if row is None else (row[0], row[1])

@@ -40,11 +40,6 @@ SQL_DEBT = frozenset(
         "engine.ml.registry",
         "engine.ml.service",
         "engine.ml.train",
-        "engine.process.backup",
-        "engine.process.doctor",
-        "engine.process.housekeeping",
-        "engine.process.lease",
-        "engine.process.metrics",
     }
 )
 
@@ -70,7 +65,6 @@ SIZE_DEBT = frozenset(
         "engine.ml.service.ModelService.check_drift",
         "engine.ml.train.train_head",
         "engine.ml.train.train_on_history",
-        "engine.process.doctor._probe_ib_feed",
         "engine.process.jobs.Jobs",
         "engine.process.runner.Engine",
         "store.schema.m001_core",

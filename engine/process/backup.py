@@ -6,12 +6,13 @@ so a half-written backup never looks like one:
     <backups>/cockpit-20260101-023000/
         cockpit.db      SQLite's online backup: consistent while the engine writes
         models/...      every artifact the registry points to (paths as registered)
-        manifest.json   SHA-256 and size of every file, schema version per
-                        migration set, the audit chain's head
+        manifest.json   SHA-256 and size of every file, the schema version
+                        (store.schema's, PRAGMA user_version), the audit chain's head
 
 Restoring checks every file against the manifest, SQLite's integrity check, that
 the secrets key opens the backup's secrets and that the audit chain verifies up to
-the head in the manifest; it refuses while an engine holds the target database,
+the head in the manifest; it refuses a backup whose schema is newer than this
+code's, and refuses while an engine holds the target database,
 keeps the replaced database beside it (`<db>.replaced-<time>`), and anchors the
 restored chain's head. The secrets key is never in a backup: keep it apart.
 
@@ -28,7 +29,7 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ from typing import Any
 from engine.alerts import audit
 from engine.ml.artifact import models_dir
 from engine.process.lease import DatabaseLock, LeaseHeld
+from store import engine_row
+from store.backup import integrity, online_copy
 from store.db import private_file
+from store.models import artifact_paths
+from store.schema import SCHEMA_VERSION, schema_version
 from store.secrets import SecretsError, SecretStore, key_file
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 DB_NAME = "cockpit.db"
 PREFIX = "cockpit-"
-FORMAT = 1
+FORMAT = 2  # 1 recorded the newest migration per set; 2 the one schema version
 
 
 class BackupError(Exception):
@@ -64,18 +69,11 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _schema(conn: sqlite3.Connection) -> dict[str, str]:
-    """The newest migration applied per migration set: the database's schema version."""
-    rows = conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id").fetchall()
-    return {str(s): str(n) for s, n in rows}
-
-
 def _registered(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     try:
-        rows = conn.execute("SELECT version, path FROM models ORDER BY id").fetchall()
+        return artifact_paths(conn)
     except sqlite3.OperationalError:  # no ML tables: an engine that never ran ML
         return []
-    return [(str(v), str(p)) for v, p in rows]
 
 
 # ------------------------------------------------------------------- taking
@@ -93,17 +91,10 @@ def take_backup(
     work = _private_dir(folder / f".{PREFIX}{stamp}.partial")
     started = time.perf_counter()
     try:
-        target = private_file(work / DB_NAME)
-        copy = sqlite3.connect(target)
-        try:
-            conn.backup(copy, pages=4096, sleep=0.001)
-            # A self-contained file: no WAL beside it to lose in a copy.
-            copy.execute("PRAGMA journal_mode = DELETE")
-            schema = _schema(copy)
+        with online_copy(conn, private_file(work / DB_NAME)) as copy:
+            schema_at = schema_version(copy)
             top = audit.head(copy)
             registered = _registered(copy)
-        finally:
-            copy.close()
         models = []
         for version, stored in registered:
             if Path(stored).is_absolute():
@@ -122,7 +113,7 @@ def take_backup(
             "created_utc": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
             "source": str(source),
             "database": DB_NAME,
-            "schema": schema,
+            "schema_version": schema_at,
             "audit_head": top.as_dict() if top else None,
             "models": models,
             "files": [
@@ -166,7 +157,7 @@ def backup_file(source: Path, folder: Path, now: int, *, keep: int = 7) -> Path:
 class Manifest:
     folder: Path
     created_at: int
-    schema: dict[str, str]
+    schema_version: int | None  # None in a manifest from before the one registry
     audit_head: audit.Head | None
     models: tuple[str, ...]
 
@@ -188,7 +179,7 @@ def read_manifest(path: Path) -> tuple[Manifest, list[dict[str, Any]]]:
         manifest = Manifest(
             folder=folder,
             created_at=int(data["created_at"]),
-            schema=dict(data["schema"]),
+            schema_version=_version_of(data),
             audit_head=audit.Head(int(head["id"]), str(head["hash"]), int(head["ts"]))
             if head
             else None,
@@ -201,9 +192,15 @@ def read_manifest(path: Path) -> tuple[Manifest, list[dict[str, Any]]]:
         raise BackupError(f"{folder / MANIFEST} is unreadable: {exc}") from None
 
 
+def _version_of(data: dict[str, Any]) -> int | None:
+    version = data.get("schema_version")
+    return None if version is None else int(version)
+
+
 def verify_backup(path: Path, store: SecretStore) -> Manifest:
     """Check every file against the manifest, SQLite's integrity, the secrets key and
-    the audit chain up to the manifest's head. Raises BackupError naming the problem."""
+    the audit chain up to the manifest's head. Raises BackupError naming the problem.
+    A manifest from before the one registry gets the database's own schema version."""
     manifest, files = read_manifest(path)
     listed = {entry["path"] for entry in files}
     for entry in files:
@@ -216,9 +213,11 @@ def verify_backup(path: Path, store: SecretStore) -> Manifest:
         raise BackupError(f"the manifest lists no {DB_NAME}")
     conn = sqlite3.connect(f"{manifest.database.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        result = integrity(conn)
         if result != "ok":
             raise BackupError(f"SQLite integrity check failed: {result}")
+        if manifest.schema_version is None:
+            manifest = replace(manifest, schema_version=schema_version(conn))
         try:
             store.values(conn)
             report = audit.verify(conn, anchor=manifest.audit_head, store=store)
@@ -243,9 +242,7 @@ def engine_holding(target: Path, now: int, stale_ms: int) -> str | None:
         return None
     conn = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
-        row = conn.execute(
-            "SELECT owner, pid, heartbeat_at FROM engine WHERE id = 1 AND stopped_at IS NULL"
-        ).fetchone()
+        row = engine_row.lease_holder(conn)
     except sqlite3.OperationalError:
         return None
     finally:
@@ -284,8 +281,22 @@ def restore(path: Path, target: Path, now: int, *, stale_ms: int = 10_000) -> Re
         lock.release()
 
 
+def _refuse_newer(manifest: Manifest) -> None:
+    """This code cannot run on a database from a newer schema: refuse before anything
+    is replaced, rather than leave an engine that will not start."""
+    version = manifest.schema_version
+    if version is not None and version > SCHEMA_VERSION:
+        raise BackupError(
+            f"{manifest.folder.name} is at schema version {version}, newer than this"
+            f" code's {SCHEMA_VERSION}: it was made by a newer version of the cockpit;"
+            " restore it with that version"
+        )
+
+
 def _restore_locked(path: Path, target: Path, now: int) -> Restored:
+    _refuse_newer(read_manifest(path)[0])
     manifest = verify_backup(path, SecretStore(target))
+    _refuse_newer(manifest)
     stamp = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y%m%d-%H%M%S")
     replaced = None
     if target.exists():

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.config import Settings
+from engine.config import IbContract, Settings
 from engine.domain import Severity
 from engine.market.feeds import FeedError
+from store.backup import integrity, table_count
 from store.db import db_path
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,8 @@ def check_database(path: Path) -> list[Check]:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         try:
-            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
-            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-            (n_tables,) = tables.fetchone()
+            verdict = integrity(conn, quick=True)
+            n_tables = table_count(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
@@ -183,37 +183,17 @@ def check_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | None = Non
 async def _probe_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | None) -> list[Check]:
     import ib_async
 
-    from engine.market.ib_feed import bar_size
-
     ib_cfg = settings.ib
-    where = f"{ib_cfg.host}:{ib_cfg.port}"
     ib = (ib_factory or ib_async.IB)()
     timeout = min(ib_cfg.timeout_seconds, LIMIT_SECONDS / 4)
+    failed = await _connect(ib, settings, "feed", DOCTOR_FEED_CLIENT_OFFSET, timeout)
+    if failed is not None:
+        return [failed]
     refused: dict[int, str] = {}
 
     def on_error(req_id: int, code: int, message: str, contract: Any = None) -> None:
         refused[req_id] = f"IB {code}: {message}"
 
-    try:
-        await asyncio.wait_for(
-            ib.connectAsync(
-                host=ib_cfg.host,
-                port=ib_cfg.port,
-                clientId=ib_cfg.client_id + DOCTOR_FEED_CLIENT_OFFSET,
-                timeout=timeout,
-                readonly=True,
-            ),
-            timeout,
-        )
-    except (OSError, TimeoutError, ConnectionError) as exc:
-        return [
-            Check(
-                "feed",
-                False,
-                f"no IB API at {where} ({type(exc).__name__}): start IB Gateway (or TWS),"
-                " enable the API and check ib.port (4002 paper gateway, 7497 paper TWS)",
-            )
-        ]
     ib.errorEvent += on_error
     try:
         wanted = [
@@ -224,52 +204,90 @@ async def _probe_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | Non
                 currency=c.currency,
                 primaryExchange=c.primary_exchange,
             )
-            for c in settings.ib.contracts
+            for c in ib_cfg.contracts
         ]
         qualified = await asyncio.wait_for(
             ib.qualifyContractsAsync(*wanted, returnAll=True), timeout
         )
-        out = [Check("feed", True, f"IB market data at {where}")]
-        for spec, contract in zip(settings.ib.contracts, qualified, strict=True):
-            name = f"feed {spec.symbol}"
-            if contract is None or isinstance(contract, list):
-                what = "unknown to IB" if contract is None else "ambiguous: set primary_exchange"
-                out.append(Check(name, False, f"{spec.symbol} {spec.sec_type}: {what}"))
-                continue
+        out = [Check("feed", True, f"IB market data at {ib_cfg.host}:{ib_cfg.port}")]
+        for spec, contract in zip(ib_cfg.contracts, qualified, strict=True):
             refused.clear()
-            bars = await asyncio.wait_for(
-                ib.reqHistoricalDataAsync(
-                    contract,
-                    endDateTime="",
-                    durationStr="1 D",
-                    barSizeSetting=bar_size(settings.engine.bar_ms),
-                    whatToShow="MIDPOINT" if spec.sec_type == "CASH" else "TRADES",
-                    useRTH=False,
-                    formatDate=2,
-                ),
-                timeout,
-            )
-            if not bars:
-                why = next(iter(refused.values()), "no bars")
-                out.append(
-                    Check(
-                        name,
-                        False,
-                        f"{why}: check the market-data subscription for"
-                        f" {spec.primary_exchange or spec.exchange} in Client Portal",
-                    )
-                )
-                continue
-            last = bars[-1]
             out.append(
-                Check(
-                    name, True, f"market data permitted, last bar {last.date}, close {last.close}"
-                )
+                await _probe_symbol(ib, settings, spec, contract, refused=refused, timeout=timeout)
             )
         return out
     finally:
         ib.errorEvent -= on_error
         ib.disconnect()
+
+
+async def _connect(
+    ib: Any, settings: Settings, name: str, client_offset: int, timeout: float
+) -> Check | None:
+    """Connect read-only beside the engine (its client id plus `client_offset`); None
+    when connected, else the failing check saying what to start."""
+    ib_cfg = settings.ib
+    try:
+        await asyncio.wait_for(
+            ib.connectAsync(
+                host=ib_cfg.host,
+                port=ib_cfg.port,
+                clientId=ib_cfg.client_id + client_offset,
+                timeout=timeout,
+                readonly=True,
+                **({"account": ib_cfg.account} if name == "broker" else {}),
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        return Check(
+            name,
+            False,
+            f"no IB API at {ib_cfg.host}:{ib_cfg.port} ({type(exc).__name__}): start IB"
+            " Gateway (or TWS), enable the API and check ib.port (4002 paper gateway,"
+            " 7497 paper TWS)",
+        )
+    return None
+
+
+async def _probe_symbol(
+    ib: Any,
+    settings: Settings,
+    spec: IbContract,
+    contract: Any,
+    *,
+    refused: dict[int, str],
+    timeout: float,
+) -> Check:
+    """One contract: known to IB, and a day of its bars permitted by the subscription."""
+    from engine.market.ib_feed import bar_size
+
+    name = f"feed {spec.symbol}"
+    if contract is None or isinstance(contract, list):
+        what = "unknown to IB" if contract is None else "ambiguous: set primary_exchange"
+        return Check(name, False, f"{spec.symbol} {spec.sec_type}: {what}")
+    bars = await asyncio.wait_for(
+        ib.reqHistoricalDataAsync(
+            contract,
+            endDateTime="",
+            durationStr="1 D",
+            barSizeSetting=bar_size(settings.engine.bar_ms),
+            whatToShow="MIDPOINT" if spec.sec_type == "CASH" else "TRADES",
+            useRTH=False,
+            formatDate=2,
+        ),
+        timeout,
+    )
+    if not bars:
+        why = next(iter(refused.values()), "no bars")
+        return Check(
+            name,
+            False,
+            f"{why}: check the market-data subscription for"
+            f" {spec.primary_exchange or spec.exchange} in Client Portal",
+        )
+    last = bars[-1]
+    return Check(name, True, f"market data permitted, last bar {last.date}, close {last.close}")
 
 
 # ---- broker -----------------------------------------------------------------------
@@ -290,31 +308,13 @@ async def _probe_ib(settings: Settings, ib_factory: Callable[[], Any] | None) ->
     import ib_async
 
     ib_cfg = settings.ib
-    where = f"{ib_cfg.host}:{ib_cfg.port}"
     ib = (ib_factory or ib_async.IB)()
     timeout = min(ib_cfg.timeout_seconds, LIMIT_SECONDS / 3)
+    failed = await _connect(ib, settings, "broker", DOCTOR_CLIENT_OFFSET, timeout)
+    if failed is not None:
+        return [failed]
     try:
-        await asyncio.wait_for(
-            ib.connectAsync(
-                host=ib_cfg.host,
-                port=ib_cfg.port,
-                clientId=ib_cfg.client_id + DOCTOR_CLIENT_OFFSET,
-                timeout=timeout,
-                readonly=True,
-                account=ib_cfg.account,
-            ),
-            timeout,
-        )
-    except (OSError, TimeoutError, ConnectionError) as exc:
-        return [
-            Check(
-                "broker",
-                False,
-                f"no IB API at {where} ({type(exc).__name__}): start IB Gateway (or TWS),"
-                " enable the API and check ib.port (4002 paper gateway, 7497 paper TWS)",
-            )
-        ]
-    try:
+        where = f"{ib_cfg.host}:{ib_cfg.port}"
         return [Check("broker", True, f"IB API at {where}"), *_ib_account(ib, ib_cfg.account)]
     finally:
         ib.disconnect()

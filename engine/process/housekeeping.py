@@ -22,19 +22,16 @@ from engine.config import Settings
 from engine.cycle import Trader
 from engine.domain import Severity
 from engine.process.backup import BackupError, take_backup
+from store.housekeeping import delete_before
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 BATCH = 20_000
-# table -> its time column and that column's clock; only per-cycle facts, never
-# the trading record. Cycles are stamped on the wall clock, regimes and model
-# predictions on market time (a replay of 2006 must not lose them to a 2026 cutoff).
-PRUNED = {
-    "cycles": ("started_at", "wall"),
-    "regimes": ("ts", "market"),
-    "predictions": ("ts", "market"),
-}
+# table -> the clock its time column is on; only per-cycle facts, never the trading
+# record. Cycles are stamped on the wall clock, regimes and model predictions on
+# market time (a replay of 2006 must not lose them to a 2026 cutoff).
+PRUNED = {"cycles": "wall", "regimes": "market", "predictions": "market"}
 
 
 def prune(
@@ -45,23 +42,10 @@ def prune(
     keep = int(keep_days * DAY_MS)
     cutoffs = {"wall": now - keep, "market": (now if market_now is None else market_now) - keep}
     deleted: dict[str, int] = {}
-    conn = db.conn
-    for table, (column, clock) in PRUNED.items():
-        if not db.table(table).exists():
-            continue
-        cutoff = cutoffs[clock]
-        total = 0
-        while True:
-            cur = conn.execute(
-                f"DELETE FROM {table} WHERE rowid IN"
-                f" (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)",
-                (cutoff, BATCH),
-            )
-            conn.commit()
-            total += cur.rowcount
-            if cur.rowcount < BATCH:
-                break
-        deleted[table] = total
+    for table, clock in PRUNED.items():
+        total = delete_before(db, table, cutoffs[clock], BATCH)
+        if total is not None:
+            deleted[table] = total
     return deleted
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from store import engine_row
+from store.db import immediate
+
 
 class LeaseHeld(RuntimeError):
     """Another engine holds the lease on this database."""
@@ -49,15 +52,9 @@ def _alive(pid: int) -> bool:
 def acquire(db: Database, now: int, stale_ms: int, mode: str, broker: str) -> Lease:
     owner, pid = new_owner(), os.getpid()
     host = owner.split("/", 1)[0]
-    conn = db.conn
-    conn.commit()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute(
-            "SELECT owner, pid, heartbeat_at FROM engine WHERE id = 1 AND stopped_at IS NULL"
-        ).fetchone()
-        if row and row[0] and row[1]:
-            held_by, held_pid, beat = row
+    with immediate(db.conn):
+        held_by, held_pid, beat = engine_row.lease_holder(db.conn) or (None, None, None)
+        if held_by and held_pid:
             age = now - (beat or 0)
             gone = str(held_by).split("/", 1)[0] == host and not _alive(int(held_pid))
             if age < stale_ms and not gone:
@@ -65,33 +62,16 @@ def acquire(db: Database, now: int, stale_ms: int, mode: str, broker: str) -> Le
                     f"another engine (pid {held_pid} on {held_by}) holds this database;"
                     f" its heartbeat is {age / 1000:.1f} s old"
                 )
-        conn.execute(
-            "INSERT INTO engine (id, owner, pid, started_at, heartbeat_at, mode, broker,"
-            " trading_state, state_reason, state_changed_at)"
-            " VALUES (1, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'started', ?)"
-            " ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid,"
-            " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
-            " mode = excluded.mode, broker = excluded.broker, stopped_at = NULL",
-            (owner, pid, now, now, mode, broker, now),
-        )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+        engine_row.claim_lease(db.conn, owner=owner, pid=pid, now=now, mode=mode, broker=broker)
     return Lease(owner, pid)
 
 
 def heartbeat(db: Database, lease: Lease, now: int) -> None:
-    db.conn.execute(
-        "UPDATE engine SET heartbeat_at = ? WHERE id = 1 AND owner = ?", (now, lease.owner)
-    )
+    engine_row.beat(db.conn, lease.owner, now)
 
 
 def release(db: Database, lease: Lease, now: int) -> None:
-    db.conn.execute(
-        "UPDATE engine SET stopped_at = ?, heartbeat_at = ? WHERE id = 1 AND owner = ?",
-        (now, now, lease.owner),
-    )
+    engine_row.release_lease(db.conn, lease.owner, now)
     db.conn.commit()
 
 

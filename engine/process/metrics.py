@@ -36,6 +36,9 @@ from engine.alerts.notify import NotifierStats
 from engine.config import Settings
 from engine.cycle import CycleResult
 from engine.domain import OrderStatus, Severity, TradingState
+from store import metrics as scraped
+from store.alerts import unacknowledged_by_severity
+from store.portfolio import last_mark
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +244,13 @@ class StoreCollector(Collector):
 
     @staticmethod
     def _tail_starts(conn: sqlite3.Connection) -> dict[str, int]:
-        starts = {}
-        for table in ("order_events", "fills", "signals", "alerts", "commands"):
-            starts[table] = int(
-                conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
-            )
-        return starts
+        return {table: scraped.last_id(conn, table) for table in scraped.TAILED}
 
     def _tail(self, conn: sqlite3.Connection, table: str) -> tuple[int, int] | None:
         """The id range (after, upto] added since the last scrape, or None."""
         assert self._cursors is not None
         after = self._cursors[table]
-        upto = int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
+        upto = scraped.last_id(conn, table)
         if upto <= after:
             return None
         self._cursors[table] = upto
@@ -265,7 +263,7 @@ class StoreCollector(Collector):
         self._observe_commands(conn)
         yield from self._counters()
         yield self._unacknowledged(conn)
-        depth = conn.execute("SELECT count(*) FROM commands WHERE status = 'pending'").fetchone()[0]
+        depth = scraped.pending_commands(conn)
         yield GaugeMetricFamily(
             "cockpit_command_queue_depth", "Commands waiting for the engine", value=depth
         )
@@ -277,34 +275,19 @@ class StoreCollector(Collector):
         """Add the rows written since the last scrape to the running counters."""
         span = self._tail(conn, "order_events")
         if span:
-            for status, n in conn.execute(
-                "SELECT status, count(*) FROM order_events WHERE id > ? AND id <= ?"
-                " GROUP BY status",
-                span,
-            ):
+            for status, n in scraped.order_statuses(conn, span):
                 self._orders[status] = self._orders.get(status, 0) + n
         span = self._tail(conn, "fills")
         if span:
-            self._fills += conn.execute(
-                "SELECT count(*) FROM fills WHERE id > ? AND id <= ?", span
-            ).fetchone()[0]
+            self._fills += scraped.fills(conn, span)
         span = self._tail(conn, "signals")
         if span:
-            for check, n in conn.execute(
-                # `+verdict`: the id range must drive the search, not the verdict
-                # index, which would visit every denial ever stored.
-                "SELECT check_name, count(*) FROM signals WHERE id > ? AND id <= ?"
-                " AND +verdict = 'denied' GROUP BY check_name",
-                span,
-            ):
+            for check, n in scraped.denials(conn, span):
                 key = check or "unknown"
                 self._denials[key] = self._denials.get(key, 0) + n
         span = self._tail(conn, "alerts")
         if span:
-            for severity, n in conn.execute(
-                "SELECT severity, count(*) FROM alerts WHERE id > ? AND id <= ? GROUP BY severity",
-                span,
-            ):
+            for severity, n in scraped.alerts_raised(conn, span):
                 self._alerts[severity] = self._alerts.get(severity, 0) + n
 
     def _counters(self) -> Iterator[Metric]:
@@ -334,19 +317,13 @@ class StoreCollector(Collector):
         unacked = GaugeMetricFamily(
             "cockpit_alerts_unacknowledged", "Alerts waiting for the operator", labels=["severity"]
         )
-        open_counts = dict(
-            conn.execute(
-                "SELECT severity, count(*) FROM alerts WHERE acked_at IS NULL GROUP BY severity"
-            ).fetchall()
-        )
+        open_counts = unacknowledged_by_severity(conn)
         for severity in Severity:
             unacked.add_metric([severity.value], open_counts.get(severity.value, 0))
         return unacked
 
     def _equity(self, conn: sqlite3.Connection) -> Iterator[Metric]:
-        row = conn.execute(
-            "SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1"
-        ).fetchone()
+        row = last_mark(conn)
         if row is not None:
             yield GaugeMetricFamily("cockpit_equity", "Account equity", value=row[0])
             yield GaugeMetricFamily(
@@ -359,10 +336,7 @@ class StoreCollector(Collector):
         assert self._cursors is not None
         cursor = self._cursors["commands"]
         advance = True
-        for command_id, status, requested_at, done_at in conn.execute(
-            "SELECT id, status, requested_at, done_at FROM commands WHERE id > ? ORDER BY id",
-            (cursor,),
-        ):
+        for command_id, status, requested_at, done_at in scraped.commands_after(conn, cursor):
             if status == "pending" or done_at is None:
                 advance = False
                 continue
@@ -375,10 +349,7 @@ class StoreCollector(Collector):
         self._cursors["commands"] = cursor
 
     def _engine_row(self, conn: sqlite3.Connection) -> Iterator[Metric]:
-        row = conn.execute(
-            "SELECT heartbeat_at, trading_state, broker_connected, last_cycle_at"
-            " FROM engine WHERE id = 1"
-        ).fetchone()
+        row = scraped.engine_gauges(conn)
         if row is None:
             return
         heartbeat_at, state, connected, last_cycle_at = row
