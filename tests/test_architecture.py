@@ -65,8 +65,6 @@ SIZE_DEBT = frozenset(
         "engine.ml.service.ModelService.check_drift",
         "engine.ml.train.train_head",
         "engine.ml.train.train_on_history",
-        "engine.process.jobs.Jobs",
-        "engine.process.runner.Engine",
         "store.schema.m001_core",
         "store.schema.m001_ml_tables",
         "store.schema.m001_paper_tables",

@@ -1,8 +1,9 @@
 """The engine's jobs: what runs on the trading thread, on the scheduler or
 stepped by `Engine.step()`.
 
-Commands (every 250 ms), the cycle, the monitor (every second), the heartbeat,
-the daily housekeeping and the digest. Each trading job runs guarded: a store
+Commands (every 250 ms), the cycle, the monitor (every second, after the
+broker's link is followed by `broker_watch`), the heartbeat, the daily
+housekeeping and the digest. Each trading job runs guarded: a store
 with no room to write is one condition (`StoreGuard`), not an error. Scheduler
 events (a missed or failed job) are queued from the scheduler's thread and
 raised as alerts by the next heartbeat, on the trading thread, the only writer.
@@ -28,12 +29,11 @@ from engine.backtest.launch import Launcher
 from engine.config import Settings
 from engine.cycle import CycleResult, Trader
 from engine.domain import Severity
-from engine.execution.brokers.base import BrokerUnavailable
-from engine.execution.reconcile import reconcile
 from engine.ml.jobs import Retrainer
 from engine.ml.registry import needs_bootstrap
 from engine.ml.service import ModelService
 from engine.process import lease as lease_mod
+from engine.process.broker_watch import BrokerWatch
 from engine.process.handlers import CommandContext, recover_interrupted, run_pending
 from engine.process.housekeeping import backup_dir, daily_housekeeping
 from engine.process.metrics import EngineMetrics
@@ -75,13 +75,12 @@ class Jobs:
         self.anchored: audit.Head | None = None
         self.commands = CommandContext(trader, retrainer, model, Launcher(path).handle)
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
-        self._reconcile_due: str | None = "at start"
-        self._reconnects_seen = 0
+        self.broker_watch = BrokerWatch(trader)
 
     def start_trading(self) -> None:
         """Reconcile with the broker, fail commands a crash interrupted, say so."""
         trader = self.trader
-        self.reconcile_broker()
+        self.broker_watch.reconcile()
         recover_interrupted(trader)
         engine_row.write_market(self.db.conn, trader.trading_day.spec, trader.market_now)
         trader.alerts.raise_(
@@ -184,40 +183,9 @@ class Jobs:
         self.db.conn.commit()
 
     def monitor(self) -> None:
-        self.broker_events()
-        self.reconcile_broker()
+        self.broker_watch.raise_events()
+        self.broker_watch.reconcile()
         self.trader.monitor_step()
-
-    def reconcile_broker(self) -> None:
-        """Positions against the broker at start and after every reconnect; a broker
-        that cannot answer now is asked again on the next monitor step."""
-        trader = self.trader
-        reconnects = int(getattr(trader.broker, "reconnects", 0))
-        if reconnects > self._reconnects_seen:
-            self._reconnects_seen = reconnects
-            self._reconcile_due = "after a reconnect"
-        why = self._reconcile_due
-        if why is None or not trader.broker.connected:
-            return
-        try:
-            reconcile(trader, why, orders=why != "at start")
-        except BrokerUnavailable as exc:
-            log.warning("reconciliation %s postponed: %s", why, exc)
-            return
-        self._reconcile_due = None
-
-    def broker_events(self) -> None:
-        """A live broker's and feed's connectivity events become alerts here, on the
-        trading thread (the only writer)."""
-        trader = self.trader
-        for source, side in (("broker", trader.broker), ("feed", trader.feed)):
-            drain = getattr(side, "drain_events", None)
-            if drain is None:
-                continue
-            for severity, title, message in drain():
-                trader.alerts.raise_(
-                    severity, source, title, message, dedupe_key=f"{source}:{title}"
-                )
 
     # ------------------------------------------------------------ liveness
 

@@ -164,14 +164,6 @@ class Engine:
             raise RuntimeError("engine is not open")
         return self.jobs
 
-    def _guard(self) -> StoreGuard:
-        assert self.guard is not None
-        return self.guard
-
-    def _notifier(self) -> Notifier:
-        assert self.notifier is not None
-        return self.notifier
-
     @property
     def backup_dir(self) -> Path:
         return self._jobs().backup_dir
