@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config import RiskSettings
-from engine.domain import Intent, Position, Purpose, Side, TradingState
+from engine.domain import Intent, Position, Purpose, Side, TradingState, Verdict
 from engine.market.calendar import Blackout, MarketCalendar
 from engine.risk import CHECK_NAMES, RiskContext, RiskGate
 from engine.risk.gate import ALWAYS, ENTRY_ONLY, Check
@@ -108,6 +108,22 @@ def test_a_check_that_raises_denies_instead_of_crashing_the_cycle() -> None:
     verdict = GATE.check(entry(), broken)
     assert (verdict.allowed, verdict.check) == (False, "correlated_exposure")
     assert verdict.reason.startswith("check failed: TypeError")
+
+
+def test_check_runs_nothing_after_the_first_denial(caplog: pytest.LogCaptureFixture) -> None:
+    broken = ctx(returns={"B": 5, "A": [0.1] * 40})  # correlation, the last check, raises
+    verdict = GATE.check(entry(qty=5_000), broken)
+    assert not verdict.allowed and verdict.check != "correlated_exposure"
+    assert "correlated_exposure failed" not in caplog.text
+
+
+def test_an_exit_is_not_run_through_the_entry_only_checks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = ctx(returns={"B": 5, "A": [0.1] * 40})
+    assert GATE.check(exit_a(), broken) == Verdict.ok("all")
+    assert "failed" not in caplog.text
+    assert [v.reason for v in GATE.evaluate(exit_a(), broken)][-1] == "reduces exposure"
 
 
 def test_a_flatten_larger_than_a_lowered_quantity_limit_goes_through() -> None:
