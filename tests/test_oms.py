@@ -13,6 +13,7 @@ from engine.config import PaperSettings
 from engine.domain import (
     Bar,
     ExecutionReport,
+    ExitReason,
     Fill,
     Intent,
     Order,
@@ -721,3 +722,16 @@ def test_a_resting_entry_is_a_day_order_and_expires_when_the_trading_day_ends(db
     order = oms.submit(limit_buy(), 100.0)
     assert order.expires_at == day_end
     assert [o.status for o in oms.expire(day_end)] == [S.EXPIRED]
+
+
+def test_an_orders_new_state_keeps_every_other_field() -> None:
+    order = Order(
+        "C1", "A", Side.SELL, 7.0, OrderType.STOP_LIMIT, Purpose.EXIT, OrderStatus.ACCEPTED,
+        limit_price=9.5, stop_price=9.6, stop_loss=9.0, take_profit=12.0, filled_qty=2.0,
+        avg_price=9.55, broker_order_id="b-1", created_at=11, expires_at=22, reason="why",
+        parent_id="P", oco_group="G", exit_reason=ExitReason.STOP,
+    )  # fmt: skip
+    moved = order.with_state(OrderStatus.FILLED, 7.0, 9.4, "b-2")
+    assert moved == replace(
+        order, status=OrderStatus.FILLED, filled_qty=7.0, avg_price=9.4, broker_order_id="b-2"
+    )

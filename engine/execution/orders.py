@@ -217,16 +217,17 @@ def settle(
     """The order after `report`; `fill` is the report's fill when it is new (a repeated
     execution is not settled at all). `expiring`: a cancel the OMS asked for
     because the order expired, recorded as EXPIRED."""
-    changes: dict[str, object] = {}
-    if report.broker_order_id and report.broker_order_id != order.broker_order_id:
-        changes["broker_order_id"] = report.broker_order_id
+    broker_id = order.broker_order_id
+    changed = False
+    if report.broker_order_id and report.broker_order_id != broker_id:
+        broker_id = report.broker_order_id
+        changed = True
     details = [report.detail] if report.detail else []
+    filled, avg = order.filled_qty, order.avg_price
     if fill is not None:
         filled = order.filled_qty + fill.qty
-        changes["filled_qty"] = filled
-        changes["avg_price"] = (
-            (order.avg_price or 0.0) * order.filled_qty + fill.price * fill.qty
-        ) / filled
+        avg = ((order.avg_price or 0.0) * order.filled_qty + fill.price * fill.qty) / filled
+        changed = True
         details.insert(0, f"fill {fill.qty:g} @ {fill.price:g} ({fill.exec_id})")
     status = report.status
     if expiring and status is OrderStatus.CANCELED:
@@ -239,12 +240,13 @@ def settle(
         if fill is not None:
             events = ((status, detail),)
     elif is_legal_transition(order.status, status):
-        changes["status"] = status
+        changed = True
         events = ((status, detail),)
     else:
         refused = f"refused {order.status} -> {status} for {order.client_order_id} ({detail})"
+        status = order.status
         if fill is not None:
             events = ((order.status, f"{detail}; kept {order.status}"),)
-    if not changes:
+    if not changed:
         return Step(order, events, False, refused)
-    return Step(replace(order, **changes), events, True, refused)  # type: ignore[arg-type]
+    return Step(order.with_state(status, filled, avg, broker_id), events, True, refused)

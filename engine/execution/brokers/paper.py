@@ -171,13 +171,8 @@ class PaperExchange:
         broker_id = book.next_broker_id()
         last_bar = book.bars.get(order.symbol)
         problem = self._problem(order, last_bar)
-        order = replace(
-            order,
-            broker_order_id=broker_id,
-            filled_qty=0.0,
-            avg_price=None,
-            status=OrderStatus.ACCEPTED if problem is None else OrderStatus.REJECTED,
-        )
+        status = OrderStatus.ACCEPTED if problem is None else OrderStatus.REJECTED
+        order = order.with_state(status, 0.0, None, broker_id)
         book.save_account(now)
         if problem is not None or last_bar is None:
             logger.info("paper broker rejects %s: %s", coid, problem)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
@@ -201,7 +201,12 @@ class PaperBook:
     def finish(
         self, working: Working, status: OrderStatus, ts: int, detail: str
     ) -> ExecutionReport:
-        done = Working(replace(working.order, status=status), working.triggered, working.after_ts)
+        o = working.order
+        done = Working(
+            o.with_state(status, o.filled_qty, o.avg_price, o.broker_order_id),
+            working.triggered,
+            working.after_ts,
+        )
         self.update_order(done, ts, detail)
         self.remove_working(done)
         return ExecutionReport(
@@ -224,7 +229,7 @@ class PaperBook:
         filled = order.filled_qty + decision.qty
         avg = ((order.avg_price or 0.0) * order.filled_qty + decision.price * decision.qty) / filled
         status = OrderStatus.FILLED if filled >= order.qty else OrderStatus.PARTIALLY_FILLED
-        order = replace(order, filled_qty=filled, avg_price=avg, status=status)
+        order = order.with_state(status, filled, avg, order.broker_order_id)
         fill = Fill(
             order.client_order_id,
             exec_id,
