@@ -60,7 +60,6 @@ SIZE_DEBT = frozenset(
         "engine.execution.brokers.ib.IbBroker",
         "engine.execution.reconcile.adopt_broker",
         "engine.market.ib_feed.IbFeed",
-        "engine.market.indicators.IncrementalIndicators",
         "engine.ml.service.ModelService",
         "engine.ml.service.ModelService.check_drift",
         "engine.ml.train.train_head",

@@ -452,28 +452,19 @@ class IncrementalIndicators:
     """
 
     __slots__ = (
-        "_adx",
-        "_atr",
-        "_dx_sum",
         "_ema_fast",
         "_ema_slow",
-        "_gain",
         "_last",
-        "_loss",
         "_macd_fast",
         "_macd_seed",
         "_macd_signal",
-        "_mdm",
         "_n",
-        "_pdm",
         "_prev_close",
-        "_prev_high",
-        "_prev_low",
         "_ring",
         "_sum_bb_sq",
         "_sum_fast",
         "_sum_slow",
-        "_tr",
+        "_wilder",
     )
 
     def __init__(self) -> None:
@@ -483,21 +474,12 @@ class IncrementalIndicators:
         self._sum_slow = 0.0
         self._sum_bb_sq = 0.0
         self._prev_close = NAN
-        self._prev_high = NAN
-        self._prev_low = NAN
         self._ema_fast = NAN
         self._ema_slow = NAN
         self._macd_fast = NAN
         self._macd_seed = 0.0
         self._macd_signal = NAN
-        self._gain = 0.0
-        self._loss = 0.0
-        self._atr = 0.0
-        self._pdm = 0.0
-        self._mdm = 0.0
-        self._tr = 0.0
-        self._dx_sum = 0.0
-        self._adx = NAN
+        self._wilder = WilderSystem()
         self._last: Snapshot | None = None
 
     @classmethod
@@ -534,17 +516,11 @@ class IncrementalIndicators:
         sma_fast, sma_slow, bb_upper, bb_mid, bb_lower = self._step_averages(i, close)
         ema_fast, ema_slow, macd_fast = self._step_emas(i, close)
         macd_line, macd_signal, macd_hist = self._step_macd(i, macd_fast - ema_slow)
-        rsi_value = atr_value = plus = minus = ret_1 = NAN
-        if i >= 1:  # RSI, ATR and the directional system all need the previous bar
-            prev_close = self._prev_close
-            ret_1 = close / prev_close - 1.0
-            rsi_value = self._step_rsi(i, close - prev_close)
-            tr = max(high - low, abs(prev_close - high), abs(prev_close - low))
-            atr_value = self._step_atr(i, tr)
-            plus, minus = self._step_directional(i, high, low, tr)
+        wilder = self._wilder
+        prev_close = self._prev_close
+        rsi_value, atr_value, plus, minus = wilder.step(i, high, low, close, prev_close)
+        ret_1 = close / prev_close - 1.0 if i >= 1 else NAN
         self._prev_close = close
-        self._prev_high = high
-        self._prev_low = low
         snap = Snapshot(
             close,
             sma_fast,
@@ -554,7 +530,7 @@ class IncrementalIndicators:
             rsi_value,
             atr_value,
             atr_value / close,
-            self._adx,
+            wilder.adx,
             plus,
             minus,
             bb_upper,
@@ -637,6 +613,58 @@ class IncrementalIndicators:
         self._macd_signal = macd_signal
         return raw, macd_signal, raw - macd_signal
 
+    def _ring_mean(self, i: int, period: int) -> float:
+        """Mean of the closes of bars i-period+1..i, summed oldest first as TA-Lib seeds."""
+        ring = self._ring
+        total = 0.0
+        for j in range(i - period + 1, i + 1):
+            total += ring[j % _RING]
+        return total / period
+
+
+class WilderSystem:
+    """RSI, ATR and the directional system (+DI, -DI, ADX) for one symbol: Wilder's
+    smoothings, each of which needs the previous bar. Part of `IncrementalIndicators`."""
+
+    __slots__ = (
+        "_atr",
+        "_dx_sum",
+        "_gain",
+        "_loss",
+        "_mdm",
+        "_pdm",
+        "_prev_high",
+        "_prev_low",
+        "_tr",
+        "adx",
+    )
+
+    def __init__(self) -> None:
+        self._gain = 0.0
+        self._loss = 0.0
+        self._atr = 0.0
+        self._pdm = 0.0
+        self._mdm = 0.0
+        self._tr = 0.0
+        self._dx_sum = 0.0
+        self._prev_high = NAN
+        self._prev_low = NAN
+        self.adx = NAN
+
+    def step(
+        self, i: int, high: float, low: float, close: float, prev_close: float
+    ) -> tuple[float, float, float, float]:
+        """RSI, ATR, +DI and -DI as of bar `i` (NaN on the first bar); ADX moves in `adx`."""
+        rsi_value = atr_value = plus = minus = NAN
+        if i >= 1:
+            rsi_value = self._step_rsi(i, close - prev_close)
+            tr = max(high - low, abs(prev_close - high), abs(prev_close - low))
+            atr_value = self._step_atr(i, tr)
+            plus, minus = self._step_directional(i, high, low, tr)
+        self._prev_high = high
+        self._prev_low = low
+        return rsi_value, atr_value, plus, minus
+
     def _step_rsi(self, i: int, d: float) -> float:
         """Wilder's RSI from the close-to-close change `d`; NaN before RSI_PERIOD changes."""
         gain, loss = self._gain, self._loss
@@ -672,7 +700,7 @@ class IncrementalIndicators:
         return atr_value
 
     def _step_directional(self, i: int, high: float, low: float, tr: float) -> tuple[float, float]:
-        """+DI and -DI for this bar, advancing the smoothed ADX kept in `_adx`."""
+        """+DI and -DI for this bar, advancing the smoothed ADX kept in `adx`."""
         up_move, down_move = _directional_movement(high - self._prev_high, self._prev_low - low)
         pdm, mdm, tr_sum = self._pdm, self._mdm, self._tr
         if i >= ADX_PERIOD:
@@ -694,17 +722,9 @@ class IncrementalIndicators:
         """Seed the ADX with the mean of the first DX values, then smooth it Wilder's way."""
         if i > _ADX_FIRST:
             if dx is not None:
-                self._adx = ((self._adx * (ADX_PERIOD - 1)) + dx) / ADX_PERIOD
+                self.adx = ((self.adx * (ADX_PERIOD - 1)) + dx) / ADX_PERIOD
             return
         if dx is not None:
             self._dx_sum += dx
         if i == _ADX_FIRST:
-            self._adx = self._dx_sum / ADX_PERIOD
-
-    def _ring_mean(self, i: int, period: int) -> float:
-        """Mean of the closes of bars i-period+1..i, summed oldest first as TA-Lib seeds."""
-        ring = self._ring
-        total = 0.0
-        for j in range(i - period + 1, i + 1):
-            total += ring[j % _RING]
-        return total / period
+            self.adx = self._dx_sum / ADX_PERIOD
