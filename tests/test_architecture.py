@@ -59,7 +59,6 @@ SIZE_DEBT = frozenset(
         "engine.decide.regime.classify",
         "engine.execution.brokers.ib.IbBroker",
         "engine.execution.reconcile.adopt_broker",
-        "engine.market.ib_feed.IbFeed",
         "engine.ml.service.ModelService",
         "engine.ml.service.ModelService.check_drift",
         "engine.ml.train.train_head",
