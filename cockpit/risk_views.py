@@ -25,6 +25,7 @@ from engine.market.calendar import EventsFileError, MarketCalendar
 from engine.risk.facts import load_risk_facts
 from engine.risk.usage import usage
 from store.db import maybe_reader
+from store.schema import OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ LABELS = {
     "order_rate": "Orders in the last minute",
     "order_fill_ratio": "Orders per fill today",
 }
-_OPEN = tuple(s.value for s in OrderStatus if s.is_open)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,6 @@ def _computed(conn: sqlite3.Connection, now: int, settings: RiskSettings) -> Lim
 
 
 def _open_orders(conn: sqlite3.Connection) -> list[Order]:
-    marks = ",".join("?" * len(_OPEN))
     return [
         Order(
             r["client_order_id"],
@@ -171,8 +170,7 @@ def _open_orders(conn: sqlite3.Connection) -> list[Order]:
         for r in _rows(
             conn,
             "SELECT client_order_id, symbol, side, qty, type, purpose, status, limit_price,"
-            f" stop_price, filled_qty FROM orders WHERE status IN ({marks})",
-            _OPEN,
+            f" stop_price, filled_qty FROM orders WHERE status IN {OPEN_STATUSES}",
         )
     ]
 

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from cockpit.reader import SEVERITIES, PathLike, col, frame, one, read
+from store.schema import OPEN_STATUSES
 from store.status import beat_seconds, engine_alive
 
 __all__ = ["SEVERITIES", "EngineStatus", "engine_status", "symbols_with_positions"]
@@ -58,8 +59,7 @@ def engine_status(path: PathLike, now: int) -> EngineStatus:
         counts = one(
             conn,
             "SELECT (SELECT COUNT(*) FROM positions WHERE qty != 0),"
-            " (SELECT COUNT(*) FROM orders WHERE status IN"
-            "  ('NEW','SUBMITTED','ACCEPTED','PARTIALLY_FILLED'))",
+            f" (SELECT COUNT(*) FROM orders WHERE status IN {OPEN_STATUSES})",
         )
         unacked = _unacked(conn)
     beat = row["heartbeat_at"]

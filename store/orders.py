@@ -17,13 +17,13 @@ from sqlite_utils import Database
 
 from engine.domain import ExitReason, Fill, Order, OrderStatus, OrderType, Purpose, Side
 from store.db import atomic
+from store.schema import OPEN_STATUSES
 
 _COLUMNS = (
     "client_order_id, symbol, side, qty, type, purpose, status, limit_price, stop_price,"
     " stop_loss, take_profit, filled_qty, avg_price, broker_order_id, created_at, expires_at,"
     " reason, ref_price, parent_id, oco_group, exit_reason"
 )
-_OPEN = tuple(s.value for s in OrderStatus if s.is_open)
 
 INSERT_ORDER = (
     "INSERT INTO orders (client_order_id, symbol, side, qty, type, purpose, status,"
@@ -136,9 +136,8 @@ class OrderRepository:
 
     def load_open(self) -> list[tuple[Order, float | None]]:
         """Every order still open, oldest first."""
-        marks = ",".join("?" * len(_OPEN))
         rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM orders WHERE status IN ({marks}) ORDER BY id", _OPEN
+            f"SELECT {_COLUMNS} FROM orders WHERE status IN {OPEN_STATUSES} ORDER BY id"
         ).fetchall()
         return [order_from_row(r) for r in rows]
 

@@ -9,9 +9,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from engine.domain import Fill, OrderStatus, Side
-
-_OPEN = tuple(s.value for s in OrderStatus if s.is_open)
+from engine.domain import Fill, Side
+from store.schema import OPEN_STATUSES
 
 INSERT_ORDER = (
     "INSERT INTO paper_orders (client_order_id, broker_order_id, symbol, side, qty,"
@@ -145,11 +144,9 @@ def bars(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 def working_orders(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
     """Every open order's row, oldest first."""
-    marks = ",".join("?" * len(_OPEN))
     yield from conn.execute(
         "SELECT client_order_id, broker_order_id, symbol, side, qty, type, purpose,"
         " limit_price, stop_price, status, filled_qty, avg_price, triggered, after_ts,"
         f" expires_at, created_at, parent_id, oco_group FROM paper_orders"
-        f" WHERE status IN ({marks}) ORDER BY rowid",
-        _OPEN,
+        f" WHERE status IN {OPEN_STATUSES} ORDER BY rowid"
     )

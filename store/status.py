@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from store.db import reader
+from store.schema import OPEN_STATUSES
 
 DEFAULT_HEARTBEAT_SECONDS = 1.0  # engine.heartbeat_seconds' default, for rows without one
 STALE_BEATS = 5
@@ -192,8 +193,7 @@ def read_status(path: str | os.PathLike[str] | None, now: int) -> EngineStatus |
             ).fetchone()
             positions = conn.execute("SELECT count(*) FROM positions WHERE qty != 0").fetchone()
             orders = conn.execute(
-                "SELECT count(*) FROM orders WHERE status IN"
-                " ('NEW', 'SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')"
+                f"SELECT count(*) FROM orders WHERE status IN {OPEN_STATUSES}"
             ).fetchone()
             alerts = conn.execute(
                 "SELECT severity, count(*) FROM alerts WHERE acked_at IS NULL GROUP BY severity"

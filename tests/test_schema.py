@@ -15,8 +15,12 @@ import pytest
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from cockpit import risk_views
+from engine.domain import OrderStatus
+from store import paper as paper_rows
 from store import schema
 from store.db import maybe_reader, open_reader, open_writer
+from store.orders import OrderRepository
 from store.schema import REGISTRY, SCHEMA_VERSION, SchemaError, migrate, registered
 
 
@@ -183,3 +187,31 @@ def test_a_file_no_writer_has_filled_yet_is_no_database_to_a_reader(tmp_path: Pa
         open_reader(path)
     with maybe_reader(path) as conn:
         assert conn is None
+
+
+def test_open_statuses_are_the_working_order_statuses() -> None:
+    working = tuple(s.value for s in OrderStatus if s.is_open)
+    assert "(" + ", ".join(f"'{s}'" for s in working) + ")" == schema.OPEN_STATUSES
+
+
+def test_every_read_of_working_orders_uses_the_open_orders_index(tmp_path: Path) -> None:
+    # A partial index serves only a query that names the same literal statuses; one
+    # that binds them as parameters would scan the whole orders table instead.
+    path = tmp_path / "open.db"
+    db = open_writer(path)
+    executed: list[str] = []
+    db.conn.set_trace_callback(executed.append)
+    OrderRepository(db).load_open()
+    list(paper_rows.working_orders(db.conn))
+    risk_views._open_orders(db.conn)
+    db.conn.set_trace_callback(None)
+    db.conn.close()
+    with open_reader(path) as conn:
+        plans = {
+            sql: " ".join(str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            for sql in executed
+            if "status IN" in sql
+        }
+    assert len(plans) == 3
+    for sql, plan in plans.items():
+        assert "idx_orders_open" in plan or "idx_paper_orders_open" in plan, (sql, plan)
