@@ -43,6 +43,7 @@ from engine.process.schedule import (
 from engine.process.storeguard import StoreGuard
 from engine.process.watchdog import Watchdog
 from engine.process.wiring import Given, MlParts, open_engine
+from store.checkpoint import Checkpointer
 from store.db import db_path, in_memory, now_ms
 
 __all__ = ["Engine", "daily_trigger"]
@@ -275,6 +276,8 @@ class Engine:
         gc.freeze()
         restore = _signals(self._stop) if install_signals else _nothing
         self._start_metrics()
+        checkpointer = Checkpointer(self.path)
+        checkpointer.start()
         scheduler.start()
         period = cfg.cycle_period
         log.info(
@@ -284,9 +287,10 @@ class Engine:
             "simulated" if cfg.simulated else "live",
         )
         try:
-            self._wait(for_seconds)
+            _wait(self._stop, for_seconds, self.replay_done)
         finally:
             scheduler.shutdown(wait=True)
+            checkpointer.stop()
             if self.metrics_server is not None:
                 self.metrics_server.close()
                 self.metrics_server = None
@@ -294,15 +298,18 @@ class Engine:
             self.close()
             gc.unfreeze()
 
-    def _wait(self, for_seconds: float | None) -> None:
-        deadline = None if for_seconds is None else time.monotonic() + for_seconds
-        while not self._stop.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            if self.replay_done():
-                log.info("end of the replayed data")
-                return
-            self._stop.wait(0.1)
+
+def _wait(
+    stop: threading.Event, for_seconds: float | None, replay_done: Callable[[], bool]
+) -> None:
+    deadline = None if for_seconds is None else time.monotonic() + for_seconds
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if replay_done():
+            log.info("end of the replayed data")
+            return
+        stop.wait(0.1)
 
 
 def _nothing() -> None:
