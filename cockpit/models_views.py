@@ -20,6 +20,7 @@ import pandas as pd
 
 from engine.ml.shadow import PromotionAdvice, promotion_advice
 from store.db import maybe_reader
+from store.models import shadow_pairs
 
 PathLike = str | os.PathLike[str] | None
 HEADS = ("direction", "regime")
@@ -249,14 +250,7 @@ def shadow_advice(
 ) -> PromotionAdvice:
     """Champion against challenger on the same scored bars (what the engine judges)."""
     with maybe_reader(path) as conn:
-        pairs = _rows(
-            conn,
-            "SELECT a.proba, b.proba, a.outcome FROM predictions a JOIN predictions b"
-            " ON a.symbol = b.symbol AND a.ts = b.ts"
-            " WHERE a.model_version = ? AND a.role = 'champion' AND b.model_version = ?"
-            " AND b.role = 'challenger' AND a.scored_at IS NOT NULL",
-            (champion, challenger),
-        )
+        pairs = [] if conn is None else shadow_pairs(conn, champion, challenger)
     columns = list(zip(*pairs, strict=True)) if pairs else [(), (), ()]
     return promotion_advice(
         champion,

@@ -37,9 +37,6 @@ SQL_HOMES = ("store", "cockpit")
 SQL_DEBT = frozenset(
     {
         "engine.backtest.run",
-        "engine.ml.registry",
-        "engine.ml.service",
-        "engine.ml.train",
     }
 )
 
@@ -59,10 +56,6 @@ SIZE_DEBT = frozenset(
         "engine.decide.regime.classify",
         "engine.execution.brokers.ib.IbBroker",
         "engine.execution.reconcile.adopt_broker",
-        "engine.ml.service.ModelService",
-        "engine.ml.service.ModelService.check_drift",
-        "engine.ml.train.train_head",
-        "engine.ml.train.train_on_history",
         "store.schema.m001_core",
         "store.schema.m001_ml_tables",
         "store.schema.m001_paper_tables",

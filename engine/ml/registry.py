@@ -35,6 +35,7 @@ from sqlite_utils import Database
 from engine.alerts.audit import append_audit
 from engine.ml.artifact import ArtifactError, models_dir, verify_artifact
 from engine.ml.train import TrainedModel
+from store import models as stored
 from store.commands import CommandKind
 from store.db import now_ms
 from store.secrets import db_file_of
@@ -69,14 +70,8 @@ class ModelRecord:
     lib_versions: dict[str, str]
 
 
-_COLUMNS = (
-    "version, name, path, sha256, status, trained_at, status_changed_at,"
-    " params, features, data_range, metrics, lib_versions"
-)
-
-
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> ModelRecord:
-    r = tuple(row)
+def _record(r: tuple[Any, ...]) -> ModelRecord:
+    """A row of store.models.RECORD_COLUMNS as the record."""
     return ModelRecord(
         version=r[0],
         name=r[1],
@@ -107,22 +102,17 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def get(conn: sqlite3.Connection, version: str) -> ModelRecord | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE version = ? ORDER BY id DESC LIMIT 1", (version,)
-    ).fetchone()
+    row = stored.record(conn, version)
     return _record(row) if row else None
 
 
 def list_models(conn: sqlite3.Connection) -> list[ModelRecord]:
     """Every version, newest first."""
-    return [_record(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM models ORDER BY id DESC")]
+    return [_record(r) for r in stored.records(conn)]
 
 
 def with_status(conn: sqlite3.Connection, status: ModelStatus) -> ModelRecord | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE status = ? ORDER BY id DESC LIMIT 1",
-        (status.value,),
-    ).fetchone()
+    row = stored.newest_with_status(conn, status.value)
     return _record(row) if row else None
 
 
@@ -136,26 +126,12 @@ def challenger(conn: sqlite3.Connection) -> ModelRecord | None:
 
 def needs_bootstrap(conn: sqlite3.Connection) -> bool:
     """True when the registry is empty: the engine should train a first model."""
-    return conn.execute("SELECT 1 FROM models LIMIT 1").fetchone() is None
-
-
-def _has_events(conn: sqlite3.Connection) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'model_events'"
-    ).fetchone()
-    return row is not None
+    return stored.is_empty(conn)
 
 
 def replaced_by(conn: sqlite3.Connection, version: str) -> str | None:
     """The champion `version` replaced when it last became champion."""
-    if not _has_events(conn):
-        return None
-    row = conn.execute(
-        "SELECT replaced FROM model_events WHERE version = ? AND to_status = ?"
-        " ORDER BY id DESC LIMIT 1",
-        (version, ModelStatus.CHAMPION.value),
-    ).fetchone()
-    return row[0] if row and row[0] else None
+    return stored.replaced_when_made(conn, version, ModelStatus.CHAMPION.value)
 
 
 def champion_lineage(conn: sqlite3.Connection, version: str) -> list[str]:
@@ -183,13 +159,8 @@ def _event(
     replaced: str | None = None,
     reason: str = "",
 ) -> None:
-    db.conn.execute(
-        "UPDATE models SET status = ?, status_changed_at = ? WHERE version = ?",
-        (after.value, now, version),
-    )
-    db.conn.execute(
-        "INSERT INTO model_events (ts, version, action, from_status, to_status, replaced,"
-        " actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    stored.change_status(
+        db.conn,
         (
             now,
             version,
@@ -250,9 +221,8 @@ def localize_artifacts(db: Database) -> int:
         return 0
     folder = models_dir(file)
     moved = 0
-    rows = db.conn.execute("SELECT version, path FROM models").fetchall()
-    for version, stored in rows:
-        path = Path(stored)
+    for version, registered in stored.artifact_paths(db.conn):
+        path = Path(registered)
         if not path.is_absolute():
             continue
         inside = _stored_path(db.conn, path)
@@ -263,7 +233,7 @@ def localize_artifacts(db: Database) -> int:
             if not target.exists():
                 shutil.copytree(path.parent, target)
             inside = str(target.relative_to(folder) / path.name)
-        db.conn.execute("UPDATE models SET path = ? WHERE version = ?", (inside, version))
+        stored.set_path(db.conn, version, inside)
         log.info("model %s: artifact now at %s in %s", version, inside, folder)
         moved += 1
     db.conn.commit()
@@ -285,10 +255,8 @@ def register(
     if get(db.conn, trained.version) is not None:
         raise RegistryError(f"model version {trained.version} is already registered")
     with transaction(db.conn):
-        db.conn.execute(
-            "INSERT INTO models (name, version, path, sha256, params, features, data_range,"
-            " metrics, lib_versions, status, trained_at, status_changed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        stored.insert_model(
+            db.conn,
             (
                 trained.name,
                 trained.version,

@@ -25,11 +25,9 @@ only (predict returns None). It never predicts with a model it has not verified.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -43,34 +41,22 @@ from engine.decide.regime import RegimeCall, Source
 from engine.domain import Bar, Regime, Severity
 from engine.ml import registry
 from engine.ml.artifact import ArtifactError, LoadedModel, load_artifact
-from engine.ml.drift import (
-    DriftResult,
-    Reference,
-    accuracy_decay,
-    feature_drift,
-    prediction_drift,
-    thresholds,
-)
+from engine.ml.drift import Reference
 from engine.ml.features import FEATURES, N_FEATURES
-from engine.ml.registry import ModelRecord, transaction
-from engine.ml.shadow import PromotionAdvice, promotion_advice
+from engine.ml.health import SOURCE, AlertFn, DriftWatch, HealthReport
+from engine.ml.predictions import PredictionLog
+from engine.ml.registry import ModelRecord
+from engine.ml.shadow import PromotionAdvice
 from engine.ml.train import training_accuracy
 from store.db import now_ms
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-AlertFn = Callable[[Severity, str, str, str, str | None], object]
 
-SOURCE = "ml"
 # How often the cycle's `poll` reads the registry. Commands that change it call
 # `sync` at once; this bounds how late a change made by another process is seen.
 SYNC_EVERY_MS = 1_000
-
-
-class Role:
-    CHAMPION = "champion"
-    CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +92,6 @@ class CycleModel(Protocol):
     def check_drift(self, now: int) -> object: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    drift: tuple[DriftResult, ...]
-    advice: PromotionAdvice | None
-    promoted: str | None  # set when the auto-promotion policy acted
 
 
 class Runner:
@@ -193,47 +172,6 @@ class _Loaded:
     refused: tuple[tuple[ModelRecord, str], ...]
 
 
-class _ShadowWorker:
-    """The challenger's predictions on a thread of their own: a shadow never trades, so
-    the cycle does not wait for it. LightGBM releases the GIL while it predicts, so on
-    two cores the shadow runs beside the cycle rather than inside it."""
-
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: deque[tuple[Sequence[Bar], Future[list[Prediction]]]] = deque()
-
-    def submit(self, runner: Runner, bars: Sequence[Bar], x: FloatArray) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
-
-    def finished(self) -> list[tuple[Bar, Prediction]]:
-        """Predictions whose batch is done, oldest first; a batch still running waits."""
-        out: list[tuple[Bar, Prediction]] = []
-        while self._pending and self._pending[0][1].done():
-            out.extend(self._take(*self._pending.popleft()))
-        return out
-
-    def close(self) -> list[tuple[Bar, Prediction]]:
-        out: list[tuple[Bar, Prediction]] = []
-        while self._pending:
-            out.extend(self._take(*self._pending.popleft()))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        return out
-
-    @staticmethod
-    def _take(
-        bars: Sequence[Bar], future: Future[list[Prediction]]
-    ) -> list[tuple[Bar, Prediction]]:
-        try:
-            return list(zip(bars, future.result(), strict=True))
-        except Exception:  # a failed shadow costs its rows, never the cycle
-            log.exception("shadow prediction failed")
-            return []
-
-
 class ModelService:
     def __init__(
         self,
@@ -258,9 +196,8 @@ class ModelService:
         self._champion: Runner | None = None
         self._challenger: Runner | None = None
         self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
-        self._features: deque[FloatArray] = deque(maxlen=settings.drift_window)
-        self._probas: deque[float] = deque(maxlen=settings.drift_window)
-        self._shadow = _ShadowWorker()
+        self._drift = DriftWatch(db, settings, alert)
+        self._log = PredictionLog(db, settings.horizon_bars * bar_ms)
         # The engine loads on its own thread so its first cycle does not wait for LightGBM;
         # without a loader (tools, tests) loading happens inside `sync`.
         self._loader = loader
@@ -318,7 +255,7 @@ class ModelService:
         self._seen = key
         enabled = self.settings.enabled
         wanted = _Wanted(
-            self._champion_candidates(conn, champ) if enabled else (),
+            _champion_candidates(conn, champ) if enabled else (),
             chall if chall and enabled else None,
         )
         if self._loader is None:
@@ -331,15 +268,6 @@ class ModelService:
         if self._pending is not None:
             self._pending.result(timeout)
             self.sync()
-
-    def _champion_candidates(
-        self, conn: sqlite3.Connection, record: ModelRecord | None
-    ) -> tuple[ModelRecord, ...]:
-        """The champion, then the champions before it: the fallback order."""
-        if record is None:
-            return ()
-        earlier = (registry.get(conn, v) for v in registry.champion_lineage(conn, record.version))
-        return (record, *(r for r in earlier if r is not None))
 
     def _load_wanted(self, wanted: _Wanted) -> _Loaded:
         """Thread-safe: reads files only. The first candidate that verifies wins."""
@@ -370,50 +298,16 @@ class ModelService:
     def _install(self, loaded: _Loaded) -> bool:
         previous = (self.champion_version, self.challenger_version)
         self._champion, self._challenger = loaded.champion, loaded.challenger
-        self._raise_refusals(loaded)
+        for alert in _refusal_alerts(loaded):
+            self._alert(*alert)
         if self.champion_version != previous[0]:
-            self._probas.clear()
+            self._drift.new_champion()
         log.info(
             "models in use: champion %s, challenger %s",
             self.champion_version or "none (rules only)",
             self.challenger_version or "none",
         )
         return (self.champion_version, self.challenger_version) != previous
-
-    def _raise_refusals(self, loaded: _Loaded) -> None:
-        champions = loaded.wanted.champions
-        for record, error in loaded.refused:
-            role = "challenger" if record is loaded.wanted.challenger else "champion"
-            if role == "champion" and record is not champions[0]:
-                role = "previous champion"
-            self._alert(
-                Severity.HIGH,
-                SOURCE,
-                f"Model {record.version} refused",
-                f"the {role}'s artifact failed verification and is not used: {error}",
-                f"ml.refused.{record.version}",
-            )
-        champion = loaded.champion
-        if not champions or (champion is not None and champion.version == champions[0].version):
-            return
-        if champion is not None:
-            self._alert(
-                Severity.HIGH,
-                SOURCE,
-                "Trading on the previous champion",
-                f"champion {champions[0].version} was refused; predictions come from"
-                f" {champion.version} until the operator promotes or rolls back",
-                "ml.fallback",
-            )
-        elif loaded.champion is None:
-            self._alert(
-                Severity.HIGH,
-                SOURCE,
-                "No usable model: rules only",
-                f"champion {champions[0].version} was refused and no earlier champion"
-                " verified; the regime rules trade alone",
-                "ml.fallback",
-            )
 
     def _resolve(self, path: str) -> Path:
         return registry.artifact_path(self._db.conn, path)
@@ -445,8 +339,7 @@ class ModelService:
             return {}
         x = np.vstack([rows[s] for s in ready]).astype(np.float64, copy=False)
         predictions = champ.predict_batch(x)
-        self._features.extend(x)
-        self._probas.extend(p.proba_up for p in predictions)
+        self._drift.observe(x, predictions)
         return dict(zip(ready, predictions, strict=True))
 
     def record_batch(
@@ -458,13 +351,7 @@ class ModelService:
         """Store the champion's predictions for `bars`, start the challenger's shadow
         predictions of the same rows on the shadow thread, and store the shadow rows
         that finished since the last call. Joins the caller's open transaction."""
-        done = self._shadow.finished()
-        predicted = [b for b in bars if b.symbol in predictions]
-        champion_rows = [self._row(b, predictions[b.symbol], Role.CHAMPION) for b in predicted]
-        if self._challenger is not None and predicted:
-            x = np.vstack([rows[b.symbol] for b in predicted]).astype(np.float64, copy=False)
-            self._shadow.submit(self._challenger, predicted, x)
-        self._insert(champion_rows + [self._row(b, p, Role.CHALLENGER) for b, p in done])
+        self._log.record_batch(bars, predictions, rows, self._challenger)
 
     def record(self, bar: Bar, prediction: Prediction | None) -> None:
         """Store the champion's prediction and the shadow's, to be scored after the horizon
@@ -473,56 +360,16 @@ class ModelService:
         Joins the caller's open transaction (the cycle commits); commits on its own
         only when called outside one.
         """
-        if prediction is None:
-            return
-        rows = [self._row(bar, prediction, Role.CHAMPION)]
-        if prediction.shadow is not None:
-            rows.append(self._row(bar, prediction.shadow, Role.CHALLENGER))
-        self._insert(rows)
+        if prediction is not None:
+            self._log.record(bar, prediction)
 
     def close(self) -> None:
         """Wait for the shadow thread and store what it finished; the writer is still open."""
-        self._insert([self._row(b, p, Role.CHALLENGER) for b, p in self._shadow.close()])
-
-    def _row(self, bar: Bar, p: Prediction, role: str) -> tuple[object, ...]:
-        return (
-            bar.ts,
-            bar.symbol,
-            p.version,
-            role,
-            p.proba_up,
-            p.regime_call.regime.value if p.regime_call else None,
-            p.regime_call.confidence if p.regime_call else None,
-            bar.true_regime.value if bar.true_regime else None,
-            bar.close,
-            bar.ts + self.settings.horizon_bars * self.bar_ms,
-        )
-
-    def _insert(self, rows: list[tuple[object, ...]]) -> None:
-        if not rows:
-            return
-        with transaction(self._db.conn):
-            self._db.conn.executemany(
-                "INSERT INTO predictions (ts, symbol, model_version, role, proba, regime,"
-                " regime_confidence, true_regime, ref_price, horizon_ts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        self._log.close()
 
     def score_due(self, now: int, prices: Mapping[str, float]) -> int:
         """Score every prediction whose horizon has passed, for symbols with a price now."""
-        scored = 0
-        with transaction(self._db.conn):
-            for symbol, price in prices.items():
-                if not (math.isfinite(price) and price > 0):
-                    continue
-                cur = self._db.conn.execute(
-                    "UPDATE predictions SET outcome = (? > ref_price), exit_price = ?,"
-                    " scored_at = ? WHERE scored_at IS NULL AND horizon_ts <= ? AND symbol = ?",
-                    (price, price, now, now, symbol),
-                )
-                scored += cur.rowcount
-        return scored
+        return self._log.score_due(now, prices)
 
     # ------------------------------------------------------------------ health
 
@@ -533,127 +380,82 @@ class ModelService:
         per kind). With `auto_promote` on, a challenger the advice favours is promoted.
         """
         champ = self._champion
-        results: list[DriftResult] = []
-        s = self.settings
-        if champ is not None:
-            # Only a full window: the natural PSI the thresholds rest on was measured on
-            # stretches of exactly this many rows, and a short window reads as drift.
-            if len(self._features) == s.drift_window:
-                limits = {
-                    name: thresholds(champ.natural.get(name), s.psi_warning, s.psi_alert)
-                    for name in FEATURES
-                }
-                rows = np.vstack(self._features)
-                results += feature_drift(champ.reference, FEATURES, rows, limits)
-            ref = champ.prediction_reference()
-            if ref is not None and len(self._probas) == s.drift_window:
-                limit = thresholds(champ.prediction_natural, s.psi_warning, s.psi_alert)
-                probas = np.fromiter(self._probas, dtype=np.float64)
-                results.append(prediction_drift(ref, probas, limit))
-            live, n = self.live_accuracy(champ.version)
-            if n:
-                results.append(
-                    accuracy_decay(
-                        live,
-                        n,
-                        champ.training_accuracy,
-                        max_drop=s.accuracy_decay,
-                        min_samples=s.min_scored,
-                    )
-                )
-        version = champ.version if champ else None
-        with transaction(self._db.conn):
-            self._db.conn.executemany(
-                "INSERT INTO drift (ts, model_version, kind, name, value, threshold, severity,"
-                " n, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        now,
-                        version,
-                        r.kind.value,
-                        r.name,
-                        r.value if math.isfinite(r.value) else None,
-                        r.threshold,
-                        r.severity.value if r.severity else None,
-                        r.n,
-                        r.detail,
-                    )
-                    for r in results
-                ],
-            )
-        self._raise_drift_alerts(version, results)
+        results = self._drift.measure(champ) if champ is not None else []
+        self._drift.record(now, champ.version if champ else None, results)
         advice = self.advice()
         promoted = None
-        if advice is not None and advice.promote and s.auto_promote:
+        if advice is not None and advice.promote and self.settings.auto_promote:
             message = registry.promote(
-                self._db,
-                advice.challenger,
-                now=now,
-                actor="auto-promote",
-                reason=advice.message,
+                self._db, advice.challenger, now=now, actor="auto-promote", reason=advice.message
             )
             self._alert(Severity.WARNING, SOURCE, "Challenger promoted", message, None)
             promoted = advice.challenger
             self.sync()
         return HealthReport(tuple(results), advice, promoted)
 
-    def _raise_drift_alerts(self, version: str | None, results: list[DriftResult]) -> None:
-        flagged = [r for r in results if r.severity is not None]
-        by_kind: dict[str, list[DriftResult]] = {}
-        for r in flagged:
-            by_kind.setdefault(r.kind.value, []).append(r)
-        for kind, items in by_kind.items():
-            worst = max((r.severity for r in items if r.severity), key=lambda v: v.rank)
-            detail = ", ".join(
-                r.detail or f"{r.name} {r.value:.3f}" for r in sorted(items, key=lambda r: -r.value)
-            )
-            self._alert(
-                worst,
-                SOURCE,
-                f"Model drift: {kind.replace('_', ' ')}",
-                f"model {version}: {detail}",
-                f"ml.drift.{kind}",
-            )
-
     def live_accuracy(self, version: str) -> tuple[float, int]:
         """Accuracy of the version's latest scored champion predictions (drift_window)."""
-        row = self._db.conn.execute(
-            "SELECT AVG((proba >= 0.5) = outcome), COUNT(*) FROM (SELECT proba, outcome"
-            " FROM predictions WHERE model_version = ? AND role = ? AND scored_at IS NOT NULL"
-            " ORDER BY id DESC LIMIT ?)",
-            (version, Role.CHAMPION, self.settings.drift_window),
-        ).fetchone()
-        n = int(row[1] or 0)
-        return (float(row[0]) if n else math.nan), n
+        return self._drift.live_accuracy(version)
 
     def advice(self) -> PromotionAdvice | None:
         """Shadow comparison of the challenger with the champion on the same bars."""
-        champ, chall = self._champion, self._challenger
-        if champ is None or chall is None:
-            return None
-        pairs = self._db.conn.execute(
-            "SELECT a.proba, b.proba, a.outcome FROM predictions a JOIN predictions b"
-            " ON a.symbol = b.symbol AND a.ts = b.ts"
-            " WHERE a.model_version = ? AND a.role = ? AND b.model_version = ? AND b.role = ?"
-            " AND a.scored_at IS NOT NULL",
-            (champ.version, Role.CHAMPION, chall.version, Role.CHALLENGER),
-        ).fetchall()
-        arr = np.array(pairs, dtype=np.float64).reshape(-1, 3)
-        return promotion_advice(
-            champ.version,
-            chall.version,
-            arr[:, 0],
-            arr[:, 1],
-            arr[:, 2],
-            min_samples=self.settings.min_scored,
-            horizon_bars=self.settings.horizon_bars,
-        )
+        return self._drift.advice(self._champion, self._challenger)
 
     def handle_command(self, kind: str, args: Mapping[str, object], actor: str = "operator") -> str:
         """registry.handle_command, then reload so the next cycle uses the new champion."""
         result = registry.handle_command(self._db, kind, args, now=self._clock(), actor=actor)
         self.sync()
         return result
+
+
+def _champion_candidates(
+    conn: sqlite3.Connection, record: ModelRecord | None
+) -> tuple[ModelRecord, ...]:
+    """The champion, then the champions before it: the fallback order."""
+    if record is None:
+        return ()
+    earlier = (registry.get(conn, v) for v in registry.champion_lineage(conn, record.version))
+    return (record, *(r for r in earlier if r is not None))
+
+
+def _refusal_alerts(loaded: _Loaded) -> list[tuple[Severity, str, str, str, str | None]]:
+    """What a load's refusals tell the operator: each refused artifact, and which
+    model (if any) predictions come from instead."""
+    champions = loaded.wanted.champions
+    alerts: list[tuple[Severity, str, str, str, str | None]] = []
+    for record, error in loaded.refused:
+        role = "challenger" if record is loaded.wanted.challenger else "champion"
+        if role == "champion" and record is not champions[0]:
+            role = "previous champion"
+        alerts.append((
+            Severity.HIGH,
+            SOURCE,
+            f"Model {record.version} refused",
+            f"the {role}'s artifact failed verification and is not used: {error}",
+            f"ml.refused.{record.version}",
+        ))  # fmt: skip
+    champion = loaded.champion
+    if not champions or (champion is not None and champion.version == champions[0].version):
+        return alerts
+    if champion is not None:
+        alerts.append((
+            Severity.HIGH,
+            SOURCE,
+            "Trading on the previous champion",
+            f"champion {champions[0].version} was refused; predictions come from"
+            f" {champion.version} until the operator promotes or rolls back",
+            "ml.fallback",
+        ))  # fmt: skip
+    else:
+        alerts.append((
+            Severity.HIGH,
+            SOURCE,
+            "No usable model: rules only",
+            f"champion {champions[0].version} was refused and no earlier champion"
+            " verified; the regime rules trade alone",
+            "ml.fallback",
+        ))  # fmt: skip
+    return alerts
 
 
 def _identity(record: ModelRecord | None) -> tuple[str, str] | None:

@@ -43,6 +43,8 @@ from engine.ml.artifact import models_dir, sha256_hex, write_artifact
 from engine.ml.cv import purged_folds
 from engine.ml.drift import psi, reference
 from engine.ml.features import FEATURES, feature_frame
+from store import models as stored
+from store.cycles import BAR_COLUMNS
 from store.db import db_path, now_ms, reader
 
 if TYPE_CHECKING:  # lightgbm costs a second to import: only training and loading pay it
@@ -160,24 +162,8 @@ def _read_bars(
     since: int | None,
     until: int | None,
 ) -> dict[str, pd.DataFrame]:
-    where: list[str] = ["1 = 1"]
-    args: list[object] = []
-    if symbols:
-        where.append(f"symbol IN ({','.join('?' * len(symbols))})")
-        args.extend(symbols)
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("ts <= ?")
-        args.append(until)
-    sql = (
-        "SELECT symbol, ts, open, high, low, close, volume, true_regime FROM bars"
-        f" WHERE {' AND '.join(where)} ORDER BY symbol, ts"
-    )
     frame = pd.DataFrame(
-        [tuple(r) for r in conn.execute(sql, args)],
-        columns=["symbol", "ts", "open", "high", "low", "close", "volume", "true_regime"],
+        stored.training_bars(conn, symbols, since, until), columns=list(BAR_COLUMNS)
     )
     return {
         str(s): g.drop(columns="symbol").reset_index(drop=True)
@@ -304,26 +290,7 @@ def train_head(
             continue
         booster = fit(x[fold.train], y[fold.train], num_class, params)
         proba = predict_proba(booster, x[fold.test], num_class)
-        y_test = y[fold.test]
-        report: dict[str, Any] = {
-            "fold": fold.number,
-            "train_rows": len(fold.train),
-            "test_rows": len(fold.test),
-            "test_start": fold.test_start,
-            "test_end": fold.test_end,
-            "purged": len(fold.purged),
-            "embargoed": len(fold.embargoed),
-            "model": m.classification_metrics(y_test, proba),
-            "majority": m.classification_metrics(
-                y_test, m.majority_proba(y[fold.train], len(fold.test), num_class)
-            ),
-        }
-        if rules is not None:
-            report["rules"] = m.label_metrics(_scored(y_test), _scored(rules[fold.test]))
-            report["model_rules_scale"] = m.label_metrics(
-                _scored(y_test), _scored(proba.argmax(axis=1))
-            )
-        fold_reports.append(report)
+        fold_reports.append(_fold_report(fold, y, proba, num_class, rules))
         tested.append(fold.test)
         probas.append(proba)
         step(f"fold {fold.number}")
@@ -331,28 +298,71 @@ def train_head(
         raise TrainingError("no fold had both training and test rows; give more history")
     rows = np.concatenate(tested)
     oof = np.concatenate(probas)
+    overall = _overall_report(folds, y, rows, oof, num_class=num_class, rules=rules)
+    overall["folds"] = fold_reports
+    booster = fit(x, y, num_class, params)
+    overall["importance"] = _importance(booster)
+    step("final fit")
+    return HeadResult(booster, overall, oof, rows)
+
+
+def _fold_report(
+    fold: Any, y: IntArray, proba: FloatArray, num_class: int, rules: IntArray | None
+) -> dict[str, Any]:
+    """One fold's test scores beside the baselines trained on the same rows."""
+    y_test = y[fold.test]
+    report: dict[str, Any] = {
+        "fold": fold.number,
+        "train_rows": len(fold.train),
+        "test_rows": len(fold.test),
+        "test_start": fold.test_start,
+        "test_end": fold.test_end,
+        "purged": len(fold.purged),
+        "embargoed": len(fold.embargoed),
+        "model": m.classification_metrics(y_test, proba),
+        "majority": m.classification_metrics(
+            y_test, m.majority_proba(y[fold.train], len(fold.test), num_class)
+        ),
+    }
+    if rules is not None:
+        report["rules"] = m.label_metrics(_scored(y_test), _scored(rules[fold.test]))
+        report["model_rules_scale"] = m.label_metrics(
+            _scored(y_test), _scored(proba.argmax(axis=1))
+        )
+    return report
+
+
+def _overall_report(
+    folds: Sequence[Any],
+    y: IntArray,
+    rows: IntArray,
+    oof: FloatArray,
+    *,
+    num_class: int,
+    rules: IntArray | None,
+) -> dict[str, Any]:
+    """The out-of-fold scores pooled over every tested row."""
     y_oof = y[rows]
-    first_train = folds[0].train
     overall: dict[str, Any] = {
-        "folds": fold_reports,
+        "folds": [],
         "overall": m.classification_metrics(y_oof, oof),
         # Each fold's baseline learns from its own training rows, like the model.
         "majority": _pooled_majority(folds, y, num_class),
         "calibration": m.calibration(y_oof, oof),
         "class_share": (np.bincount(y, minlength=num_class) / max(len(y), 1)).tolist(),
-        "first_train_rows": len(first_train),
+        "first_train_rows": len(folds[0].train),
     }
     if rules is not None:
         overall["rules"] = m.label_metrics(_scored(y_oof), _scored(rules[rows]))
         overall["model_rules_scale"] = m.label_metrics(_scored(y_oof), _scored(oof.argmax(axis=1)))
-    booster = fit(x, y, num_class, params)
+    return overall
+
+
+def _importance(booster: lgb.Booster) -> dict[str, float]:
+    """Each feature's share of the total gain."""
     gain = booster.feature_importance(importance_type="gain").astype(np.float64)
     total = gain.sum()
-    overall["importance"] = dict(
-        zip(FEATURES, (gain / total if total else gain).tolist(), strict=True)
-    )
-    step("final fit")
-    return HeadResult(booster, overall, oof, rows)
+    return dict(zip(FEATURES, (gain / total if total else gain).tolist(), strict=True))
 
 
 def _pooled_majority(folds: Sequence[Any], y: IntArray, num_class: int) -> dict[str, float]:
@@ -435,14 +445,73 @@ def train_on_history(
     """Train both heads on the given bars and write the artifact (no database write)."""
     horizon = settings.horizon_bars
     data = build_dataset(history, horizon)
-    direction_rows = np.flatnonzero(data.y_up != UNKNOWN)
-    if len(direction_rows) < MIN_TRAIN_ROWS:
-        raise TrainingError(
-            f"{len(direction_rows)} labelled rows; at least {MIN_TRAIN_ROWS} are needed"
-        )
+    d = np.flatnonzero(data.y_up != UNKNOWN)
+    if len(d) < MIN_TRAIN_ROWS:
+        raise TrainingError(f"{len(d)} labelled rows; at least {MIN_TRAIN_ROWS} are needed")
     regime_rows = np.flatnonzero(data.regime != UNKNOWN)
-    with_regime = len(regime_rows) >= MIN_TRAIN_ROWS
-    total = (params.n_folds + 1) * (2 if with_regime else 1) + 1
+    r = regime_rows if len(regime_rows) >= MIN_TRAIN_ROWS else None
+    step = _counted(progress, (params.n_folds + 1) * (1 if r is None else 2) + 1)
+    embargo = horizon * data.bar_ms
+    results = _train_heads(data, d, r, params=params, embargo=embargo, step=step)
+    heads = {name: head.booster.model_to_string() for name, head in results.items()}
+    metrics = {name: head.report for name, head in results.items()}
+    direction = results["direction"]
+    # Out-of-fold rows come fold by fold, and folds follow time: they are in time order.
+    reference_data = drift_reference(data.x[d], direction.oof_proba[:, 1], settings.drift_window)
+    all_params = {
+        "train": params.as_json(),
+        "lightgbm": params.lightgbm(2),
+        "horizon_bars": horizon,
+        "embargo_ms": embargo,
+        "heads": list(heads),
+    }
+    step("artifact")
+    trained = _write_model(
+        artifacts_dir,
+        heads,
+        now=now,
+        params=all_params,
+        data_range=_data_range(data, d, r, source),
+        metrics=m.jsonable(metrics),
+        drift=m.jsonable(reference_data),
+    )
+    log.info(
+        "trained %s on %d rows (%s); direction accuracy %.3f",
+        trained.version,
+        len(d),
+        source,
+        direction.report["overall"]["accuracy"],
+    )
+    return trained
+
+
+def _train_heads(
+    data: Dataset,
+    d: IntArray,
+    r: IntArray | None,
+    *,
+    params: TrainParams,
+    embargo: int,
+    step: Callable[[str], None],
+) -> dict[str, HeadResult]:
+    """The direction head on the rows `d`, and the regime head on `r` unless None."""
+    heads = {
+        "direction": train_head(
+            data.x[d], data.y_up[d], data.ts[d], data.label_end[d], 2, params=params,
+            embargo=embargo, step=lambda s: step(f"direction {s}"),
+        )
+    }  # fmt: skip
+    if r is not None:
+        heads["regime"] = train_head(
+            data.x[r], data.regime[r], data.ts[r], data.ts[r], len(REGIME_CLASSES),
+            params=params, embargo=embargo, rules=data.rules[r],
+            step=lambda s: step(f"regime {s}"),
+        )  # fmt: skip
+    return heads
+
+
+def _counted(progress: Progress | None, total: int) -> Callable[[str], None]:
+    """A step function that reports each step's label and count out of `total`."""
     done = 0
 
     def step(label: str) -> None:
@@ -451,81 +520,63 @@ def train_on_history(
         if progress:
             progress(label, done, total)
 
-    embargo = horizon * data.bar_ms
-    d = direction_rows
-    direction = train_head(
-        data.x[d], data.y_up[d], data.ts[d], data.label_end[d], 2, params=params,
-        embargo=embargo, step=lambda s: step(f"direction {s}"),
-    )  # fmt: skip
-    heads = {"direction": direction.booster.model_to_string()}
-    metrics: dict[str, Any] = {"direction": direction.report}
-    if with_regime:
-        r = regime_rows
-        regime = train_head(
-            data.x[r], data.regime[r], data.ts[r], data.ts[r], len(REGIME_CLASSES),
-            params=params, embargo=embargo, rules=data.rules[r],
-            step=lambda s: step(f"regime {s}"),
-        )  # fmt: skip
-        heads["regime"] = regime.booster.model_to_string()
-        metrics["regime"] = regime.report
+    return step
 
-    # Out-of-fold rows come fold by fold, and folds follow time: they are in time order.
-    reference_data = drift_reference(data.x[d], direction.oof_proba[:, 1], settings.drift_window)
-    symbols = sorted(set(data.symbol.tolist()))
-    data_range = {
+
+def _data_range(
+    data: Dataset, direction_rows: IntArray, regime_rows: IntArray | None, source: str
+) -> dict[str, Any]:
+    """What the model was trained on, as the registry records it."""
+    return {
         "source": source,
-        "symbols": symbols,
+        "symbols": sorted(set(data.symbol.tolist())),
         "since": int(data.ts.min()),
         "until": int(data.ts.max()),
-        "rows": len(d),
-        "regime_rows": len(regime_rows) if with_regime else 0,
+        "rows": len(direction_rows),
+        "regime_rows": 0 if regime_rows is None else len(regime_rows),
         "bar_ms": data.bar_ms,
     }
-    all_params = {
-        "train": params.as_json(),
-        "lightgbm": params.lightgbm(2),
-        "horizon_bars": horizon,
-        "embargo_ms": embargo,
-        "heads": list(heads),
-    }
+
+
+def _write_model(
+    artifacts_dir: Path,
+    heads: dict[str, str],
+    *,
+    now: int,
+    params: dict[str, Any],
+    data_range: dict[str, Any],
+    metrics: dict[str, Any],
+    drift: dict[str, Any],
+) -> TrainedModel:
+    """Write the heads and their sidecar as a new version's artifact."""
     version = (
         f"{datetime.fromtimestamp(now / 1000, UTC):%Y%m%d-%H%M%S}-"
         + sha256_hex("".join(heads.values()).encode())[:6]
     )
-    name = MODEL_NAME
     libs = lib_versions()
-    clean_metrics = m.jsonable(metrics)
     sidecar = {
         "version": version,
-        "name": name,
+        "name": MODEL_NAME,
         "features": list(FEATURES),
-        "horizon_bars": horizon,
+        "horizon_bars": params["horizon_bars"],
         "regime_classes": [c.value for c in REGIME_CLASSES],
-        "params": all_params,
+        "params": params,
         "data_range": data_range,
-        "metrics": clean_metrics,
+        "metrics": metrics,
         "lib_versions": libs,
         "trained_at": now,
-        "drift_reference": m.jsonable(reference_data),
+        "drift_reference": drift,
     }
-    step("artifact")
     path, digest = write_artifact(artifacts_dir, version, sidecar, heads)
-    log.info(
-        "trained %s on %d rows (%s); direction accuracy %.3f",
-        version,
-        len(d),
-        source,
-        direction.report["overall"]["accuracy"],
-    )
     return TrainedModel(
         version=version,
-        name=name,
+        name=MODEL_NAME,
         path=path,
         sha256=digest,
-        params=all_params,
+        params=params,
         features=FEATURES,
         data_range=data_range,
-        metrics=clean_metrics,
+        metrics=metrics,
         lib_versions=libs,
         trained_at=now,
         heads=tuple(heads),
