@@ -26,6 +26,7 @@ A backtest stops at its first failed cycle, so none of them reaches its results.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -79,13 +80,19 @@ class _Deferred:
         return iter(())
 
 
-def _txn_words(sql: str) -> list[str] | None:
+_WORDS_KEPT = 256  # transaction statements whose words are remembered
+
+
+@functools.lru_cache(maxsize=_WORDS_KEPT)
+def _txn_words(sql: str) -> tuple[str, ...] | None:
     """The lowercase words of a transaction statement (BEGIN, COMMIT, END, ROLLBACK
-    [TO [SAVEPOINT] x], SAVEPOINT x, RELEASE [SAVEPOINT] x), or None for any other."""
+    [TO [SAVEPOINT] x], SAVEPOINT x, RELEASE [SAVEPOINT] x), or None for any other.
+    Remembered per text: the store's savepoints have fixed names, and a backtest
+    opens several a bar."""
     words = sql.replace(";", " ").lower().split()
     if not words or words[0] not in _TXN_WORDS:
         return None
-    return [w.strip("\"'`[]") for w in words if w not in ("transaction",)]
+    return tuple(w.strip("\"'`[]") for w in words if w not in ("transaction",))
 
 
 class _Txn:
@@ -254,7 +261,7 @@ class WriteBehind:
         return None
 
     def _control(self, sql: str) -> Any:
-        words = _txn_words(sql) or ["begin"]
+        words = _txn_words(sql) or ("begin",)
         word, name = words[0], words[-1]
         if word == "begin":
             if self._opened or self.raw.in_transaction:

@@ -207,6 +207,23 @@ def test_write_snapshot_stores_equity_and_marks_positions(db):
     assert (position["last_price"], position["unrealized_pnl"]) == (103.0, 30.0)
 
 
+def test_every_mark_runs_the_same_statements(db):
+    # Fixed statement text lets SQLite reuse its compiled statements: a mark runs
+    # every cycle, inside the cycle's transaction.
+    book = Portfolio(10_000)
+    book.apply_fill(fill(Side.BUY, 10, 100.0))
+    runs: list[list[str]] = []
+    db.conn.execute("BEGIN")
+    for now in (7, 8):
+        runs.append([])
+        db.conn.set_trace_callback(runs[-1].append)
+        write_snapshot(db, book, book.mark({"AAA": 100.0 + now}, now=now))
+        db.conn.set_trace_callback(None)
+    db.conn.commit()
+    assert [s.split(" VALUES")[0] for s in runs[0]] == [s.split(" VALUES")[0] for s in runs[1]]
+    assert any(s.startswith("SAVEPOINT") for s in runs[0])
+
+
 def _record(db: Database, f: Fill) -> None:
     db["fills"].insert(
         {

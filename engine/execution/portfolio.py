@@ -32,6 +32,7 @@ from sqlite_utils import Database
 
 from engine.domain import EquitySnapshot, ExitReason, Fill, Position, Side, TradeRecord
 from store import portfolio as rows
+from store.db import atomic
 
 __all__ = [
     "EquitySnapshot",
@@ -333,7 +334,9 @@ def write_snapshot(db: Database, portfolio: Portfolio, snapshot: EquitySnapshot)
     to memory even after a write was lost.
     """
     held = sorted(portfolio.positions)
-    with db.atomic():
+    # store.db.atomic, not sqlite-utils': its savepoint has a fresh random name each
+    # time, so SQLite compiles the statement anew on every mark (every cycle).
+    with atomic(db.conn, "snapshot"):
         rows.insert_equity(db.conn, snapshot)
         rows.keep_positions(db.conn, held)
         rows.upsert_positions(
