@@ -54,7 +54,6 @@ SIZE_DEBT = frozenset(
         "engine.backtest.run.collect",
         "engine.backtest.run.run_backtest",
         "engine.decide.regime.classify",
-        "engine.execution.brokers.ib.IbBroker",
         "engine.execution.reconcile.adopt_broker",
         "store.schema.m001_core",
         "store.schema.m001_ml_tables",

@@ -163,16 +163,28 @@ def match_bar(order: Order, bar: Bar, settings: PaperSettings, *, triggered: boo
         return _decide(qty, slipped(base, side, bar, settings), bar, settings)
 
     if order.order_type is OrderType.STOP_LIMIT:
-        limit = _required(order.limit_price, "limit")
-        if triggered or gapped_through(side, stop, bar):
-            if trades_through(side, limit, bar):
-                return _decide(qty, better(side, bar.open, limit), bar, settings)
-            return waiting
-        if _strictly_better(side, stop, limit):
-            return _decide(qty, stop, bar, settings)
-        return waiting
+        return _match_stop_limit(order, bar, settings, qty, triggered=triggered)
 
     raise ValueError(f"unknown order type {order.order_type!r}")
+
+
+def _match_stop_limit(
+    order: Order, bar: Bar, settings: PaperSettings, qty: float, *, triggered: bool
+) -> Match:
+    """A stop-limit whose stop is reached (on this bar or before) and `qty` to fill:
+    a limit order from then on, filled from the stop itself when triggered inside
+    the bar at a stop better than the limit."""
+    side = order.side
+    stop = _required(order.stop_price, "stop")
+    limit = _required(order.limit_price, "limit")
+    waiting = Match(True, None)
+    if triggered or gapped_through(side, stop, bar):
+        if trades_through(side, limit, bar):
+            return _decide(qty, better(side, bar.open, limit), bar, settings)
+        return waiting
+    if _strictly_better(side, stop, limit):
+        return _decide(qty, stop, bar, settings)
+    return waiting
 
 
 def _required(price: float | None, what: str) -> float:
