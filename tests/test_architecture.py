@@ -3,12 +3,11 @@
 - A page (`pages/X.py`) imports only `cockpit.ui` and its own read model
   `cockpit.X_views`; `app.py` also the sidebar's (`cockpit.status_views`), the
   password and autostart. No page imports the engine or the store.
-- SQL lives in the store and the cockpit's read models (`store/`, `cockpit/`).
-  Engine modules that still hold SQL are listed in SQL_DEBT: a new module with
-  SQL fails here, and an entry whose module no longer holds SQL must be removed.
+- SQL lives in the store and the cockpit's read models (`store/`, `cockpit/`):
+  any other module that runs a statement or carries the text of one fails here.
 - No class is longer than 250 lines and no function longer than 60 (docstring
-  included). Those still over are listed in SIZE_DEBT, which, like SQL_DEBT,
-  only shrinks: an entry back within the limit must be removed.
+  included). Those still over are listed in SIZE_DEBT, which only shrinks: an
+  entry back within the limit must be removed.
 """
 
 from __future__ import annotations
@@ -32,14 +31,6 @@ APP_IMPORTS = frozenset({"cockpit.auth", "cockpit.autostart", "cockpit.status_vi
 # Packages allowed to hold SQL: the store and the cockpit's read models.
 SQL_HOMES = ("store", "cockpit")
 
-# Engine modules that still hold SQL: the debt of moving every query into store
-# repositories. Shrink this list; never grow it.
-SQL_DEBT = frozenset(
-    {
-        "engine.backtest.run",
-    }
-)
-
 # The longest a class and a function may be, in source lines (docstring included).
 MAX_CLASS_LINES = 250
 MAX_FUNCTION_LINES = 60
@@ -51,8 +42,6 @@ SIZE_DEBT = frozenset(
         "engine.__main__.build_parser",
         "engine.backtest.report.candles_figure",
         "engine.backtest.report.render",
-        "engine.backtest.run.collect",
-        "engine.backtest.run.run_backtest",
         "engine.decide.regime.classify",
         "engine.execution.reconcile.adopt_broker",
         "store.schema.m001_core",
@@ -152,7 +141,7 @@ def is_page(module: str) -> bool:
 
 
 def sql_allowed(module: str) -> bool:
-    return package(module) in SQL_HOMES or module in SQL_DEBT
+    return package(module) in SQL_HOMES
 
 
 def test_pages_import_only_read_models_commands_and_settings() -> None:
@@ -166,17 +155,11 @@ def test_pages_import_only_read_models_commands_and_settings() -> None:
     assert breaches == []
 
 
-def test_sql_only_in_the_store_read_models_and_the_listed_debt() -> None:
+def test_sql_only_in_the_store_and_the_read_models() -> None:
     breaches = [
         name for name, tree in source_modules() if holds_sql(tree) and not sql_allowed(name)
     ]
     assert breaches == []
-
-
-def test_every_module_in_the_sql_debt_still_holds_sql() -> None:
-    modules = dict(source_modules())
-    paid = [m for m in sorted(SQL_DEBT) if m in modules and not holds_sql(modules[m])]
-    assert paid == [], "remove these from SQL_DEBT: their SQL has moved to the store"
 
 
 def test_a_page_importing_the_oms_or_another_pages_read_model_breaks_the_rule() -> None:

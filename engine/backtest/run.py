@@ -19,7 +19,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,10 +55,13 @@ from engine.backtest.scenarios import (
 from engine.backtest.strategies import GuardedStrategy, StrategyError, load_strategy
 from engine.config import RiskSettings, Settings
 from engine.cycle import Trader
+from engine.decide.strategy import Strategy
 from engine.domain import Bar
 from engine.execution.brokers.paper import PaperBroker
 from engine.market.feeds import default_symbols
 from engine.ml.artifact import LoadedModel
+from store import backtests as outcome
+from store.alerts import first_emergency_stop
 from store.db import PROJECT_ROOT
 from store.schema import migrate
 from store.writebehind import WriteBehind
@@ -76,35 +79,6 @@ RISK_OFF = {
     "min_reward_risk": 0.0,
     "require_stop": False,
 }
-TRADE_COLUMNS = [
-    "symbol",
-    "side",
-    "qty",
-    "entry_ts",
-    "entry_price",
-    "exit_ts",
-    "exit_price",
-    "pnl",
-    "commission",
-    "exit_reason",
-    "stop",
-    "target",
-]
-ORDER_COLUMNS = [
-    "client_order_id",
-    "symbol",
-    "side",
-    "qty",
-    "type",
-    "purpose",
-    "status",
-    "filled_qty",
-    "avg_price",
-    "stop_loss",
-    "take_profit",
-    "created_at",
-    "reason",
-]
 
 
 class BacktestError(Exception):
@@ -290,16 +264,20 @@ def precomputed(
         trader.model = BatchModel(model, rows, cursors)
 
 
-def run_backtest(
-    base: Settings,
-    cfg: BacktestConfig,
-    *,
-    data: MarketData | None = None,
-    progress: ProgressFn | None = None,
-    run_id: str | None = None,
-) -> BacktestResult:
-    """Run one backtest in memory; raises BacktestError with one clear line."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Prepared:
+    """What a run trades: its settings, the bars before and in its range, and how."""
+
+    data: MarketData
+    settings: Settings
+    history: dict[str, list[Bar]]
+    traded: dict[str, list[Bar]]
+    strategy: Strategy
+    model: LoadedModel | None
+    strike: int | None  # when a synthetic stress scenario strikes
+
+
+def _prepare(base: Settings, cfg: BacktestConfig, data: MarketData | None) -> _Prepared:
     try:
         data = data if data is not None else load_data(base, cfg)
         bar_ms = interval_ms(cfg.bar_interval) if cfg.bar_interval else infer_interval_ms(data.bars)
@@ -317,7 +295,22 @@ def run_backtest(
         model = load_model(cfg.model, cfg.model_db) if cfg.model else None
     except (DataError, StrategyError, ScenarioError, ModelError) as exc:
         raise BacktestError(str(exc)) from None
-    feed = ReplayFeed(traded)
+    return _Prepared(data, settings, history, traded, strategy, model, strike)
+
+
+def run_backtest(
+    base: Settings,
+    cfg: BacktestConfig,
+    *,
+    data: MarketData | None = None,
+    progress: ProgressFn | None = None,
+    run_id: str | None = None,
+) -> BacktestResult:
+    """Run one backtest in memory; raises BacktestError with one clear line."""
+    started = time.perf_counter()
+    run = _prepare(base, cfg, data)
+    settings = run.settings
+    feed = ReplayFeed(run.traded)
     timeline = feed.timeline()
     if not timeline:
         raise BacktestError("no bar with a readable time in the chosen range")
@@ -330,12 +323,32 @@ def run_backtest(
         feed,
         broker,
         clock,
-        strategy=strategy,
+        strategy=run.strategy,
         alerts=Alerts(db, clock),
         record_usage=False,
     )
-    trader.start(history)
-    precomputed(trader, history, traded, model)
+    trader.start(run.history)
+    precomputed(trader, run.history, run.traded, run.model)
+    rejected = _replay(trader, clock, timeline, run.strategy, progress)
+    out = collect(
+        db, settings=settings, cfg=cfg, traded=run.traded, data=run.data, rejected=rejected
+    )
+    db.conn.close()
+    out.strike = run.strike
+    out.stress = _stress(out, settings.engine.starting_cash, run.strike)
+    out.run_id = run_id or new_run_id(cfg, run.data)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _replay(
+    trader: Trader,
+    clock: MarketClock,
+    timeline: list[int],
+    strategy: Strategy,
+    progress: ProgressFn | None,
+) -> int:
+    """Step the trader, then its monitor, at every bar time; returns the bars rejected."""
     rejected = 0
     guard = strategy if isinstance(strategy, GuardedStrategy) else None
     for i, ts in enumerate(timeline):
@@ -351,15 +364,14 @@ def run_backtest(
         trader.monitor_step()
         if progress is not None:
             progress(i + 1, len(timeline))
-    out = collect(db, settings=settings, cfg=cfg, traded=traded, data=data, rejected=rejected)
-    db.conn.close()
+    return rejected
+
+
+def _stress(out: BacktestResult, starting_cash: float, strike: int | None) -> StressFigures:
     returns = metrics.daily_returns(
-        [e["ts"] for e in out.equity],
-        [e["equity"] for e in out.equity],
-        settings.engine.starting_cash,
+        [e["ts"] for e in out.equity], [e["equity"] for e in out.equity], starting_cash
     )
-    out.strike = strike
-    out.stress = stress_figures(
+    return stress_figures(
         [(e["ts"], e["equity"]) for e in out.equity],
         {
             int(d.timestamp() * 1000): float(r)
@@ -368,15 +380,6 @@ def run_backtest(
         strike,
         out.kill_switch_at,
     )
-    out.run_id = run_id or new_run_id(cfg, data)
-    out.seconds = time.perf_counter() - started
-    return out
-
-
-def _rows(db: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
-    cur = db.conn.execute(sql, args)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def collect(
@@ -388,23 +391,34 @@ def collect(
     data: MarketData,
     rejected: int,
 ) -> BacktestResult:
-    equity = _rows(db, "SELECT ts, equity, cash, drawdown, gross_exposure FROM equity ORDER BY ts")
-    trades = _rows(
-        db,
-        "SELECT t.symbol, t.side, t.qty, t.entry_ts, t.entry_price, t.exit_ts, t.exit_price,"
-        # The trade's own exit reason and levels: the stop a trailing stop had moved
-        # to when it filled, not the entry's first stop.
-        " t.pnl, t.commission, t.exit_reason, t.stop, t.target"
-        " FROM trades t ORDER BY t.exit_ts, t.id",
+    """The run's outcome, read back from its store, with the figures computed on it."""
+    conn = db.conn
+    equity, trades = outcome.equity_curve(conn), outcome.round_trips(conn)
+    halt = first_emergency_stop(conn)
+    figures = _figures(equity, trades, settings.engine.starting_cash)
+    figures["rejected_bars"] = rejected
+    figures["denied"] = outcome.denials(conn)
+    figures["kill_switch_at"] = halt
+    return BacktestResult(
+        run_id="",
+        config=cfg,
+        settings=settings,
+        metrics=figures,
+        equity=equity,
+        trades=trades,
+        orders=outcome.orders(conn),
+        bars=traded,
+        regimes=outcome.regime_calls(conn),
+        data_sha256=dict(data.sha256),
+        rejected_bars=rejected,
+        kill_switch_at=halt,
+        seconds=0.0,
     )
-    orders = _rows(db, f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders ORDER BY id")
-    regimes = [
-        (str(r[0]), int(r[1]), str(r[2]))
-        for r in db.conn.execute("SELECT symbol, ts, regime FROM regimes ORDER BY id")
-    ]
-    halt = db.conn.execute(
-        "SELECT min(ts) FROM alerts WHERE source = 'control' AND title LIKE 'Emergency stop%'"
-    ).fetchone()
+
+
+def _figures(
+    equity: list[dict[str, Any]], trades: list[dict[str, Any]], starting_cash: float
+) -> dict[str, Any]:
     trips = [
         metrics.RoundTrip(
             t["pnl"],
@@ -414,35 +428,12 @@ def collect(
         )
         for t in trades
     ]
-    figures = metrics.compute(
+    return metrics.compute(
         [e["ts"] for e in equity],
         [e["equity"] for e in equity],
         [(e["gross_exposure"] or 0) > 0 for e in equity],
-        settings.engine.starting_cash,
+        starting_cash,
         trips,
-    )
-    figures["rejected_bars"] = rejected
-    figures["denied"] = dict(
-        db.conn.execute(
-            "SELECT check_name, count(*) FROM signals WHERE verdict = 'denied'"
-            " GROUP BY check_name ORDER BY 2 DESC"
-        ).fetchall()
-    )
-    figures["kill_switch_at"] = halt[0] if halt else None
-    return BacktestResult(
-        run_id="",
-        config=cfg,
-        settings=settings,
-        metrics=figures,
-        equity=equity,
-        trades=trades,
-        orders=orders,
-        bars=traded,
-        regimes=regimes,
-        data_sha256=dict(data.sha256),
-        rejected_bars=rejected,
-        kill_switch_at=halt[0] if halt else None,
-        seconds=0.0,
     )
 
 
@@ -455,7 +446,7 @@ def iso(ts: int | None) -> str:
     return datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -490,7 +481,7 @@ def write_outputs(result: BacktestResult, out: Path) -> Path:
             {**t, "entry_ts": iso(t["entry_ts"]), "exit_ts": iso(t["exit_ts"])}
             for t in result.trades
         ]
-        _write_csv(tmp / "trades.csv", TRADE_COLUMNS, trades)
+        _write_csv(tmp / "trades.csv", outcome.TRADE_COLUMNS, trades)
         _write_csv(
             tmp / "equity.csv",
             ["ts", "equity", "cash", "drawdown"],
@@ -498,7 +489,7 @@ def write_outputs(result: BacktestResult, out: Path) -> Path:
         )
         _write_csv(
             tmp / "orders.csv",
-            ORDER_COLUMNS,
+            outcome.ORDER_COLUMNS,
             [{**o, "created_at": iso(o["created_at"])} for o in result.orders],
         )
         (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
