@@ -30,64 +30,48 @@ class DigestFacts:
     until: int
     trading_state: str
     state_reason: str
-    equity: float | None
-    equity_change: float | None
-    drawdown: float | None
-    trades: int
-    trade_pnl: float
-    wins: int
-    cycles: int
-    failed_cycles: int
-    alerts: dict[str, int]  # raised in the window, repeats included, by severity
-    unacknowledged: int
+    window: stored.WindowCounts  # equity, round trips, cycles and alerts in [since, until]
     dead_letters: int
     audit_head: audit.Head | None
+
+    @property
+    def equity_change(self) -> float | None:
+        last, first = self.window.equity, self.window.first_equity
+        return None if last is None or first is None else last - first
 
 
 def digest_facts(conn: sqlite3.Connection, now: int) -> DigestFacts:
     since = now - DAY_MS
     state = engine_row.read_state(conn)
-    counts = stored.window_counts(conn, since, now)
-    last, first = counts.equity, counts.first_equity
     return DigestFacts(
         since=since,
         until=now,
         trading_state=state[0] if state else "unknown",
         state_reason=state[1] if state else "",
-        equity=last,
-        equity_change=(last - first) if last is not None and first is not None else None,
-        drawdown=counts.drawdown,
-        trades=counts.trades,
-        trade_pnl=counts.trade_pnl,
-        wins=counts.wins,
-        cycles=counts.cycles,
-        failed_cycles=counts.failed_cycles,
-        alerts=counts.alerts,
-        unacknowledged=counts.unacknowledged,
+        window=stored.window_counts(conn, since, now),
         dead_letters=stored.dead_since(conn, since),
         audit_head=audit.head(conn),
     )
 
 
 def digest_message(facts: DigestFacts) -> AlertMessage:
+    day = facts.window
     state = facts.trading_state + (f" ({facts.state_reason})" if facts.state_reason else "")
     lines = [f"trading state: {state}"]
-    if facts.equity is not None:
+    if day.equity is not None:
         change = f", {facts.equity_change:+,.2f} in 24 h" if facts.equity_change is not None else ""
-        lines.append(f"equity: {facts.equity:,.2f}{change}; drawdown {facts.drawdown or 0:.2%}")
-    lines.append(
-        f"round trips closed: {facts.trades} ({facts.wins} won), P&L {facts.trade_pnl:+,.2f}"
-    )
-    lines.append(f"cycles: {facts.cycles} run, {facts.failed_cycles} failed")
+        lines.append(f"equity: {day.equity:,.2f}{change}; drawdown {day.drawdown or 0:.2%}")
+    lines.append(f"round trips closed: {day.trades} ({day.wins} won), P&L {day.trade_pnl:+,.2f}")
+    lines.append(f"cycles: {day.cycles} run, {day.failed_cycles} failed")
     by_severity = ", ".join(
-        f"{facts.alerts.get(s.value, 0)} {s.value}" for s in sorted(Severity, key=lambda s: -s.rank)
+        f"{day.alerts.get(s.value, 0)} {s.value}" for s in sorted(Severity, key=lambda s: -s.rank)
     )
-    lines.append(f"alerts raised: {by_severity}; {facts.unacknowledged} unacknowledged")
+    lines.append(f"alerts raised: {by_severity}; {day.unacknowledged} unacknowledged")
     lines.append(f"alert deliveries failed: {facts.dead_letters}")
     # The head leaves the machine every day: an anchor a rewrite of the database cannot reach.
     top = facts.audit_head
     lines.append(f"audit head: #{top.id} {top.hash}" if top else "audit head: chain empty")
-    worst_day = facts.failed_cycles or facts.dead_letters or facts.trading_state != "ACTIVE"
+    worst_day = day.failed_cycles or facts.dead_letters or facts.trading_state != "ACTIVE"
     return AlertMessage(
         id=0,
         ts=facts.until,
