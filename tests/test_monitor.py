@@ -23,12 +23,12 @@ from engine.domain import (
 )
 from engine.market.calendar import MarketCalendar
 from engine.risk import RiskContext
-from engine.risk.monitor import (
+from engine.risk.monitor import Monitor
+from engine.risk.monitor_io import (
     BlockEntries,
     ExitKind,
     ExitPosition,
     KillSwitch,
-    Monitor,
     MonitorInput,
     MonitorState,
     MoveStop,

@@ -18,7 +18,8 @@ from engine.execution.brokers.fills import slippage
 from engine.market.calendar import MarketCalendar
 from engine.process.runner import Engine
 from engine.risk import RiskContext, RiskGate
-from engine.risk.monitor import BlockEntries, Monitor, MonitorInput, RaiseAlert
+from engine.risk.monitor import Monitor
+from engine.risk.monitor_io import BlockEntries, MonitorInput, RaiseAlert
 from tests.conftest import FakeClock, engine_settings
 
 T0 = 1_767_225_600_000  # 2026-01-01 UTC, the tests' fake clock

@@ -23,11 +23,11 @@ from engine.execution.oms import Oms
 from engine.execution.portfolio import Portfolio, write_position
 from engine.market.calendar import TradingDay
 from engine.market.feeds import Feed
-from engine.risk.monitor import (
+from engine.risk.monitor import Monitor
+from engine.risk.monitor_io import (
     BlockEntries,
     ExitPosition,
     KillSwitch,
-    Monitor,
     MonitorInput,
     MonitorState,
     MoveStop,

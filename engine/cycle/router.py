@@ -29,7 +29,7 @@ from engine.execution.portfolio import Portfolio
 from engine.market.calendar import TradingDay
 from engine.risk import RiskContext, RiskGate
 from engine.risk.daily import DailyFacts
-from engine.risk.monitor import BlockEntries
+from engine.risk.monitor_io import BlockEntries
 from store.cycles import recent_pnls
 from store.orders import insert_signal
 

@@ -20,7 +20,7 @@ from engine.alerts.notify import Notifier
 from engine.config import Settings
 from engine.process.lease import file_identity
 from engine.process.storeguard import StoreGuard
-from engine.risk.monitor import deadman_alert
+from engine.risk.monitor_rules import deadman_alert
 from store import engine_row
 
 

@@ -40,43 +40,13 @@ from engine.config import RiskSettings
 from engine.market.calendar import MarketCalendar
 from engine.risk import monitor_rules, position_rules
 from engine.risk.monitor_io import (
-    DAY_LIMIT_LIFTED,
-    DEADMAN_KEY,
-    SOURCE,
-    BlockEntries,
-    ExitKind,
-    ExitPosition,
-    KillSwitch,
     MonitorAction,
     MonitorInput,
     MonitorResult,
     MonitorState,
-    MoveStop,
-    Pause,
-    RaiseAlert,
     TrailState,
 )
-from engine.risk.monitor_rules import ACCOUNT_RULES, Look, deadman_alert, transitions
-
-__all__ = [
-    "DAY_LIMIT_LIFTED",
-    "DEADMAN_KEY",
-    "SOURCE",
-    "BlockEntries",
-    "ExitKind",
-    "ExitPosition",
-    "KillSwitch",
-    "Monitor",
-    "MonitorAction",
-    "MonitorInput",
-    "MonitorResult",
-    "MonitorState",
-    "MoveStop",
-    "Pause",
-    "RaiseAlert",
-    "TrailState",
-    "deadman_alert",
-]
+from engine.risk.monitor_rules import ACCOUNT_RULES, Look, transitions
 
 
 class Monitor:
