@@ -19,7 +19,7 @@ from engine.ml import registry
 from engine.ml.artifact import load_artifact
 from engine.ml.drift import DriftKind
 from engine.ml.features import feature_frame
-from engine.ml.service import ModelService
+from engine.ml.service import SPLIT_ROWS, ModelService, Runner
 from engine.ml.shadow import promotion_advice
 from engine.ml.train import TrainParams, build_dataset, train_on_history
 from store.db import open_writer
@@ -164,6 +164,27 @@ def test_poll_installs_a_finished_background_load_without_waiting(db, alerts, mo
     )
     loader.shutdown(wait=True)  # the load has finished; the clock has not moved
     assert (service.poll(), service.champion_version) == (True, models[0].version)
+
+
+def test_a_batch_predicts_each_row_as_it_would_alone(models) -> None:
+    runner = Runner(load_artifact(models[0].path, models[0].sha256))
+    x = _rows(7)[-40:]
+    p_up, probs = runner.probabilities(x)
+    alone = [runner.predict(x[i : i + 1]) for i in range(len(x))]
+    assert runner.predict_batch(x) == alone
+    assert [runner.prediction(p_up, probs, i) for i in range(len(x))] == alone
+
+
+def test_a_batch_split_over_two_threads_equals_the_whole(models) -> None:
+    model = load_artifact(models[0].path, models[0].sha256)
+    x = _rows(7)[-(2 * SPLIT_ROWS + 1) :]
+    with ThreadPoolExecutor(1) as split:
+        halves = Runner(model, split).probabilities(x)
+        predictions = Runner(model, split).predict_batch(x)
+    whole = Runner(model).probabilities(x)
+    assert halves[1] is not None and whole[1] is not None
+    assert np.array_equal(halves[0], whole[0]) and np.array_equal(halves[1], whole[1])
+    assert predictions == Runner(model).predict_batch(x)
 
 
 def test_disabled_ml_never_predicts(db, alerts, models) -> None:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,9 @@ from engine.ml.registry import ModelRecord
 from engine.ml.shadow import PromotionAdvice
 from engine.ml.train import training_accuracy
 from store.db import now_ms
+
+if TYPE_CHECKING:
+    import lightgbm as lgb  # imported by the artifact loader, off the start-up path
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +97,22 @@ class CycleModel(Protocol):
     def close(self) -> None: ...
 
 
+# Below this many rows a second thread costs more in hand-over than it saves.
+SPLIT_ROWS = 32
+
+
 class Runner:
-    """A verified model with the per-row predict path (numpy in, Booster directly)."""
+    """A verified model with the per-row predict path (numpy in, Booster directly).
+
+    With a `split` executor, a batch of at least SPLIT_ROWS rows is predicted in two
+    halves at once: the first on `split`'s thread with boosters of its own (LightGBM
+    releases the GIL while it walks the trees), the second on the caller's. Each
+    row's prediction depends on that row alone, so the halves equal the whole."""
 
     __slots__ = (
+        "_keys",
+        "_split",
+        "_twin",
         "classes",
         "model",
         "natural",
@@ -107,10 +122,11 @@ class Runner:
         "version",
     )
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, split: Executor | None = None) -> None:
         self.model = model
         self.version = model.version
         self.classes = tuple(Regime(c) for c in model.regime_classes)
+        self._keys = tuple(f"p_{c.value}" for c in self.classes)
         ref = model.sidecar.get("drift_reference", {})
         self.reference = {
             name: Reference.from_json(data) for name, data in ref.get("features", {}).items()
@@ -118,6 +134,11 @@ class Runner:
         self.natural: dict[str, float] = ref.get("natural", {})
         self.prediction_natural: float | None = ref.get("prediction_natural")
         self.training_accuracy = training_accuracy(model.sidecar.get("metrics", {}))
+        self._split = split
+        regime = model.regime
+        self._twin = (
+            (_copy(model.direction), None if regime is None else _copy(regime)) if split else None
+        )
 
     def prediction_reference(self) -> Reference | None:
         data = self.model.sidecar.get("drift_reference", {}).get("prediction")
@@ -127,35 +148,63 @@ class Runner:
         return self.predict_batch(x)[0]
 
     def predict_batch(self, x: FloatArray) -> list[Prediction]:
-        """One Booster call per head for every row of `x` (n x N_FEATURES): the per-call
-        overhead, not the trees, is what a cycle of many symbols pays for."""
+        """One Booster call per head for every row of `x` (n x N_FEATURES), then the
+        rows as Predictions, read out of the arrays once rather than element by element."""
         p_up, probs = self.probabilities(x)
-        return [self.prediction(p_up, probs, i) for i in range(len(x))]
+        ups = p_up.tolist()
+        if probs is None:
+            return [Prediction(up, None, self.version) for up in ups]
+        best = probs.argmax(axis=1).tolist()
+        return [
+            Prediction(up, self._call(row, b), self.version)
+            for up, row, b in zip(ups, probs.tolist(), best, strict=True)
+        ]
 
     def probabilities(self, x: FloatArray) -> tuple[FloatArray, FloatArray | None]:
         """p(up) per row, and the regime head's class probabilities (None without one)."""
-        p_up = np.asarray(self.model.direction.predict(x, num_threads=1), dtype=np.float64)
-        if self.model.regime is None:
-            return p_up, None
-        return p_up, np.asarray(self.model.regime.predict(x, num_threads=1), dtype=np.float64)
+        if self._twin is None or self._split is None or len(x) < SPLIT_ROWS:
+            return _heads(self.model.direction, self.model.regime, x)
+        half = len(x) // 2
+        first = self._split.submit(_heads, *self._twin, x[:half])
+        up, probs = _heads(self.model.direction, self.model.regime, x[half:])
+        first_up, first_probs = first.result()
+        both_up = np.concatenate([first_up, up])
+        if probs is None or first_probs is None:
+            return both_up, None
+        return both_up, np.concatenate([first_probs, probs])
 
     def prediction(self, p_up: FloatArray, probs: FloatArray | None, i: int) -> Prediction:
         """Row `i` of `probabilities` as the cycle's Prediction."""
+        if probs is None:
+            return Prediction(float(p_up[i]), None, self.version)
         return Prediction(
-            float(p_up[i]), None if probs is None else self._call(probs[i]), self.version
+            float(p_up[i]), self._call(probs[i].tolist(), int(np.argmax(probs[i]))), self.version
         )
 
-    def _call(self, probs: FloatArray) -> RegimeCall:
-        best = int(np.argmax(probs))
+    def _call(self, probs: list[float], best: int) -> RegimeCall:
         regime = self.classes[best]
         return RegimeCall(
             regime,
-            float(probs[best]),
+            probs[best],
             Source.ML,
             self.version,
-            {f"p_{c.value}": float(p) for c, p in zip(self.classes, probs, strict=True)},
-            f"model {self.version}: {regime.value} p={float(probs[best]):.2f}",
+            dict(zip(self._keys, probs, strict=True)),
+            f"model {self.version}: {regime.value} p={probs[best]:.2f}",
         )
+
+
+def _heads(
+    direction: lgb.Booster, regime: lgb.Booster | None, x: FloatArray
+) -> tuple[FloatArray, FloatArray | None]:
+    p_up = np.asarray(direction.predict(x, num_threads=1), dtype=np.float64)
+    if regime is None:
+        return p_up, None
+    return p_up, np.asarray(regime.predict(x, num_threads=1), dtype=np.float64)
+
+
+def _copy(booster: lgb.Booster) -> lgb.Booster:
+    """A booster of its own for the split's thread: nothing is shared between the two."""
+    return type(booster)(model_str=booster.model_to_string())
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +247,8 @@ class ModelService:
         self._seen: tuple[tuple[str, str] | None, tuple[str, str] | None] | None = None
         self._drift = DriftWatch(db, settings, alert)
         self._log = PredictionLog(db, settings.horizon_bars * bar_ms)
+        # The champion's second thread (Runner's split); no thread until its first batch.
+        self._split = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         # The engine loads on its own thread so its first cycle does not wait for LightGBM;
         # without a loader (tools, tests) loading happens inside `sync`.
         self._loader = loader
@@ -274,7 +325,7 @@ class ModelService:
         refused: list[tuple[ModelRecord, str]] = []
         champion = None
         for record in wanted.champions:
-            champion, error = self._try_load(record)
+            champion, error = self._try_load(record, self._split)
             if champion is not None:
                 break
             refused.append((record, error))
@@ -283,7 +334,9 @@ class ModelService:
             refused.append((wanted.challenger, error))
         return _Loaded(wanted, champion, challenger, tuple(refused))
 
-    def _try_load(self, record: ModelRecord) -> tuple[Runner | None, str]:
+    def _try_load(
+        self, record: ModelRecord, split: Executor | None = None
+    ) -> tuple[Runner | None, str]:
         try:
             model = load_artifact(self._resolve(record.path), record.sha256)
             if model.features != FEATURES:
@@ -291,7 +344,7 @@ class ModelService:
                     f"trained on other features ({len(model.features)}); this engine"
                     f" computes {N_FEATURES}"
                 )
-            return Runner(model), ""
+            return Runner(model, split), ""
         except (ArtifactError, KeyError, ValueError) as exc:
             return None, str(exc)
 
@@ -366,6 +419,7 @@ class ModelService:
     def close(self) -> None:
         """Wait for the shadow thread and store what it finished; the writer is still open."""
         self._log.close()
+        self._split.shutdown(wait=True)
 
     def score_due(self, now: int, prices: Mapping[str, float]) -> int:
         """Score every prediction whose horizon has passed, for symbols with a price now."""
