@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from store.db import WRITER_CHECKPOINT_PAGES, open_writer
+import pytest
+
+from store.db import WRITER_CHECKPOINT_PAGES, atomic, open_writer
 
 
 def test_the_writer_leaves_checkpoints_to_larger_batches(tmp_path: Path) -> None:
@@ -23,5 +26,48 @@ def test_the_writer_leaves_checkpoints_to_larger_batches(tmp_path: Path) -> None
         busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0
         assert 1_000 < frames < WRITER_CHECKPOINT_PAGES
+    finally:
+        conn.close()
+
+
+def _alert(conn: sqlite3.Connection, ts: int) -> None:
+    conn.execute(
+        "INSERT INTO alerts (ts, severity, source, title, message)"
+        " VALUES (?, 'info', 't', 't', '')",
+        (ts,),
+    )
+
+
+def _alert_times(conn: sqlite3.Connection) -> list[int]:
+    return [int(r[0]) for r in conn.execute("SELECT ts FROM alerts ORDER BY ts")]
+
+
+def test_an_atomic_block_commits_or_leaves_nothing(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "a.db").conn
+    try:
+        with atomic(conn, "outer"):
+            _alert(conn, 1)
+        assert not conn.in_transaction
+        with pytest.raises(RuntimeError), atomic(conn, "outer"):
+            _alert(conn, 2)
+            raise RuntimeError("boom")
+        assert not conn.in_transaction
+        assert _alert_times(conn) == [1]
+    finally:
+        conn.close()
+
+
+def test_a_failed_inner_block_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "a.db").conn
+    try:
+        with atomic(conn, "outer"):
+            _alert(conn, 1)
+            with pytest.raises(RuntimeError), atomic(conn, "inner"):
+                _alert(conn, 2)
+                raise RuntimeError("boom")
+            with atomic(conn, "inner"):
+                _alert(conn, 3)
+            assert conn.in_transaction
+        assert _alert_times(conn) == [1, 3]
     finally:
         conn.close()
