@@ -448,6 +448,34 @@ def m009_lean_order_indexes(db: Database) -> None:
     )
 
 
+def _without_rowid(db: Database, table: str) -> None:
+    """Rebuild a table keyed by a text primary key as WITHOUT ROWID, rows kept: the
+    row then lives in its key's b-tree, so a write touches one b-tree instead of
+    the table and its key index. No-op when it already is one."""
+    found = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+    ).fetchone()
+    if found is None or "WITHOUT ROWID" in str(found[0]).upper():
+        return
+    db.execute(f'ALTER TABLE "{table}" RENAME TO "_old_{table}"')
+    db.execute(f"{found[0]} WITHOUT ROWID")
+    db.execute(f'INSERT INTO "{table}" SELECT * FROM "_old_{table}"')
+    db.execute(f'DROP TABLE "_old_{table}"')
+
+
+@core()
+def m010_fewer_pages_per_fill(db: Database) -> None:
+    """What a fill writes, in fewer b-trees (see m009): positions, one row per held
+    symbol, keyed by the symbol alone; and today's entries are found by time and
+    purpose, no longer covering the fill state, which every fill changed. Since the
+    gate keeps the day's facts in memory (engine.risk.daily), the day is read from
+    the store a few times a day, not before every order, so the cover no longer
+    pays for the index writes."""
+    _without_rowid(db, "positions")
+    db.execute("DROP INDEX IF EXISTS idx_orders_day_entries")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_orders_day_entries ON orders (created_at, purpose)")
+
+
 # ----------------------------- the paper broker ("paper_broker")
 
 
@@ -541,6 +569,14 @@ def m003_open_orders_index(db: Database) -> None:
         "CREATE INDEX IF NOT EXISTS idx_paper_orders_open ON paper_orders (status)"
         f" WHERE status IN {OPEN_STATUSES}"
     )
+
+
+@paper()
+def m004_keyed_by_symbol(db: Database) -> None:
+    """The broker's positions and last bars, one row per symbol, keyed by the symbol
+    alone (see core m010): one b-tree written per fill and per bar."""
+    _without_rowid(db, "paper_positions")
+    _without_rowid(db, "paper_bars")
 
 
 # ------------------------------------------- risk usage ("risk")

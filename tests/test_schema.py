@@ -215,3 +215,23 @@ def test_every_read_of_working_orders_uses_the_open_orders_index(tmp_path: Path)
     assert len(plans) == 3
     for sql, plan in plans.items():
         assert "idx_orders_open" in plan or "idx_paper_orders_open" in plan, (sql, plan)
+
+
+def test_positions_keyed_by_symbol_keep_their_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path, registered().index(("cockpit", "m010_fewer_pages_per_fill")))
+    _execute(path, "INSERT INTO positions (symbol, qty, avg_price) VALUES ('A', 5, 10.5)")
+    db = open_writer(path)
+    try:
+        assert db.conn.execute("SELECT symbol, qty, avg_price FROM positions").fetchall() == [
+            ("A", 5.0, 10.5)
+        ]
+        for table in ("positions", "paper_positions", "paper_bars"):
+            sql = db.conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (table,)
+            ).fetchone()[0]
+            assert sql.endswith("WITHOUT ROWID"), table
+        db.conn.execute("INSERT OR REPLACE INTO positions (symbol, qty) VALUES ('A', 7)")
+        assert db.conn.execute("SELECT count(*), max(qty) FROM positions").fetchone() == (1, 7.0)
+    finally:
+        db.conn.close()
