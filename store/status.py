@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from store.alerts import unacknowledged_by_severity
 from store.db import reader
+from store.portfolio import last_mark
 from store.schema import OPEN_STATUSES
 
 DEFAULT_HEARTBEAT_SECONDS = 1.0  # engine.heartbeat_seconds' default, for rows without one
@@ -188,16 +190,12 @@ def read_status(path: str | os.PathLike[str] | None, now: int) -> EngineStatus |
             # `*`: a database written before heartbeat_seconds existed still reads.
             engine = conn.execute("SELECT * FROM engine WHERE id = 1").fetchone()
             cycles = conn.execute("SELECT count(*), count(error) FROM cycles").fetchone()
-            equity = conn.execute(
-                "SELECT equity, drawdown FROM equity ORDER BY ts DESC LIMIT 1"
-            ).fetchone()
+            equity = last_mark(conn)
             positions = conn.execute("SELECT count(*) FROM positions WHERE qty != 0").fetchone()
             orders = conn.execute(
                 f"SELECT count(*) FROM orders WHERE status IN {OPEN_STATUSES}"
             ).fetchone()
-            alerts = conn.execute(
-                "SELECT severity, count(*) FROM alerts WHERE acked_at IS NULL GROUP BY severity"
-            ).fetchall()
+            alerts = unacknowledged_by_severity(conn)
     except FileNotFoundError:
         return None
     except sqlite3.OperationalError as exc:
@@ -223,7 +221,7 @@ def read_status(path: str | os.PathLike[str] | None, now: int) -> EngineStatus |
         drawdown=float(equity[1]) if equity else None,
         open_positions=int(positions[0]),
         open_orders=int(orders[0]),
-        unacked_alerts={row[0]: int(row[1]) for row in alerts},
+        unacked_alerts=alerts,
         market_time=_column(engine, "market_time"),
         speed=_column(engine, "speed"),
         simulated=bool(_column(engine, "simulated")),
