@@ -327,6 +327,22 @@ def test_working_limit_survives_a_restart_and_fills_on_the_next_bar(path: Path) 
     assert report.client_order_id == "l1" and report.status is OrderStatus.FILLED
 
 
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_a_bar_with_nothing_working_is_the_price_after_a_restart(
+    path: Path, in_transaction: bool
+) -> None:
+    first_db = open_writer(path)
+    if in_transaction:
+        first_db.conn.execute("BEGIN")
+    broker(first_db).on_bar(flat(1, 50))
+    first_db.conn.commit()
+    first_db.conn.close()
+    second_db = open_writer(path)
+    *_, filled = broker(second_db).submit(order("m1", qty=10), now=2)
+    second_db.conn.close()
+    assert filled.status is OrderStatus.FILLED and filled.fill.price == 50
+
+
 def test_exec_ids_are_not_reused_after_a_restart(path: Path) -> None:
     ids = set()
     for ts in (1, 10):

@@ -407,6 +407,12 @@ class PaperBroker:
                 last.ts,
             )
             return []
+        if not self._book.working.get(bar.symbol) and self._book.in_transaction:
+            # Nothing rests on the symbol: the bar is this call's one write, a single
+            # statement in the caller's transaction (the cycle's: most symbols, most
+            # bars), atomic without a savepoint of its own.
+            self._book.save_bar(bar)
+            return []
         return self._book.write(lambda: self._exchange.on_bar(bar))
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:

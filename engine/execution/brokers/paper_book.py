@@ -269,11 +269,16 @@ class PaperBook:
         report = ExecutionReport(order.client_order_id, status, ts, fill, order.broker_order_id)
         return Working(order, working.triggered, working.after_ts), report
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.conn.in_transaction
+
     def save_bar(self, bar: Bar) -> None:
-        self.bars[bar.symbol] = bar
+        """Stored, then remembered: a failed write leaves memory as the database has it."""
         rows.save_bar(
             self._db.conn, (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         )
+        self.bars[bar.symbol] = bar
 
     def save_account(self, now: int) -> None:
         """Saved once, at the end of the write's transaction."""
