@@ -237,88 +237,107 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 
 
+Subparsers = Any  # argparse's _SubParsersAction, private in typeshed's terms
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine", description="Cockpit trading engine and its controls."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _add_run_and_status(sub)
+    _add_trading_commands(sub)
+    _add_setup(sub)
+    _add_other_clis(sub)
+    return parser
 
-    def verb(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
-        p.set_defaults(func=func)
-        return p
 
-    def engine_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--cycle-seconds", type=float, help="seconds between cycles")
-        p.add_argument("--seed", type=int, help="seed of the simulated market")
-        p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
-        p.add_argument("--feed", choices=["sim", "csv", "ccxt", "ib"], help="market data source")
-        p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
-        p.add_argument(
-            "--speed", help="sim and csv: market seconds per wall second, or max (no pacing)"
-        )
-        p.add_argument("--bar-interval", help="bar length: 1m, 5m, 1h, 1d, ...")
+def _verb(
+    sub: Subparsers, name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--db", help="state database (default $COCKPIT_DB or var/cockpit.db)")
+    p.set_defaults(func=func)
+    return p
 
-    p = verb("run", "run the engine in the foreground until Ctrl-C", cmd_run)
-    engine_options(p)
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cycle-seconds", type=float, help="seconds between cycles")
+    p.add_argument("--seed", type=int, help="seed of the simulated market")
+    p.add_argument("--symbols", type=_symbols_arg, help="N simulated symbols, or A,B,C")
+    p.add_argument("--feed", choices=["sim", "csv", "ccxt", "ib"], help="market data source")
+    p.add_argument("--data", help="folder of SYMBOL.csv files for --feed csv")
+    p.add_argument(
+        "--speed", help="sim and csv: market seconds per wall second, or max (no pacing)"
+    )
+    p.add_argument("--bar-interval", help="bar length: 1m, 5m, 1h, 1d, ...")
+
+
+def _waiting(p: argparse.ArgumentParser, default: float = 10.0) -> None:
+    p.add_argument("--timeout", type=float, default=default, help="seconds to wait")
+
+
+def _add_run_and_status(sub: Subparsers) -> None:
+    p = _verb(sub, "run", "run the engine in the foreground until Ctrl-C", cmd_run)
+    _engine_options(p)
     p.add_argument("--for", dest="for_seconds", type=float, help="stop after this many seconds")
-
-    p = verb("status", "trading state, heartbeat, P&L and positions", cmd_status)
+    p = _verb(sub, "status", "trading state, heartbeat, P&L and positions", cmd_status)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    def waiting(p: argparse.ArgumentParser, default: float = 10.0) -> None:
-        p.add_argument("--timeout", type=float, default=default, help="seconds to wait")
 
-    waiting(
-        verb("pause", "no new entries; exits continue", _simple(CommandKind.PAUSE, lambda a: {}))
-    )
-    p = verb(
-        "resume",
-        "resume trading (from HALTED: --confirm --reason)",
-        _simple(CommandKind.RESUME, _resume_args),
-    )
+def _add_trading_commands(sub: Subparsers) -> None:
+    """The verbs that queue a command for the running engine and wait for its answer."""
+    pause = _simple(CommandKind.PAUSE, lambda a: {})
+    _waiting(_verb(sub, "pause", "no new entries; exits continue", pause))
+    resume = _simple(CommandKind.RESUME, _resume_args)
+    p = _verb(sub, "resume", "resume trading (from HALTED: --confirm --reason)", resume)
     p.add_argument("--confirm", action="store_true", help="required to leave HALTED")
     p.add_argument("--reason", help="why trading may resume (required to leave HALTED)")
-    waiting(p)
-    p = verb(
-        "flatten",
-        "close all positions (or one symbol) and pause",
-        _simple(CommandKind.FLATTEN, lambda a: {"symbol": a.symbol} if a.symbol else {}),
-    )
+    _waiting(p)
+    flatten = _simple(CommandKind.FLATTEN, lambda a: {"symbol": a.symbol} if a.symbol else {})
+    p = _verb(sub, "flatten", "close all positions (or one symbol) and pause", flatten)
     p.add_argument("symbol", nargs="?", help="only this symbol")
-    waiting(p)
-    p = verb("stop", "EMERGENCY STOP: halt, cancel all, close all; waits until flat", cmd_stop)
+    _waiting(p)
+    p = _verb(
+        sub, "stop", "EMERGENCY STOP: halt, cancel all, close all; waits until flat", cmd_stop
+    )
     p.add_argument("--reason", help="recorded in the audit trail")
-    waiting(p, 30.0)
+    _waiting(p, 30.0)
     for name, sign, help_text in (
         ("deposit", 1, "add cash to the account (not P&L; audited)"),
         ("withdraw", -1, "take cash out of the account (not a loss; audited)"),
     ):
-        p = verb(
-            name,
-            help_text,
-            _simple(CommandKind.CASH_MOVEMENT, _cash_args(sign)),
-        )
+        p = _verb(sub, name, help_text, _simple(CommandKind.CASH_MOVEMENT, _cash_args(sign)))
         p.add_argument("amount", type=_positive_amount, help="in account currency")
         p.add_argument("--reason", required=True, help="recorded in the audit trail")
-        waiting(p)
-    p = verb("config", "print the effective configuration (secrets masked)", cmd_config)
-    engine_options(p)
-    p = verb("up", "start the engine and the cockpit together", cmd_up)
+        _waiting(p)
+
+
+def _add_setup(sub: Subparsers) -> None:
+    p = _verb(sub, "config", "print the effective configuration (secrets masked)", cmd_config)
+    _engine_options(p)
+    p = _verb(sub, "up", "start the engine and the cockpit together", cmd_up)
     p.add_argument("--cycle-seconds", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--symbols", dest="symbols_raw")
     p.add_argument("--address", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
-    verb("set-password", "set the cockpit password (stored as an argon2 hash)", cmd_set_password)
+    _verb(
+        sub, "set-password", "set the cockpit password (stored as an argon2 hash)", cmd_set_password
+    )
+
+
+def _add_other_clis(sub: Subparsers) -> None:
+    """The verbs each package registers itself (ML only when its extras are installed)."""
     try:
         from engine.ml.cli import register_cli
     except ImportError:
         pass
     else:
         register_cli(sub)
+    from engine.backtest.cli import register_cli as register_backtest
+    from engine.process.alerts_cli import register_cli as register_alerts
     from engine.process.audit_cli import register_cli as register_audit
     from engine.process.backup_cli import register_cli as register_backup
     from engine.process.secrets_cli import register_cli as register_secrets
@@ -326,14 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_secrets(sub)
     register_audit(sub)
     operator_cli.register_cli(sub)
-    from engine.process.alerts_cli import register_cli as register_alerts
-
     register_alerts(sub)
     register_backup(sub)
-    from engine.backtest.cli import register_cli as register_backtest
-
     register_backtest(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
