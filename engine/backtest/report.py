@@ -194,53 +194,55 @@ def candles_figure(result: BacktestResult, symbol: str) -> go.Figure:
         ("entry", "entry_ts", "entry_price"),
         ("exit", "exit_ts", "exit_price"),
     ):
-        markers = [
-            "x" if label == "exit" else "triangle-up" if t["side"] == "BUY" else "triangle-down"
-            for t in trades
-        ]
-        fig.add_trace(
-            go.Scatter(
-                x=pd.to_datetime([t[ts_key] for t in trades], unit="ms", utc=True),
-                y=[t[price_key] for t in trades],
-                mode="markers",
-                marker={"symbol": markers, "size": 9},
-                name=f"{label}s",
-                text=[
-                    f"{t['side']} {t['qty']:g} @ {t[price_key]:.4f}; P&L {t['pnl']:.2f}"
-                    + (
-                        f"<br>exit: {html.escape(t['exit_reason'] or '')}"
-                        if label == "exit"
-                        else ""
-                    )
-                    for t in trades
-                ],
-                hoverinfo="text",
-            )
-        )
+        fig.add_trace(_trade_markers(trades, label, ts_key, price_key))
     series = [(ts, r) for s, ts, r in result.regimes if s == symbol and ts >= first]
     # One layout update with every band: add_vrect per band re-validates the figure.
-    shapes = [
-        {
-            "type": "rect",
-            "xref": "x",
-            "yref": "paper",
-            "x0": pd.Timestamp(start, unit="ms", tz="UTC"),
-            "x1": pd.Timestamp(end, unit="ms", tz="UTC"),
-            "y0": 0,
-            "y1": 1,
-            "fillcolor": REGIME_COLOURS.get(regime, "rgba(0,0,0,0.05)"),
-            "line": {"width": 0},
-            "layer": "below",
-        }
-        for start, end, regime in _bands(series)
-    ]
     fig.update_layout(
-        shapes=shapes,
+        shapes=[_regime_band(start, end, regime) for start, end, regime in _bands(series)],
         title=f"{symbol}: candles, entries and exits, regime bands (classifier)",
         xaxis_rangeslider_visible=False,
         height=480,
     )
     return fig
+
+
+def _trade_markers(
+    trades: Sequence[dict[str, Any]], label: str, ts_key: str, price_key: str
+) -> go.Scatter:
+    """The trades' entries (a triangle up or down by side) or exits (a cross, with why)."""
+    markers = [
+        "x" if label == "exit" else "triangle-up" if t["side"] == "BUY" else "triangle-down"
+        for t in trades
+    ]
+    return go.Scatter(
+        x=pd.to_datetime([t[ts_key] for t in trades], unit="ms", utc=True),
+        y=[t[price_key] for t in trades],
+        mode="markers",
+        marker={"symbol": markers, "size": 9},
+        name=f"{label}s",
+        text=[
+            f"{t['side']} {t['qty']:g} @ {t[price_key]:.4f}; P&L {t['pnl']:.2f}"
+            + (f"<br>exit: {html.escape(t['exit_reason'] or '')}" if label == "exit" else "")
+            for t in trades
+        ],
+        hoverinfo="text",
+    )
+
+
+def _regime_band(start: int, end: int, regime: str) -> dict[str, Any]:
+    """A shaded band behind the candles for the time one regime was called."""
+    return {
+        "type": "rect",
+        "xref": "x",
+        "yref": "paper",
+        "x0": pd.Timestamp(start, unit="ms", tz="UTC"),
+        "x1": pd.Timestamp(end, unit="ms", tz="UTC"),
+        "y0": 0,
+        "y1": 1,
+        "fillcolor": REGIME_COLOURS.get(regime, "rgba(0,0,0,0.05)"),
+        "line": {"width": 0},
+        "layer": "below",
+    }
 
 
 def regime_at(series: Sequence[tuple[int, str]], ts: int) -> str | None:
@@ -331,25 +333,16 @@ th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 
 
 def render(result: BacktestResult, extra_sections: Sequence[str] = ()) -> str:
-    from engine.backtest.run import iso
-
     returns = perf.daily_returns(
         [e["ts"] for e in result.equity],
         [e["equity"] for e in result.equity],
         result.settings.engine.starting_cash,
     )
-    cfg = result.config
     figures = [
         (label, fmt(result.metrics.get(key), kind)) for key, (label, kind) in FIGURE_LABELS.items()
     ]
     parts = [
-        f"<h1>Backtest {html.escape(result.run_id)}</h1>",
-        f"<p>Strategy <b>{html.escape(cfg.strategy)}</b> {html.escape(str(dict(cfg.params)))},"
-        f" symbols {html.escape(', '.join(result.bars))},"
-        f" {html.escape(iso(result.equity[0]['ts']) if result.equity else '')} to"
-        f" {html.escape(iso(result.equity[-1]['ts']) if result.equity else '')},"
-        f" risk {'off' if cfg.risk_off else 'on'}."
-        f" {html.escape(str(result.metrics.get('annualisation', '')))}.</p>",
+        _heading(result),
         _table(["figure", "value"], figures),
         stress_section(result),
         *extra_sections,
@@ -368,25 +361,7 @@ def render(result: BacktestResult, extra_sections: Sequence[str] = ()) -> str:
         _table(["source", "regime", "trades", "win rate", "P&L", "average"], per_regime(result))
     )
     parts.append("<h2>Trades</h2><div class='trades'>")
-    parts.append(
-        _table(
-            ["symbol", "side", "qty", "entry", "price", "exit", "price", "P&L", "exit reason"],
-            (
-                (
-                    t["symbol"],
-                    t["side"],
-                    f"{t['qty']:g}",
-                    iso(t["entry_ts"]),
-                    f"{t['entry_price']:.4f}",
-                    iso(t["exit_ts"]),
-                    f"{t['exit_price']:.4f}",
-                    f"{t['pnl']:,.2f}",
-                    t["exit_reason"] or "",
-                )
-                for t in result.trades
-            ),
-        )
-    )
+    parts.append(_trades_table(result))
     parts.append("</div>")
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -394,6 +369,44 @@ def render(result: BacktestResult, extra_sections: Sequence[str] = ()) -> str:
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
         + "\n".join(parts)
         + "</body></html>"
+    )
+
+
+def _heading(result: BacktestResult) -> str:
+    """The run's title and what it ran: strategy, symbols, span, risk."""
+    from engine.backtest.run import iso
+
+    cfg = result.config
+    return (
+        f"<h1>Backtest {html.escape(result.run_id)}</h1>\n"
+        f"<p>Strategy <b>{html.escape(cfg.strategy)}</b> {html.escape(str(dict(cfg.params)))},"
+        f" symbols {html.escape(', '.join(result.bars))},"
+        f" {html.escape(iso(result.equity[0]['ts']) if result.equity else '')} to"
+        f" {html.escape(iso(result.equity[-1]['ts']) if result.equity else '')},"
+        f" risk {'off' if cfg.risk_off else 'on'}."
+        f" {html.escape(str(result.metrics.get('annualisation', '')))}.</p>"
+    )
+
+
+def _trades_table(result: BacktestResult) -> str:
+    from engine.backtest.run import iso
+
+    return _table(
+        ["symbol", "side", "qty", "entry", "price", "exit", "price", "P&L", "exit reason"],
+        (
+            (
+                t["symbol"],
+                t["side"],
+                f"{t['qty']:g}",
+                iso(t["entry_ts"]),
+                f"{t['entry_price']:.4f}",
+                iso(t["exit_ts"]),
+                f"{t['exit_price']:.4f}",
+                f"{t['pnl']:,.2f}",
+                t["exit_reason"] or "",
+            )
+            for t in result.trades
+        ),
     )
 
 

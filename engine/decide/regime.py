@@ -146,6 +146,14 @@ def classify(
     missing = [name for name in FEATURES if math.isnan(features[name])]
     if missing:
         return _hold(previous, missing, params)
+    return _trend_or_range(features, was, params)
+
+
+def _trend_or_range(
+    features: dict[str, float], was: Regime | None, params: RegimeParams
+) -> RegimeCall:
+    """A trend when ADX is high and the DI lines apart (a trend already called needs
+    less to hold on), a range otherwise."""
     adx, plus, minus, rsi = (
         features["adx"],
         features["plus_di"],

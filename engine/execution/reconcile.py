@@ -174,31 +174,7 @@ def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
         taken = trader.broker.cancel_foreign(stranger.order.broker_order_id, now)
         outcome = "cancel sent" if taken else "not canceled: cancel it at the broker"
         canceled.append(f"{stranger.describe()}: {outcome}")
-    booked = []
-    for diff in found:
-        delta = diff.broker_qty - diff.engine_qty
-        price = trader.portfolio.last_price(diff.symbol)
-        bar = trader.last_bar.get(diff.symbol)
-        if price is None and bar is not None:
-            price = bar.close
-        if price is None:
-            raise ValueError(f"{diff.symbol}: no price to book the adopted position at")
-        coid = f"adopt:{now}"
-        fill = Fill(
-            coid,
-            f"adopt:{diff.symbol}:{now}",
-            diff.symbol,
-            Side.BUY if delta > 0 else Side.SELL,
-            now,
-            abs(delta),
-            price,
-            0.0,
-            price,
-        )
-        insert_fill(trader.db.conn, fill)
-        trader.portfolio.apply_fill(fill)
-        write_position(trader.db, trader.portfolio, diff.symbol, now)
-        booked.append(f"{diff.describe()} -> {diff.broker_qty:g} at {price:g}")
+    booked = [_book_adjustment(trader, diff, now) for diff in found]
     append_audit(
         trader.db,
         actor,
@@ -218,6 +194,33 @@ def adopt_broker(trader: Trader, actor: str, reason: str) -> str:
     )
     trader.db.conn.commit()
     return summary
+
+
+def _book_adjustment(trader: Trader, diff: Difference, now: int) -> str:
+    """One adjusting fill that brings the engine's position to the broker's, at the
+    last price; returns what was booked."""
+    delta = diff.broker_qty - diff.engine_qty
+    price = trader.portfolio.last_price(diff.symbol)
+    bar = trader.last_bar.get(diff.symbol)
+    if price is None and bar is not None:
+        price = bar.close
+    if price is None:
+        raise ValueError(f"{diff.symbol}: no price to book the adopted position at")
+    fill = Fill(
+        f"adopt:{now}",
+        f"adopt:{diff.symbol}:{now}",
+        diff.symbol,
+        Side.BUY if delta > 0 else Side.SELL,
+        now,
+        abs(delta),
+        price,
+        0.0,
+        price,
+    )
+    insert_fill(trader.db.conn, fill)
+    trader.portfolio.apply_fill(fill)
+    write_position(trader.db, trader.portfolio, diff.symbol, now)
+    return f"{diff.describe()} -> {diff.broker_qty:g} at {price:g}"
 
 
 Send = Callable[[list[Order], int], Order]
