@@ -14,7 +14,9 @@ The writer applies every pending migration once, when it opens the database
 (`store.db.open_writer` -> `migrate`), in one transaction. Nothing else migrates:
 readers check the version (`require_current`) and refuse an older database with
 an error that says how to upgrade it. A migration only ever appends: never edit or
-reorder one that has shipped, add a new one at the end of its set.
+reorder one that has shipped, add a new one at the end of its set. A migration
+that creates many tables calls one helper per group of tables, in order; the
+helpers are part of the shipped migration and are never edited either.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ OPEN_STATUSES = "('NEW', 'SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')"
 
 @core()
 def m001_core(db: Database) -> None:
+    _core_engine_and_commands(db)
+    _core_market(db)
+    _core_decisions(db)
+    _core_orders(db)
+    _core_portfolio(db)
+    _core_records(db)
+
+
+def _core_engine_and_commands(db: Database) -> None:
+    """The engine's own row and the command queue."""
     db.table("engine").create(
         {
             "id": int,
@@ -88,6 +100,10 @@ def m001_core(db: Database) -> None:
         defaults={"status": "pending", "args": "{}"},
         if_not_exists=True,
     )
+
+
+def _core_market(db: Database) -> None:
+    """Bars and the `cycles` rows."""
     db.table("bars").create(
         {
             "symbol": str,
@@ -126,6 +142,10 @@ def m001_core(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
+
+
+def _core_decisions(db: Database) -> None:
+    """Regime calls and signals."""
     db.table("regimes").create(
         {
             "id": int,
@@ -161,6 +181,10 @@ def m001_core(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
+
+
+def _core_orders(db: Database) -> None:
+    """Orders, their events and their fills."""
     db.table("orders").create(
         {
             "id": int,
@@ -211,6 +235,10 @@ def m001_core(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
+
+
+def _core_portfolio(db: Database) -> None:
+    """Positions, round trips and equity marks."""
     db.table("positions").create(
         {
             "symbol": str,
@@ -259,6 +287,10 @@ def m001_core(db: Database) -> None:
         pk="ts",
         if_not_exists=True,
     )
+
+
+def _core_records(db: Database) -> None:
+    """Alerts, the model registry and the audit trail."""
     db.table("alerts").create(
         {
             "id": int,
@@ -481,6 +513,12 @@ def m010_fewer_pages_per_fill(db: Database) -> None:
 
 @paper()
 def m001_paper_tables(db: Database) -> None:
+    _paper_account(db)
+    _paper_orders(db)
+
+
+def _paper_account(db: Database) -> None:
+    """The paper account, its positions and the last bar per symbol."""
     db.table("paper_account").create(
         {
             "id": int,
@@ -509,6 +547,10 @@ def m001_paper_tables(db: Database) -> None:
         pk="symbol",
         if_not_exists=True,
     )
+
+
+def _paper_orders(db: Database) -> None:
+    """The paper broker's orders and executions."""
     db.table("paper_orders").create(
         {
             "client_order_id": str,
@@ -604,6 +646,12 @@ def m001_risk_usage(db: Database) -> None:
 
 @ml()
 def m001_ml_tables(db: Database) -> None:
+    _ml_tables(db)
+    _ml_indexes(db)
+
+
+def _ml_tables(db: Database) -> None:
+    """Predictions, drift readings and model events."""
     db.table("predictions").create(
         {
             "id": int,
@@ -655,6 +703,10 @@ def m001_ml_tables(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
+
+
+def _ml_indexes(db: Database) -> None:
+    """The ML tables' indexes, and the registry's."""
     for table, columns in [
         ("predictions", ["model_version", "role", "scored_at"]),
         ("predictions", ["symbol", "ts"]),
