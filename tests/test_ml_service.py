@@ -179,12 +179,25 @@ def test_a_batch_split_over_two_threads_equals_the_whole(models) -> None:
     model = load_artifact(models[0].path, models[0].sha256)
     x = _rows(7)[-(2 * SPLIT_ROWS + 1) :]
     with ThreadPoolExecutor(1) as split:
-        halves = Runner(model, split).probabilities(x)
-        predictions = Runner(model, split).predict_batch(x)
+        halves = Runner(model, split, spare=lambda: True).probabilities(x)
+        predictions = Runner(model, split, spare=lambda: True).predict_batch(x)
     whole = Runner(model).probabilities(x)
     assert halves[1] is not None and whole[1] is not None
     assert np.array_equal(halves[0], whole[0]) and np.array_equal(halves[1], whole[1])
     assert predictions == Runner(model).predict_batch(x)
+
+
+class _Refusing(ThreadPoolExecutor):
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        raise AssertionError("nothing should be handed to the second thread")
+
+
+def test_a_batch_stays_on_one_thread_without_a_core_to_spare(models) -> None:
+    model = load_artifact(models[0].path, models[0].sha256)
+    x = _rows(7)[-(2 * SPLIT_ROWS) :]
+    with _Refusing(1) as split:
+        p_up, _ = Runner(model, split, spare=lambda: False).probabilities(x)
+    assert np.array_equal(p_up, Runner(model).probabilities(x)[0])
 
 
 def test_disabled_ml_never_predicts(db, alerts, models) -> None:

@@ -25,6 +25,7 @@ only (predict returns None). It never predicts with a model it has not verified.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -101,16 +102,26 @@ class CycleModel(Protocol):
 SPLIT_ROWS = 32
 
 
+def core_to_spare() -> bool:
+    """Whether a second core is likely free: the 1-minute load average is at least half
+    a core below the CPU count. On a full machine the second half waits for a core and
+    the hand-over costs more than it saves (100 rows under load 3 on 2 cores: p50 5.2
+    ms on one thread, 6.8 ms split)."""
+    return os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
+
+
 class Runner:
     """A verified model with the per-row predict path (numpy in, Booster directly).
 
     With a `split` executor, a batch of at least SPLIT_ROWS rows is predicted in two
-    halves at once: the first on `split`'s thread with boosters of its own (LightGBM
-    releases the GIL while it walks the trees), the second on the caller's. Each
-    row's prediction depends on that row alone, so the halves equal the whole."""
+    halves at once while `spare()` says a core is free: the first on `split`'s thread
+    with boosters of its own (LightGBM releases the GIL while it walks the trees), the
+    second on the caller's. Each row's prediction depends on that row alone, so the
+    halves equal the whole."""
 
     __slots__ = (
         "_keys",
+        "_spare",
         "_split",
         "_twin",
         "classes",
@@ -122,7 +133,12 @@ class Runner:
         "version",
     )
 
-    def __init__(self, model: LoadedModel, split: Executor | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        split: Executor | None = None,
+        spare: Callable[[], bool] = core_to_spare,
+    ) -> None:
         self.model = model
         self.version = model.version
         self.classes = tuple(Regime(c) for c in model.regime_classes)
@@ -135,6 +151,7 @@ class Runner:
         self.prediction_natural: float | None = ref.get("prediction_natural")
         self.training_accuracy = training_accuracy(model.sidecar.get("metrics", {}))
         self._split = split
+        self._spare = spare
         regime = model.regime
         self._twin = (
             (_copy(model.direction), None if regime is None else _copy(regime)) if split else None
@@ -162,10 +179,11 @@ class Runner:
 
     def probabilities(self, x: FloatArray) -> tuple[FloatArray, FloatArray | None]:
         """p(up) per row, and the regime head's class probabilities (None without one)."""
-        if self._twin is None or self._split is None or len(x) < SPLIT_ROWS:
+        split = self._split
+        if self._twin is None or split is None or len(x) < SPLIT_ROWS or not self._spare():
             return _heads(self.model.direction, self.model.regime, x)
         half = len(x) // 2
-        first = self._split.submit(_heads, *self._twin, x[:half])
+        first = split.submit(_heads, *self._twin, x[:half])
         up, probs = _heads(self.model.direction, self.model.regime, x[half:])
         first_up, first_probs = first.result()
         both_up = np.concatenate([first_up, up])
