@@ -29,7 +29,7 @@ from ib_async import (
     TradeLogEntry,
 )
 
-from engine.config import IbSettings
+from engine.config import IbContract, IbSettings
 from engine.domain import Bar, ExecutionReport, Order, OrderType, Purpose, Side
 from engine.domain import OrderStatus as Status
 from engine.execution.brokers.base import Broker, BrokerUnavailable
@@ -654,3 +654,38 @@ def test_an_order_placed_a_moment_ago_is_working_before_the_gateway_lists_it(
     adapter.submit(order("c-1"), now=5)
     fake.unlisted.add("c-1")
     assert [o.client_order_id for o in adapter.open_orders()] == ["c-1"]
+
+
+# ---- the instrument an order names: the configured contract, as the feed's bars -------
+
+CONTRACTS = (
+    IbContract(symbol="AAPL", primary_exchange="NASDAQ"),
+    IbContract(symbol="EUR", sec_type="CASH", exchange="IDEALPRO", currency="USD"),
+)
+
+
+def contract_fields(trade: Any) -> tuple[str, str, str, str, str]:
+    c = trade.contract
+    return (c.symbol, c.secType, c.exchange, c.currency, c.primaryExchange)
+
+
+def test_an_order_goes_to_the_configured_contract_not_a_us_stock_of_that_name(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    broker = make(settings=SETTINGS.model_copy(update={"contracts": CONTRACTS}))
+    broker.submit(replace(order("c-1", qty=20_000), symbol="EUR"), now=5)
+    broker.submit(order("c-2"), now=5)
+    broker.submit(replace(order("c-3"), symbol="MSFT"), now=5)
+    assert contract_fields(trade_of(fake, "c-1")) == ("EUR", "CASH", "IDEALPRO", "USD", "")
+    assert contract_fields(trade_of(fake, "c-2")) == ("AAPL", "STK", "SMART", "USD", "NASDAQ")
+    # a symbol with no contract configured is the settings' default: a SMART US stock
+    assert contract_fields(trade_of(fake, "c-3")) == ("MSFT", "STK", "SMART", "USD", "")
+
+
+def test_every_member_of_a_bracket_names_the_configured_contract(
+    make: Callable[..., IbBroker], fake: FakeIB
+) -> None:
+    broker = make(settings=SETTINGS.model_copy(update={"contracts": CONTRACTS}))
+    broker.submit_bracket(bracket(), now=5)
+    fields = {contract_fields(trade_of(fake, c)) for c in ("c-1", "c-1-S", "c-1-T")}
+    assert fields == {("AAPL", "STK", "SMART", "USD", "NASDAQ")}

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.config import IbContract
 from engine.domain import Bar
-from engine.execution.brokers.ib_link import HistoricalPacing, TokenBucket
+from engine.execution.brokers.ib_link import HistoricalPacing, TokenBucket, contract_of
 from engine.market.feeds import FeedError
 
 logger = logging.getLogger(__name__)
@@ -92,16 +92,7 @@ def to_bar(symbol: str, row: Any) -> Bar:
 async def qualify(api: Any, ib: Any, specs: Mapping[str, IbContract]) -> dict[str, Any]:
     """IB's contract for every configured symbol; FeedError lists each one IB does not
     know, or knows more than one of."""
-    wanted = [
-        api.Contract(
-            symbol=spec.symbol,
-            secType=spec.sec_type,
-            exchange=spec.exchange,
-            currency=spec.currency,
-            primaryExchange=spec.primary_exchange,
-        )
-        for spec in specs.values()
-    ]
+    wanted = [contract_of(api, spec) for spec in specs.values()]
     results = await ib.qualifyContractsAsync(*wanted, returnAll=True)
     contracts: dict[str, Any] = {}
     problems = []

@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.config import IbContract, Settings
 from engine.domain import Severity
+from engine.execution.brokers.ib_link import contract_of
 from engine.market.feeds import FeedError
 from store.backup import integrity, table_count
 from store.db import db_path
@@ -196,16 +197,7 @@ async def _probe_ib_feed(settings: Settings, ib_factory: Callable[[], Any] | Non
 
     ib.errorEvent += on_error
     try:
-        wanted = [
-            ib_async.Contract(
-                symbol=c.symbol,
-                secType=c.sec_type,
-                exchange=c.exchange,
-                currency=c.currency,
-                primaryExchange=c.primary_exchange,
-            )
-            for c in ib_cfg.contracts
-        ]
+        wanted = [contract_of(ib_async, c) for c in ib_cfg.contracts]
         qualified = await asyncio.wait_for(
             ib.qualifyContractsAsync(*wanted, returnAll=True), timeout
         )

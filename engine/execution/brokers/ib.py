@@ -96,7 +96,9 @@ class IbBroker:
             self._closed = True
             self._stop_thread()
             raise
-        self._placement = IbPlacement(self._ib, self._reports, messages, settings.account)
+        self._placement = IbPlacement(
+            self._ib, self._reports, messages, settings.account, settings.contracts
+        )
         self._queries = IbQueries(self._ib, messages, settings.account, clock)
         if not self._link.first_attempt.wait(self._timeout):
             logger.warning("IB connection not established within %.1fs", self._timeout)

@@ -14,6 +14,8 @@
   in the gateway's nightly reset or weekly re-login, an expected event.
 - `start_loop_thread`: the thread that owns an IB client's asyncio loop, and the
   cleanup when that loop stops (the feed and the broker each run one).
+- `contract_of`: IB's contract for a configured instrument (`ib.contracts`), the
+  one the feed qualifies, the broker trades and the doctor probes.
 
 Every part takes time as an argument or a clock, so tests move time instead of
 sleeping.
@@ -29,7 +31,10 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from engine.config import IbContract
 
 
 class Backoff:
@@ -257,3 +262,16 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def contract_of(api: Any, spec: IbContract) -> Any:
+    """IB's contract for one configured instrument, built with `api` (ib_async or a
+    stand-in with its API). The feed's bars and the broker's orders name the same
+    contract, so a CASH or non-US instrument is never traded as a SMART US stock."""
+    return api.Contract(
+        symbol=spec.symbol,
+        secType=spec.sec_type,
+        exchange=spec.exchange,
+        currency=spec.currency,
+        primaryExchange=spec.primary_exchange,
+    )

@@ -21,9 +21,10 @@ try:
 except ImportError:  # pragma: no cover - the older name of the same library
     import ib_insync as ib_api  # type: ignore[no-redef]
 
+from engine.config import IbContract
 from engine.domain import ExecutionReport, Fill, Order, OrderStatus, OrderType, Side
 from engine.execution.brokers.base import BrokerOrderState, BrokerUnavailable
-from engine.execution.brokers.ib_link import TokenBucket
+from engine.execution.brokers.ib_link import TokenBucket, contract_of
 from engine.execution.brokers.paper import order_problem
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXCHANGE = "SMART"
 CURRENCY = "USD"
 REJECTION_CODES = frozenset({201, 202, 10147, 110})
 # The other orders of an OCA group shrink by what one of them fills, and IB blocks
@@ -190,11 +190,24 @@ def require_connection(ib: Any) -> None:
 class IbPlacement:
     """Sends, modifies and cancels our orders at IB; runs on the IB thread only."""
 
-    def __init__(self, ib: Any, reports: IbReports, messages: TokenBucket, account: str) -> None:
+    def __init__(
+        self,
+        ib: Any,
+        reports: IbReports,
+        messages: TokenBucket,
+        account: str,
+        contracts: Iterable[IbContract] = (),
+    ) -> None:
         self._ib = ib
         self._reports = reports
         self._messages = messages
         self._account = account
+        self._contracts = {c.symbol: c for c in contracts}
+
+    def contract(self, symbol: str) -> Any:
+        """The configured instrument (`ib.contracts`) the feed's bars came from; a
+        symbol without one is a SMART-routed US stock, as the settings' default says."""
+        return contract_of(ib_api, self._contracts.get(symbol) or IbContract(symbol=symbol))
 
     async def submit(self, order: Order, now: int) -> list[ExecutionReport]:
         require_connection(self._ib)
@@ -209,7 +222,7 @@ class IbPlacement:
         if problem is not None:
             logger.info("IB adapter rejects %s before sending: %s", coid, problem)
             return [ExecutionReport(coid, OrderStatus.REJECTED, now, detail=problem)]
-        contract = ib_api.Stock(order.symbol, EXCHANGE, CURRENCY)
+        contract = self.contract(order.symbol)
         await self._messages.take()
         trade = self._ib.placeOrder(contract, to_ib_order(order, self._account))
         sent_as = broker_id(trade)
@@ -242,7 +255,7 @@ class IbPlacement:
             ib_order = self._bracket_member(order, placed)
             # Nothing is live until the last order goes: IB takes the bracket whole.
             ib_order.transmit = i == len(orders) - 1
-            contract = ib_api.Stock(order.symbol, EXCHANGE, CURRENCY)
+            contract = self.contract(order.symbol)
             await self._messages.take()
             trade = self._ib.placeOrder(contract, ib_order)
             placed[order.client_order_id] = trade.order
