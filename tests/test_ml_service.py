@@ -175,13 +175,27 @@ def test_a_batch_predicts_each_row_as_it_would_alone(models) -> None:
     assert [runner.prediction(p_up, probs, i) for i in range(len(x))] == alone
 
 
+class _Counting(ThreadPoolExecutor):
+    submits = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submits += 1
+        return super().submit(*args, **kwargs)
+
+
 def test_a_batch_split_over_two_threads_equals_the_whole(models) -> None:
     model = load_artifact(models[0].path, models[0].sha256)
     x = _rows(7)[-(2 * SPLIT_ROWS + 1) :]
-    with ThreadPoolExecutor(1) as split:
-        halves = Runner(model, split, spare=lambda: True).probabilities(x)
-        predictions = Runner(model, split, spare=lambda: True).predict_batch(x)
+    with _Counting(1) as split:
+        runner = Runner(model, split, spare=lambda: True)
+        first = runner.probabilities(x)  # on one thread: the split's boosters are being made
+        split.submit(lambda: None).result()  # they are made
+        before = split.submits
+        halves = runner.probabilities(x)
+        predictions = runner.predict_batch(x)
+    assert split.submits == before + 2  # one half each time went to the second thread
     whole = Runner(model).probabilities(x)
+    assert np.array_equal(first[0], whole[0])
     assert halves[1] is not None and whole[1] is not None
     assert np.array_equal(halves[0], whole[0]) and np.array_equal(halves[1], whole[1])
     assert predictions == Runner(model).predict_batch(x)

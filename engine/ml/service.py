@@ -117,13 +117,16 @@ class Runner:
     halves at once while `spare()` says a core is free: the first on `split`'s thread
     with boosters of its own (LightGBM releases the GIL while it walks the trees), the
     second on the caller's. Each row's prediction depends on that row alone, so the
-    halves equal the whole."""
+    halves equal the whole. The copies are made on `split`'s thread at the first large
+    batch (a few hundred ms of parsing the loader need not pay); until they are
+    ready, batches stay on the caller's thread."""
 
     __slots__ = (
         "_keys",
         "_spare",
         "_split",
         "_twin",
+        "_twin_made",
         "classes",
         "model",
         "natural",
@@ -152,10 +155,8 @@ class Runner:
         self.training_accuracy = training_accuracy(model.sidecar.get("metrics", {}))
         self._split = split
         self._spare = spare
-        regime = model.regime
-        self._twin = (
-            (_copy(model.direction), None if regime is None else _copy(regime)) if split else None
-        )
+        self._twin: tuple[lgb.Booster, lgb.Booster | None] | None = None
+        self._twin_made: Future[tuple[lgb.Booster, lgb.Booster | None]] | None = None
 
     def prediction_reference(self) -> Reference | None:
         data = self.model.sidecar.get("drift_reference", {}).get("prediction")
@@ -180,16 +181,30 @@ class Runner:
     def probabilities(self, x: FloatArray) -> tuple[FloatArray, FloatArray | None]:
         """p(up) per row, and the regime head's class probabilities (None without one)."""
         split = self._split
-        if self._twin is None or split is None or len(x) < SPLIT_ROWS or not self._spare():
+        if split is None or len(x) < SPLIT_ROWS or not self._spare():
+            return _heads(self.model.direction, self.model.regime, x)
+        twin = self._twin or self._made_twin(split)
+        if twin is None:
             return _heads(self.model.direction, self.model.regime, x)
         half = len(x) // 2
-        first = split.submit(_heads, *self._twin, x[:half])
+        first = split.submit(_heads, *twin, x[:half])
         up, probs = _heads(self.model.direction, self.model.regime, x[half:])
         first_up, first_probs = first.result()
         both_up = np.concatenate([first_up, up])
         if probs is None or first_probs is None:
             return both_up, None
         return both_up, np.concatenate([first_probs, probs])
+
+    def _made_twin(self, split: Executor) -> tuple[lgb.Booster, lgb.Booster | None] | None:
+        """The split thread's boosters once made; the first call starts making them."""
+        if self._twin_made is None:
+            direction, regime = self.model.direction, self.model.regime
+            self._twin_made = split.submit(
+                lambda: (_copy(direction), None if regime is None else _copy(regime))
+            )
+        if self._twin_made.done():
+            self._twin = self._twin_made.result()
+        return self._twin
 
     def prediction(self, p_up: FloatArray, probs: FloatArray | None, i: int) -> Prediction:
         """Row `i` of `probabilities` as the cycle's Prediction."""
