@@ -34,6 +34,7 @@ from engine.execution.oms import (
     NEVER_REACHED_BROKER,
     Oms,
     OpenTransaction,
+    OrderBatch,
     is_legal_transition,
     new_client_order_id,
 )
@@ -735,3 +736,120 @@ def test_an_orders_new_state_keeps_every_other_field() -> None:
     assert moved == replace(
         order, status=OrderStatus.FILLED, filled_qty=7.0, avg_price=9.4, broker_order_id="b-2"
     )
+
+
+# -- a batch of orders (Oms.submit_many) --------------------------------------------
+
+
+def on(symbol: str, intent: Intent) -> Intent:
+    return replace(intent, symbol=symbol)
+
+
+def test_a_batch_commits_every_new_order_before_the_broker_sees_any(db, path, clock):
+    seen: list[str] = []
+
+    def decide(order: Order, now: int) -> list[ExecutionReport]:
+        with open_reader(path) as other_connection:
+            rows = other_connection.execute("SELECT status FROM orders ORDER BY id").fetchall()
+        seen.append(",".join(r["status"] for r in rows))
+        return fills_at_once(order, now)
+
+    broker = FunctionBroker(decide)
+    oms = make_oms(db, broker, clock)
+    orders = oms.submit_many(lambda batch: [batch.add(on(s, buy()), 100.0) for s in "ABC"])
+    assert seen[0] == "NEW,NEW,NEW"
+    assert [o.status for o in orders] == [S.FILLED] * 3
+    assert [o.symbol for o in broker.submitted] == ["A", "B", "C"]
+
+
+def test_a_batch_is_two_commits_whatever_its_size(db, clock):
+    commits: list[str] = []
+    oms = make_oms(db, FunctionBroker(fills_at_once), clock)
+    db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    oms.submit_many(lambda batch: [batch.add(on(s, buy()), 100.0) for s in "ABCDEFGH"])
+    db.conn.set_trace_callback(None)
+    assert len(commits) == 2
+    assert db["fills"].count == 8
+
+
+def test_each_order_of_a_batch_is_open_as_soon_as_it_is_added(db, clock):
+    oms = make_oms(db, FunctionBroker(fills_at_once), clock)
+    open_before: list[int] = []
+
+    def fill(batch: OrderBatch) -> None:
+        for symbol in "AB":
+            open_before.append(len(oms.open_orders()))
+            batch.add(on(symbol, buy(stop_loss=95.0, take_profit=110.0)), 100.0)
+
+    oms.submit_many(fill)
+    assert open_before == [0, 3]  # the first entry and its stop and target
+
+
+def test_the_broker_rejecting_one_order_of_a_batch_leaves_the_others_filled(db, clock):
+    def rejects_b(order: Order, now: int) -> list[ExecutionReport]:
+        if order.symbol == "B":
+            return [ExecutionReport(order.client_order_id, S.REJECTED, now, detail="no")]
+        return fills_at_once(order, now)
+
+    oms = make_oms(db, FunctionBroker(rejects_b), clock)
+    orders = oms.submit_many(lambda batch: [batch.add(on(s, buy()), 100.0) for s in "ABC"])
+    assert [o.status for o in orders] == [S.FILLED, S.REJECTED, S.FILLED]
+    assert [r[0] for r in db.execute("SELECT symbol FROM positions ORDER BY 1")] == ["A", "C"]
+
+
+def test_a_broker_lost_mid_batch_leaves_the_rest_new_for_retry_unsent(db, clock):
+    broker = FunctionBroker(fills_at_once)
+
+    def loses_the_line_at_b(order: Order, now: int) -> list[ExecutionReport]:
+        if order.symbol == "B":
+            broker.available = False
+            raise BrokerUnavailable("connection reset")
+        return fills_at_once(order, now)
+
+    broker.decide = loses_the_line_at_b
+    oms = make_oms(db, broker, clock)
+    exits = [on(s, buy(purpose=Purpose.EXIT)) for s in "ABC"]
+    orders = oms.submit_many(lambda batch: [batch.add(i, 100.0) for i in exits])
+    assert [o.status for o in orders] == [S.FILLED, S.NEW, S.NEW]
+    assert "broker unavailable" in last_detail(db, orders[2].client_order_id)
+    broker.available, broker.decide = True, fills_at_once
+    oms.retry_unsent(max_age_ms=60_000)
+    assert [oms.get(o.client_order_id).status for o in orders] == [S.FILLED] * 3
+
+
+def test_a_crash_between_the_two_transactions_leaves_the_batch_for_retry_unsent(path, clock):
+    db = open_writer(path)
+    broker = FunctionBroker(crash)
+    with pytest.raises(Crash):
+        make_oms(db, broker, clock).submit_many(
+            lambda batch: [batch.add(on(s, buy(purpose=Purpose.EXIT)), 100.0) for s in "AB"]
+        )
+    db.close()
+    broker.decide = fills_at_once
+    db, oms = restart(path, broker, clock)
+    assert [o.status for o in oms.open_orders()] == [S.NEW, S.NEW]
+    resent = oms.retry_unsent(max_age_ms=60_000)
+    assert [(o.symbol, o.status) for o in resent] == [("A", S.FILLED), ("B", S.FILLED)]
+    assert [o.symbol for o in broker.submitted] == ["A", "B"]
+    db.close()
+
+
+def test_an_exception_while_filling_a_batch_stores_and_sends_nothing(db, clock):
+    broker = FunctionBroker(fills_at_once)
+    oms = make_oms(db, broker, clock)
+
+    def fill(batch: OrderBatch) -> None:
+        batch.add(on("A", buy()), 100.0)
+        raise KeyError("bug in the caller")
+
+    with pytest.raises(KeyError):
+        oms.submit_many(fill)
+    assert db["orders"].count == 0
+    assert oms.open_orders() == []
+    assert broker.submitted == []
+
+
+def test_submit_many_inside_an_open_transaction_is_refused(db, clock):
+    oms = make_oms(db, FunctionBroker(fills_at_once), clock)
+    with pytest.raises(OpenTransaction), db.atomic():
+        oms.submit_many(lambda batch: None)

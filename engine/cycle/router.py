@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -22,9 +23,9 @@ from engine.config import RiskSettings
 from engine.cycle.market import MarketClock, MarketData
 from engine.cycle.recorder import Stopwatch
 from engine.decide.sizing import size
-from engine.domain import Intent, Order, Purpose, Severity, TradingState, Verdict
+from engine.domain import Bar, Intent, Order, Purpose, Severity, TradingState, Verdict
 from engine.execution.brokers.base import Broker, BrokerUnavailable
-from engine.execution.oms import Oms
+from engine.execution.oms import Oms, OrderBatch
 from engine.execution.portfolio import Portfolio
 from engine.market.calendar import TradingDay
 from engine.risk import RiskContext, RiskGate
@@ -103,22 +104,69 @@ class OrderRouter:
     def route(self, intents: list[Intent], cycle_id: int, watch: Stopwatch) -> tuple[int, int]:
         """The cycle's intents, in order; returns (orders sent, intents denied or not sent).
 
+        They are placed together (`Oms.submit_many`): each is gated in turn, an
+        allowed one becomes NEW orders at once, and the next is gated against them
+        (working orders, not yet sent); then all the new orders are committed in one
+        transaction and sent, and the broker's reports booked, in a second. A symbol
+        met again starts a new batch, so an order never waits on one of its own
+        symbol's that has not reached the broker.
+
         The risk context is built once and kept while the gate denies: a denial
-        changes nothing the context holds. An intent the gate allows (sent or not)
-        makes the next one get a fresh context; the trading state is read again for
-        every intent, so a stop queued mid-cycle still holds the next one."""
+        changes nothing the context holds. An allowed intent makes the next one get
+        a fresh context; the trading state is read again for every intent, so a
+        stop queued mid-cycle still holds the next one."""
         orders = denied = 0
-        ctx: RiskContext | None = None
-        for intent in intents:
-            ctx = self._fresh_state(ctx) if ctx is not None else self.risk_context(self.clock.now)
-            order, allowed = self._submit(intent, cycle_id, watch, ctx)
-            if order is None:
-                denied += 1
-            else:
-                orders += 1
-            if allowed:
-                ctx = None
+        start = 0
+        while start < len(intents):
+            end = _distinct_run(intents, start)
+            sent, refused = self._route_together(intents[start:end], cycle_id, watch)
+            orders, denied, start = orders + sent, denied + refused, end
         return orders, denied
+
+    def _route_together(
+        self, intents: list[Intent], cycle_id: int, watch: Stopwatch
+    ) -> tuple[int, int]:
+        denied = 0
+        unsent: list[tuple[Intent, BrokerUnavailable]] = []
+        failed: list[ValueError] = []
+
+        def gate_each(batch: OrderBatch) -> None:
+            nonlocal denied
+            ctx: RiskContext | None = None
+            for intent in intents:
+                ctx = self._fresh_state(ctx) if ctx is not None else self.risk_context(now)
+                ref = self.market.last_bar.get(intent.symbol)
+                verdict = self._verdict(intent, ref, ctx)
+                watch.lap("risk")
+                signal = _signal_row(intent, verdict, cycle_id, now)
+                if not verdict.allowed or ref is None:
+                    self._deny(intent, verdict, signal, now)
+                    denied += 1
+                    watch.lap("execution")
+                    continue
+                ctx = None
+                try:
+                    unavailable = batch.add(intent, ref.close, signal)
+                except ValueError as exc:
+                    failed.append(exc)  # raised once what came before is sent
+                    return
+                finally:
+                    watch.lap("execution")
+                if unavailable is not None:
+                    unsent.append((intent, unavailable))
+                    denied += 1
+
+        now = self.clock.now
+        self.db.conn.commit()  # what the cycle wrote before: the OMS needs no open transaction
+        try:
+            placed = self.oms.submit_many(gate_each)
+        finally:
+            watch.lap("execution")
+        for intent, exc in unsent:
+            self._broker_unavailable(intent, exc)
+        if failed:
+            raise failed[0]
+        return len(placed), denied
 
     def _fresh_state(self, ctx: RiskContext) -> RiskContext:
         state = self._trading_state()
@@ -146,11 +194,7 @@ class OrderRouter:
     ) -> tuple[Order | None, bool]:
         now = self.clock.now
         ref = self.market.last_bar.get(intent.symbol)
-        verdict: Verdict
-        if ref is None:
-            verdict = Verdict.deny("market_data", f"no price for {intent.symbol}")
-        else:
-            verdict = self.gate.check(intent, ctx or self.risk_context(now))
+        verdict = self._verdict(intent, ref, ctx or (self.risk_context(now) if ref else None))
         if watch:
             watch.lap("risk")
         try:
@@ -160,43 +204,40 @@ class OrderRouter:
                 watch.lap("execution")
         return order, verdict.allowed and ref is not None
 
+    def _verdict(self, intent: Intent, ref: Bar | None, ctx: RiskContext | None) -> Verdict:
+        if ref is None or ctx is None:
+            return Verdict.deny("market_data", f"no price for {intent.symbol}")
+        return self.gate.check(intent, ctx)
+
     def _send(
         self, intent: Intent, verdict: Verdict, price: float | None, cycle_id: int | None, now: int
     ) -> Order | None:
-        signal = (
-            cycle_id,
-            now,
-            intent.symbol,
-            intent.side.value,
-            intent.qty,
-            intent.purpose.value,
-            intent.strength,
-            intent.model_version,
-            "allowed" if verdict.allowed else "denied",
-            verdict.check,
-            verdict.reason if not verdict.allowed else intent.reason,
-        )
+        signal = _signal_row(intent, verdict, cycle_id, now)
         if not verdict.allowed or price is None:
-            insert_signal(self.db.conn, signal, None)
-            if not intent.purpose.reduces_exposure:
-                self._lock_entries(intent.symbol, verdict, now)
-            log.info(
-                "denied %s %s %s: %s", intent.side, intent.symbol, verdict.check, verdict.reason
-            )
+            self._deny(intent, verdict, signal, now)
             return None
         self.db.conn.commit()  # what the cycle wrote before: the OMS needs no open transaction
         try:
             # The signal row is written in the order's own transaction.
             return self.oms.submit(intent, price, signal=signal)
         except BrokerUnavailable as exc:
-            self.alerts.raise_(
-                Severity.HIGH,
-                "broker",
-                "Broker unavailable",
-                f"{intent.side} {intent.qty:g} {intent.symbol} not sent: {exc}",
-                dedupe_key="broker-unavailable",
-            )
+            self._broker_unavailable(intent, exc)
             return None
+
+    def _deny(self, intent: Intent, verdict: Verdict, signal: tuple[Any, ...], now: int) -> None:
+        insert_signal(self.db.conn, signal, None)
+        if not intent.purpose.reduces_exposure:
+            self._lock_entries(intent.symbol, verdict, now)
+        log.info("denied %s %s %s: %s", intent.side, intent.symbol, verdict.check, verdict.reason)
+
+    def _broker_unavailable(self, intent: Intent, exc: BrokerUnavailable) -> None:
+        self.alerts.raise_(
+            Severity.HIGH,
+            "broker",
+            "Broker unavailable",
+            f"{intent.side} {intent.qty:g} {intent.symbol} not sent: {exc}",
+            dedupe_key="broker-unavailable",
+        )
 
     def sized(self, intent: Intent, equity: float) -> Intent:
         """Entries are sized by the risk layer's configured method (fixed fractional,
@@ -240,3 +281,32 @@ class OrderRouter:
             return True  # the champion the strategy trades on is still loading
         until = max(self.locked_until.get(symbol, 0), self.locked_until.get(ALL_SYMBOLS, 0))
         return until > now
+
+
+def _distinct_run(intents: list[Intent], start: int) -> int:
+    """Where the run of intents from `start` meets a symbol it already holds."""
+    seen: set[str] = set()
+    for i in range(start, len(intents)):
+        if intents[i].symbol in seen:
+            return i
+        seen.add(intents[i].symbol)
+    return len(intents)
+
+
+def _signal_row(
+    intent: Intent, verdict: Verdict, cycle_id: int | None, now: int
+) -> tuple[Any, ...]:
+    """The intent's `signals` row (store.orders.insert_signal's columns)."""
+    return (
+        cycle_id,
+        now,
+        intent.symbol,
+        intent.side.value,
+        intent.qty,
+        intent.purpose.value,
+        intent.strength,
+        intent.model_version,
+        "allowed" if verdict.allowed else "denied",
+        verdict.check,
+        verdict.reason if not verdict.allowed else intent.reason,
+    )

@@ -92,12 +92,23 @@ class OrderBook:
 
     # -- writing ---------------------------------------------------------------
 
-    def add(self, order: Order, ref_price: float, now: int, sizing: str = "{}") -> None:
-        """A NEW order, inside the caller's transaction; in memory once it commits."""
+    def add(
+        self, order: Order, ref_price: float, now: int, sizing: str = "{}", *, at_once: bool = False
+    ) -> None:
+        """A NEW order, inside the caller's transaction; in memory once it commits.
+
+        `at_once`: in memory, and told to the listener, now (a batch of orders
+        gates each against those before it; see engine.execution.placing). Should
+        the transaction fail, `reload` forgets it again, as it forgets everything."""
         self._new.append(self.repo.order_row(order, ref_price, now, sizing))
-        self.tell(lambda listener: listener.order_created(order))
         detail = f"{order.purpose} {order.reason}".strip()
         self.event(order.client_order_id, now, OrderStatus.NEW, detail)
+        if at_once:
+            if self._listener is not None:
+                self._listener.order_created(order)
+            self._hold(Working(order, ref_price))
+            return
+        self.tell(lambda listener: listener.order_created(order))
         self._notices.append(lambda: self._hold(Working(order, ref_price)))
 
     def hold(self, working: Working) -> None:

@@ -25,7 +25,10 @@ or not at all; a remote broker writes nothing here, and the broker calls of a
 transaction come before its first write, so a round trip holds no write lock
 (unless a protective order left NEW by an outage must be looked up first).
 After a restart, `reconcile` asks the broker about every order still open in the
-database; one the broker never saw is canceled, never sent late.
+database; one the broker never saw is canceled, never sent late. A cycle's
+orders are placed together (`submit_many`): the same two transactions, each
+holding every order of the batch, so a cycle of N orders commits twice, not 2N
+times.
 
 Brackets: an ENTRY intent with a stop-loss or take-profit becomes three orders,
 persisted together and sent together (`Broker.submit_bracket`): the entry, a
@@ -88,7 +91,7 @@ from engine.execution.orders import (
     new_client_order_id,
     protective_pair,
 )
-from engine.execution.placing import Placement
+from engine.execution.placing import OrderBatch, Placement
 from engine.execution.portfolio import Portfolio
 from engine.execution.reconcile import OrderReconciler
 from store.orders import OrderRepository, last_execution_ts
@@ -99,6 +102,7 @@ __all__ = [
     "OmsError",
     "OmsListener",
     "OpenTransaction",
+    "OrderBatch",
     "is_legal_transition",
     "new_client_order_id",
     "protective_pair",
@@ -206,6 +210,27 @@ class Oms:
         if unavailable is not None:
             raise unavailable
         return self._placement.send_family(orders, orders[0].created_at)
+
+    def submit_many(self, fill: Callable[[OrderBatch], None]) -> list[Order]:
+        """Orders placed together (a cycle's intents, engine.execution.placing):
+        `fill` adds each intent to the batch, gating it first against the orders
+        added before it, which are already in `open_orders` and the listener's
+        facts. Their NEW rows (and any `signals` rows `fill` writes) are committed
+        in one transaction, then every family is sent and the reports applied in
+        a second. Returns the orders made, as they stand afterwards, in the order
+        they were added: still NEW where the broker was unavailable. An exception
+        from `fill` rolls the first transaction back and nothing is sent."""
+        if self._book.repo.in_transaction:
+            raise OpenTransaction(
+                "Oms.submit_many needs the writer outside any transaction: the NEW orders"
+                " must be committed before the broker sees them"
+            )
+        batch = OrderBatch(self._placement, self._book)
+        with self._book.transaction():
+            fill(batch)
+        if not batch.families:
+            return []
+        return self._placement.send_many(batch.families)
 
     def protect(self, position: Position) -> list[Order]:
         """Send a resting stop and target (OCO, no parent) for a held position at its
