@@ -142,6 +142,49 @@ def test_a_missing_or_bad_mark_keeps_the_last_price():
     assert book.mark({}, now=3).unrealized == pytest.approx(50.0)
 
 
+def test_marking_again_on_the_same_prices_and_time_gives_the_same_snapshot():
+    book = Portfolio(10_000)
+    book.apply_fill(fill(Side.BUY, 10, 100.0))
+    first = book.mark({"AAA": 105.0}, now=1)
+    assert book.mark({"AAA": 105.0}, now=1) is first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b.apply_fill(fill(Side.BUY, 5, 104.0)),
+        lambda b: b.move_cash(500.0),
+        lambda b: b.set_protection("AAA", 90.0, 120.0),
+    ],
+    ids=["fill", "cash movement", "protection"],
+)
+def test_a_change_to_the_book_between_marks_is_valued_afresh(change):
+    book, fresh = Portfolio(10_000), Portfolio(10_000)
+    for b in (book, fresh):
+        b.apply_fill(fill(Side.BUY, 10, 100.0))
+    book.mark({"AAA": 105.0}, now=1)
+    for b in (book, fresh):
+        change(b)
+    assert book.mark({"AAA": 105.0}, now=1) == fresh.mark({"AAA": 105.0}, now=1)
+
+
+def test_a_new_price_or_time_is_valued_afresh():
+    book = Portfolio(10_000)
+    book.apply_fill(fill(Side.BUY, 10, 100.0))
+    book.mark({"AAA": 105.0}, now=1)
+    assert book.mark({"AAA": 106.0}, now=1).unrealized == pytest.approx(60.0)
+    assert book.mark({"AAA": 106.0}, now=2).ts == 2
+
+
+def test_a_bad_mark_warns_every_time(caplog):
+    book = Portfolio(10_000)
+    book.apply_fill(fill(Side.BUY, 10, 100.0))
+    prices = {"AAA": float("nan")}
+    for _ in range(2):
+        book.mark(prices, now=1)
+    assert sum("ignored mark" in r.message for r in caplog.records) == 2
+
+
 def test_protection_is_set_on_the_open_position_only():
     book = Portfolio(10_000)
     assert book.set_protection("AAA", 95.0, 110.0) is False

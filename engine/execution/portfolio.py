@@ -116,6 +116,10 @@ def _validate(fill: Fill) -> None:
         raise ValueError(f"fill {fill.exec_id}: commission must be >= 0, got {fill.commission!r}")
 
 
+# A mark and what it was taken on: positions, time, cash, peak, realized, prices.
+_Marked = tuple[dict[str, Position], int, float, float, float, dict[str, float], EquitySnapshot]
+
+
 class Portfolio:
     """Cash and positions in memory; every change comes from `apply_fill`."""
 
@@ -137,6 +141,9 @@ class Portfolio:
         # The books as Positions, built once per change: the cycle, the gate and the
         # monitor read them several times a bar.
         self._positions: dict[str, Position] | None = None
+        # The last mark and what it was taken on: a cycle marks once for its signals,
+        # once for its equity row and once per risk context, on the same prices.
+        self._last_mark: _Marked | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -241,13 +248,42 @@ class Portfolio:
         return True
 
     def mark(self, prices: Mapping[str, float], now: int) -> EquitySnapshot:
-        """Value the positions at `prices` (or the last known price) and move the peak."""
+        """Value the positions at `prices` (or the last known price) and move the peak.
+
+        Marking again on the same prices, time, cash, peak and positions gives the
+        same snapshot and changes nothing, so the last one is handed back. Every
+        change to the books replaces the positions dict (`_held`), which is part of
+        the key, held by reference so its identity cannot be reused."""
+        held = self._held()
+        last = self._last_mark
+        if (
+            last is not None
+            and last[0] is held
+            and last[1] == now
+            and last[2] == self.cash
+            and last[3] == self.peak
+            and last[4] == self.realized
+            and last[5] == prices
+        ):
+            return last[6]
+        snapshot, clean = self._value(prices, now)
+        self._last_mark = (
+            (held, now, self.cash, self.peak, self.realized, dict(prices), snapshot)
+            if clean
+            else None
+        )
+        return snapshot
+
+    def _value(self, prices: Mapping[str, float], now: int) -> tuple[EquitySnapshot, bool]:
+        """The snapshot, and False when a price was ignored (its warning is not memoised)."""
         market_value = gross = unrealized = 0.0
+        clean = True
         for symbol, book in self._books.items():
             price = prices.get(symbol)
             if price is not None and math.isfinite(price) and price > 0:
                 self._last_prices[symbol] = price
             elif price is not None:
+                clean = False
                 log.warning("ignored mark %r for %s; keeping the last price", price, symbol)
             mark = self._last_prices.get(symbol, book.avg_price)
             value = book.qty * mark
@@ -257,7 +293,7 @@ class Portfolio:
         equity = self.cash + market_value
         self.peak = max(self.peak, equity)
         drawdown = (self.peak - equity) / self.peak if self.peak > 0 else 0.0
-        return EquitySnapshot(
+        snapshot = EquitySnapshot(
             ts=now,
             cash=self.cash,
             equity=equity,
@@ -268,6 +304,7 @@ class Portfolio:
             gross_exposure=gross,
             net_exposure=market_value,
         )
+        return snapshot, clean
 
     # -- persistence -----------------------------------------------------------
 
@@ -310,7 +347,7 @@ class Portfolio:
         if book is None:
             return None
         return rows.position_row(
-            book.position(), now, self._last_prices.get(symbol), self.unrealized(symbol)
+            self._held()[symbol], now, self._last_prices.get(symbol), self.unrealized(symbol)
         )
 
 
