@@ -12,6 +12,7 @@ secrets store when a secret of the same dotted name is stored there
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -56,6 +57,7 @@ _INTERVAL_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_SPEED = "max"
 
 
+@functools.lru_cache(maxsize=64)
 def interval_ms(text: str) -> int:
     """Milliseconds of a bar interval written as a count and a unit: 30s, 1m, 5m, 1h, 1d."""
     text = text.strip().lower()

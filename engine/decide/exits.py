@@ -24,6 +24,9 @@ def _extremes(bar_high: float, bar_low: float, last: float) -> tuple[float, floa
 
     The last trade may lie outside a bar that is still forming, so it counts too.
     """
+    isfinite = math.isfinite
+    if isfinite(bar_high) and isfinite(bar_low) and isfinite(last):
+        return max(bar_high, bar_low, last), min(bar_high, bar_low, last)
     prices = [p for p in (bar_high, bar_low, last) if math.isfinite(p)]
     if not prices:
         return math.nan, math.nan

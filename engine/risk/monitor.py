@@ -70,6 +70,7 @@ class Monitor:
             self.stale_symbols(inp),
             monitor_rules.disconnected_since(inp),
             position_rules.trails(inp),
+            inp.ctx,
         )
         verdicts = [rule(look) for rule in ACCOUNT_RULES] + [position_rules.positions(look)]
         actions = [a for v in verdicts for a in v.actions]

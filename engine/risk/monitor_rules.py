@@ -46,10 +46,7 @@ class Look:
     stale: Mapping[str, int]  # symbol -> its last bar's time, for symbols gone stale
     disconnected_since: int | None
     trails: Mapping[str, TrailState]
-
-    @property
-    def ctx(self) -> RiskContext:
-        return self.inp.ctx
+    ctx: RiskContext  # inp.ctx, read by every rule
 
 
 @dataclass(frozen=True, slots=True)

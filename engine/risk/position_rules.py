@@ -189,6 +189,14 @@ def move_stop(look: Look, pos: Position, stop_order: Order) -> MoveStop | None:
     )
 
 
+def _first_exit(look: Look, held: Held) -> Exit | None:
+    for rule in EXIT_RULES:
+        found = rule(look, held)
+        if found is not None:
+            return found
+    return None
+
+
 def positions(look: Look) -> Verdict:
     """Per open position, by symbol: move its resting stop, close it if an exit rule fires.
     Not while an exit for it is already working, nor while HALTED (the emergency
@@ -209,7 +217,7 @@ def positions(look: Look) -> Verdict:
         if move is not None:
             out.append(move)
         held = _held(look, pos, symbol in resting)
-        found = next((e for rule in EXIT_RULES if (e := rule(look, held)) is not None), None)
+        found = _first_exit(look, held)
         if found is not None:
             side = Side.SELL if pos.qty > 0 else Side.BUY
             out.append(ExitPosition(symbol, side, abs(pos.qty), found[1], found[0]))
