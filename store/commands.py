@@ -1,8 +1,8 @@
 """The operator's commands: the only write path from the cockpit into the engine.
 
-The cockpit and the CLI insert a `commands` row; the engine's command job picks
-pending rows up every 250 ms, executes them on the trading thread and marks them
-done or failed with a result. Commands are idempotent against double clicks: an
+The cockpit and the CLI insert a `commands` row; the engine picks pending rows
+up on the trading thread (every 50 ms, and before every cycle), executes them
+and marks them done or failed with a result. Commands are idempotent against double clicks: an
 identical command still pending is returned instead of inserting a second one.
 
 Anyone who can write the database can write a row, so a row is checked twice:
@@ -298,6 +298,13 @@ def wait_for_command(
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """A number that changes whenever another connection commits (PRAGMA
+    data_version): rows queued by the cockpit or the CLI change it, the engine's
+    own writes do not. Comparing it costs no read of any table."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def pending_rows(conn: sqlite3.Connection) -> list[CommandRow]:

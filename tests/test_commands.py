@@ -174,6 +174,73 @@ def test_acknowledging_an_alert_is_applied_by_the_engine_and_audited(db_file, cl
     ]
 
 
+# ------------------------------------------------------------ how soon
+
+
+class TickingClock(FakeClock):
+    """Each reading is one millisecond after the last: readings taken in order compare in order."""
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+def test_a_command_queued_before_a_cycle_is_applied_before_that_cycle(db_file, open_engines):
+    eng = start(db_file, TickingClock(), open_engines)
+    eng.command_job()  # the queue drained once, as the running engine's job does
+    pause = enqueue_command("pause", {"reason": "lunch"}, "cockpit:operator", db=db_file)
+
+    eng.cycle_job()  # the cycle alone, no command job between
+
+    done = get_command(pause, db=db_file)
+    assert done is not None and done.status is CommandStatus.DONE
+    started = query(db_file, "SELECT max(started_at) FROM cycles")[0][0]
+    assert done.done_at is not None and done.done_at < started
+    assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
+
+
+def test_polling_an_unchanged_queue_reads_no_table(db_file, clock, open_engines):
+    eng = start(db_file, clock, open_engines)
+    eng.command_job()
+    statements: list[str] = []
+    eng._trader().db.conn.set_trace_callback(statements.append)
+
+    for _ in range(3):
+        eng.command_job()
+    assert not [s for s in statements if "FROM commands" in s]
+
+    pause = enqueue_command("pause", {"reason": "lunch"}, "cli:a", db=db_file)
+    eng.command_job()
+    assert status_of(db_file, pause)[0] == "done"
+
+
+def test_a_row_queued_after_the_queue_was_read_is_taken_by_the_next_poll(
+    db_file, clock, open_engines
+):
+    eng = start(db_file, clock, open_engines)
+    later: list[int] = []
+    read: list[str] = []
+
+    def queue_one_more(statement: str) -> None:
+        # Another process commits right after the engine has read the queue, before
+        # the engine's next statement (it holds no lock between the two).
+        if "FROM commands" in statement and "pending" in statement:
+            read.append(statement)
+        elif read and not later:
+            later.append(write_row(db_file, "pause", '{"reason": "second"}'))
+
+    first = write_row(db_file, "ack_alert", '{"all": true}')
+    eng._trader().db.conn.set_trace_callback(queue_one_more)
+    eng.command_job()
+    eng._trader().db.conn.set_trace_callback(None)
+    assert status_of(db_file, first)[0] == "done"
+    assert later and status_of(db_file, later[0])[0] == "pending"
+
+    eng.command_job()
+
+    assert status_of(db_file, later[0])[0] == "done"
+
+
 def _high_alert(title: str = "disk") -> tuple[Any, ...]:
     from engine.domain import Severity
 

@@ -1,11 +1,18 @@
 """Execute the operator's commands on the trading thread.
 
-The command job drains pending `commands` rows every 250 ms, emergency stops
-first, then oldest first, and marks each done or failed with a result the
+The command job drains pending `commands` rows, emergency stops first, then
+oldest first, and marks each done or failed with a result the
 cockpit and CLI show. Every row is checked and applied on its own: a malformed
 row is marked failed with the reason and the queue moves on; nothing in a row
 can stop the engine or hold up the rows behind it. Every command is audited,
 under the requester the row names once it has passed `parse_row`.
+
+How long a command waits is bounded by what runs on the trading thread, not by a
+polling period: the queue is looked at every 50 ms and again before every cycle
+(`run_if_queued`), so a command queued before a cycle starts is applied before
+that cycle trades. Looking costs one PRAGMA: the queue is read only when another
+connection has committed since it was last drained (`data_version`), since only
+the cockpit and the CLI, never the engine's own writer, queue rows.
 
 Exactly once: a row is claimed (status `running`) in the same transaction as
 its handler's effects. A crash before the handler's first commit rolls both
@@ -41,6 +48,7 @@ from store.commands import (
     CommandRow,
     CommandStatus,
     claim,
+    data_version,
     finish,
     parse_row,
     pending_rows,
@@ -64,6 +72,8 @@ class CommandContext:
     retrainer: Retrainer | None = None
     model: ModelService | None = None  # the live model service, for the registry commands
     backtests: Callable[[Command], str] | None = None  # starts a backtest process
+    # The writer's data_version when the queue was last drained empty; None until then.
+    drained_at: int | None = None
 
 
 def _unhandled(cmd: Command) -> CommandFailed:
@@ -180,10 +190,25 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def run_if_queued(ctx: CommandContext) -> int:
+    """`run_pending` unless no other connection has committed since the queue was
+    last drained (then nothing can be pending): cheap enough to call often."""
+    conn = ctx.trader.db.conn
+    # Inside a transaction the version is that of its snapshot: read the queue instead.
+    unchanged = (
+        ctx.drained_at is not None
+        and not conn.in_transaction
+        and data_version(conn) == ctx.drained_at
+    )
+    return 0 if unchanged else run_pending(ctx)
+
+
 def run_pending(ctx: CommandContext) -> int:
     """Apply every pending command, each on its own; returns how many were taken."""
     conn = ctx.trader.db.conn
     conn.commit()  # the claims below share no transaction with earlier work
+    # Read before the rows: a row committed after this changes the version again.
+    version = data_version(conn)
     rows = pending_rows(conn)
     # An emergency stop jumps the queue: nothing queued before it may trade first.
     rows.sort(key=lambda r: (r.kind != CommandKind.EMERGENCY_STOP, r.id))
@@ -195,6 +220,7 @@ def run_pending(ctx: CommandContext) -> int:
             # failing. Leave the row pending for the next tick and stop this one.
             conn.rollback()
             raise
+    ctx.drained_at = version
     return len(rows)
 
 

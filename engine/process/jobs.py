@@ -1,9 +1,9 @@
 """The engine's jobs: what runs on the trading thread, on the scheduler or
 stepped by `Engine.step()`.
 
-Commands (every 250 ms), the cycle, the monitor (every second, after the
-broker's link is followed by `broker_watch`), the heartbeat, the daily
-housekeeping and the digest. Each trading job runs guarded: a store
+Commands (every 50 ms and before each cycle), the cycle, the monitor (every
+second, after the broker's link is followed by `broker_watch`), the heartbeat,
+the daily housekeeping and the digest. Each trading job runs guarded: a store
 with no room to write is one condition (`StoreGuard`), not an error. Scheduler
 events (a missed or failed job) are queued from the scheduler's thread and
 raised as alerts by the next heartbeat, on the trading thread, the only writer.
@@ -34,7 +34,7 @@ from engine.ml.registry import needs_bootstrap
 from engine.ml.service import ModelService
 from engine.process import lease as lease_mod
 from engine.process.broker_watch import BrokerWatch
-from engine.process.handlers import CommandContext, recover_interrupted, run_pending
+from engine.process.handlers import CommandContext, recover_interrupted, run_if_queued
 from engine.process.housekeeping import backup_dir, daily_housekeeping
 from engine.process.metrics import EngineMetrics
 from engine.process.storeguard import FULL_BLOCK, StoreGuard
@@ -149,6 +149,9 @@ class Jobs:
 
     def cycle(self) -> CycleResult:
         trader = self.trader
+        # A command queued while the thread was busy is applied before this cycle
+        # trades, instead of after it (a pause or a stop must not wait a cycle).
+        self.guarded(self._queued_commands)
         result = trader.cycle()
         lasted = self.guard.on_write_ok()  # the cycle's row is committed: there is room
         if lasted is not None:
@@ -167,7 +170,10 @@ class Jobs:
 
     def run_commands(self) -> int:
         self._collect_training()
-        return run_pending(self.commands)
+        return run_if_queued(self.commands)
+
+    def _queued_commands(self) -> int:
+        return run_if_queued(self.commands)
 
     def _collect_training(self) -> None:
         if self.retrainer is None:

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 TRADING = "trading"
 WATCHDOG = "watchdog"
 BURST_SECONDS = 0.2
+# The command job only compares a number when nothing is queued (handlers.run_if_queued),
+# so it can look often: a command waits for the job in hand, not for a polling period.
+COMMAND_POLL_SECONDS = 0.05
 # The watchdog waits for a first cycle.
 DELAYED_START = {"watchdog": 1.0}
 
@@ -62,7 +65,7 @@ def build_scheduler(cfg: EngineSettings, jobs: JobTable) -> BackgroundScheduler:
     period = cfg.cycle_period
     grace = max(1, int(period * 2))
     interval: list[tuple[str, Callable[[], Any], float, str]] = [
-        ("commands", jobs.commands, 0.25, TRADING),
+        ("commands", jobs.commands, COMMAND_POLL_SECONDS, TRADING),
         ("cycle", jobs.cycle, period or BURST_SECONDS, TRADING),
         ("monitor", jobs.monitor, 1.0, TRADING),
         ("heartbeat", jobs.heartbeat, cfg.heartbeat_seconds, TRADING),
