@@ -13,10 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import sqlite3
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +22,7 @@ from cockpit.reader import (
     DAY_MS,
     HOUR_MS,
     SPAN,
+    LruCache,
     PathLike,
     equity_range,
     frame,
@@ -67,10 +65,6 @@ __all__ = [
 ]
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
 @dataclass(frozen=True)
 class CycleTally:
     """Cycle counts up to `last_id`, so the next call reads only newer cycles."""
@@ -82,39 +76,6 @@ class CycleTally:
     failed: int
     gaps: int
     missed: int
-
-
-class LruCache(Generic[K, V]):
-    """The last `size` entries used, for the process (every Streamlit session of one
-    server shares it), thread-safe; the least recently used goes first. An entry is
-    only a head start: its user checks it against the table before trusting it."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
 
 
 # Cycle counts per (database file, cycle interval).

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any
+import threading
+from collections import OrderedDict
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
@@ -30,6 +32,8 @@ SEVERITIES = ("CRITICAL", "HIGH", "WARNING", "INFO")
 
 # A read-only connection, or None when the engine has not created the file yet.
 read = maybe_reader
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def frame(
@@ -122,3 +126,36 @@ def json_or_empty(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class LruCache(Generic[K, V]):
+    """The last `size` entries used, for the process (every Streamlit session of one
+    server shares it), thread-safe; the least recently used goes first. An entry is
+    only a head start: its user checks it against the table before trusting it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

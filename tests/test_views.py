@@ -116,6 +116,37 @@ def test_equity_curve_is_thinned_to_stored_marks(
 
 
 @settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.integers(min_value=1, max_value=1500),
+    after=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=4),
+    window=st.sampled_from([None, 90, 600]),
+    points=st.integers(min_value=2, max_value=120),
+)
+def test_an_equity_curve_extended_from_the_cache_equals_one_sampled_afresh(
+    tmp_path_factory, empty_store: Path, before: int, after: list[int], window, points: int
+) -> None:
+    path = _copy_of(empty_store, tmp_path_factory.mktemp("eqc"))
+    writer = open_writer(path)
+    n = before
+    _equity(writer, [(T0 + i * 60_000, 100_000 + (i * 37 % 101)) for i in range(n)])
+    for more in after:
+        since = None if window is None else T0 + (n - window) * 60_000
+        overview_views.equity_curve(path, since, points)  # leaves its samples in the cache
+        _equity(writer, [(T0 + i * 60_000, 100_000 + (i * 37 % 101)) for i in range(n, n + more)])
+        n += more
+        since = None if window is None else T0 + (n - window) * 60_000
+        extended = overview_views.equity_curve(path, since, points)
+        overview_views.CURVES.clear()
+        afresh = overview_views.equity_curve(path, since, points)
+        assert extended.equals(afresh)
+        assert int(extended["ts"].iloc[-1]) == T0 + (n - 1) * 60_000
+        assert len(extended) <= points
+    writer.conn.close()
+
+
+@settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(st.floats(min_value=0.1, max_value=1e4), min_size=1, max_size=300))
