@@ -125,7 +125,7 @@ def test_equity_curve_is_thinned_to_stored_marks(
     points=st.integers(min_value=2, max_value=120),
 )
 def test_an_equity_curve_extended_from_the_cache_equals_one_sampled_afresh(
-    tmp_path_factory, empty_store: Path, before: int, after: list[int], window, points: int
+    tmp_path_factory, empty_store: Path, *, before: int, after: list[int], window, points: int
 ) -> None:
     path = _copy_of(empty_store, tmp_path_factory.mktemp("eqc"))
     writer = open_writer(path)
