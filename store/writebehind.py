@@ -96,10 +96,12 @@ def _txn_words(sql: str) -> tuple[str, ...] | None:
 
 
 class _Txn:
-    """The plan of a transaction statement (BEGIN, COMMIT, SAVEPOINT, ...)."""
+    """The plan of a transaction statement (BEGIN, COMMIT, SAVEPOINT, ...): its words."""
 
+    __slots__ = ("words",)
 
-_TXN = _Txn()
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self.words = words
 
 
 class WriteBehind:
@@ -139,7 +141,7 @@ class WriteBehind:
             self._queues[plan].append((self._seq, sql, parameters))
             return self._results[sql]
         if isinstance(plan, _Txn):
-            return self._control(sql)
+            return self._control(sql, plan.words)
         if self._opened:
             self._open()
         if plan:
@@ -235,9 +237,10 @@ class WriteBehind:
     def _plan(self, sql: str) -> str | frozenset[str] | _Txn:
         words = _txn_words(sql)
         if words is not None:
+            txn = _Txn(words)
             if len(words) == 1:  # BEGIN, COMMIT, ROLLBACK: keep the plan
-                self._plans[sql] = _TXN
-            return _TXN  # a savepoint's is not kept: its names differ every time
+                self._plans[sql] = txn
+            return txn  # a savepoint's is not kept: its names differ every time
         touched = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql)) & self.tables
         plan: str | frozenset[str] | _Txn = touched
         if len(touched) == 1 and _WRITE.match(sql):
@@ -260,8 +263,7 @@ class WriteBehind:
                 return i
         return None
 
-    def _control(self, sql: str) -> Any:
-        words = _txn_words(sql) or ("begin",)
+    def _control(self, sql: str, words: tuple[str, ...]) -> Any:
         word, name = words[0], words[-1]
         if word == "begin":
             if self._opened or self.raw.in_transaction:

@@ -79,19 +79,20 @@ class MonitorActions:
         self.record_usage = True  # the Risk page's gauges; a backtest shows none
         self.started_at = wall()
         self._next_drift_check = 0
+        self._intervals_of: tuple[object, tuple[int, int]] | None = None
 
     def step(self, last_cycle_at: int | None) -> None:
         wall = self.wall()
         now = self.clock.advance(wall)
         ctx = self.router.risk_context(now)
-        engine = self.settings.engine
+        bar_ms, cycle_ms = self._intervals()
         result = self.monitor.step(
             MonitorInput(
                 ctx=ctx,
                 bars=dict(self.market.last_bar),
                 atr={s: snap.atr for s, snap in self.market.snapshots.items()},
-                bar_interval_ms=engine.bar_ms,
-                cycle_interval_ms=int(max(engine.cycle_period, 0.05) * 1000),
+                bar_interval_ms=bar_ms,
+                cycle_interval_ms=cycle_ms,
                 last_cycle_at=last_cycle_at,
                 started_at=self.started_at,
                 state=self.state,
@@ -113,6 +114,15 @@ class MonitorActions:
         self._model_upkeep(now, wall)
         self.db.conn.commit()
         self.controls.continue_flattening()
+
+    def _intervals(self) -> tuple[int, int]:
+        """The bar and cycle intervals in ms, worked out once per engine settings
+        (properties that parse and compare on every read)."""
+        engine = self.settings.engine
+        if self._intervals_of is None or self._intervals_of[0] is not engine:
+            cycle_ms = int(max(engine.cycle_period, 0.05) * 1000)
+            self._intervals_of = (engine, (engine.bar_ms, cycle_ms))
+        return self._intervals_of[1]
 
     def _act(self, action: Action) -> None:
         if isinstance(action, BlockEntries):
