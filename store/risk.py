@@ -169,6 +169,22 @@ def day_rows(conn: sqlite3.Connection, now: int, start: int) -> DayRows:
     )
 
 
+def newest_stamp(conn: sqlite3.Connection) -> int | None:
+    """The latest market time stamped on any row the day's facts are read from
+    (orders, fills, trades, equity marks, cash movements, the state change)."""
+    newest = _one(
+        conn,
+        "SELECT MAX(t) FROM ("
+        " SELECT MAX(created_at) AS t FROM orders"
+        " UNION ALL SELECT MAX(ts) FROM fills"
+        " UNION ALL SELECT MAX(exit_ts) FROM trades"
+        " UNION ALL SELECT MAX(ts) FROM equity"
+        " UNION ALL SELECT MAX(ts) FROM cash_movements"
+        " UNION ALL SELECT MAX(state_changed_market_at) FROM engine)",
+    )
+    return None if newest is None else int(newest)
+
+
 def replace_usage(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """(name, value, limit, unit, share, detail, updated_at) per limit, each replacing
     the limit's row."""

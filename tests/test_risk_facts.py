@@ -153,3 +153,28 @@ def test_context_carries_the_facts_and_the_live_figures(db: Database) -> None:
     trade(db, "A", NOW - 1_000, -1.0)
     ctx = load_risk_facts(db.conn, NOW).context(equity=5.0, last_prices={"A": 1.0})
     assert (ctx.equity, ctx.consecutive_losses, ctx.last_exit_at) == (5.0, 1, {"A": NOW - 1_000})
+
+
+def test_daily_facts_start_a_new_day_in_memory_equal_to_the_store(db: Database) -> None:
+    from engine.risk.daily import DailyFacts
+
+    trade(db, "A", NOW - 1, -500.0)
+    order(db, "E1", NOW - 2)
+    db["equity"].insert({"ts": NOW - 1, "equity": 99_000.0, "peak": 100_000.0})
+    daily = DailyFacts(db.conn, NOW)
+    tomorrow = NOW + DAY_MS
+    assert daily.facts(tomorrow) == load_risk_facts(db.conn, tomorrow)
+    assert daily.facts(tomorrow).trades_today == 0
+
+
+def test_daily_facts_read_a_new_day_stamped_ahead_of_them_from_the_store(db: Database) -> None:
+    """Rows stamped after the clock (a restart behind the store) are in the next day."""
+    from engine.risk.daily import DailyFacts
+
+    tomorrow = NOW + DAY_MS
+    order(db, "E2", tomorrow - 5)
+    trade(db, "A", tomorrow - 1, -75.0)
+    daily = DailyFacts(db.conn, NOW)
+    facts = daily.facts(tomorrow)
+    assert facts == load_risk_facts(db.conn, tomorrow)
+    assert (facts.trades_today, facts.realized_today) == (1, -75.0)

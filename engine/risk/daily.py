@@ -11,8 +11,12 @@ few rows it needs to keep counting) and then follows the engine's own events:
     trading-state change            (the trader)
 
 A new trading day (`TradingDay`, on market time) starts when an event or a read
-carries a time past the day's end: the new day is then read from the store once
-(a few queries a day, not a few per order). `facts(now)` is equal to
+carries a time past the day's end. When the store held no row stamped at or after
+the new day's start when it was last read (every row since came as an event, all
+stamped before the new day), the new day starts empty in memory: no trades,
+orders, fills or realized P&L yet, the streak at zero, measured from the last
+mark. Otherwise (rows from the future, as after a restart behind the store's
+clock) the new day is read from the store once. `facts(now)` is equal to
 `load_risk_facts(conn, now, day=day)` on the same database (tests/test_daily_facts.py
 checks that after random sequences of orders, fills, trades and marks). When a
 write fails and the OMS reloads from the database, `reload` does the same here.
@@ -27,6 +31,7 @@ from engine.domain import Fill, Order, Purpose, TradingState
 from engine.execution.portfolio import EquitySnapshot, TradeRecord
 from engine.market.calendar import TradingDay
 from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
+from store.risk import newest_stamp
 
 
 def _counts_as_trade(order: Order) -> bool:
@@ -66,6 +71,7 @@ class DailyFacts:
         # have been ahead of it) enter them as the clock reaches them.
         self._last_exit = dict(rows.last_exits)
         self._order_times = deque(rows.order_times)
+        self._newest = newest_stamp(conn)
 
     # -- reading ----------------------------------------------------------------
 
@@ -160,11 +166,28 @@ class DailyFacts:
     # -- the trading day ----------------------------------------------------------
 
     def _roll(self, ts: int) -> bool:
-        """At the first event or read of a new trading day, read the day from the
-        store once: True when it did. Every event is already in the store when it
-        arrives (the OMS tells after its commit; the trader after its write), so an
-        event that started the day must not be counted again."""
+        """At the first event or read of a new trading day, start the day in memory
+        (False: the event is counted as usual), or read it from the store (True: every
+        event is already in the store when it arrives, the OMS telling after its
+        commit and the trader after its write, so it must not be counted again)."""
         if ts < self._next_start:
             return False
-        self.reload(ts)
-        return True
+        start = self._day.start(ts)
+        if self._newest is not None and self._newest >= start:
+            self.reload(ts)
+            return True
+        self._new_day(start, ts)
+        return False
+
+    def _new_day(self, start: int, ts: int) -> None:
+        """The day that begins at `start`, with nothing in it yet: what `reload` reads
+        when no stored row is stamped at or after `start`."""
+        self._start = start
+        self._next_start = self._day.next_start(ts)
+        self._realized = 0.0
+        self._streak = 0
+        self._orders = 0
+        self._fills = 0
+        self._entries = {}
+        self._trades = 0
+        self._base = self._last_mark
