@@ -11,6 +11,7 @@ from sqlite_utils import Database
 from engine.domain import TradingState
 from engine.market.calendar import TradingDay
 from engine.risk import load_risk_facts
+from engine.risk.daily import DailyFacts
 from engine.risk.facts import DAY_MS
 from store.db import open_writer
 
@@ -156,8 +157,6 @@ def test_context_carries_the_facts_and_the_live_figures(db: Database) -> None:
 
 
 def test_daily_facts_start_a_new_day_in_memory_equal_to_the_store(db: Database) -> None:
-    from engine.risk.daily import DailyFacts
-
     trade(db, "A", NOW - 1, -500.0)
     order(db, "E1", NOW - 2)
     db["equity"].insert({"ts": NOW - 1, "equity": 99_000.0, "peak": 100_000.0})
@@ -169,8 +168,6 @@ def test_daily_facts_start_a_new_day_in_memory_equal_to_the_store(db: Database) 
 
 def test_daily_facts_read_a_new_day_stamped_ahead_of_them_from_the_store(db: Database) -> None:
     """Rows stamped after the clock (a restart behind the store) are in the next day."""
-    from engine.risk.daily import DailyFacts
-
     tomorrow = NOW + DAY_MS
     order(db, "E2", tomorrow - 5)
     trade(db, "A", tomorrow - 1, -75.0)
