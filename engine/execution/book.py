@@ -69,11 +69,12 @@ class OrderBook:
 
     # -- reading ---------------------------------------------------------------
 
-    def open_orders(self) -> list[Order]:
-        return sorted(
-            (w.order for w in self.open.values()),
-            key=lambda o: (o.created_at, o.client_order_id),
-        )
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Oldest first; with `symbol`, only that symbol's (not every order sorted)."""
+        orders = (w.order for w in self.open.values())
+        if symbol is not None:
+            orders = (o for o in orders if o.symbol == symbol)
+        return sorted(orders, key=lambda o: (o.created_at, o.client_order_id))
 
     def find(self, coid: str) -> Working | None:
         found = self.open.get(coid) or self._closed.get(coid)

@@ -51,7 +51,7 @@ class Cancels:
 
         One transaction; the broker is asked for every cancel before any report is
         applied, so a remote broker's round trips hold no write lock."""
-        resting = [o for o in self._book.open_orders() if o.symbol == symbol and o.protective]
+        resting = [o for o in self._book.open_orders(symbol) if o.protective]
         now = self._clock()
         with self._book.transaction():
             reports: list[ExecutionReport] = []

@@ -168,7 +168,7 @@ class Oms:
 
     def protection(self, symbol: str) -> list[Order]:
         """The resting stop and target working for the symbol's position."""
-        return [o for o in self.open_orders() if o.symbol == symbol and o.protective]
+        return [o for o in self._book.open_orders(symbol) if o.protective]
 
     # -- submitting ------------------------------------------------------------
 

@@ -144,6 +144,7 @@ class Portfolio:
         # The last mark and what it was taken on: a cycle marks once for its signals,
         # once for its equity row and once per risk context, on the same prices.
         self._last_mark: _Marked | None = None
+        self._stale: set[str] = set()  # symbols whose Position must be built again
 
     # -- reading ---------------------------------------------------------------
 
@@ -155,9 +156,22 @@ class Portfolio:
         return self._held().get(symbol)
 
     def _held(self) -> dict[str, Position]:
-        if self._positions is None:
-            self._positions = {symbol: book.position() for symbol, book in self._books.items()}
-        return self._positions
+        held = self._positions
+        if held is None:
+            held = self._positions = {s: book.position() for s, book in self._books.items()}
+        elif self._stale:
+            # Only the symbols that changed: a cycle's fills must not each rebuild
+            # every position (a hundred of them at a hundred symbols). Into a new
+            # dict all the same: `mark` knows the positions changed by its identity.
+            held = self._positions = dict(held)
+            for symbol in self._stale:
+                book = self._books.get(symbol)
+                if book is None:
+                    held.pop(symbol, None)
+                else:
+                    held[symbol] = book.position()
+        self._stale.clear()
+        return held
 
     def last_price(self, symbol: str) -> float | None:
         return self._last_prices.get(symbol)
@@ -173,7 +187,7 @@ class Portfolio:
 
     def apply_fill(self, fill: Fill) -> FillEffect:
         _validate(fill)
-        self._positions = None
+        self._stale.add(fill.symbol)
         sign = fill.side.sign
         price, qty, symbol = fill.price, fill.qty, fill.symbol
         slip_per_unit = 0.0 if fill.ref_price is None else (price - fill.ref_price) * sign
@@ -244,7 +258,7 @@ class Portfolio:
             log.warning("no open %s position to protect (stop %s, target %s)", symbol, stop, target)
             return False
         book.stop, book.target = stop, target
-        self._positions = None
+        self._stale.add(symbol)
         return True
 
     def mark(self, prices: Mapping[str, float], now: int) -> EquitySnapshot:

@@ -133,10 +133,20 @@ class RiskContext:
         return {s for s, p in self.positions.items() if p.qty != 0}
 
     def gross_exposure(self) -> float:
-        return sum(abs(self.exposure(s) + self.pending_exposure(s)) for s in self._symbols())
+        return sum(abs(x) for x in self._exposures())
 
     def net_exposure(self) -> float:
-        return sum(self.exposure(s) + self.pending_exposure(s) for s in self._symbols())
+        return sum(self._exposures())
+
+    def _exposures(self) -> list[float]:
+        """Each symbol's position and working entries at the last price, worked out
+        once per context: buying power, gross and net exposure all read them."""
+        memo = self._memo.get("exposures")
+        if memo is None:
+            memo = self._memo["exposures"] = [
+                self.exposure(s) + self.pending_exposure(s) for s in self._symbols()
+            ]
+        return memo  # type: ignore[return-value]
 
     def _symbols(self) -> set[str]:
         return self.symbols_held() | {o.symbol for o in self.pending_entries()}
