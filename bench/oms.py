@@ -87,6 +87,10 @@ def run(batch: int, n: int) -> None:
         max_gross_exposure=20,
         max_net_exposure=20,
     )
+    # The cash of the 5-symbol account for every 5 symbols: a hundred positions of
+    # 10 shares would otherwise run out of buying power half way.
+    cash = cfg.engine.starting_cash * max(1, batch // 5)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"starting_cash": cash})})
     n -= n % batch
     with tempfile.TemporaryDirectory() as folder:
         # One order per 2 s of market time (a cycle of 20 every 40 s; orders are

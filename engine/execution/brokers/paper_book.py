@@ -75,10 +75,12 @@ class PaperBook:
         self._done: dict[str, BrokerOrderState] = {}
         self._account_saved_at = None
         self.working: dict[str, dict[str, Working]] = {}
+        # Which symbol each order works on, so finding one by its id does not walk
+        # every symbol (a hundred of them, several times an order). An entry may
+        # outlive its order; `working` is what says whether it still works.
+        self._symbol_of: dict[str, str] = {}
         for working in _rows_to_working(rows.working_orders(conn)):
-            self.working.setdefault(working.order.symbol, {})[working.order.client_order_id] = (
-                working
-            )
+            self.hold(working)
 
     def write(self, work: Callable[[], list[ExecutionReport]]) -> list[ExecutionReport]:
         try:
@@ -94,18 +96,21 @@ class PaperBook:
     # -- orders ----------------------------------------------------------------------
 
     def find_working(self, client_order_id: str) -> Working | None:
-        for orders in self.working.values():
-            found = orders.get(client_order_id)
-            if found is not None:
-                return found
-        return None
+        symbol = self._symbol_of.get(client_order_id)
+        if symbol is None:
+            return None
+        return self.working.get(symbol, {}).get(client_order_id)
 
     def hold(self, working: Working) -> None:
         """Keep an order working (new, or as it stands now)."""
-        self.working.setdefault(working.order.symbol, {})[working.order.client_order_id] = working
+        order = working.order
+        self.working.setdefault(order.symbol, {})[order.client_order_id] = working
+        self._symbol_of[order.client_order_id] = order.symbol
 
     def remove_working(self, working: Working) -> None:
-        self.working.get(working.order.symbol, {}).pop(working.order.client_order_id, None)
+        coid = working.order.client_order_id
+        self.working.get(working.order.symbol, {}).pop(coid, None)
+        self._symbol_of.pop(coid, None)
         self.remember_done(working.order)
 
     def remember_done(self, order: Order) -> None:
