@@ -22,6 +22,11 @@ did not open). The differences that remain are confined to a run that fails:
   be deferred;
 - a constraint a deferred row breaks is reported by the flush, not by its write.
 A backtest stops at its first failed cycle, so none of them reaches its results.
+
+Tables named `quiet` are ones no one else writes while the run lasts (the
+operator's command queue in a backtest). A read that touches only quiet tables
+hands back the rows the same read (same text, same parameters) got before, as
+long as no statement has touched those tables since: it would read the same rows.
 """
 
 from __future__ import annotations
@@ -95,6 +100,32 @@ def _txn_words(sql: str) -> tuple[str, ...] | None:
     return tuple(w.strip("\"'`[]") for w in words if w not in ("transaction",))
 
 
+class _Rows:
+    """A remembered read's answer: its rows again, as a cursor hands them out."""
+
+    __slots__ = ("_at", "_rows", "description")
+
+    def __init__(self, rows: list[Any], description: Any) -> None:
+        self._rows, self._at, self.description = rows, 0, description
+
+    def fetchone(self) -> Any:
+        at = self._at
+        if at >= len(self._rows):
+            return None
+        self._at = at + 1
+        return self._rows[at]
+
+    def fetchall(self) -> list[Any]:
+        rest, self._at = self._rows[self._at :], len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+_READ = re.compile(r"\s*select\b", re.IGNORECASE)
+
+
 class _Txn:
     """The plan of a transaction statement (BEGIN, COMMIT, SAVEPOINT, ...): its words."""
 
@@ -107,9 +138,16 @@ class _Txn:
 class WriteBehind:
     """A sqlite3 connection whose writes to `tables` are deferred (module docstring)."""
 
-    def __init__(self, conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, tables: Iterable[str], quiet: Iterable[str] = ()
+    ) -> None:
         self.raw = conn
         self.tables = frozenset(t.lower() for t in tables)
+        self.quiet = frozenset(t.lower() for t in quiet) - self.tables
+        # Statement texts on quiet tables: True for a read that may be remembered,
+        # False for any other (it forgets what was remembered).
+        self._quiet_plans: dict[str, bool] = {}
+        self._remembered: dict[tuple[str, Any], tuple[list[Any], Any]] = {}
         self.flushes = 0
         # Per statement text: the table a deferred write goes to (str), or the
         # deferred tables a statement run now reads or writes (frozenset, maybe empty).
@@ -142,6 +180,11 @@ class WriteBehind:
             return self._results[sql]
         if isinstance(plan, _Txn):
             return self._control(sql, plan.words)
+        quiet = self._quiet_plans.get(sql)
+        if quiet:
+            return self._quiet_read(sql, parameters)
+        if quiet is not None:  # anything else on a quiet table may change what it holds
+            self._remembered.clear()
         if self._opened:
             self._open()
         if plan:
@@ -160,16 +203,20 @@ class WriteBehind:
             return self._results[sql]
         if self._opened:
             self._open()
+        if sql in self._quiet_plans:
+            self._remembered.clear()
         if isinstance(plan, frozenset) and plan:
             self._flush_tables(plan)
         return self.raw.executemany(sql, seq)
 
     def executescript(self, script: str) -> Any:
         self.flush()
+        self._remembered.clear()
         return self.raw.executescript(script)
 
     def cursor(self) -> sqlite3.Cursor:
         self.flush()  # a cursor's statements do not pass through here
+        self._remembered.clear()
         return self.raw.cursor()
 
     def commit(self) -> None:
@@ -179,6 +226,7 @@ class WriteBehind:
         self.raw.commit()
 
     def rollback(self) -> None:
+        self._remembered.clear()  # what a read saw may be taken back
         self._drop_after(self._committed)
         self._savepoints.clear()
         self._opened.clear()
@@ -241,13 +289,31 @@ class WriteBehind:
             if len(words) == 1:  # BEGIN, COMMIT, ROLLBACK: keep the plan
                 self._plans[sql] = txn
             return txn  # a savepoint's is not kept: its names differ every time
-        touched = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql)) & self.tables
+        named = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql))
+        if named & self.quiet:
+            self._quiet_plans[sql] = named <= self.quiet and bool(_READ.match(sql))
+        touched = named & self.tables
         plan: str | frozenset[str] | _Txn = touched
         if len(touched) == 1 and _WRITE.match(sql):
             plan = next(iter(touched))
             self._results[sql] = _Deferred(sql)
         self._plans[sql] = plan
         return plan
+
+    def _quiet_read(self, sql: str, parameters: Any) -> Any:
+        try:
+            key = (sql, parameters if isinstance(parameters, tuple) else None)
+            known = self._remembered.get(key) if key[1] is not None else None
+        except TypeError:  # a parameter that cannot be a key: read it every time
+            key, known = (sql, None), None
+        if known is None:
+            if self._opened:
+                self._open()
+            cursor = self.raw.execute(sql, parameters)
+            known = (cursor.fetchall(), cursor.description)
+            if key[1] is not None:
+                self._remembered[key] = known
+        return _Rows(known[0], known[1])
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -289,7 +355,8 @@ class WriteBehind:
                 return self._no_rows
             self._opened.clear()  # savepoints inside it go with it
             return self.raw.execute(sql)
-        # rollback, or rollback to a savepoint
+        # rollback, or rollback to a savepoint: what a read saw may be taken back
+        self._remembered.clear()
         if len(words) > 1 and words[1] == "to":
             mark = self._savepoints.get(name)
             if mark is not None:

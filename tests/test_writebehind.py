@@ -129,3 +129,45 @@ def test_a_held_savepoint_rolls_back_the_writes_made_after_it() -> None:
             raise RuntimeError("inner block fails")
     assert db.conn.execute("SELECT text FROM notes").fetchall() == [("outer",)]
     assert db.conn.execute("SELECT count(*) FROM marks").fetchone()[0] == 0
+
+
+def _traced(wb: WriteBehind) -> list[str]:
+    seen: list[str] = []
+    wb.raw.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_read_of_a_quiet_table_is_answered_again_until_the_table_is_touched() -> None:
+    wb = WriteBehind(_conn(), ["marks"], quiet=["notes"])
+    read = "SELECT text FROM notes WHERE id >= ? ORDER BY id"
+    wb.execute("INSERT INTO notes (text) VALUES ('a')")
+    wb.commit()
+    seen = _traced(wb)
+    assert wb.execute(read, (1,)).fetchall() == [("a",)]
+    assert wb.execute(read, (1,)).fetchone() == ("a",)
+    assert list(wb.execute(read, (1,))) == [("a",)]
+    assert len(seen) == 1  # the same read, the same parameters: SQLite asked once
+    assert wb.execute(read, (2,)).fetchall() == []
+    wb.execute("UPDATE notes SET text = 'b' WHERE id = 1")
+    wb.executemany("INSERT INTO notes (text) VALUES (?)", [("c",)])
+    assert wb.execute(read, (1,)).fetchall() == [("b",), ("c",)]
+    wb.rollback()
+    assert wb.execute(read, (1,)).fetchall() == [("a",)]
+    with Database(wb).atomic():  # type: ignore[arg-type]
+        wb.execute("SAVEPOINT inner")
+        wb.execute("DELETE FROM notes")
+        assert wb.execute(read, (1,)).fetchall() == []
+        wb.execute("ROLLBACK TO inner")
+        assert wb.execute(read, (1,)).fetchall() == [("a",)]
+
+
+def test_reads_that_reach_beyond_the_quiet_tables_are_never_remembered() -> None:
+    wb = WriteBehind(_conn(), ["marks"], quiet=["notes"])
+    read = "SELECT count(*) FROM notes JOIN marks ON marks.ts = notes.id"
+    wb.execute("INSERT INTO notes (text) VALUES ('a')")
+    assert wb.execute(read).fetchone() == (0,)
+    wb.execute("INSERT INTO marks (ts, value) VALUES (1, 1.0)")  # deferred, then flushed
+    assert wb.execute(read).fetchone() == (1,)
+    wb.raw.execute("INSERT INTO notes (text) VALUES ('b')")
+    wb.cursor().execute("INSERT INTO notes (text) VALUES ('c')")
+    assert wb.execute("SELECT count(*) FROM notes").fetchone() == (3,)

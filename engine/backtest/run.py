@@ -236,11 +236,15 @@ WRITE_BEHIND = (
     "paper_executions",
 )
 
+# Tables nothing but the Trader writes during a run (no operator queues commands
+# into a backtest): their reads are remembered until the Trader touches them.
+QUIET = ("commands",)
+
 
 def _in_memory_store() -> Database:
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     migrate(Database(conn))
-    return Database(cast(sqlite3.Connection, WriteBehind(conn, WRITE_BEHIND)))
+    return Database(cast(sqlite3.Connection, WriteBehind(conn, WRITE_BEHIND, QUIET)))
 
 
 def precomputed(
