@@ -8,6 +8,7 @@ gate's pure checks and the monitor), `execution/` (OMS, portfolio, brokers),
 are shared with the cockpit.
 
 Not here: the cockpit (`app.py`, `pages/`, `cockpit/`), which never imports the
-engine's internals, and the store (`store/`). Engine modules that still run SQL
-of their own are the debt listed in tests/test_architecture.py.
+engine's internals, and the store (`store/`), which holds every SQL statement.
 """
+
+import store  # noqa: F401  # first, so that sqlite_utils loads without pandas (store/__init__.py)

@@ -336,7 +336,7 @@ def _add_other_clis(sub: Subparsers) -> None:
         pass
     else:
         register_cli(sub)
-    from engine.backtest.cli import register_cli as register_backtest
+    from engine.backtest.verbs import register_cli as register_backtest
     from engine.process.alerts_cli import register_cli as register_alerts
     from engine.process.audit_cli import register_cli as register_audit
     from engine.process.backup_cli import register_cli as register_backup

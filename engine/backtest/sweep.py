@@ -31,6 +31,7 @@ from typing import Any
 
 from engine.backtest.data import MarketData
 from engine.backtest.run import BacktestConfig, BacktestError, run_backtest
+from engine.backtest.verbs import METRICS
 from engine.config import Settings
 
 SECTION_PREFIXES = ("risk.", "paper.")
@@ -324,33 +325,6 @@ def heatmap_html(result: SweepResult) -> str:
 
 # ------------------------------------------------------------------------ CLI
 
-METRICS = (
-    "sharpe", "sortino", "calmar", "total_return", "cagr", "max_drawdown",
-    "profit_factor", "win_rate", "expectancy", "final_equity",
-)  # fmt: skip
-
-
-def register_sweep(subparsers: Any) -> None:
-    from engine.backtest.cli import add_data_options
-
-    p = subparsers.add_parser(
-        "sweep",
-        help="parameter sweep or walk-forward optimisation over backtests",
-        description="Grid or random search over strategy (KEY) and settings (risk.KEY,"
-        " paper.KEY) parameters; --walk-forward K optimises in-sample and trades out-of-sample.",
-    )
-    add_data_options(p)
-    p.add_argument("--metric", default="sharpe", choices=METRICS, help="what to maximise")
-    p.add_argument("--random", type=int, metavar="N", help="sample N points of the grid")
-    p.add_argument("--walk-forward", type=int, metavar="K", help="K in-/out-of-sample folds")
-    p.add_argument("--workers", type=int, help="local processes (default backtest.workers)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run on this Ray cluster instead")
-    p.add_argument("--out", help="output folder (default var/backtests/sweep-RUN_ID)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--run-id", help=argparse.SUPPRESS)
-    p.add_argument("--command-id", type=int, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_sweep)
-
 
 def _write_rows(path: Path, keys: list[str], rows: list[tuple[Point, dict[str, Any]]]) -> None:
     import csv
@@ -504,7 +478,6 @@ def _print(args: Any, run_id: str, out: Path, result: SweepResult, summary: dict
 
 
 def argparse_copy(args: Any, **changes: Any) -> Any:
-    import argparse
 
     return argparse.Namespace(**{**vars(args), **changes})
 

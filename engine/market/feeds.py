@@ -38,14 +38,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from engine.domain import Bar, Regime
 from engine.market.calendar import next_slot, previous_slot
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -469,6 +471,8 @@ def generate_history(
     Columns: ts (epoch ms), open, high, low, close, volume, true_regime (Regime
     values). The same seed gives the same paths as `SimulatedFeed` with that seed.
     """
+    import pandas as pd  # history is for training and backtests, off the engine's start path
+
     if n_bars < 0:
         raise ValueError(f"n_bars={n_bars} must not be negative")
     feed = SimulatedFeed(symbols, seed, start_prices, bar_ms)

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +270,22 @@ def _macd_kernel(
 # --- public batch API --------------------------------------------------------------
 
 
+def _series(values: FloatArray, index: pd.Index, name: Hashable) -> pd.Series:
+    # pandas is imported here, not at the top: the engine's live path (the incremental
+    # indicators below) never needs it, and it costs a start about half a second.
+    import pandas as pd
+
+    return pd.Series(values, index=index, name=name, dtype=np.float64)
+
+
+def _frame(columns: Mapping[str, FloatArray], index: pd.Index) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(columns, index=index)
+
+
 def _single(series: pd.Series, kernel_out: FloatArray) -> pd.Series:
-    return pd.Series(kernel_out, index=series.index, name=series.name, dtype=np.float64)
+    return _series(kernel_out, series.index, series.name)
 
 
 def _skip_leading_nans(
@@ -316,7 +334,7 @@ def atr(high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14) -> 
     arrays = (_values(high), _values(low), _values(close))
     begin, (h, lo, c) = _skip_leading_nans(arrays)
     out = _place(len(c) + begin, begin, _atr_kernel(h, lo, c, period))
-    return pd.Series(out, index=close.index, name="atr")
+    return _series(out, close.index, "atr")
 
 
 def _directional(
@@ -336,23 +354,23 @@ def directional(
 ) -> pd.DataFrame:
     """+DI, -DI and ADX from one pass (the three functions below each make their own)."""
     p, m, a = _directional(high, low, close, period)
-    return pd.DataFrame({"plus_di": p, "minus_di": m, "adx": a}, index=close.index)
+    return _frame({"plus_di": p, "minus_di": m, "adx": a}, close.index)
 
 
 def adx(high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14) -> pd.Series:
     """Average directional index (TA-Lib ADX); first value at 2 * period - 1."""
-    return pd.Series(_directional(high, low, close, period)[2], index=close.index, name="adx")
+    return _series(_directional(high, low, close, period)[2], close.index, "adx")
 
 
 def plus_di(high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14) -> pd.Series:
     """Plus directional indicator (TA-Lib PLUS_DI)."""
-    return pd.Series(_directional(high, low, close, period)[0], index=close.index, name="plus_di")
+    return _series(_directional(high, low, close, period)[0], close.index, "plus_di")
 
 
 def minus_di(high: pd.Series, low: pd.Series, close: pd.Series, period: int = 14) -> pd.Series:
     """Minus directional indicator (TA-Lib MINUS_DI)."""
     out = _directional(high, low, close, period)[1]
-    return pd.Series(out, index=close.index, name="minus_di")
+    return _series(out, close.index, "minus_di")
 
 
 def bollinger(close: pd.Series, period: int = 20, nbdev: float = 2.0) -> pd.DataFrame:
@@ -362,13 +380,13 @@ def bollinger(close: pd.Series, period: int = 20, nbdev: float = 2.0) -> pd.Data
     begin, (tail,) = _skip_leading_nans((x,))
     upper, middle, lower = _bollinger_kernel(tail, period, nbdev)
     n = len(x)
-    return pd.DataFrame(
+    return _frame(
         {
             "upper": _place(n, begin, upper),
             "middle": _place(n, begin, middle),
             "lower": _place(n, begin, lower),
         },
-        index=close.index,
+        close.index,
     )
 
 
@@ -382,13 +400,13 @@ def macd(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> p
     begin, (tail,) = _skip_leading_nans((x,))
     line, sig, hist = _macd_kernel(tail, fast, slow, signal)
     n = len(x)
-    return pd.DataFrame(
+    return _frame(
         {
             "macd": _place(n, begin, line),
             "signal": _place(n, begin, sig),
             "hist": _place(n, begin, hist),
         },
-        index=close.index,
+        close.index,
     )
 
 

@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.db import PROJECT_ROOT
+from store.db import PROJECT_ROOT, db_path
 
 if TYPE_CHECKING:  # imported where a model is loaded: a CLI verb or a fresh engine never pays it
     import lightgbm as lgb
+
+    from engine.config import MlSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ def models_dir(db_file: Path) -> Path:
 
 class ArtifactError(Exception):
     """The artifact is missing, changed or unreadable."""
+
+
+def resolve_artifacts_dir(settings: MlSettings, db: str | Path | None = None) -> Path:
+    """`ml.artifacts_dir` if set, else the models folder beside the database."""
+    return Path(settings.artifacts_dir) if settings.artifacts_dir else models_dir(db_path(db))
 
 
 def sha256_hex(data: bytes) -> str:

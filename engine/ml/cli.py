@@ -16,14 +16,16 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import load_settings
 from engine.ml import registry
-from engine.ml.train import TrainedModel, TrainingError, TrainParams, train_model
 from engine.process.queued import FAILED, OK, run_queued
 from store.commands import CommandKind, cli_actor
 from store.db import db_path, open_reader, open_writer
+
+if TYPE_CHECKING:
+    from engine.ml.train import TrainedModel
 
 USAGE = 2
 
@@ -64,8 +66,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--since", type=_time_arg, help="first bar (epoch ms or ISO time)")
     p.add_argument("--until", type=_time_arg, help="last bar (epoch ms or ISO time)")
     p.add_argument("--simulated", action="store_true", help="train on simulated history")
-    p.add_argument("--folds", type=int, default=TrainParams().n_folds, help="walk-forward folds")
-    p.add_argument("--rounds", type=int, default=TrainParams().rounds, help="boosting rounds")
+    p.add_argument("--folds", type=int, help="walk-forward folds (default: TrainParams)")
+    p.add_argument("--rounds", type=int, help="boosting rounds (default: TrainParams)")
     p.add_argument("--no-register", action="store_true", help="write the artifact only")
     p.set_defaults(func=run_cli, ml_verb="train")
 
@@ -122,9 +124,12 @@ def _summary(trained: TrainedModel) -> str:
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from engine.ml.train import TrainingError, TrainParams, train_model
+
     settings = load_settings().ml
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
-    params = TrainParams(n_folds=args.folds, rounds=args.rounds)
+    given = {"n_folds": args.folds, "rounds": args.rounds}
+    params = TrainParams(**{k: v for k, v in given.items() if v is not None})
     bar = tqdm(total=1, desc="training", unit="step", file=sys.stderr)
 
     def progress(label: str, done: int, total: int) -> None:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from engine.domain import Bar
 from engine.market import indicators as ind
 from engine.market.indicators import IncrementalIndicators, Snapshot
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -97,6 +100,8 @@ def _rolling_mean(values: FloatArray, window: int) -> FloatArray:
 
 def feature_frame(bars: pd.DataFrame) -> pd.DataFrame:
     """One row of `FEATURES` per bar (columns high, low, close, volume; oldest first)."""
+    import pandas as pd  # training and backtests only: the live row below needs no pandas
+
     high = bars["high"].astype(np.float64)
     low = bars["low"].astype(np.float64)
     close = bars["close"].astype(np.float64)

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlite_utils import Database
@@ -31,10 +32,37 @@ from sqlite_utils import Database
 from engine.config import ConfigError, MlSettings
 from engine.domain import Severity
 from engine.ml import registry
-from engine.ml.train import TrainedModel, TrainParams, resolve_artifacts_dir, train_model
+from engine.ml.artifact import resolve_artifacts_dir
 from store.db import now_ms
 
+if TYPE_CHECKING:
+    from engine.ml.train import TrainedModel, TrainParams
+
 log = logging.getLogger(__name__)
+
+
+def _train(
+    path: str | Path | None,
+    settings: MlSettings,
+    *,
+    artifacts_dir: Path,
+    now: int,
+    params: TrainParams | None,
+    simulated: bool,
+) -> TrainedModel:
+    """Runs on the ML executor, so training's imports (pandas, lightgbm) load there and
+    never on the engine's start path."""
+    from engine.ml.train import TrainParams, train_model
+
+    return train_model(
+        path,
+        settings,
+        artifacts_dir=artifacts_dir,
+        now=now,
+        params=params or TrainParams(),
+        simulated=simulated,
+    )
+
 
 AlertFn = Callable[[Severity, str, str, str, str | None], object]
 
@@ -69,7 +97,7 @@ class Retrainer:
         self._executor = executor
         self._alert = alert
         self._artifacts_dir = artifacts_dir or resolve_artifacts_dir(settings, path)
-        self._params = params or TrainParams()
+        self._params = params
         self._clock = clock
         self._lock = threading.Lock()
         self._running: tuple[str, Future[TrainedModel]] | None = None
@@ -86,7 +114,7 @@ class Retrainer:
                 return False
             log.info("training a model (%s)", reason)
             future = self._executor.submit(
-                train_model,
+                _train,
                 self._path,
                 self._settings,
                 artifacts_dir=self._artifacts_dir,

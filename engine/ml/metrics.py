@@ -9,11 +9,11 @@ instead of a warning, and so binary and multiclass share one shape:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -28,6 +28,8 @@ def _binary_auc(positive: npt.NDArray[np.bool_], score: FloatArray) -> float:
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
+    import pandas as pd  # evaluation only, off the engine's start path
+
     ranks = pd.Series(score).rank(method="average").to_numpy()
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -139,3 +141,9 @@ def jsonable(value: Any) -> Any:
         f = float(value)
         return f if math.isfinite(f) else None
     return value
+
+
+def training_accuracy(model_metrics: Mapping[str, Any]) -> float:
+    """The walk-forward direction accuracy a live model is held against."""
+    value = model_metrics.get("direction", {}).get("overall", {}).get("accuracy")
+    return float(value) if value is not None else math.nan

@@ -28,17 +28,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
 from engine.alerts.audit import append_audit
 from engine.ml.artifact import ArtifactError, models_dir, verify_artifact
-from engine.ml.train import TrainedModel
 from store import models as stored
 from store.commands import CommandKind
 from store.db import now_ms
 from store.secrets import db_file_of
+
+if TYPE_CHECKING:
+    from engine.ml.train import TrainedModel
 
 log = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ from engine.ml.artifact import ArtifactError, LoadedModel, load_artifact
 from engine.ml.drift import Reference
 from engine.ml.features import FEATURES, N_FEATURES
 from engine.ml.health import SOURCE, AlertFn, DriftWatch, HealthReport
+from engine.ml.metrics import training_accuracy
 from engine.ml.predictions import PredictionLog
 from engine.ml.registry import ModelRecord
 from engine.ml.shadow import PromotionAdvice
-from engine.ml.train import training_accuracy
 from store.db import now_ms
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ Exceptions:
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ from engine.domain import Regime
 from engine.market.feeds import DEFAULT_END_TS, default_symbols, generate_history
 from engine.market.indicators import IncrementalIndicators
 from engine.ml import metrics as m
-from engine.ml.artifact import models_dir, sha256_hex, write_artifact
+from engine.ml.artifact import resolve_artifacts_dir, sha256_hex, write_artifact
 from engine.ml.cv import purged_folds
 from engine.ml.drift import psi, reference
 from engine.ml.features import FEATURES, feature_frame
@@ -583,11 +582,6 @@ def _write_model(
     )
 
 
-def resolve_artifacts_dir(settings: MlSettings, db: str | Path | None = None) -> Path:
-    """`ml.artifacts_dir` if set, else the models folder beside the database."""
-    return Path(settings.artifacts_dir) if settings.artifacts_dir else models_dir(db_path(db))
-
-
 def train_model(
     path: str | Path | None,
     settings: MlSettings,
@@ -651,9 +645,3 @@ def bootstrap_model(
         source=f"simulated: {symbols} symbols x {bars} bars, seed {seed}",
         progress=progress,
     )
-
-
-def training_accuracy(model_metrics: Mapping[str, Any]) -> float:
-    """The walk-forward direction accuracy a live model is held against."""
-    value = model_metrics.get("direction", {}).get("overall", {}).get("accuracy")
-    return float(value) if value is not None else math.nan

@@ -24,9 +24,9 @@ from engine.domain import Bar, Regime
 from engine.execution.brokers.base import Broker, BrokerUnavailable
 from engine.market.feeds import CsvReplayFeed, Feed, SimulatedFeed, default_symbols
 from engine.ml import registry
+from engine.ml.artifact import resolve_artifacts_dir
 from engine.ml.jobs import Retrainer
 from engine.ml.service import ModelService
-from engine.ml.train import resolve_artifacts_dir
 from engine.process import lease as lease_mod
 from engine.process.storeguard import StoreGuard
 from store import engine_row
