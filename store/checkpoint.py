@@ -54,10 +54,12 @@ class Checkpointer:
             log.warning("no checkpoint thread (the writer's backstop remains): %s", exc)
             return
         try:
-            conn.execute("PRAGMA synchronous = NORMAL")
-            failing = False
+            configured = failing = False
             while not self._stop.wait(self.every_seconds):
-                try:
+                try:  # a busy database (another connection's exclusive lock) fails either
+                    if not configured:
+                        conn.execute("PRAGMA synchronous = NORMAL")
+                        configured = True
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     failing = False
                 except sqlite3.Error as exc:  # the writer's backstop still bounds the log

@@ -3,6 +3,8 @@ the writer's commits copying it."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +44,39 @@ def test_the_thread_moves_the_log_into_the_database_file(writer, tmp_path) -> No
         deadline = time.monotonic() + 30
         while file.stat().st_size < before + PAGES * 4000 and time.monotonic() < deadline:
             time.sleep(0.01)
+    finally:
+        checkpointer.stop()
+    assert file.stat().st_size >= before + PAGES * 4000
+
+
+def test_a_database_locked_when_the_thread_starts_is_checkpointed_once_free(
+    tmp_path, caplog
+) -> None:
+    # Another connection's exclusive lock fails even the thread's first statement; the
+    # thread must outlive it (an exception there ended it, and failed the engine's test).
+    file = tmp_path / "cockpit.db"
+    blocker = sqlite3.connect(file, isolation_level=None)
+    blocker.execute("PRAGMA journal_mode = WAL")
+    blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+    blocker.execute("BEGIN EXCLUSIVE")
+    blocker.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB)")
+    checkpointer = Checkpointer(file, every_seconds=0.01)
+    caplog.set_level(logging.WARNING, logger="store.checkpoint")
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "checkpoint failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "checkpoint failed" in caplog.text
+        blocker.execute("COMMIT")
+        blocker.close()  # an exclusive WAL lock is dropped only with its connection
+        writer = open_writer(file)
+        before = file.stat().st_size
+        _write_pages(writer)
+        deadline = time.monotonic() + 30
+        while file.stat().st_size < before + PAGES * 4000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.conn.close()
     finally:
         checkpointer.stop()
     assert file.stat().st_size >= before + PAGES * 4000
