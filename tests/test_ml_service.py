@@ -269,6 +269,27 @@ def test_the_shadow_is_predicted_off_the_cycle_and_every_row_is_stored(db, alert
         assert shadow[symbol] == pytest.approx(alone.shadow.proba_up, abs=1e-12)
 
 
+def test_the_shadow_starts_only_when_the_cycle_hands_it_over(db, alerts, models) -> None:
+    # Beside a running cycle the shadow's Python took the GIL back at each of the
+    # cycle's SQLite statements; it runs between cycles instead.
+    registry.adopt(db, models[0], now=NOW)
+    registry.adopt(db, models[1], now=NOW)
+    service = _service(db, alerts)
+    rows = {f"S{i}": row for i, row in enumerate(_rows(7)[-4:])}
+    bars = [_bar(NOW, 100.0 + i, symbol) for i, symbol in enumerate(rows)]
+    service.record_batch(bars, service.predict_batch(rows), rows)
+    worker = service._log._shadow
+    assert (len(worker._queued), len(worker._pending)) == (1, 0)
+    service.start_shadow()
+    assert (len(worker._queued), len(worker._pending)) == (0, 1)
+    worker._pending[0][1].result(timeout=60)
+    later = [_bar(NOW + BAR_MS, 101.0, symbol) for symbol in rows]
+    service.record_batch(later, service.predict_batch(rows), rows)  # stores the finished
+    roles = db.conn.execute("SELECT role, ts FROM predictions WHERE role = 'challenger'")
+    assert {ts for _, ts in roles} == {NOW}
+    service.close()
+
+
 def test_predictions_are_scored_only_once_the_horizon_has_passed(db, alerts, models) -> None:
     registry.adopt(db, models[0], now=NOW)
     service = _service(db, alerts)

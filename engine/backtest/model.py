@@ -129,6 +129,9 @@ class BatchModel:
     ) -> None:
         """Nothing to score later: the run's regime rows carry the model's calls."""
 
+    def start_shadow(self) -> None:
+        """No shadow in a backtest."""
+
     def score_due(self, now: int, prices: Mapping[str, float]) -> int:
         return 0
 

@@ -38,6 +38,11 @@ class RegimeStep:
         """The champion the strategy trades on is still loading."""
         return self.model is not None and self.model.loading
 
+    def after_cycle(self) -> None:
+        """The cycle is committed: the model's shadow may run now (`start_shadow`)."""
+        if self.model is not None:
+            self.model.start_shadow()
+
     def seed(self, snapshots: Mapping[str, Snapshot]) -> None:
         """The rules' regime from the warm-up's last snapshot."""
         for symbol, snap in snapshots.items():

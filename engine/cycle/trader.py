@@ -197,6 +197,7 @@ class Trader:
         result.cycle_id = self.recorder.record(result, self.market_now)
         self.last_cycle_at = started
         self.db.conn.commit()
+        self.regime_step.after_cycle()
         self.cycles_run += 1
         return result
 

@@ -34,17 +34,30 @@ class Role:
 
 class ShadowWorker:
     """The challenger's predictions on a thread of their own: a shadow never trades, so
-    the cycle does not wait for it. LightGBM releases the GIL while it predicts, so on
-    two cores the shadow runs beside the cycle rather than inside it."""
+    the cycle does not wait for it. A batch is queued during the cycle and started by
+    `start` once the cycle is done: the shadow's Python holds the GIL between its
+    LightGBM calls, and beside a running cycle it took the GIL back at each of the
+    cycle's SQLite statements (each releases it), a wait of up to the interpreter's
+    switch interval every time."""
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
+        self._queued: list[tuple[Runner, Sequence[Bar], FloatArray]] = []
         self._pending: deque[tuple[Sequence[Bar], Future[list[Prediction]]]] = deque()
 
     def submit(self, runner: Runner, bars: Sequence[Bar], x: FloatArray) -> None:
+        """Queue a batch; it runs from the next `start`."""
+        self._queued.append((runner, bars, x))
+
+    def start(self) -> None:
+        """Start every queued batch on the shadow thread."""
+        if not self._queued:
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
+        for runner, bars, x in self._queued:
+            self._pending.append((bars, self._executor.submit(runner.predict_batch, x)))
+        self._queued.clear()
 
     def finished(self) -> list[tuple[Bar, Prediction]]:
         """Predictions whose batch is done, oldest first; a batch still running waits."""
@@ -54,6 +67,7 @@ class ShadowWorker:
         return out
 
     def close(self) -> list[tuple[Bar, Prediction]]:
+        self.start()
         out: list[tuple[Bar, Prediction]] = []
         while self._pending:
             out.extend(self._take(*self._pending.popleft()))
@@ -88,8 +102,8 @@ class PredictionLog:
         rows: Mapping[str, FloatArray],
         challenger: Runner | None,
     ) -> None:
-        """The champion's rows for `bars` now; the challenger's on the shadow thread,
-        stored by a later call once they are done."""
+        """The champion's rows for `bars` now; the challenger's on the shadow thread from
+        the next `start_shadow`, stored by a later call once they are done."""
         done = self._shadow.finished()
         predicted = [b for b in bars if b.symbol in predictions]
         champion_rows = [self._row(b, predictions[b.symbol], Role.CHAMPION) for b in predicted]
@@ -104,6 +118,9 @@ class PredictionLog:
         if prediction.shadow is not None:
             rows.append(self._row(bar, prediction.shadow, Role.CHALLENGER))
         self._insert(rows)
+
+    def start_shadow(self) -> None:
+        self._shadow.start()
 
     def close(self) -> None:
         """Wait for the shadow thread and store what it finished."""

@@ -91,6 +91,8 @@ class CycleModel(Protocol):
         rows: Mapping[str, FloatArray],
     ) -> None: ...
 
+    def start_shadow(self) -> None: ...
+
     def score_due(self, now: int, prices: Mapping[str, float]) -> int: ...
 
     def check_drift(self, now: int) -> object: ...
@@ -434,10 +436,16 @@ class ModelService:
         predictions: Mapping[str, Prediction],
         rows: Mapping[str, FloatArray],
     ) -> None:
-        """Store the champion's predictions for `bars`, start the challenger's shadow
-        predictions of the same rows on the shadow thread, and store the shadow rows
-        that finished since the last call. Joins the caller's open transaction."""
+        """Store the champion's predictions for `bars`, queue the challenger's shadow
+        predictions of the same rows for the shadow thread (`start_shadow`), and store
+        the shadow rows that finished since the last call. Joins the caller's open
+        transaction."""
         self._log.record_batch(bars, predictions, rows, self._challenger)
+
+    def start_shadow(self) -> None:
+        """Hand the queued shadow predictions to the shadow thread: the cycle calls this
+        once it has committed, so the shadow runs between cycles, not beside one."""
+        self._log.start_shadow()
 
     def record(self, bar: Bar, prediction: Prediction | None) -> None:
         """Store the champion's prediction and the shadow's, to be scored after the horizon
