@@ -18,7 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
 
 from engine.alerts import audit
 from engine.alerts.deliveries import record as record_deliveries
@@ -37,6 +42,7 @@ from engine.process.broker_watch import BrokerWatch
 from engine.process.handlers import CommandContext, recover_interrupted, run_if_queued
 from engine.process.housekeeping import backup_dir, daily_housekeeping
 from engine.process.metrics import EngineMetrics
+from engine.process.schedule import SkippedRuns
 from engine.process.storeguard import FULL_BLOCK, StoreGuard
 from store import engine_row
 from store.commands import ENGINE_ACTOR
@@ -72,6 +78,7 @@ class Jobs:
         self.retrainer = retrainer
         self.request_stop = request_stop
         self.metrics: EngineMetrics | None = None
+        self.skipped = SkippedRuns()
         self.anchored: audit.Head | None = None
         self.commands = CommandContext(trader, retrainer, model, Launcher(path).handle)
         self._events: deque[tuple[Severity, str, str, str]] = deque(maxlen=1000)
@@ -226,13 +233,17 @@ class Jobs:
         self.db.conn.commit()
         self.anchored = audit.write_anchor(self.db.conn, self.anchored)
 
-    def job_event(self, event: JobExecutionEvent) -> None:
+    def job_event(self, event: JobEvent) -> None:
         # Runs on the scheduler's thread: never touch the writer here; queue it.
-        if event.code == EVENT_JOB_MISSED:
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            self.skipped.skipped(event.job_id)
+            if self.metrics is not None:
+                self.metrics.job_skipped(event.job_id)
+        elif event.code == EVENT_JOB_MISSED:
             self._events.append(
                 (Severity.WARNING, "scheduler", f"Job {event.job_id} missed", "the run was late")
             )
-        elif event.exception is not None:
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             self._events.append(
                 (
                     Severity.HIGH,

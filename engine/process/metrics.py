@@ -113,6 +113,14 @@ class EngineMetrics:
         )
         for outcome in ("ok", "failed"):
             self._cycles.labels(outcome)
+        self._skipped = Counter(
+            "cockpit_job_runs_skipped",
+            "Scheduled runs skipped because the job's previous run was still going",
+            ["job"],
+            registry=self.registry,
+        )
+        for job in ("cycle", "commands", "monitor"):
+            self._skipped.labels(job)
         self._lock = threading.Lock()
         self._started = monotonic()
         self._last_cycle: float | None = None
@@ -134,6 +142,10 @@ class EngineMetrics:
             self._last_error = result.error
             self._state = trader.state.value
             self._state_reason = trader.state_reason
+
+    def job_skipped(self, job_id: str) -> None:
+        """The scheduler skipped one of the job's runs (on the scheduler's thread)."""
+        self._skipped.labels(job_id).inc()
 
     def tick(self) -> None:
         """A trading-thread job finished: the thread is not stuck."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from apscheduler.events import JobExecutionEvent
+from apscheduler.events import JobEvent
 from sqlite_utils import Database
 
 from engine.alerts.digest import digest_trigger
@@ -210,7 +210,7 @@ class Engine:
 
     # ------------------------------------------------------------ real time
 
-    def _on_job_event(self, event: JobExecutionEvent) -> None:
+    def _on_job_event(self, event: JobEvent) -> None:
         if self.jobs is not None:
             self.jobs.job_event(event)
 

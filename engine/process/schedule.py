@@ -8,13 +8,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -50,9 +56,73 @@ class JobTable:
     heartbeat: Callable[[], Any]
     watchdog: Callable[[], Any]
     daily: Callable[[], Any]
-    on_event: Callable[[JobExecutionEvent], None]
+    on_event: Callable[[JobEvent], None]
     digest: tuple[Callable[[], Any], BaseTrigger] | None = None
     retrain: tuple[Callable[[str], Any], BaseTrigger] | None = None
+
+
+# A job whose previous run has not finished skips its turn (max_instances 1). The
+# commands job polls every 50 ms on the trading thread and skips whenever a cycle is in
+# hand: by design, so it is counted, never logged.
+SILENT_SKIPS = frozenset({"commands"})
+SKIP_LOG_SECONDS = 60.0
+_SKIP_WARNING = "maximum number of running instances reached"
+
+
+class _DropSkipWarnings(logging.Filter):
+    """APScheduler warns at every skipped run: at 100 symbols and 0.05 s cycles, tens of
+    lines a second. `SkippedRuns` counts them and says so once a minute instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _SKIP_WARNING not in str(record.msg)
+
+
+_DROP_SKIP_WARNINGS = _DropSkipWarnings()
+
+
+def _quiet_skip_warnings() -> None:
+    logger = logging.getLogger("apscheduler.scheduler")
+    if _DROP_SKIP_WARNINGS not in logger.filters:
+        logger.addFilter(_DROP_SKIP_WARNINGS)
+
+
+class SkippedRuns:
+    """Runs the scheduler skipped because the job's previous run was still going (a
+    cycle longer than its period skips the next one): counted per job, and logged at
+    most once per `every_seconds` per job, with the count since the last line.
+    Called on the scheduler's thread."""
+
+    def __init__(
+        self,
+        every_seconds: float = SKIP_LOG_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every_seconds = every_seconds
+        self._monotonic = monotonic
+        self.total: dict[str, int] = {}
+        self._unlogged: dict[str, int] = {}
+        self._logged_at: dict[str, float] = {}
+
+    def skipped(self, job_id: str) -> None:
+        self.total[job_id] = self.total.get(job_id, 0) + 1
+        if job_id in SILENT_SKIPS:
+            return
+        self._unlogged[job_id] = self._unlogged.get(job_id, 0) + 1
+        now = self._monotonic()
+        last = self._logged_at.get(job_id)
+        if last is not None and now - last < self.every_seconds:
+            return
+        n = self._unlogged.pop(job_id)
+        self._logged_at[job_id] = now
+        log.warning(
+            "job %s skipped %d run%s: its previous run was still going (%d skipped since"
+            " start; the next line comes after %.0f s at the earliest)",
+            job_id,
+            n,
+            "" if n == 1 else "s",
+            self.total[job_id],
+            self.every_seconds,
+        )
 
 
 def build_scheduler(cfg: EngineSettings, jobs: JobTable) -> BackgroundScheduler:
@@ -61,7 +131,10 @@ def build_scheduler(cfg: EngineSettings, jobs: JobTable) -> BackgroundScheduler:
         job_defaults={"coalesce": True, "max_instances": 1},
         timezone="UTC",
     )
-    scheduler.add_listener(jobs.on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    scheduler.add_listener(
+        jobs.on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+    )
+    _quiet_skip_warnings()
     period = cfg.cycle_period
     grace = max(1, int(period * 2))
     interval: list[tuple[str, Callable[[], Any], float, str]] = [
