@@ -77,6 +77,22 @@ def _profiled(engine: Engine, profile: cProfile.Profile) -> None:
     engine.cycle_job = cycle_job  # type: ignore[method-assign]
 
 
+def _timed(engine: Engine, cpu: list[tuple[int, float, float]]) -> None:
+    """Each cycle job records (cycle id, wall ms, trading-thread CPU ms): where wall time
+    runs far past CPU time the thread was waiting (the GIL, the disk, a busy core)."""
+    job = engine.cycle_job
+
+    def cycle_job() -> object:
+        wall, started = time.perf_counter(), time.thread_time()
+        result = job()
+        cycle_id = getattr(result, "cycle_id", 0)
+        done = time.perf_counter()
+        cpu.append((cycle_id, (done - wall) * 1000, (time.thread_time() - started) * 1000))
+        return result
+
+    engine.cycle_job = cycle_job  # type: ignore[method-assign]
+
+
 def _print_profile(profile: cProfile.Profile) -> None:
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out)
@@ -108,6 +124,8 @@ def run(
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             _profiled(engine, profiler)
+        cpu: list[tuple[int, float, float]] = []
+        _timed(engine, cpu)
         thread = threading.Thread(target=engine.run, kwargs={"install_signals": False})
         started_ms = int(time.time() * 1000)
         thread.start()
@@ -118,7 +136,7 @@ def run(
         skip = started_ms + int(SKIP_SECONDS * 1000)
         cols = ", ".join(f"{s}_ms" for s in STAGES)
         rows = conn.execute(
-            f"SELECT duration_ms, {cols} FROM cycles WHERE started_at >= ? AND error IS NULL",
+            f"SELECT duration_ms, {cols}, id FROM cycles WHERE started_at >= ? AND error IS NULL",
             (skip,),
         ).fetchall()
         ml = conn.execute("SELECT count(*) FROM regimes WHERE source = 'ml'").fetchone()[0]
@@ -142,8 +160,29 @@ def run(
             f"    {stage:10s} p50 {statistics.median(values):7.2f} ms"
             f"  p99 {_pct(values, 0.99):7.2f} ms"
         )
+    _print_tail(rows, {c: (w, t) for c, w, t in cpu})
     if profiler is not None:
         _print_profile(profiler)
+
+
+def _print_tail(rows: list[tuple[float, ...]], cpu: dict[int, tuple[float, float]]) -> None:
+    """The slowest 2% of cycles: their mean stages, and thread CPU against wall."""
+    n = max(1, len(rows) // 50)
+    slow = sorted(rows, key=lambda r: float(r[0]))[-n:]
+    stages = "  ".join(
+        f"{stage} {statistics.fmean(float(r[i] or 0.0) for r in slow):.1f}"
+        for i, stage in enumerate(STAGES, start=1)
+    )
+    print(f"    slowest {n} cycles, mean ms: {stages}")
+    timed = [cpu[int(r[-1])] for r in rows if int(r[-1]) in cpu]
+    slow_timed = [cpu[int(r[-1])] for r in slow if int(r[-1]) in cpu]
+    if timed and slow_timed:
+        ratio = statistics.median(t / w for w, t in timed if w > 0)
+        print(
+            f"    trading-thread CPU / wall of the job: median {ratio:.0%};"
+            f" slowest {n}: {statistics.fmean(t for _, t in slow_timed):.1f} ms CPU of"
+            f" {statistics.fmean(w for w, _ in slow_timed):.1f} ms wall"
+        )
 
 
 def main() -> None:
