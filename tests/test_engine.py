@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ from engine.config import load_settings
 from engine.domain import Bar, TradingState
 from engine.market.feeds import SimulatedFeed
 from engine.process.lease import LeaseHeld
-from engine.process.runner import Engine
+from engine.process.runner import SWITCH_INTERVAL_SECONDS, Engine
 from store.commands import CommandStatus, enqueue_command, get_command
 from tests.conftest import FakeClock, engine_settings
 
@@ -290,6 +291,7 @@ def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
     settings = engine_settings(cycle_seconds=0.05, warmup_bars=60)
     eng = Engine(settings, db_file)
     eng.open()
+    before = sys.getswitchinterval()
     runner = threading.Thread(target=eng.run, kwargs={"for_seconds": 120, "install_signals": False})
     runner.start()
 
@@ -298,6 +300,7 @@ def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
 
     try:
         wait_until(lambda: cycles() >= 8, "the scheduler runs cycles")
+        running = sys.getswitchinterval()  # the trading thread waits less for the GIL
         command_id = enqueue_command("pause", {}, "cli:tester", db=db_file)
         wait_until(
             lambda: get_command(command_id, db=db_file).status is not CommandStatus.PENDING,
@@ -308,6 +311,9 @@ def test_the_real_scheduler_runs_cycles_and_answers_commands(db_file):
         runner.join(timeout=60)
 
     assert not runner.is_alive()
+    assert running == pytest.approx(SWITCH_INTERVAL_SECONDS)
+    assert before != pytest.approx(SWITCH_INTERVAL_SECONDS)
+    assert sys.getswitchinterval() == before
     assert get_command(command_id, db=db_file).status is CommandStatus.DONE
     assert query(db_file, "SELECT trading_state FROM engine") == [("PAUSED",)]
     assert query(db_file, "SELECT stopped_at IS NOT NULL FROM engine") == [(1,)]
