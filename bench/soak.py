@@ -64,6 +64,13 @@ def reader(db: Path, until: float, out: Path) -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
+    # Pages run bare here, and Streamlit warns of the missing ScriptRunContext at every
+    # test it builds; it sets its loggers' levels again as it loads its configuration,
+    # so a filter, which stays, drops that one line.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+        lambda record: "missing ScriptRunContext" not in str(record.msg)
+    )
+
     original = PagesManager.__init__
 
     def init(self: PagesManager, *args: object, **kwargs: object) -> None:
