@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from engine.domain import Bar
 from engine.market.feeds import generate_history
 from engine.market.indicators import IncrementalIndicators
-from engine.ml.features import FEATURES, WARMUP_BARS, LiveFeatures, feature_frame
+from engine.ml.features import FEATURES, WARMUP_BARS, LiveFeatures, _std_tail, feature_frame
 
 # Bollinger's incremental running sums agree with the batch bands to ~1e-9 of the
 # price; band position and width are differences of bands, so they keep ~1e-6.
@@ -65,3 +70,16 @@ def test_features_do_not_depend_on_the_price_level(bars) -> None:
 
 def test_frame_columns_are_the_feature_list(bars) -> None:
     assert tuple(feature_frame(bars).columns) == FEATURES
+
+
+@given(
+    st.lists(st.floats(-0.5, 0.5, allow_nan=False), min_size=1, max_size=60),
+    st.integers(1, 60),
+)
+def test_the_fast_tail_std_is_the_plain_two_pass(values, window) -> None:
+    window = min(window, len(values))
+    kept = deque(values, maxlen=60)
+    tail = list(kept)[-window:]
+    mean = sum(tail) / window
+    plain = math.sqrt(sum((x - mean) ** 2 for x in tail) / window)
+    assert _std_tail(kept, window) == pytest.approx(plain, rel=1e-12, abs=1e-300)
