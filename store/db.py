@@ -156,7 +156,14 @@ def maybe_reader(
 def atomic(conn: sqlite3.Connection, name: str) -> _Atomic:
     """One transaction, or the savepoint `name` inside the caller's; rolled back when
     the block raises. Like sqlite_utils' `atomic`, but its statements are the same
-    every time, so SQLite compiles them once (the order path runs it per order)."""
+    every time, so SQLite compiles them once (the order path runs it per order).
+
+    The transaction takes the write lock when it begins (BEGIN IMMEDIATE). A deferred
+    one that reads first (the OMS asks whether a stop is queued before it writes the
+    order) holds a snapshot, and if the cockpit commits a command before the block's
+    first write, SQLite refuses that write at once with "database is locked": no busy
+    timeout applies to a stale snapshot. Taking the lock first makes the cockpit's
+    write wait for the block instead, within its busy timeout."""
     return _Atomic(conn, name)
 
 
@@ -174,7 +181,7 @@ class _Atomic:
     def __enter__(self) -> None:
         conn = self._conn
         self._nested = conn.in_transaction
-        conn.execute(f"SAVEPOINT {self._name}" if self._nested else "BEGIN")
+        conn.execute(f"SAVEPOINT {self._name}" if self._nested else "BEGIN IMMEDIATE")
 
     def __exit__(
         self,

@@ -286,7 +286,7 @@ class WriteBehind:
         words = _txn_words(sql)
         if words is not None:
             txn = _Txn(words)
-            if len(words) == 1:  # BEGIN, COMMIT, ROLLBACK: keep the plan
+            if len(words) == 1 or words[0] == "begin":  # BEGIN [IMMEDIATE], COMMIT, ROLLBACK
                 self._plans[sql] = txn
             return txn  # a savepoint's is not kept: its names differ every time
         named = frozenset(t.lower() for t in _TABLE_WORDS.findall(sql))

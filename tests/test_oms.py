@@ -278,7 +278,9 @@ def test_submit_writes_in_two_transactions(db, clock):
     db.conn.set_trace_callback(statements.append)
     oms.submit(buy(), 100.0)
     db.conn.set_trace_callback(None)
-    assert [s for s in statements if s in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"] * 2
+    # Each takes the write lock as it begins: the first reads before it writes.
+    ends = [s for s in statements if s in ("BEGIN", "BEGIN IMMEDIATE", "COMMIT")]
+    assert ends == ["BEGIN IMMEDIATE", "COMMIT"] * 2
 
 
 def test_client_order_ids_are_unique_and_sort_in_creation_order(db, clock):
