@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,14 @@ import pytest
 from engine.config import MlSettings
 from engine.market.feeds import generate_history
 from engine.ml.artifact import load_artifact, sha256_hex
+from engine.ml.features import FEATURES
 from engine.ml.train import (
     UNKNOWN,
     TrainingError,
     TrainParams,
     build_dataset,
+    chosen_rounds,
+    train_head,
     train_model,
     train_on_history,
 )
@@ -119,3 +123,29 @@ def test_too_few_bars_without_bootstrap_is_an_error(tmp_path: Path) -> None:
     _store(path, generate_history(["SIM-A"], 100, seed=3))
     with pytest.raises(TrainingError, match="bootstrap is off"):
         train_model(path, MlSettings(bootstrap=False), artifacts_dir=tmp_path / "m", now=NOW)
+
+
+def test_the_folds_choose_the_rounds_with_the_lowest_mean_loss() -> None:
+    # Fold losses after rounds 1..4: the mean is lowest after round 2 (a tie with
+    # round 3 goes to the fewer rounds).
+    assert chosen_rounds([[0.9, 0.6, 0.5, 0.7], [0.9, 0.4, 0.5, 0.6]]) == 2
+    assert chosen_rounds([[0.5, 0.4, 0.3]]) == 3
+
+
+def test_a_head_keeps_the_rounds_its_folds_chose_and_scores_better_for_it() -> None:
+    # Labels with no relation to the features: every round after the first few fits
+    # noise. The head keeps fewer rounds than it may, its final model has exactly
+    # that many trees, and its out-of-fold log loss beats keeping every round.
+    rng = np.random.default_rng(5)
+    n = 3_000
+    x = rng.normal(size=(n, len(FEATURES)))
+    y = rng.integers(0, 2, size=n)
+    ts = np.arange(n, dtype=np.int64) * 60_000
+    params = TrainParams(n_folds=3, rounds=60, min_data_in_leaf=20)
+    chosen = train_head(x, y, ts, ts, 2, params=params, embargo=0)
+    every = train_head(x, y, ts, ts, 2, params=replace(params, choose_rounds=False), embargo=0)
+
+    kept = chosen.report["rounds"]["kept"]
+    assert kept < 60 and every.report["rounds"]["kept"] == 60
+    assert chosen.booster.num_trees() == kept and every.booster.num_trees() == 60
+    assert chosen.report["overall"]["log_loss"] < every.report["overall"]["log_loss"]

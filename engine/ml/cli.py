@@ -67,7 +67,11 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--until", type=_time_arg, help="last bar (epoch ms or ISO time)")
     p.add_argument("--simulated", action="store_true", help="train on simulated history")
     p.add_argument("--folds", type=int, help="walk-forward folds (default: TrainParams)")
-    p.add_argument("--rounds", type=int, help="boosting rounds (default: TrainParams)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="most boosting rounds; the folds choose how many are kept (default: TrainParams)",
+    )
     p.add_argument("--no-register", action="store_true", help="write the artifact only")
     p.set_defaults(func=run_cli, ml_verb="train")
 
