@@ -198,13 +198,15 @@ def calibration_table(model: ModelSummary, head: str) -> pd.DataFrame:
 
 
 def live_accuracy(path: PathLike = None) -> pd.DataFrame:
-    """Per version and role: scored predictions, live accuracy, and training accuracy."""
+    """Per version and role: scored predictions, live accuracy, and training accuracy,
+    from the sums kept as predictions are scored (`prediction_scores`): every
+    prediction the version made, including those pruned since."""
     with maybe_reader(path) as conn:
         live = _frame(
             conn,
-            "SELECT model_version, role, COUNT(*), AVG((proba >= 0.5) = outcome),"
-            " AVG((proba - outcome) * (proba - outcome)) FROM predictions"
-            " WHERE scored_at IS NOT NULL GROUP BY model_version, role",
+            "SELECT model_version, role, scored, 1.0 * correct / scored,"
+            " brier_sum / scored FROM prediction_scores WHERE scored > 0"
+            " ORDER BY model_version, role",
             ["version", "role", "scored", "live_accuracy", "live_brier"],
         )
     training = {m.version: m.accuracy("direction") for m in models_view(path).models}

@@ -650,6 +650,38 @@ def m001_ml_tables(db: Database) -> None:
     _ml_indexes(db)
 
 
+@ml()
+def m002_prediction_scores(db: Database) -> None:
+    """Each version's and role's scored predictions summed as they are scored, so
+    the Models page reads one row a version, not a marathon's predictions (a month
+    at 20 symbols is near two million rows). A trigger keeps the sums on every
+    scoring write; pruning old predictions leaves them whole. The rows scored
+    before this migration are summed once here."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS prediction_scores (model_version TEXT NOT NULL,"
+        " role TEXT NOT NULL, scored INTEGER NOT NULL, correct INTEGER NOT NULL,"
+        " brier_sum REAL NOT NULL, PRIMARY KEY (model_version, role)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO prediction_scores SELECT model_version, role, COUNT(*),"
+        " COALESCE(SUM((proba >= 0.5) = outcome), 0),"
+        " COALESCE(SUM((proba - outcome) * (proba - outcome)), 0.0)"
+        " FROM predictions WHERE scored_at IS NOT NULL AND outcome IS NOT NULL"
+        " AND model_version IS NOT NULL AND role IS NOT NULL GROUP BY model_version, role"
+    )
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS predictions_scored AFTER UPDATE OF scored_at"
+        " ON predictions WHEN old.scored_at IS NULL AND new.scored_at IS NOT NULL"
+        " AND new.outcome IS NOT NULL AND new.model_version IS NOT NULL"
+        " AND new.role IS NOT NULL BEGIN"
+        " INSERT INTO prediction_scores VALUES (new.model_version, new.role, 1,"
+        " (new.proba >= 0.5) = new.outcome, (new.proba - new.outcome) * (new.proba - new.outcome))"
+        " ON CONFLICT (model_version, role) DO UPDATE SET scored = scored + 1,"
+        " correct = correct + excluded.correct, brier_sum = brier_sum + excluded.brier_sum;"
+        " END"
+    )
+
+
 def _ml_tables(db: Database) -> None:
     """Predictions, drift readings and model events."""
     db.table("predictions").create(

@@ -1,0 +1,95 @@
+"""Live accuracy without reading a marathon's predictions: each version's and role's
+scored predictions are summed as they are scored (`prediction_scores`), the sums
+equal the scored rows, survive pruning, and an older database gets its scored rows
+summed when it upgrades."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cockpit.models_views import live_accuracy
+from store.db import open_writer
+from store.housekeeping import delete_before
+from store.models import insert_predictions, score
+from store.schema import registered
+from tests.test_schema import _old_database
+
+HORIZON = 600_000
+SUMS = (
+    "SELECT model_version, role, COUNT(*), SUM((proba >= 0.5) = outcome),"
+    " SUM((proba - outcome) * (proba - outcome)) FROM predictions"
+    " WHERE scored_at IS NOT NULL GROUP BY model_version, role ORDER BY 1, 2"
+)
+KEPT = "SELECT model_version, role, scored, correct, brier_sum FROM prediction_scores ORDER BY 1, 2"
+
+
+def _predict(conn: sqlite3.Connection, rng: random.Random, first_ts: int, n: int) -> None:
+    rows = []
+    for i in range(n):
+        ts = first_ts + i * 60_000
+        for version, role in (("v1", "champion"), ("v2", "challenger")):
+            symbol = rng.choice(["A", "B"])
+            ref = 100 + rng.uniform(-1, 1)
+            rows.append(
+                (ts, symbol, version, role, rng.random(), None, None, None, ref, ts + HORIZON)
+            )
+    insert_predictions(conn, rows)
+
+
+def _same(kept: list[tuple[object, ...]], summed: list[tuple[object, ...]]) -> None:
+    assert [k[:4] for k in kept] == [s[:4] for s in summed]
+    assert [k[4] for k in kept] == pytest.approx([s[4] for s in summed])
+
+
+def test_the_sums_follow_every_scoring_and_outlive_pruning(tmp_path: Path) -> None:
+    db = open_writer(tmp_path / "s.db")
+    conn = db.conn
+    rng = random.Random(3)
+    try:
+        _predict(conn, rng, 0, 200)
+        for now in range(0, 200 * 60_000 + HORIZON + 300_000, 300_000):
+            for symbol in ("A", "B"):
+                score(conn, symbol, 100 + rng.uniform(-1, 1), now)
+        conn.commit()
+        summed = conn.execute(SUMS).fetchall()
+        assert sum(int(s[2]) for s in summed) == 400  # every prediction scored once
+        _same(conn.execute(KEPT).fetchall(), summed)
+
+        delete_before(db, "predictions", 100 * 60_000, 50)
+        assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] < 400
+        _same(conn.execute(KEPT).fetchall(), summed)  # every prediction the versions made
+    finally:
+        conn.close()
+    shown = live_accuracy(tmp_path / "s.db")
+    v1 = shown[(shown["version"] == "v1") & (shown["role"] == "champion")].iloc[0]
+    assert v1["scored"] == summed[0][2]
+    assert v1["live_accuracy"] == pytest.approx(summed[0][3] / summed[0][2])
+    assert v1["live_brier"] == pytest.approx(summed[0][4] / summed[0][2])
+
+
+def test_an_older_database_has_its_scored_predictions_summed_when_it_upgrades(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path, registered().index(("ml", "m002_prediction_scores")))
+    conn = sqlite3.connect(path)
+    rng = random.Random(4)
+    _predict(conn, rng, 0, 50)
+    score(conn, "A", 100.5, 50 * 60_000 + HORIZON)
+    conn.commit()
+    summed = conn.execute(SUMS).fetchall()
+    conn.close()
+    assert summed  # some were scored before the upgrade
+
+    db = open_writer(path)
+    try:
+        _same(db.conn.execute(KEPT).fetchall(), summed)
+        score(db.conn, "B", 99.5, 50 * 60_000 + HORIZON)  # and the trigger counts from here
+        db.conn.commit()
+        _same(db.conn.execute(KEPT).fetchall(), db.conn.execute(SUMS).fetchall())
+    finally:
+        db.conn.close()
