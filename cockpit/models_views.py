@@ -237,11 +237,17 @@ def drift_history(
 
 
 def latest_drift(path: PathLike = None) -> pd.DataFrame:
-    """The most recent drift check, worst first."""
-    history = drift_history(path)
-    if history.empty:
-        return history
-    latest = history[history["ts"] == history["ts"].max()].copy()
+    """The most recent drift check, worst first: its rows only, found by the `ts`
+    index, however many checks a marathon has stored."""
+    with maybe_reader(path) as conn:
+        latest = _frame(
+            conn,
+            "SELECT ts, model_version, kind, name, value, threshold, severity, n, detail"
+            " FROM drift WHERE ts = (SELECT MAX(ts) FROM drift) ORDER BY id",
+            ["ts", "version", "kind", "name", "value", "threshold", "severity", "n", "detail"],
+        )
+    if latest.empty:
+        return latest
     latest["ratio"] = latest["value"] / latest["threshold"]
     ordered: pd.DataFrame = latest.sort_values("ratio", ascending=False, ignore_index=True)
     return ordered

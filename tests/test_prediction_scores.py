@@ -1,7 +1,9 @@
-"""Live accuracy without reading a marathon's predictions: each version's and role's
-scored predictions are summed as they are scored (`prediction_scores`), the sums
-equal the scored rows, survive pruning, and an older database gets its scored rows
-summed when it upgrades."""
+"""The Models page's live figures without reading a marathon's rows.
+
+Live accuracy: each version's and role's scored predictions are summed as they are
+scored (`prediction_scores`); the sums equal the scored rows, survive pruning, and an
+older database gets its scored rows summed when it upgrades. The latest drift check:
+its own rows, found by the `ts` index."""
 
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.models_views import live_accuracy
+from cockpit.models_views import latest_drift, live_accuracy
 from store.db import open_writer
 from store.housekeeping import delete_before
-from store.models import insert_predictions, score
+from store.models import insert_drift, insert_predictions, score
 from store.schema import registered
 from tests.test_schema import _old_database
 
@@ -93,3 +95,20 @@ def test_an_older_database_has_its_scored_predictions_summed_when_it_upgrades(
         _same(db.conn.execute(KEPT).fetchall(), db.conn.execute(SUMS).fetchall())
     finally:
         db.conn.close()
+
+
+def test_the_latest_drift_check_is_its_own_rows_worst_first(tmp_path: Path) -> None:
+    db = open_writer(tmp_path / "d.db")
+    older = [(1_000, "v1", "feature_psi", f"f{i}", 0.5, 0.25, "alert", 100, "") for i in range(3)]
+    latest = [
+        (2_000, "v1", "feature_psi", "f0", 0.01, 0.25, None, 100, ""),
+        (2_000, "v1", "feature_psi", "f1", 0.20, 0.25, None, 100, ""),
+        (2_000, "v1", "prediction_psi", "proba_up", 0.10, 0.25, None, 100, ""),
+    ]
+    insert_drift(db.conn, older + latest)
+    db.conn.commit()
+    db.conn.close()
+    shown = latest_drift(tmp_path / "d.db")
+    assert shown["ts"].tolist() == [2_000] * 3
+    assert shown["name"].tolist() == ["f1", "proba_up", "f0"]  # by value / threshold
+    assert shown["ratio"].tolist() == pytest.approx([0.8, 0.4, 0.04])
