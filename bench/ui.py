@@ -3,7 +3,9 @@ frame, sidebar and page).
 
 The database holds 1,000,000 fills (500,000 orders, 1,500,000 order events),
 100,000 alerts, a year of one-minute equity marks and cycles, 30 days of one-minute
-bars and regime calls for 5 symbols, 250,000 round trips and 200,000 signals. It is
+bars, regime calls and model predictions (champion and challenger, scored) for 5
+symbols with a drift check every 10 minutes, 250,000 round trips and 200,000
+signals. It is
 generated once with executemany in one transaction and cached under var/bench/.
 
 The account in it is one a real engine accepts: orders come in buy-then-sell
@@ -43,9 +45,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlite_utils import Database  # noqa: E402
+
 from store.db import ensure_schema, now_ms, open_writer  # noqa: E402
 
-CACHE = ROOT / "var" / "bench" / "ui-v3.db"
+CACHE = ROOT / "var" / "bench" / "ui-v5.db"
 LIVE = ROOT / "var" / "bench" / "ui-live.db"
 STARTING_CASH = 100_000.0  # the engine's default
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -74,9 +78,11 @@ def build(path: Path) -> None:
     end = now_ms() // MINUTE * MINUTE
     start = end - YEAR_MINUTES * MINUTE
     t0 = time.perf_counter()
+    versions = _models(db, tmp.parent / "models", start)
     with conn:
         ts, equity = _equity_and_cycles(conn, rng, start, end)
         _bars_and_regimes(conn, rng, ts)
+        _predictions_and_drift(conn, rng, ts, versions)
         sides, prices = _orders_and_fills(conn, rng, start, end)
         _trades_and_signals(conn, rng, start, end)
         _alerts(conn, rng, start, end)
@@ -165,6 +171,57 @@ def _bars_and_regimes(conn: sqlite3.Connection, rng: np.random.Generator, ts: np
                 for t, c, m in zip(recent, calls, ml, strict=True)
             ),
         )
+
+
+def _models(db: Database, folder: Path, now: int) -> tuple[str, str]:
+    """A small champion and challenger, registered (the page shows the registry, the
+    live accuracy and the shadow comparison only when there are models)."""
+    from engine.config import MlSettings
+    from engine.ml import registry
+    from engine.ml.train import TrainParams, bootstrap_model
+
+    shutil.rmtree(folder, ignore_errors=True)
+    trained = [
+        bootstrap_model(
+            MlSettings(), artifacts_dir=folder, now=now + i, params=TrainParams(2, 15),
+            n_bars=700, symbols=2, seed=i,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    for model in trained:
+        registry.adopt(db, model, now=now)  # the first is the champion, the second shadows
+    return trained[0].version, trained[1].version
+
+
+def _predictions_and_drift(
+    conn: sqlite3.Connection, rng: np.random.Generator, ts: np.ndarray, versions: tuple[str, str]
+) -> None:
+    # 30 days of a champion's and a challenger's predictions a minute for each symbol,
+    # inserted unscored and then scored, as the engine does (its trigger keeps the sums)
+    recent = ts[-30 * 24 * 60 :]
+    horizon = 10 * MINUTE
+    for sym in SYMBOLS:
+        for version, role in zip(versions, ("champion", "challenger"), strict=True):
+            conn.executemany(
+                "INSERT INTO predictions (ts, symbol, model_version, role, proba, ref_price,"
+                " horizon_ts) VALUES (?, ?, ?, ?, ?, 100, ?)",
+                (
+                    (int(t), sym, version, role, float(p), int(t) + horizon)
+                    for t, p in zip(recent, rng.random(recent.size), strict=True)
+                ),
+            )
+    conn.execute(
+        "UPDATE predictions SET outcome = (id % 2), exit_price = 100, scored_at = horizon_ts"
+        " WHERE horizon_ts <= ?",
+        (int(recent[-1]),),
+    )
+    checks = recent[::10]
+    names = [f"feature_{i}" for i in range(20)]
+    conn.executemany(
+        "INSERT INTO drift (ts, model_version, kind, name, value, threshold, n)"
+        " VALUES (?, ?, 'feature_psi', ?, ?, 0.25, 500)",
+        ((int(t), versions[0], name, float(rng.random() * 0.3)) for t in checks for name in names),
+    )
 
 
 def _orders_and_fills(
@@ -416,6 +473,11 @@ def bench_live(runs: int) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{LIVE}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(CACHE, LIVE)
+    # The copy's secrets (the audit key the registry's events are chained with) open
+    # with the original's key file; copy2 keeps its owner-only mode.
+    key = CACHE.with_suffix(".key")
+    if key.exists():
+        shutil.copy2(key, LIVE.with_suffix(".key"))
     log_path = LIVE.with_suffix(".log")
     try:
         proc, started = start_engine(LIVE, log_path)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from engine.ml.shadow import PromotionAdvice, promotion_advice
+from engine.ml.shadow import PairSums, PromotionAdvice, advice_from_sums
 from store.db import maybe_reader
-from store.models import shadow_pairs
+from store.models import shadow_sums
 
 PathLike = str | os.PathLike[str] | None
 HEADS = ("direction", "regime")
@@ -258,14 +258,13 @@ def shadow_advice(
 ) -> PromotionAdvice:
     """Champion against challenger on the same scored bars (what the engine judges)."""
     with maybe_reader(path) as conn:
-        pairs = [] if conn is None else shadow_pairs(conn, champion, challenger)
-    columns = list(zip(*pairs, strict=True)) if pairs else [(), (), ()]
-    return promotion_advice(
+        sums = PairSums(0, 0.0, 0.0, 0, 0)
+        if conn is not None:
+            sums = PairSums(*shadow_sums(conn, champion, challenger))
+    return advice_from_sums(
         champion,
         challenger,
-        columns[0],
-        columns[1],
-        columns[2],
+        sums,
         min_samples=min_samples,
         horizon_bars=horizon_bars,
     )

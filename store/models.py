@@ -180,18 +180,20 @@ def recent_accuracy(
     return row[0], int(row[1] or 0)
 
 
-def shadow_pairs(
+def shadow_sums(
     conn: sqlite3.Connection, champion: str, challenger: str
-) -> list[tuple[float, float, int]]:
-    """(champion's p, challenger's p, outcome) on every scored bar both predicted."""
-    rows = conn.execute(
-        "SELECT a.proba, b.proba, a.outcome FROM predictions a JOIN predictions b"
-        " ON a.symbol = b.symbol AND a.ts = b.ts"
-        " WHERE a.model_version = ? AND a.role = 'champion' AND b.model_version = ?"
-        " AND b.role = 'challenger' AND a.scored_at IS NOT NULL",
+) -> tuple[int, float, float, int, int]:
+    """Over every scored bar both predicted: (pairs, sum of the challenger's Brier
+    gain, sum of its square, bars the champion called, bars the challenger called),
+    kept by a trigger as the pairs are scored (`shadow_scores`)."""
+    row = conn.execute(
+        "SELECT pairs, gain_sum, gain_sq_sum, champion_correct, challenger_correct"
+        " FROM shadow_scores WHERE champion = ? AND challenger = ?",
         (champion, challenger),
-    ).fetchall()
-    return [tuple(r) for r in rows]
+    ).fetchone()
+    if row is None:
+        return 0, 0.0, 0.0, 0, 0
+    return int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
 
 
 # ------------------------------------------------------------------- bars

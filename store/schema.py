@@ -682,6 +682,57 @@ def m002_prediction_scores(db: Database) -> None:
     )
 
 
+@ml()
+def m003_shadow_scores(db: Database) -> None:
+    """The champion-against-challenger comparison summed pair by pair as the pairs
+    are scored, so the promotion advice (the engine's, on the trading thread at every
+    drift check, and the Models page's) reads one row, not a join over a shadow
+    period's predictions (0.9 s on 30 days of 5 symbols). A pair is the challenger's
+    prediction and the champion's on the same bar; both are scored on one outcome.
+    Pairs scored before this migration are summed once here."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS shadow_scores (champion TEXT NOT NULL,"
+        " challenger TEXT NOT NULL, pairs INTEGER NOT NULL, gain_sum REAL NOT NULL,"
+        " gain_sq_sum REAL NOT NULL, champion_correct INTEGER NOT NULL,"
+        " challenger_correct INTEGER NOT NULL, PRIMARY KEY (champion, challenger))"
+        " WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO shadow_scores SELECT champion, challenger, COUNT(*), TOTAL(gain),"
+        " TOTAL(gain * gain), TOTAL(c0), TOTAL(c1) FROM ("
+        + _PAIRS.format(b="b")
+        + " JOIN predictions b ON a.symbol = b.symbol AND a.ts = b.ts"
+        " WHERE a.role = 'champion' AND b.role = 'challenger' AND b.scored_at IS NOT NULL"
+        " AND b.outcome IS NOT NULL) GROUP BY champion, challenger"
+    )
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS predictions_shadow_scored AFTER UPDATE OF scored_at"
+        " ON predictions WHEN old.scored_at IS NULL AND new.scored_at IS NOT NULL"
+        " AND new.role = 'challenger' AND new.outcome IS NOT NULL BEGIN"
+        " INSERT INTO shadow_scores SELECT champion, challenger, 1, gain, gain * gain, c0, c1"
+        " FROM ("
+        + _PAIRS.format(b="new")
+        + " WHERE a.symbol = new.symbol AND a.ts = new.ts AND a.role = 'champion') WHERE true"
+        " ON CONFLICT (champion, challenger) DO UPDATE SET pairs = pairs + 1,"
+        " gain_sum = gain_sum + excluded.gain_sum,"
+        " gain_sq_sum = gain_sq_sum + excluded.gain_sq_sum,"
+        " champion_correct = champion_correct + excluded.champion_correct,"
+        " challenger_correct = challenger_correct + excluded.challenger_correct;"
+        " END"
+    )
+
+
+# One champion prediction (a) and the challenger's (b) on the same bar, scored on
+# the challenger's outcome: its Brier gain and whether each called it.
+_PAIRS = (
+    "SELECT a.model_version AS champion, {b}.model_version AS challenger,"
+    " (a.proba - {b}.outcome) * (a.proba - {b}.outcome)"
+    " - ({b}.proba - {b}.outcome) * ({b}.proba - {b}.outcome) AS gain,"
+    " (a.proba >= 0.5) = ({b}.outcome = 1) AS c0, ({b}.proba >= 0.5) = ({b}.outcome = 1) AS c1"
+    " FROM predictions a"
+)
+
+
 def _ml_tables(db: Database) -> None:
     """Predictions, drift readings and model events."""
     db.table("predictions").create(

@@ -352,13 +352,17 @@ def test_every_drift_measurement_is_stored(db, alerts, models) -> None:
 
 
 def _insert_scored(db, version: str, role: str, probas, outcomes) -> None:
+    """Predictions stored, then scored with the given outcomes: a write of their
+    `scored_at`, as the engine's scoring makes (the store sums them as it is made)."""
     db.conn.executemany(
         "INSERT INTO predictions (ts, symbol, model_version, role, proba, ref_price,"
-        " horizon_ts, outcome, exit_price, scored_at) VALUES (?, 'S0', ?, ?, ?, 1, ?, ?, 1, ?)",
-        [
-            (NOW + i * BAR_MS, version, role, float(p), NOW, int(y), NOW)
-            for i, (p, y) in enumerate(zip(probas, outcomes, strict=True))
-        ],
+        " horizon_ts) VALUES (?, 'S0', ?, ?, ?, 1, ?)",
+        [(NOW + i * BAR_MS, version, role, float(p), NOW) for i, p in enumerate(probas)],
+    )
+    db.conn.executemany(
+        "UPDATE predictions SET outcome = ?, exit_price = 1, scored_at = ?"
+        " WHERE model_version = ? AND role = ? AND ts = ?",
+        [(int(y), NOW, version, role, NOW + i * BAR_MS) for i, y in enumerate(outcomes)],
     )
     db.conn.commit()
 

@@ -2,8 +2,9 @@
 
 Live accuracy: each version's and role's scored predictions are summed as they are
 scored (`prediction_scores`); the sums equal the scored rows, survive pruning, and an
-older database gets its scored rows summed when it upgrades. The latest drift check:
-its own rows, found by the `ts` index."""
+older database gets its scored rows summed when it upgrades. The champion against the
+challenger: their pairs summed the same way give the advice the pairs themselves
+give. The latest drift check: its own rows, found by the `ts` index."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from cockpit.models_views import latest_drift, live_accuracy
+from engine.ml.shadow import PairSums, PromotionAdvice, advice_from_sums, promotion_advice
 from store.db import open_writer
 from store.housekeeping import delete_before
-from store.models import insert_drift, insert_predictions, score
+from store.models import insert_drift, insert_predictions, score, shadow_sums
 from store.schema import registered
 from tests.test_schema import _old_database
 
@@ -112,3 +114,75 @@ def test_the_latest_drift_check_is_its_own_rows_worst_first(tmp_path: Path) -> N
     assert shown["ts"].tolist() == [2_000] * 3
     assert shown["name"].tolist() == ["f1", "proba_up", "f0"]  # by value / threshold
     assert shown["ratio"].tolist() == pytest.approx([0.8, 0.4, 0.04])
+
+
+PAIRS = (
+    "SELECT a.proba, b.proba, b.outcome FROM predictions a JOIN predictions b"
+    " ON a.symbol = b.symbol AND a.ts = b.ts WHERE a.role = 'champion'"
+    " AND b.role = 'challenger' AND b.scored_at IS NOT NULL ORDER BY a.ts"
+)
+
+
+def _paired(conn: sqlite3.Connection, rng: random.Random, first_ts: int, n: int) -> None:
+    """The champion's and the challenger's predictions on the same bars, the
+    challenger's stored a little later (it predicts on the shadow thread)."""
+    bars = [(first_ts + i * 60_000, rng.choice("AB"), 100 + rng.uniform(-1, 1)) for i in range(n)]
+    for version, role in (("v1", "champion"), ("v2", "challenger")):
+        insert_predictions(
+            conn,
+            [
+                (t, s, version, role, rng.random(), None, None, None, r, t + HORIZON)
+                for t, s, r in bars
+            ],
+        )
+
+
+def _advice_both_ways(conn: sqlite3.Connection) -> tuple[PromotionAdvice, PromotionAdvice]:
+    pairs = conn.execute(PAIRS).fetchall()
+    p0, p1, y = (list(c) for c in zip(*pairs, strict=True))
+    from_rows = promotion_advice("v1", "v2", p0, p1, y, min_samples=50, horizon_bars=10)
+    sums = PairSums(*shadow_sums(conn, "v1", "v2"))
+    return from_rows, advice_from_sums("v1", "v2", sums, min_samples=50, horizon_bars=10)
+
+
+def _same_advice(a: PromotionAdvice, b: PromotionAdvice) -> None:
+    assert (a.n, a.promote, a.message[:20]) == (b.n, b.promote, b.message[:20])
+    for field in ("champion_accuracy", "challenger_accuracy", "brier_gain", "ci_low", "ci_high"):
+        assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-12)
+
+
+def test_the_shadow_sums_give_the_advice_the_pairs_give(tmp_path: Path) -> None:
+    db = open_writer(tmp_path / "pairs.db")
+    conn = db.conn
+    rng = random.Random(8)
+    try:
+        _paired(conn, rng, 0, 300)
+        for now in range(0, 300 * 60_000 + HORIZON + 300_000, 300_000):
+            for symbol in ("A", "B"):
+                score(conn, symbol, 100 + rng.uniform(-1, 1), now)
+        conn.commit()
+        from_rows, from_sums = _advice_both_ways(conn)
+        assert from_rows.n == 300
+        _same_advice(from_rows, from_sums)
+    finally:
+        conn.close()
+
+
+def test_an_older_database_has_its_scored_pairs_summed_when_it_upgrades(tmp_path: Path) -> None:
+    path = tmp_path / "old-pairs.db"
+    _old_database(path, registered().index(("ml", "m003_shadow_scores")))
+    conn = sqlite3.connect(path)
+    rng = random.Random(9)
+    _paired(conn, rng, 0, 80)
+    score(conn, "A", 100.5, 80 * 60_000 + HORIZON)
+    score(conn, "B", 99.5, 80 * 60_000 + HORIZON)
+    conn.commit()
+    conn.close()
+
+    db = open_writer(path)
+    try:
+        from_rows, from_sums = _advice_both_ways(db.conn)
+        assert from_rows.n == 80
+        _same_advice(from_rows, from_sums)
+    finally:
+        db.conn.close()

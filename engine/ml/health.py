@@ -27,7 +27,7 @@ from engine.ml.drift import (
 from engine.ml.features import FEATURES
 from engine.ml.predictions import Role
 from engine.ml.registry import transaction
-from engine.ml.shadow import PromotionAdvice, promotion_advice
+from engine.ml.shadow import PairSums, PromotionAdvice, advice_from_sums
 from store import models as stored
 
 if TYPE_CHECKING:
@@ -140,14 +140,11 @@ class DriftWatch:
         """Shadow comparison of the challenger with the champion on the same bars."""
         if champ is None or chall is None:
             return None
-        pairs = stored.shadow_pairs(self._db.conn, champ.version, chall.version)
-        arr = np.array(pairs, dtype=np.float64).reshape(-1, 3)
-        return promotion_advice(
+        sums = PairSums(*stored.shadow_sums(self._db.conn, champ.version, chall.version))
+        return advice_from_sums(
             champ.version,
             chall.version,
-            arr[:, 0],
-            arr[:, 1],
-            arr[:, 2],
+            sums,
             min_samples=self.settings.min_scored,
             horizon_bars=self.settings.horizon_bars,
         )

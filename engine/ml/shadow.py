@@ -46,22 +46,60 @@ def promotion_advice(
     horizon_bars: int = 1,
     z: float = Z_95,
 ) -> PromotionAdvice:
+    """The advice on paired predictions and their outcomes (see `advice_from_sums`)."""
     p0 = np.asarray(champion_proba, dtype=np.float64)
     p1 = np.asarray(challenger_proba, dtype=np.float64)
     y = np.asarray(outcome, dtype=np.float64)
-    n = len(y)
+    gain = (p0 - y) ** 2 - (p1 - y) ** 2
+    sums = PairSums(
+        len(y),
+        float(gain.sum()),
+        float((gain * gain).sum()),
+        int(np.sum((p0 >= 0.5) == (y == 1))),
+        int(np.sum((p1 >= 0.5) == (y == 1))),
+    )
+    return advice_from_sums(
+        champion, challenger, sums, min_samples=min_samples, horizon_bars=horizon_bars, z=z
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PairSums:
+    """What the advice needs of the pairs, summed (the store keeps these as the pairs
+    are scored): their number, the Brier gain's sum and sum of squares, and how many
+    each model called right."""
+
+    n: int
+    gain_sum: float
+    gain_sq_sum: float
+    champion_correct: int
+    challenger_correct: int
+
+
+def advice_from_sums(
+    champion: str,
+    challenger: str,
+    sums: PairSums,
+    *,
+    min_samples: int,
+    horizon_bars: int = 1,
+    z: float = Z_95,
+) -> PromotionAdvice:
+    n = sums.n
     if n == 0:
         nan = math.nan
         return PromotionAdvice(
             champion, challenger, 0, nan, nan, nan, nan, nan, False,
             "no paired, scored predictions yet",
         )  # fmt: skip
-    gain = (p0 - y) ** 2 - (p1 - y) ** 2
-    mean = float(gain.mean())
-    se = float(gain.std(ddof=1) / math.sqrt(n)) * math.sqrt(horizon_bars) if n > 1 else math.inf
+    mean = sums.gain_sum / n
+    if n > 1:
+        variance = max(sums.gain_sq_sum - n * mean * mean, 0.0) / (n - 1)
+        se = math.sqrt(variance / n) * math.sqrt(horizon_bars)
+    else:
+        se = math.inf
     low, high = mean - z * se, mean + z * se
-    acc0 = float(np.mean((p0 >= 0.5) == (y == 1)))
-    acc1 = float(np.mean((p1 >= 0.5) == (y == 1)))
+    acc0, acc1 = sums.champion_correct / n, sums.challenger_correct / n
     enough = n >= min_samples
     promote = enough and low > 0
     interval = f"Brier gain {mean:+.4f} (95% CI {low:+.4f} to {high:+.4f}) over {n} pairs"
