@@ -44,6 +44,15 @@ def _predict(conn: sqlite3.Connection, rng: random.Random, first_ts: int, n: int
     insert_predictions(conn, rows)
 
 
+def _score_all(conn: sqlite3.Connection, rng: random.Random, bars: int) -> None:
+    """Score as the engine does, every 5 minutes per symbol, until every bar's horizon
+    has passed."""
+    for now in range(0, bars * 60_000 + HORIZON + 300_000, 300_000):
+        for symbol in ("A", "B"):
+            score(conn, symbol, 100 + rng.uniform(-1, 1), now)
+    conn.commit()
+
+
 def _same(kept: list[tuple[object, ...]], summed: list[tuple[object, ...]]) -> None:
     assert [k[:4] for k in kept] == [s[:4] for s in summed]
     assert [k[4] for k in kept] == pytest.approx([s[4] for s in summed])
@@ -55,10 +64,7 @@ def test_the_sums_follow_every_scoring_and_outlive_pruning(tmp_path: Path) -> No
     rng = random.Random(3)
     try:
         _predict(conn, rng, 0, 200)
-        for now in range(0, 200 * 60_000 + HORIZON + 300_000, 300_000):
-            for symbol in ("A", "B"):
-                score(conn, symbol, 100 + rng.uniform(-1, 1), now)
-        conn.commit()
+        _score_all(conn, rng, 200)
         summed = conn.execute(SUMS).fetchall()
         assert sum(int(s[2]) for s in summed) == 400  # every prediction scored once
         _same(conn.execute(KEPT).fetchall(), summed)
@@ -157,10 +163,7 @@ def test_the_shadow_sums_give_the_advice_the_pairs_give(tmp_path: Path) -> None:
     rng = random.Random(8)
     try:
         _paired(conn, rng, 0, 300)
-        for now in range(0, 300 * 60_000 + HORIZON + 300_000, 300_000):
-            for symbol in ("A", "B"):
-                score(conn, symbol, 100 + rng.uniform(-1, 1), now)
-        conn.commit()
+        _score_all(conn, rng, 300)
         from_rows, from_sums = _advice_both_ways(conn)
         assert from_rows.n == 300
         _same_advice(from_rows, from_sums)
