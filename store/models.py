@@ -167,16 +167,19 @@ def insert_drift(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> Non
     conn.executemany(f"INSERT INTO drift ({', '.join(DRIFT_COLUMNS)}) VALUES ({marks})", rows)
 
 
+# The latest scored predictions, read off the `predictions_scored` index in id order.
+RECENT = (
+    "SELECT AVG((proba >= 0.5) = outcome), COUNT(*) FROM (SELECT proba, outcome"
+    " FROM predictions WHERE model_version = ? AND role = ? AND scored_at IS NOT NULL"
+    " ORDER BY id DESC LIMIT ?)"
+)
+
+
 def recent_accuracy(
     conn: sqlite3.Connection, version: str, role: str, window: int
 ) -> tuple[float | None, int]:
     """(accuracy, n) over the version's latest `window` scored predictions in `role`."""
-    row = conn.execute(
-        "SELECT AVG((proba >= 0.5) = outcome), COUNT(*) FROM (SELECT proba, outcome"
-        " FROM predictions WHERE model_version = ? AND role = ? AND scored_at IS NOT NULL"
-        " ORDER BY id DESC LIMIT ?)",
-        (version, role, window),
-    ).fetchone()
+    row = conn.execute(RECENT, (version, role, window)).fetchone()
     return row[0], int(row[1] or 0)
 
 

@@ -722,6 +722,21 @@ def m003_shadow_scores(db: Database) -> None:
     )
 
 
+@ml()
+def m004_scored_predictions_index(db: Database) -> None:
+    """The latest scored predictions of a version (the live accuracy the engine checks
+    every minute on the trading thread) come off an index in id order, limit and all:
+    the index on (version, role, scored_at) made SQLite read and sort every scored
+    row of the version, 70-380 ms on 30 days of 5 symbols. The new index holds only
+    scored rows, so a prediction enters it when it is scored, not when the cycle
+    stores it."""
+    db.execute("DROP INDEX IF EXISTS idx_predictions_model_version_role_scored_at")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS predictions_scored ON predictions (model_version, role)"
+        " WHERE scored_at IS NOT NULL"
+    )
+
+
 # One champion prediction (a) and the challenger's (b) on the same bar, scored on
 # the challenger's outcome: its Brier gain and whether each called it.
 _PAIRS = (

@@ -18,7 +18,14 @@ from cockpit.models_views import latest_drift, live_accuracy
 from engine.ml.shadow import PairSums, PromotionAdvice, advice_from_sums, promotion_advice
 from store.db import open_writer
 from store.housekeeping import delete_before
-from store.models import insert_drift, insert_predictions, score, shadow_sums
+from store.models import (
+    RECENT,
+    insert_drift,
+    insert_predictions,
+    recent_accuracy,
+    score,
+    shadow_sums,
+)
 from store.schema import registered
 from tests.test_schema import _old_database
 
@@ -189,3 +196,28 @@ def test_an_older_database_has_its_scored_pairs_summed_when_it_upgrades(tmp_path
         _same_advice(from_rows, from_sums)
     finally:
         db.conn.close()
+
+
+def test_the_latest_scored_predictions_are_read_off_an_index_unsorted(tmp_path: Path) -> None:
+    # The engine asks every minute, on the trading thread: its cost must not grow with
+    # the version's history (no sort of every scored row to keep the last `window`).
+    db = open_writer(tmp_path / "recent.db")
+    conn = db.conn
+    rng = random.Random(5)
+    try:
+        _predict(conn, rng, 0, 300)
+        _score_all(conn, rng, 300)
+        plan = " ".join(
+            str(row[3])
+            for row in conn.execute(f"EXPLAIN QUERY PLAN {RECENT}", ("v1", "champion", 50))
+        )
+        assert "predictions_scored" in plan and "TEMP B-TREE" not in plan
+        latest = conn.execute(
+            "SELECT proba, outcome FROM predictions WHERE model_version = 'v1'"
+            " AND role = 'champion' AND scored_at IS NOT NULL ORDER BY ts DESC LIMIT 50"
+        ).fetchall()
+        accuracy, n = recent_accuracy(conn, "v1", "champion", 50)
+        assert n == 50
+        assert accuracy == pytest.approx(sum((p >= 0.5) == y for p, y in latest) / 50)
+    finally:
+        conn.close()
