@@ -122,13 +122,17 @@ class MarketData:
         snaps: dict[str, Snapshot] = {}
         rows: dict[str, FloatArray] = {}
         for bar in bars:
-            snap = self.indicators.setdefault(bar.symbol, IncrementalIndicators()).update(
-                bar.high, bar.low, bar.close
-            )
-            snaps[bar.symbol] = snap
-            rows[bar.symbol] = self.live_features.setdefault(bar.symbol, LiveFeatures()).update(
-                bar, snap
-            )
+            symbol = bar.symbol
+            # Made on a symbol's first bar only (setdefault would build one every bar).
+            indicators = self.indicators.get(symbol)
+            if indicators is None:
+                indicators = self.indicators[symbol] = IncrementalIndicators()
+            features = self.live_features.get(symbol)
+            if features is None:
+                features = self.live_features[symbol] = LiveFeatures()
+            snap = indicators.update(bar.high, bar.low, bar.close)
+            snaps[symbol] = snap
+            rows[symbol] = features.update(bar, snap)
         self.version += 1
         self.snapshots.update(snaps)
         for symbol, snap in snaps.items():
