@@ -446,6 +446,9 @@ class AlertSettings(_Section):
         5.0, ge=0, le=3600, description="alerts within this long of a send go out as one; 0 = off"
     )
     digest_cron: str = Field("0 7 * * *", description="daily digest, UTC; empty = none")
+    retry_seconds: float = Field(
+        0.5, gt=0, le=60, description="wait before a failed send's first retry; doubles after"
+    )
 
     @field_validator("digest_cron")
     @classmethod

@@ -113,6 +113,17 @@ def test_telegram_rate_limit_waits_as_long_as_the_api_asks(bot_api: BotApi) -> N
     assert notifier.stats().delivered == 1
 
 
+def test_the_configured_retry_wait_is_the_one_the_engine_uses(bot_api: BotApi) -> None:
+    bot_api.replies = [(502, {"ok": False, "description": "Bad Gateway"})]
+    notifier = Notifier.from_settings(telegram(bot_api.url, retry_seconds=0.4, group_seconds=0))
+    notifier.submit(alert())
+    assert notifier.close(5)
+
+    (_, _, first), (_, _, second) = bot_api.requests
+    assert second - first >= 0.4
+    assert notifier.stats().delivered == 1
+
+
 def test_a_refused_token_is_not_retried_and_never_logged(
     bot_api: BotApi, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -177,9 +188,11 @@ def test_a_failing_channel_does_not_hold_up_another(mailbox: Mailbox) -> None:
 
 
 def engine_with(db_file: Path, clock: FakeClock, **alerts: Any) -> Engine:
+    """An engine whose failed sends are retried after 0.05 s, then 0.1 s (the default
+    0.5 s would make each dead letter here wait 1.5 s, and a failing channel 4 s)."""
     settings = load_settings(
         engine={"cycle_seconds": 1.0, "symbols": 3, "seed": 11, "warmup_bars": 60},
-        alerts=alerts,
+        alerts={"retry_seconds": 0.05, **alerts},
     )
     eng = Engine(settings, db_file, clock=clock)
     eng.open()
@@ -208,7 +221,8 @@ def test_a_dead_letter_is_recorded_without_the_secret(
 def test_a_dead_letter_raises_one_alert_per_failing_channel(
     db_file: Path, clock: FakeClock, open_engines: list[Any]
 ) -> None:
-    eng = engine_with(db_file, clock, webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    eng = engine_with(db_file, clock, webhook_url=url, group_seconds=0)  # rests 0.4 s, not 5
     open_engines.append(eng)
     eng.trader.alerts.raise_(Severity.HIGH, "risk", "Stop hit", "AAA")  # type: ignore[union-attr]
     wait_for(lambda: eng.notifier and eng.notifier.stats().failed == 1)

@@ -752,7 +752,7 @@ class Notifier:
     @classmethod
     def from_settings(cls, settings: AlertSettings) -> Notifier:
         """The notifier the configuration asks for; a no-op one when no channel is set."""
-        return cls(settings)
+        return cls(settings, backoff=settings.retry_seconds)
 
     @property
     def enabled(self) -> bool:
