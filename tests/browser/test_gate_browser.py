@@ -145,9 +145,11 @@ def _open(browser, url: str, landmark: str):
     page.set_default_timeout(30_000)
     page.goto(url)
     expect(page.get_by_text(landmark).first).to_be_visible()
+    # expect() waits 5 s unless told: a fresh server's first run (imports, the first
+    # queries) can take longer than that on a busy two-core machine.
     expect(
         page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
-    ).to_have_count(1)
+    ).to_have_count(1, timeout=30_000)
     return context, page
 
 
