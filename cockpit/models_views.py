@@ -258,9 +258,7 @@ def shadow_advice(
 ) -> PromotionAdvice:
     """Champion against challenger on the same scored bars (what the engine judges)."""
     with maybe_reader(path) as conn:
-        sums = PairSums(0, 0.0, 0.0, 0, 0)
-        if conn is not None:
-            sums = PairSums(*shadow_sums(conn, champion, challenger))
+        sums = PairSums(*shadow_sums(conn, champion, challenger)) if conn else PairSums.none()
     return advice_from_sums(
         champion,
         challenger,

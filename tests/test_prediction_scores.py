@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from cockpit.models_views import latest_drift, live_accuracy
 from engine.ml.shadow import PairSums, PromotionAdvice, advice_from_sums, promotion_advice
@@ -60,27 +62,37 @@ def _score_all(conn: sqlite3.Connection, rng: random.Random, bars: int) -> None:
     conn.commit()
 
 
+def _before(path: Path, migration: str) -> sqlite3.Connection:
+    """A connection on a database as it was before the ML migration `migration`."""
+    _old_database(path, registered().index(("ml", migration)))
+    return sqlite3.connect(path)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Database]:
+    """The engine's writer on a fresh database, closed after the test."""
+    db = open_writer(tmp_path / "s.db")
+    yield db
+    db.conn.close()
+
+
 def _same(kept: list[tuple[object, ...]], summed: list[tuple[object, ...]]) -> None:
     assert [k[:4] for k in kept] == [s[:4] for s in summed]
     assert [k[4] for k in kept] == pytest.approx([s[4] for s in summed])
 
 
-def test_the_sums_follow_every_scoring_and_outlive_pruning(tmp_path: Path) -> None:
-    db = open_writer(tmp_path / "s.db")
-    conn = db.conn
+def test_the_sums_follow_every_scoring_and_outlive_pruning(store: Database, tmp_path: Path) -> None:
+    conn = store.conn
     rng = random.Random(3)
-    try:
-        _predict(conn, rng, 0, 200)
-        _score_all(conn, rng, 200)
-        summed = conn.execute(SUMS).fetchall()
-        assert sum(int(s[2]) for s in summed) == 400  # every prediction scored once
-        _same(conn.execute(KEPT).fetchall(), summed)
+    _predict(conn, rng, 0, 200)
+    _score_all(conn, rng, 200)
+    summed = conn.execute(SUMS).fetchall()
+    assert sum(int(s[2]) for s in summed) == 400  # every prediction scored once
+    _same(conn.execute(KEPT).fetchall(), summed)
 
-        delete_before(db, "predictions", 100 * 60_000, 50)
-        assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] < 400
-        _same(conn.execute(KEPT).fetchall(), summed)  # every prediction the versions made
-    finally:
-        conn.close()
+    delete_before(store, "predictions", 100 * 60_000, 50)
+    assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] < 400
+    _same(conn.execute(KEPT).fetchall(), summed)  # every prediction the versions made
     shown = live_accuracy(tmp_path / "s.db")
     v1 = shown[(shown["version"] == "v1") & (shown["role"] == "champion")].iloc[0]
     assert v1["scored"] == summed[0][2]
@@ -92,8 +104,7 @@ def test_an_older_database_has_its_scored_predictions_summed_when_it_upgrades(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    _old_database(path, registered().index(("ml", "m002_prediction_scores")))
-    conn = sqlite3.connect(path)
+    conn = _before(path, "m002_prediction_scores")
     rng = random.Random(4)
     _predict(conn, rng, 0, 50)
     score(conn, "A", 100.5, 50 * 60_000 + HORIZON)
@@ -164,24 +175,18 @@ def _same_advice(a: PromotionAdvice, b: PromotionAdvice) -> None:
         assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-12)
 
 
-def test_the_shadow_sums_give_the_advice_the_pairs_give(tmp_path: Path) -> None:
-    db = open_writer(tmp_path / "pairs.db")
-    conn = db.conn
+def test_the_shadow_sums_give_the_advice_the_pairs_give(store: Database) -> None:
     rng = random.Random(8)
-    try:
-        _paired(conn, rng, 0, 300)
-        _score_all(conn, rng, 300)
-        from_rows, from_sums = _advice_both_ways(conn)
-        assert from_rows.n == 300
-        _same_advice(from_rows, from_sums)
-    finally:
-        conn.close()
+    _paired(store.conn, rng, 0, 300)
+    _score_all(store.conn, rng, 300)
+    from_rows, from_sums = _advice_both_ways(store.conn)
+    assert from_rows.n == 300
+    _same_advice(from_rows, from_sums)
 
 
 def test_an_older_database_has_its_scored_pairs_summed_when_it_upgrades(tmp_path: Path) -> None:
     path = tmp_path / "old-pairs.db"
-    _old_database(path, registered().index(("ml", "m003_shadow_scores")))
-    conn = sqlite3.connect(path)
+    conn = _before(path, "m003_shadow_scores")
     rng = random.Random(9)
     _paired(conn, rng, 0, 80)
     score(conn, "A", 100.5, 80 * 60_000 + HORIZON)
@@ -198,26 +203,21 @@ def test_an_older_database_has_its_scored_pairs_summed_when_it_upgrades(tmp_path
         db.conn.close()
 
 
-def test_the_latest_scored_predictions_are_read_off_an_index_unsorted(tmp_path: Path) -> None:
+def test_the_latest_scored_predictions_are_read_off_an_index_unsorted(store: Database) -> None:
     # The engine asks every minute, on the trading thread: its cost must not grow with
     # the version's history (no sort of every scored row to keep the last `window`).
-    db = open_writer(tmp_path / "recent.db")
-    conn = db.conn
+    conn = store.conn
     rng = random.Random(5)
-    try:
-        _predict(conn, rng, 0, 300)
-        _score_all(conn, rng, 300)
-        plan = " ".join(
-            str(row[3])
-            for row in conn.execute(f"EXPLAIN QUERY PLAN {RECENT}", ("v1", "champion", 50))
-        )
-        assert "predictions_scored" in plan and "TEMP B-TREE" not in plan
-        latest = conn.execute(
-            "SELECT proba, outcome FROM predictions WHERE model_version = 'v1'"
-            " AND role = 'champion' AND scored_at IS NOT NULL ORDER BY ts DESC LIMIT 50"
-        ).fetchall()
-        accuracy, n = recent_accuracy(conn, "v1", "champion", 50)
-        assert n == 50
-        assert accuracy == pytest.approx(sum((p >= 0.5) == y for p, y in latest) / 50)
-    finally:
-        conn.close()
+    _predict(conn, rng, 0, 300)
+    _score_all(conn, rng, 300)
+    plan = " ".join(
+        str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {RECENT}", ("v1", "champion", 50))
+    )
+    assert "predictions_scored" in plan and "TEMP B-TREE" not in plan
+    latest = conn.execute(
+        "SELECT proba, outcome FROM predictions WHERE model_version = 'v1'"
+        " AND role = 'champion' AND scored_at IS NOT NULL ORDER BY ts DESC LIMIT 50"
+    ).fetchall()
+    accuracy, n = recent_accuracy(conn, "v1", "champion", 50)
+    assert n == 50
+    assert accuracy == pytest.approx(sum((p >= 0.5) == y for p, y in latest) / 50)

@@ -75,6 +75,11 @@ class PairSums:
     champion_correct: int
     challenger_correct: int
 
+    @classmethod
+    def none(cls) -> PairSums:
+        """No pair scored yet."""
+        return cls(0, 0.0, 0.0, 0, 0)
+
 
 def advice_from_sums(
     champion: str,
