@@ -152,14 +152,16 @@ def insert_predictions(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) 
     )
 
 
+# A symbol's due predictions, read off the `predictions_due` index by symbol.
+SCORE = (
+    "UPDATE predictions SET outcome = (? > ref_price), exit_price = ?,"
+    " scored_at = ? WHERE scored_at IS NULL AND symbol = ? AND horizon_ts <= ?"
+)
+
+
 def score(conn: sqlite3.Connection, symbol: str, price: float, now: int) -> int:
     """Score the symbol's predictions whose horizon has passed against `price`; how many."""
-    cur = conn.execute(
-        "UPDATE predictions SET outcome = (? > ref_price), exit_price = ?,"
-        " scored_at = ? WHERE scored_at IS NULL AND horizon_ts <= ? AND symbol = ?",
-        (price, price, now, now, symbol),
-    )
-    return int(cur.rowcount)
+    return int(conn.execute(SCORE, (price, price, now, symbol, now)).rowcount)
 
 
 def insert_drift(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:

@@ -737,6 +737,20 @@ def m004_scored_predictions_index(db: Database) -> None:
     )
 
 
+
+@ml()
+def m005_due_predictions_by_symbol(db: Database) -> None:
+    """Scoring asks for one symbol's due predictions at a time (it has that symbol's
+    price); the due index keyed on horizon alone made each symbol's update walk every
+    symbol's due rows, so a monitor step cost symbols x due rows: 170 ms at 100
+    symbols, on the trading thread, every second. Keyed on (symbol, horizon) each
+    update reads its own rows."""
+    db.execute("DROP INDEX IF EXISTS predictions_due")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS predictions_due ON predictions (symbol, horizon_ts)"
+        " WHERE scored_at IS NULL"
+    )
+
 # One champion prediction (a) and the challenger's (b) on the same bar, scored on
 # the challenger's outcome: its Brier gain and whether each called it.
 _PAIRS = (

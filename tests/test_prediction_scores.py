@@ -22,6 +22,7 @@ from store.db import open_writer
 from store.housekeeping import delete_before
 from store.models import (
     RECENT,
+    SCORE,
     insert_drift,
     insert_predictions,
     recent_accuracy,
@@ -221,3 +222,26 @@ def test_the_latest_scored_predictions_are_read_off_an_index_unsorted(store: Dat
     accuracy, n = recent_accuracy(conn, "v1", "champion", 50)
     assert n == 50
     assert accuracy == pytest.approx(sum((p >= 0.5) == y for p, y in latest) / 50)
+
+
+def test_scoring_a_symbol_reads_only_that_symbols_due_predictions(store: Database) -> None:
+    # The monitor scores every symbol every second on the trading thread: with the
+    # due index keyed on horizon alone, each symbol's update walked every symbol's
+    # due rows, symbols x due rows a step.
+    conn = store.conn
+    rng = random.Random(3)
+    _predict(conn, rng, 0, 200)
+    plan = " ".join(
+        str(row[3])
+        for row in conn.execute(f"EXPLAIN QUERY PLAN {SCORE}", (101.0, 101.0, 1, "A", 1))
+    )
+    assert "predictions_due (symbol=? AND horizon_ts<?)" in plan, plan
+    now = 100 * 60_000 + HORIZON
+    due_a = conn.execute(
+        "SELECT COUNT(*) FROM predictions WHERE symbol = 'A' AND horizon_ts <= ?", (now,)
+    ).fetchone()[0]
+    assert due_a > 0 and score(conn, "A", 101.0, now) == due_a
+    scored = conn.execute(
+        "SELECT symbol, COUNT(*) FROM predictions WHERE scored_at IS NOT NULL GROUP BY symbol"
+    ).fetchall()
+    assert scored == [("A", due_a)]
