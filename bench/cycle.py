@@ -136,7 +136,8 @@ def run(
         skip = started_ms + int(SKIP_SECONDS * 1000)
         cols = ", ".join(f"{s}_ms" for s in STAGES)
         rows = conn.execute(
-            f"SELECT duration_ms, {cols}, id FROM cycles WHERE started_at >= ? AND error IS NULL",
+            f"SELECT duration_ms, {cols}, bars, intents, orders, fills, id FROM cycles"
+            " WHERE started_at >= ? AND error IS NULL",
             (skip,),
         ).fetchall()
         ml = conn.execute("SELECT count(*) FROM regimes WHERE source = 'ml'").fetchone()[0]
@@ -174,6 +175,17 @@ def _print_tail(rows: list[tuple[float, ...]], cpu: dict[int, tuple[float, float
         for i, stage in enumerate(STAGES, start=1)
     )
     print(f"    slowest {n} cycles, mean ms: {stages}")
+    # What the slow cycles had to do, against every cycle: more bars (a catch-up after
+    # a late run), more intents and orders, or the same work done slower.
+    work = len(STAGES) + 1
+    print(
+        "    bars / intents / orders / fills a cycle, slowest against all: "
+        + "  ".join(
+            f"{name} {statistics.fmean(float(r[work + i]) for r in slow):.1f}"
+            f" / {statistics.fmean(float(r[work + i]) for r in rows):.1f}"
+            for i, name in enumerate(("bars", "intents", "orders", "fills"))
+        )
+    )
     timed = [cpu[int(r[-1])] for r in rows if int(r[-1]) in cpu]
     slow_timed = [cpu[int(r[-1])] for r in slow if int(r[-1]) in cpu]
     if timed and slow_timed:
