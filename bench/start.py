@@ -2,7 +2,12 @@
 on a fresh database and on one whose registry holds a champion model (what a
 restart of a marathon sees). Prints median and max over --runs; no pass/fail.
 
-    .venv/bin/python bench/start.py [--runs 5]
+With --history DB (a database with a long history, such as the year of a million
+fills bench/ui.py builds in var/bench/ui-v5.db), it also starts twice on a copy of
+it: the first start replays every fill (an older database has no portfolio
+checkpoint yet) and keeps one; the second, a restart, replays only what came after.
+
+    .venv/bin/python bench/start.py [--runs 5] [--history var/bench/ui-v5.db]
 """
 
 from __future__ import annotations
@@ -22,20 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _first_cycle(db: Path) -> bool:
+def _first_cycle(db: Path, after: int) -> bool:
     if not db.exists():
         return False
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
-            return conn.execute("SELECT 1 FROM cycles LIMIT 1").fetchone() is not None
+            found = conn.execute("SELECT 1 FROM cycles WHERE id > ? LIMIT 1", (after,))
+            return found.fetchone() is not None
         finally:
             conn.close()
     except sqlite3.OperationalError:  # the schema is not there yet
         return False
 
 
-def one_start(db: Path, env: dict[str, str]) -> float:
+def _last_cycle(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM cycles").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def one_start(db: Path, env: dict[str, str], after: int = 0) -> float:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "run", "--db", str(db), "--for", "30"],
@@ -46,7 +60,7 @@ def one_start(db: Path, env: dict[str, str]) -> float:
     )
     try:
         deadline = started + 60
-        while not _first_cycle(db):
+        while not _first_cycle(db, after):
             if process.poll() is not None or time.perf_counter() > deadline:
                 raise RuntimeError(f"the engine exited or stalled (code {process.poll()})")
             time.sleep(0.005)
@@ -79,6 +93,7 @@ def _with_champion(db: Path, artifacts: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--history", type=Path, help="a database with a long history")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="cockpit-start-"))
     # A user's second start reads the bytecode the first one wrote. Where
@@ -110,6 +125,24 @@ def main() -> None:
             db.with_suffix(".key").write_bytes(key.read_bytes())
         warm.append(one_start(db, env))
     print(f"  with a champion:      median {statistics.median(warm):.2f} s  max {max(warm):.2f} s")
+    if args.history is not None:
+        _on_history(args.history, folder, env)
+
+
+def _on_history(source: Path, folder: Path, env: dict[str, str]) -> None:
+    """A first start and a restart on a copy of a database with a long history."""
+    db = folder / "history.db"
+    db.write_bytes(source.read_bytes())
+    key = source.with_suffix(".key")
+    if key.exists():
+        db.with_suffix(".key").write_bytes(key.read_bytes())
+    env = {**env, "COCKPIT_ENGINE__SYMBOLS": "20"}
+    conn = sqlite3.connect(db)
+    fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    conn.close()
+    first = one_start(db, env, _last_cycle(db))
+    again = one_start(db, env, _last_cycle(db))
+    print(f"  {source.name} ({fills:,} fills): first start {first:.2f} s, restart {again:.2f} s")
 
 
 if __name__ == "__main__":

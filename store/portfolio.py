@@ -111,14 +111,56 @@ def insert_equity(conn: sqlite3.Connection, snapshot: EquitySnapshot) -> None:
     )
 
 
-def all_fills(conn: sqlite3.Connection) -> Iterator[Fill]:
-    """Every fill in booking order: what the portfolio is replayed from."""
+def fills_after(conn: sqlite3.Connection, fill_id: int) -> Iterator[Fill]:
+    """The fills booked after `fill_id`, in booking order."""
     rows = conn.execute(
         "SELECT client_order_id, exec_id, symbol, side, ts, qty, price, commission,"
-        " ref_price FROM fills ORDER BY id"
+        " ref_price FROM fills WHERE id > ? ORDER BY id",
+        (fill_id,),
     )
     for row in rows:
         yield Fill(row[0], row[1], row[2], Side(row[3]), *row[4:])
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The portfolio after the fills up to `fill_id`: how many they were and the cash
+    they moved (both checked against the fills when it is read), and its state."""
+
+    fill_id: int
+    fills: int
+    fill_cash: float
+    state: str
+
+
+def last_fill_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM fills").fetchone()[0])
+
+
+def save_checkpoint(conn: sqlite3.Connection, checkpoint: Checkpoint, now: int) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO portfolio_checkpoint"
+        " (id, fill_id, fills, fill_cash, state, written_at) VALUES (1, ?, ?, ?, ?, ?)",
+        (checkpoint.fill_id, checkpoint.fills, checkpoint.fill_cash, checkpoint.state, now),
+    )
+
+
+def load_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
+    row = conn.execute(
+        "SELECT fill_id, fills, fill_cash, state FROM portfolio_checkpoint WHERE id = 1"
+    ).fetchone()
+    return None if row is None else Checkpoint(int(row[0]), int(row[1]), float(row[2]), row[3])
+
+
+def fill_totals(conn: sqlite3.Connection, fill_id: int) -> tuple[int, float, float]:
+    """Over the fills up to `fill_id`: how many, the cash they moved, and the sum of
+    their absolute cash flows (the scale a rounding difference is measured on)."""
+    row = conn.execute(
+        "SELECT COUNT(*), TOTAL(CASE side WHEN 'BUY' THEN -qty * price ELSE qty * price END)"
+        " - TOTAL(commission), TOTAL(qty * price) + TOTAL(commission) FROM fills WHERE id <= ?",
+        (fill_id,),
+    ).fetchone()
+    return int(row[0]), float(row[1]), float(row[2])
 
 
 def protections(conn: sqlite3.Connection) -> list[Protection]:

@@ -508,6 +508,19 @@ def m010_fewer_pages_per_fill(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_orders_day_entries ON orders (created_at, purpose)")
 
 
+@core()
+def m011_portfolio_checkpoint(db: Database) -> None:
+    """The portfolio as it stood after the fills up to `fill_id`, so a restart (or a
+    failed write's reload) replays the fills after it, not the whole history: a
+    year of a million fills took 8.7 s to replay before the first cycle. One row,
+    replaced as the engine writes a newer one (engine.execution.portfolio)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS portfolio_checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " fill_id INTEGER NOT NULL, fills INTEGER NOT NULL, fill_cash REAL NOT NULL,"
+        " state TEXT NOT NULL, written_at INTEGER NOT NULL)"
+    )
+
+
 # ----------------------------- the paper broker ("paper_broker")
 
 
@@ -737,7 +750,6 @@ def m004_scored_predictions_index(db: Database) -> None:
     )
 
 
-
 @ml()
 def m005_due_predictions_by_symbol(db: Database) -> None:
     """Scoring asks for one symbol's due predictions at a time (it has that symbol's
@@ -750,6 +762,7 @@ def m005_due_predictions_by_symbol(db: Database) -> None:
         "CREATE INDEX IF NOT EXISTS predictions_due ON predictions (symbol, horizon_ts)"
         " WHERE scored_at IS NULL"
     )
+
 
 # One champion prediction (a) and the challenger's (b) on the same bar, scored on
 # the challenger's outcome: its Brier gain and whether each called it.

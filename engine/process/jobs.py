@@ -34,6 +34,7 @@ from engine.backtest.launch import Launcher
 from engine.config import Settings
 from engine.cycle import CycleResult, Trader
 from engine.domain import Severity
+from engine.execution.portfolio import CHECKPOINT_FILLS, write_checkpoint
 from engine.ml.jobs import Retrainer
 from engine.ml.registry import needs_bootstrap
 from engine.ml.service import ModelService
@@ -116,8 +117,9 @@ class Jobs:
         self.db.conn.commit()
 
     def shutdown(self) -> None:
-        """Flush the notifier, close the model and the broker, release the lease and
-        anchor the audit head; the writer stays open for the caller to close."""
+        """Flush the notifier, close the model and the broker, keep the portfolio's
+        checkpoint, release the lease and anchor the audit head; the writer stays
+        open for the caller to close."""
         self.notifier.close(timeout=5.0)
         try:
             record_deliveries(self.db, self.notifier.take_deliveries())
@@ -131,6 +133,14 @@ class Jobs:
             self.trader.broker.close()
         except Exception:
             log.exception("closing the broker failed")
+        try:
+            # The next start replays no fill: the portfolio as it stands is kept.
+            if self.trader.portfolio.fills_since_checkpoint:
+                write_checkpoint(self.db, self.trader.portfolio, self.clock())
+                self.db.conn.commit()
+        except sqlite3.Error as exc:
+            self.db.conn.rollback()
+            log.warning("the portfolio checkpoint at shutdown not written: %s", exc)
         try:
             lease_mod.release(self.db, self.lease, self.clock())
         except sqlite3.Error as exc:
@@ -230,6 +240,8 @@ class Jobs:
             severity, source, title, message = self._events.popleft()
             trader.alerts.raise_(severity, source, title, message, dedupe_key=f"job:{title}")
         take_and_record(self.notifier, self.db, trader.alerts.raise_)
+        if trader.portfolio.fills_since_checkpoint >= CHECKPOINT_FILLS:
+            write_checkpoint(self.db, trader.portfolio, now)
         self.db.conn.commit()
         self.anchored = audit.write_anchor(self.db.conn, self.anchored)
 
