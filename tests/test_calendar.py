@@ -12,6 +12,7 @@ from engine.config import RiskSettings
 from engine.domain import Intent, Purpose, Side
 from engine.market.calendar import (
     DEFAULT_EVENTS_FILE,
+    EVENTS_RECHECK_SECONDS,
     Blackout,
     EventsFileError,
     MarketCalendar,
@@ -98,23 +99,29 @@ def test_next_blackouts_are_the_ones_not_over_soonest_first() -> None:
     assert [b.name for b in cal.next_blackouts(100)] == ["now", "late"]
 
 
-def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
+def test_an_edited_file_is_read_again_within_the_recheck_interval(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text(HEADER)
-    cal = MarketCalendar(events_file=path)
+    clock = [100.0]
+    cal = MarketCalendar(events_file=path, monotonic=lambda: clock[0])
     assert cal.blackouts() == ()
     path.write_text(HEADER + "2026-12-16,CPI,macro,*,0,0\n")
     os.utime(path, (1, 1))  # a distinct mtime even on coarse file systems
+    clock[0] += EVENTS_RECHECK_SECONDS / 2
+    assert cal.blackouts() == ()  # not looked at again yet: no stat on every order
+    clock[0] += EVENTS_RECHECK_SECONDS / 2
     assert [b.name for b in cal.blackouts()] == ["CPI"]
 
 
 def test_a_broken_edit_keeps_the_last_good_list(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text(HEADER + "2026-12-16,CPI,macro,*,0,0\n")
-    cal = MarketCalendar(events_file=path)
+    clock = [100.0]
+    cal = MarketCalendar(events_file=path, monotonic=lambda: clock[0])
     cal.blackouts()
     path.write_text(HEADER + "soon,CPI,macro,*,0,0\n")
     os.utime(path, (2, 2))
+    clock[0] += EVENTS_RECHECK_SECONDS
     assert [b.name for b in cal.blackouts()] == ["CPI"]
 
 

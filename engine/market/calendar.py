@@ -19,8 +19,9 @@ import csv
 import io
 import logging
 import os
+import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -373,19 +374,30 @@ def missed_bars(exchange: str | None, last_ts: int, now: int, bar_ms: int) -> fl
     return open_ms / bar_ms
 
 
+# How often the events file is looked at for an edit: the gate asks for the
+# blackouts on every order, and a stat of the file each time was 2% of the order path.
+EVENTS_RECHECK_SECONDS = 1.0
+
+
 class MarketCalendar:
-    """Sessions per symbol and the event blackouts; queried by the gate and the Risk page."""
+    """Sessions per symbol and the event blackouts; queried by the gate and the Risk page.
+
+    An edit of the events file takes effect within EVENTS_RECHECK_SECONDS (measured
+    on `monotonic`, wall time, whatever the market clock)."""
 
     def __init__(
         self,
         exchanges: Mapping[str, str] | None = None,
         events_file: Path | None = None,
         blackouts: Iterable[Blackout] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self._exchanges = {s.upper(): e for s, e in (exchanges or {}).items()}
         self._file = events_file
         self._fixed = tuple(blackouts)
         self._loaded: tuple[float, tuple[Blackout, ...]] | None = None
+        self._monotonic = monotonic
+        self._next_look = 0.0
 
     @classmethod
     def from_settings(
@@ -452,6 +464,10 @@ class MarketCalendar:
     def _from_file(self) -> tuple[Blackout, ...]:
         if self._file is None:
             return ()
+        now = self._monotonic()
+        if self._loaded is not None and now < self._next_look:
+            return self._loaded[1]
+        self._next_look = now + EVENTS_RECHECK_SECONDS
         try:
             mtime = os.stat(self._file).st_mtime
         except FileNotFoundError:
