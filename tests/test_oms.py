@@ -418,6 +418,35 @@ def test_on_bar_applies_the_fills_the_broker_reports(db, clock):
     assert oms.open_orders() == []
 
 
+def test_a_cycles_bars_are_matched_in_one_transaction_in_bar_order(db, clock):
+    # One savepoint for the cycle's bars, not one per bar (20 a cycle at 20 symbols);
+    # each bar's reports are applied before the broker sees the next bar.
+    broker = FunctionBroker(rests)
+    oms = make_oms(db, broker, clock)
+    order = oms.submit(limit_buy(), 100.0)
+    seen: list[tuple[str, str]] = []
+    broker.on_bar_reports = lambda bar: (
+        seen.append((bar.symbol, oms.get(order.client_order_id).status.value))
+        or (
+            [ExecutionReport(order.client_order_id, S.FILLED, bar.ts, fill_of(order, bar.ts))]
+            if bar.symbol == "AAA"
+            else []
+        )
+    )
+    statements: list[str] = []
+    db.conn.execute("BEGIN")  # the cycle's own transaction
+    db.conn.set_trace_callback(statements.append)
+    reports = oms.on_bars(
+        [Bar(s, T0 + 60_000, 100, 101, 97, 99, 1_000) for s in ("AAA", "BBB", "CCC")]
+    )
+    db.conn.set_trace_callback(None)
+    db.conn.commit()
+    assert [r.status for r in reports] == [S.FILLED]
+    assert seen == [("AAA", "ACCEPTED"), ("BBB", "FILLED"), ("CCC", "FILLED")]
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1
+    assert db["positions"].get("AAA")["qty"] == 10.0
+
+
 def test_a_failed_write_rolls_back_and_reloads_memory_from_the_database(db, clock):
     book = Portfolio(100_000)
     oms = Oms(db, FunctionBroker(rests), book, clock)

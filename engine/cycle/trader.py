@@ -210,7 +210,7 @@ class Trader:
         now = self.market_clock.advance(wall, bars)
         watch.lap("feed")
         # Resting orders (stops, targets, limits) match on the new bars first.
-        result.fills = sum(1 for b in bars for r in self.oms.on_bar(b) if r.fill is not None)
+        result.fills = sum(1 for r in self.oms.on_bars(bars) if r.fill is not None)
         watch.lap("execution")
         snaps, rows = self.market.features(bars)
         watch.lap("features")

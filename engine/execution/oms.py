@@ -310,11 +310,17 @@ class Oms:
 
     def on_bar(self, bar: Bar) -> list[ExecutionReport]:
         """Pass the bar to the broker and apply what it reports (resting orders filling)."""
+        return self.on_bars([bar])
+
+    def on_bars(self, bars: Sequence[Bar]) -> list[ExecutionReport]:
+        """`on_bar` for each of a cycle's bars in turn, in one transaction (a savepoint
+        in the cycle's), not one per bar."""
         reports: list[ExecutionReport] = []
         with self._book.transaction():
-            reports = self._broker.on_bar(bar)
-            for report in reports:
-                self._book.apply_one(report)
+            for bar in bars:
+                for report in self._broker.on_bar(bar):
+                    self._book.apply_one(report)
+                    reports.append(report)
         return reports
 
     # -- canceling and expiring ----------------------------------------------------
