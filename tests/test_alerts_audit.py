@@ -62,7 +62,10 @@ class _Receiver(BaseHTTPRequestHandler):
 
 def test_an_emergency_stop_alert_reaches_the_operators_webhook(db_file: Path, clock: FakeClock):
     server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits out one poll of serve_forever: 0.5 s by default, a test each.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     _Receiver.received = []
     url = f"http://127.0.0.1:{server.server_port}/hook"
