@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--history", type=Path, help="a database with a long history")
     args = parser.parse_args()
+    if args.history is not None and not args.history.exists():
+        sys.exit(f"{args.history}: no such database (bench/ui.py builds var/bench/ui-v5.db)")
     folder = Path(tempfile.mkdtemp(prefix="cockpit-start-"))
     # A user's second start reads the bytecode the first one wrote. Where
     # PYTHONDONTWRITEBYTECODE is set nothing is written and every start would
