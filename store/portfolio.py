@@ -124,8 +124,9 @@ def fills_after(conn: sqlite3.Connection, fill_id: int) -> Iterator[Fill]:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The portfolio after the fills up to `fill_id`: how many they were and the cash
-    they moved (both checked against the fills when it is read), and its state."""
+    """The portfolio after the fills up to `fill_id`, as its JSON `state`; how many
+    fills those were and the cash they moved are also columns, for a reader who does
+    not parse the state (a load checks the state's own figures against the fills)."""
 
     fill_id: int
     fills: int

@@ -432,10 +432,10 @@ def _valued(
 
 
 def _read_back(portfolio: Portfolio, conn: sqlite3.Connection) -> None:
-    checkpoint = _usable_checkpoint(conn, portfolio.starting_cash)
-    if checkpoint is not None:
-        portfolio.restore(json.loads(checkpoint.state))
-    for fill in rows.fills_after(conn, checkpoint.fill_id if checkpoint else 0):
+    usable = _usable_checkpoint(conn, portfolio.starting_cash)
+    if usable is not None:
+        portfolio.restore(usable[1])
+    for fill in rows.fills_after(conn, usable[0] if usable else 0):
         portfolio.apply_fill(fill)
     for held in rows.protections(conn):
         held_now = portfolio.set_protection(held.symbol, held.stop, held.target)
@@ -452,22 +452,27 @@ def _read_back(portfolio: Portfolio, conn: sqlite3.Connection) -> None:
         portfolio.peak = max(portfolio.peak, peak)
 
 
-def _usable_checkpoint(conn: sqlite3.Connection, starting_cash: float) -> rows.Checkpoint | None:
-    """The stored checkpoint, when the fills it covers are as many and move as much
-    cash as it says (a rounding difference apart); otherwise None, with a warning."""
+def _usable_checkpoint(
+    conn: sqlite3.Connection, starting_cash: float
+) -> tuple[int, dict[str, Any]] | None:
+    """The stored checkpoint's fill id and state, when the fills it covers are as many
+    and move as much cash as its state says (a rounding difference apart); otherwise
+    None, with a warning."""
     checkpoint = rows.load_checkpoint(conn)
     if checkpoint is None:
         return None
     count, cash, scale = rows.fill_totals(conn, checkpoint.fill_id)
     try:
         state = json.loads(checkpoint.state)
-        fits = state["version"] == CHECKPOINT_VERSION and state["fills"] == checkpoint.fills
-        fits = fits and math.isclose(state["cash"] - starting_cash, checkpoint.fill_cash)
+        moved = state["cash"] - starting_cash
+        if (
+            state["version"] == CHECKPOINT_VERSION
+            and state["fills"] == count
+            and abs(cash - moved) <= 1e-9 * scale + 1e-6
+        ):
+            return checkpoint.fill_id, state
     except (ValueError, KeyError, TypeError):
-        fits = False
-    agrees = count == checkpoint.fills and abs(cash - checkpoint.fill_cash) <= 1e-9 * scale + 1e-6
-    if fits and agrees:
-        return checkpoint
+        pass
     log.warning(
         "portfolio checkpoint at fill %d set aside: it covers %d fills moving %.2f of cash,"
         " the fills table has %d moving %.2f; replaying every fill",
