@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,46 @@ def test_a_fresh_database_gets_every_table_at_the_current_version(tmp_path: Path
                 "alert_deliveries", "secrets", "backtest_runs"} <= tables  # fmt: skip
     finally:
         db.conn.close()
+
+
+def _master(conn: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
+    objects = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
+    return conn.execute(objects).fetchall()
+
+
+def test_a_fresh_database_is_what_the_migrations_make_of_an_empty_one(tmp_path: Path) -> None:
+    """A fresh database is written from an image of the migrations' result (fewer
+    statements); it must be the database running them one by one makes."""
+    stepwise = Database(sqlite3.connect(tmp_path / "stepwise.db"))
+    stepwise.conn.execute("BEGIN IMMEDIATE")
+    schema._apply_pending(stepwise, REGISTRY)
+    stepwise.conn.execute("COMMIT")
+    schema._FRESH.write(sqlite3.connect(":memory:"))  # the image is taken before `before`
+    before = str(datetime.now(UTC))
+    fresh = open_writer(tmp_path / "fresh.db")
+    try:
+        assert _master(fresh.conn) == _master(stepwise.conn)
+        assert _applied(fresh.conn) == _applied(stepwise.conn) == registered()
+        stamps = [r[0] for r in fresh.conn.execute("SELECT applied_at FROM _sqlite_migrations")]
+        assert all(s >= before for s in stamps), "recorded as applied now, not when imaged"
+        tables = fresh.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for (table,) in tables.fetchall():
+            if table != "_sqlite_migrations":
+                rows = f'SELECT * FROM "{table}"'
+                assert fresh.conn.execute(rows).fetchall() == stepwise.conn.execute(rows).fetchall()
+    finally:
+        fresh.conn.close()
+        stepwise.conn.close()
+
+
+def test_a_database_with_tables_of_its_own_is_migrated_step_by_step(bare: Database) -> None:
+    """Only an empty database takes the image: anything in it is kept and built on."""
+    bare.conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    bare.conn.execute("INSERT INTO notes (text) VALUES ('mine')")
+    bare.conn.commit()
+    assert migrate(bare) == [f"{s}/{n}" for s, n in registered()]
+    assert bare.conn.execute("SELECT text FROM notes").fetchall() == [("mine",)]
+    assert schema.schema_version(bare.conn) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
