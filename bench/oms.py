@@ -1,6 +1,7 @@
 """Orders per second through the whole order path: the risk gate (every check),
 the `signals` row, the OMS (NEW committed before the broker sees it), the paper
-broker and a SQLite file in WAL mode. Market orders that fill at once, buy and
+broker and a SQLite file in WAL mode, checkpointed on a thread of its own as the
+running engine's is. Market orders that fill at once, buy and
 sell alternating per symbol so every second order closes a round trip. Entries
 carry a stop and a target, so each is a bracket of three orders, and each exit
 first cancels its position's resting pair: the path a real entry and exit take.
@@ -34,6 +35,7 @@ from common import SimClock, describe, open_engine, settings
 from engine.cycle.recorder import Stopwatch
 from engine.domain import Intent, Purpose, Side
 from engine.process.runner import Engine
+from store.checkpoint import Checkpointer
 
 
 def intent_for(engine: Engine, i: int) -> Intent:
@@ -109,6 +111,9 @@ def run(batch: int, n: int) -> None:
 
         samples: list[float] = []
         sent = 0
+        # The WAL is checkpointed off the writer's thread, as `Engine.run` does.
+        checkpointer = Checkpointer(Path(folder) / "bench.db")
+        checkpointer.start()
         started, cpu = time.perf_counter(), time.process_time()
         for first in range(0, n, batch):
             t0 = time.perf_counter()
@@ -116,6 +121,7 @@ def run(batch: int, n: int) -> None:
             samples.append((time.perf_counter() - t0) * 1000)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
+        checkpointer.stop()
         conn = trader.db.conn
         conn.commit()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
