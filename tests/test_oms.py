@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from itertools import count
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from engine.config import PaperSettings
@@ -884,3 +886,54 @@ def test_submit_many_inside_an_open_transaction_is_refused(db, clock):
     oms = make_oms(db, FunctionBroker(fills_at_once), clock)
     with pytest.raises(OpenTransaction), db.atomic():
         oms.submit_many(lambda batch: None)
+
+
+def _stored_open(db: Database) -> list[str]:
+    rows = db.execute(
+        "SELECT client_order_id FROM orders WHERE status IN"
+        " ('NEW', 'SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED') ORDER BY created_at, client_order_id"
+    )
+    return [r[0] for r in rows]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["entry", "limit", "exit", "cancel", "bar"]),
+            st.floats(min_value=90.0, max_value=110.0),
+        ),
+        max_size=25,
+    )
+)
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_open_orders_in_memory_are_the_stores_after_any_sequence(tmp_path_factory, steps):
+    """`open_orders()` is kept sorted between changes: after any mix of brackets,
+    resting limits, exits, cancels and bars that fill stops and targets, it lists the
+    orders the store holds open, oldest first."""
+    db = open_writer(tmp_path_factory.mktemp("open") / "cockpit.db")
+    clock = Clock()
+    paper = PaperBroker(db, PaperSettings(), 100_000)
+    paper.on_bar(bar(T0 - 60_000))
+    portfolio = Portfolio.load(db, 100_000)
+    oms = Oms(db, paper, portfolio, clock)
+    price = 100.0
+    try:
+        for i, (step, level) in enumerate(steps):
+            clock.now = T0 + (i + 1) * 60_000
+            if step == "entry":
+                oms.submit(buy(qty=5, stop_loss=price * 0.97, take_profit=price * 1.03), price)
+            elif step == "limit":
+                oms.submit(limit_buy(qty=5, limit=level), price)
+            elif step == "exit":
+                held = portfolio.positions.get("AAA")
+                if held is not None and held.qty > 0:
+                    oms.submit(Intent("AAA", Side.SELL, held.qty, Purpose.EXIT), price)
+            elif step == "cancel" and oms.open_orders():
+                oms.cancel(oms.open_orders()[0].client_order_id)
+            elif step == "bar":
+                price = level
+                oms.on_bar(bar(clock.now, price, low=price - 2))
+            listed = [o.client_order_id for o in oms.open_orders()]
+            assert listed == _stored_open(db)
+    finally:
+        db.close()

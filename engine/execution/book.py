@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _CLOSED_KEPT = 256
 
 
+def _age(order: Order) -> tuple[int, str]:
+    return (order.created_at, order.client_order_id)
+
+
 class OmsListener(Protocol):
     """Told what the OMS wrote, once it is committed (the gate's daily facts follow it)."""
 
@@ -50,6 +54,7 @@ class OrderBook:
         self._clock = clock
         self.expiring: set[str] = set()
         self.open: dict[str, Working] = self._load_open()
+        self._sorted: list[Order] | None = None  # `open_orders()`, until `open` changes
         self._closed: dict[str, Working] = {}
         self._new: list[tuple[Any, ...]] = []
         self._events: list[Event] = []
@@ -70,11 +75,15 @@ class OrderBook:
     # -- reading ---------------------------------------------------------------
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        """Oldest first; with `symbol`, only that symbol's (not every order sorted)."""
-        orders = (w.order for w in self.open.values())
+        """Oldest first; with `symbol`, only that symbol's (not every order sorted).
+        Every order's list is sorted once per change of the open orders: the cycle, the
+        monitor and the gate each ask for it, most often with nothing changed between."""
         if symbol is not None:
-            orders = (o for o in orders if o.symbol == symbol)
-        return sorted(orders, key=lambda o: (o.created_at, o.client_order_id))
+            orders = (w.order for w in self.open.values() if w.order.symbol == symbol)
+            return sorted(orders, key=_age)
+        if self._sorted is None:
+            self._sorted = sorted((w.order for w in self.open.values()), key=_age)
+        return list(self._sorted)
 
     def find(self, coid: str) -> Working | None:
         found = self.open.get(coid) or self._closed.get(coid)
@@ -231,6 +240,7 @@ class OrderBook:
     def _hold(self, working: Working) -> None:
         order = working.order
         coid = order.client_order_id
+        self._sorted = None
         if order.status.is_open:
             self.open[coid] = working
             return
@@ -252,4 +262,5 @@ class OrderBook:
             self._dirty.clear()
 
     def _load_open(self) -> dict[str, Working]:
+        self._sorted = None
         return {o.client_order_id: Working(o, ref) for o, ref in self.repo.load_open()}
