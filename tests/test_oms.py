@@ -295,6 +295,14 @@ def test_client_order_ids_are_unique_and_sort_in_creation_order(db, clock):
     assert sorted(ids) == ids
 
 
+def test_a_restart_within_the_same_millisecond_makes_new_ids(db, clock):
+    """A new OMS (a restart) counts from 1 again: its nonce keeps its ids apart."""
+    before = make_oms(db, FunctionBroker(fills_at_once), clock).submit(buy(), 100.0)
+    after = make_oms(db, FunctionBroker(fills_at_once), clock).submit(buy(), 100.0)
+    assert before.client_order_id.split("-")[:3] == after.client_order_id.split("-")[:3]
+    assert before.client_order_id != after.client_order_id
+
+
 def test_client_order_id_reads_as_utc_time():
     assert new_client_order_id(T0 + 5, 42, "abc123") == "C20231114-221320005-000042-abc123"
 
