@@ -7,11 +7,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,51 +23,20 @@ from engine.process.runner import Engine
 from store.commands import enqueue_command
 from store.db import open_writer
 from tests.conftest import FakeClock
+from tests.http_support import Receiver, receiving
 from tests.test_engine import query
-from tests.test_notify import FAST, Mailbox, Receiver, alert, free_port, mailbox, receiver
+from tests.test_notify import FAST, Mailbox, alert, free_port, mailbox, receiver
 
 __all__ = ["mailbox", "receiver"]  # fixtures shared with the notifier's tests
 
 TOKEN = "123456:AAH-T0k3n-PLANTED"
 
 
-@dataclass
-class BotApi:
-    """The Telegram Bot API's sendMessage: answers each POST with the next scripted reply."""
-
-    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    requests: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
-def bot_api() -> Iterator[BotApi]:
-    state = BotApi()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state.requests.append((self.path, body, time.monotonic()))
-            status, answer = state.replies.pop(0) if state.replies else (200, {"ok": True})
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(2)
+def bot_api() -> Iterator[Receiver]:
+    """The Telegram Bot API's sendMessage; its replies are {"ok": true} unless scripted."""
+    with receiving("", otherwise=(200, {"ok": True})) as api:
+        yield api
 
 
 def telegram(api_url: str, **kwargs: Any) -> AlertSettings:
@@ -90,7 +56,7 @@ def wait_for(condition: Any, seconds: float = 10.0) -> Any:
     return value
 
 
-def test_telegram_message_goes_to_the_bot_api_for_the_chat(bot_api: BotApi) -> None:
+def test_telegram_message_goes_to_the_bot_api_for_the_chat(bot_api: Receiver) -> None:
     notifier = Notifier(telegram(bot_api.url), **FAST)
     notifier.submit(alert(title="Kill switch tripped"))
     assert notifier.close(2)
@@ -102,7 +68,7 @@ def test_telegram_message_goes_to_the_bot_api_for_the_chat(bot_api: BotApi) -> N
     assert notifier.stats().delivered == 1
 
 
-def test_telegram_rate_limit_waits_as_long_as_the_api_asks(bot_api: BotApi) -> None:
+def test_telegram_rate_limit_waits_as_long_as_the_api_asks(bot_api: Receiver) -> None:
     bot_api.replies = [(429, {"ok": False, "parameters": {"retry_after": 0.3}})]
     notifier = Notifier(telegram(bot_api.url), **FAST)
     notifier.submit(alert())
@@ -113,7 +79,7 @@ def test_telegram_rate_limit_waits_as_long_as_the_api_asks(bot_api: BotApi) -> N
     assert notifier.stats().delivered == 1
 
 
-def test_the_configured_retry_wait_is_the_one_the_engine_uses(bot_api: BotApi) -> None:
+def test_the_configured_retry_wait_is_the_one_the_engine_uses(bot_api: Receiver) -> None:
     bot_api.replies = [(502, {"ok": False, "description": "Bad Gateway"})]
     notifier = Notifier.from_settings(telegram(bot_api.url, retry_seconds=0.4, group_seconds=0))
     notifier.submit(alert())
@@ -125,7 +91,7 @@ def test_the_configured_retry_wait_is_the_one_the_engine_uses(bot_api: BotApi) -
 
 
 def test_a_refused_token_is_not_retried_and_never_logged(
-    bot_api: BotApi, caplog: pytest.LogCaptureFixture
+    bot_api: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     bot_api.replies = [(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})]
@@ -266,7 +232,7 @@ def test_the_daily_digest_sums_up_the_day_on_every_channel(
 
 def test_cli_test_message_reports_each_channel(
     receiver: Receiver,
-    bot_api: BotApi,
+    bot_api: Receiver,
     db_file: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -287,7 +253,7 @@ def test_cli_test_message_reports_each_channel(
 
 
 def test_cli_test_message_on_one_channel_only(
-    receiver: Receiver, bot_api: BotApi, db_file: Path, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver, bot_api: Receiver, db_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COCKPIT_ALERTS__WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("COCKPIT_ALERTS__TELEGRAM_TOKEN", TOKEN)
@@ -300,7 +266,7 @@ def test_cli_test_message_on_one_channel_only(
 
 
 def test_the_telegram_token_comes_from_the_secrets_store(
-    bot_api: BotApi, db_file: Path, monkeypatch: pytest.MonkeyPatch
+    bot_api: Receiver, db_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(TOKEN + "\n"))
     assert main(["secrets", "--db", str(db_file), "set", "alerts.telegram_token"]) == 0

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 from engine.alerts.alerts import Alerts
 from engine.alerts.audit import append_audit, verify_chain
@@ -16,6 +12,7 @@ from engine.process.runner import Engine
 from store.commands import enqueue_command
 from store.db import open_writer
 from tests.conftest import FakeClock, engine_settings
+from tests.http_support import receiving
 
 
 def test_a_repeated_alert_counts_instead_of_flooding(tmp_path: Path):
@@ -47,44 +44,22 @@ def test_the_audit_chain_verifies_and_names_the_first_tampered_row(tmp_path: Pat
     assert verify_chain(db.conn) == 3
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def test_an_emergency_stop_alert_reaches_the_operators_webhook(db_file: Path, clock: FakeClock):
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    # shutdown() waits out one poll of serve_forever: 0.5 s by default, a test each.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    _Receiver.received = []
-    url = f"http://127.0.0.1:{server.server_port}/hook"
-    settings = engine_settings().model_copy(
-        update={"alerts": engine_settings().alerts.model_copy(update={"webhook_url": url})}
-    )
-    eng = Engine(settings, db_file, clock=clock)
-    eng.open()
-    try:
-        enqueue_command("emergency_stop", {"reason": "drill"}, "cli:tester", db=db_file)
-        clock.advance(1000)
-        eng.step()
-    finally:
-        eng.close()  # drains the delivery queue
-        server.shutdown()
-        server.server_close()
-    titles = [m["title"] for m in _Receiver.received]
+    with receiving("/hook") as hook:
+        settings = engine_settings().model_copy(
+            update={"alerts": engine_settings().alerts.model_copy(update={"webhook_url": hook.url})}
+        )
+        eng = Engine(settings, db_file, clock=clock)
+        eng.open()
+        try:
+            enqueue_command("emergency_stop", {"reason": "drill"}, "cli:tester", db=db_file)
+            clock.advance(1000)
+            eng.step()
+        finally:
+            eng.close()  # drains the delivery queue
+    titles = [m["title"] for m in hook.bodies]
     assert any("Emergency stop" in t for t in titles)
-    assert all(m["severity"] in ("HIGH", "CRITICAL") for m in _Receiver.received)
+    assert all(m["severity"] in ("HIGH", "CRITICAL") for m in hook.bodies)
     conn = sqlite3.connect(db_file)
     assert conn.execute("SELECT count(*) FROM alerts WHERE severity = 'CRITICAL'").fetchone()[0]
     conn.close()

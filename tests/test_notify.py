@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from engine.alerts.notify import AlertMessage, EmailChannel, Notifier, _Scrubber, redact_url
 from engine.config import AlertSettings
 from engine.domain import Severity
+from tests.http_support import Receiver, receiving
 
 FAST = {"timeout": 1.0, "attempts": 3, "backoff": 0.01, "group_seconds": 0.0}
 
@@ -45,46 +44,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver: answers each POST with the next scripted status (then 200)."""
-
-    statuses: list[int] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    hold: threading.Event | None = None  # when set up, requests wait for it
-    arrived: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.bodies.append(json.loads(body))
-            state.arrived.set()
-            if state.hold is not None:
-                state.hold.wait(2)
-            self.send_response(state.statuses.pop(0) if state.statuses else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    if state.hold is not None:
-        state.hold.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(2)
+    with receiving("/hook") as state:
+        yield state
 
 
 @dataclass
@@ -158,7 +121,7 @@ def test_email_arrives_with_severity_and_title_in_subject(mailbox: Mailbox) -> N
 
 
 def test_server_errors_are_retried_until_delivered_once(receiver: Receiver) -> None:
-    receiver.statuses = [500, 500, 200]
+    receiver.replies = [(500, None), (500, None)]
     notifier = Notifier(AlertSettings(webhook_url=receiver.url), **FAST)
     notifier.submit(alert())
     assert notifier.close(2)
@@ -167,7 +130,7 @@ def test_server_errors_are_retried_until_delivered_once(receiver: Receiver) -> N
 
 
 def test_client_error_is_not_retried(receiver: Receiver) -> None:
-    receiver.statuses = [400, 200]
+    receiver.replies = [(400, None)]
     notifier = Notifier(AlertSettings(webhook_url=receiver.url), **FAST)
     notifier.submit(alert())
     assert notifier.close(2)

@@ -7,16 +7,13 @@ webhook receiver on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +23,14 @@ from engine.process.lease import LeaseHeld
 from engine.process.runner import Engine
 from store.db import PROJECT_ROOT
 from tests.conftest import FakeClock, engine_settings
-
-
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+from tests.http_support import Receiver, receiving
 
 
 @pytest.fixture
-def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    # shutdown() waits out one poll of serve_forever: 0.5 s by default, a test each.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+def hook() -> Iterator[Receiver]:
+    """The operator's webhook, on 127.0.0.1."""
+    with receiving("/hook") as receiver:
+        yield receiver
 
 
 def engine_with_hook(db_file: Path, clock: FakeClock, url: str, opened: list[Any]) -> Engine:
@@ -64,9 +44,9 @@ def engine_with_hook(db_file: Path, clock: FakeClock, url: str, opened: list[Any
     return eng
 
 
-def told(received: list[dict[str, Any]], title: str) -> int:
+def told(hook: Receiver, title: str) -> int:
     """How many messages carried this alert: alone, or grouped with others in a burst."""
-    return sum(title in m["title"] or title in m["message"] for m in received)
+    return sum(title in m["title"] or title in m["message"] for m in hook.bodies)
 
 
 def delete_database(db_file: Path) -> None:
@@ -111,8 +91,7 @@ def test_the_lock_is_free_again_once_the_engine_closes(db_file, clock, open_engi
 def test_a_deleted_database_file_halts_the_engine_tells_the_operator_and_stops_it(
     db_file, clock, open_engines, hook
 ):
-    url, received = hook
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     delete_database(db_file)
 
     eng.heartbeat_job()
@@ -121,13 +100,12 @@ def test_a_deleted_database_file_halts_the_engine_tells_the_operator_and_stops_i
 
     assert eng.trader is not None and eng.trader.state.value == "HALTED"
     assert eng._stop.is_set(), "the run loop ends and the lock is released"
-    assert told(received, "Database file gone: trading halted, engine stopped") == 1
+    assert told(hook, "Database file gone: trading halted, engine stopped") == 1
     assert not db_file.exists(), "nothing recreated the file"
 
 
 def test_a_replaced_database_file_is_noticed(db_file, clock, open_engines, hook, tmp_path):
-    url, received = hook
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     other = tmp_path / "other.db"
     sqlite3.connect(other).close()
     os.replace(other, db_file)
@@ -136,7 +114,7 @@ def test_a_replaced_database_file_is_noticed(db_file, clock, open_engines, hook,
     eng.close()
 
     assert eng.guard is not None and "was replaced" in (eng.guard.lost or "")
-    assert told(received, "Database file gone: trading halted, engine stopped") == 1
+    assert told(hook, "Database file gone: trading halted, engine stopped") == 1
 
 
 # ------------------------------------------------------------------ disk full
@@ -154,8 +132,7 @@ def fill_until_full(eng: Engine, clock: FakeClock, limit: int = 50) -> None:
 def test_a_full_store_blocks_entries_tells_the_operator_once_and_recovers(
     db_file, clock, open_engines, hook, caplog: pytest.LogCaptureFixture
 ):
-    url, received = hook
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     assert eng.db is not None and eng.trader is not None
     pages = eng.db.conn.execute("PRAGMA page_count").fetchone()[0]
     # SQLite's page limit fails a write with SQLITE_FULL, exactly as a full disk does.
@@ -175,7 +152,7 @@ def test_a_full_store_blocks_entries_tells_the_operator_once_and_recovers(
     assert eng.trader.risk_context(clock()).entries_blocked == ""
     eng.close()
 
-    assert told(received, "Disk full: new entries blocked") == 1
+    assert told(hook, "Disk full: new entries blocked") == 1
     returned = "Disk space returned: entries allowed again"
     assert query(db_file, "SELECT count(*) FROM alerts WHERE title = ?", returned) == [(1,)]
 
@@ -199,9 +176,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_is_survived_and_left_by_itself(tmpfs, clock, open_engines, hook):
-    url, received = hook
     db_file = tmpfs / "cockpit.db"
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     assert eng.db is not None
     # An empty WAL before the disk fills: the next write must grow it, so it fails.
     eng.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -222,7 +198,7 @@ def test_a_full_disk_is_survived_and_left_by_itself(tmpfs, clock, open_engines, 
     eng.close()
 
     assert eng.guard is not None and eng.guard.full_since is None
-    assert told(received, "Disk full: new entries blocked") == 1
+    assert told(hook, "Disk full: new entries blocked") == 1
 
 
 def test_a_start_on_a_read_only_file_system_says_so_in_one_line(tmpfs, tmp_path, clock):
@@ -267,8 +243,7 @@ def test_a_start_that_cannot_open_the_database_says_so_in_one_line(tmp_path):
 def test_the_watchdog_alert_reaches_the_webhook_and_is_the_monitors_alert(
     db_file, clock, open_engines, hook
 ):
-    url, received = hook
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     clock.advance(60_000)  # no cycle for 60 intervals of 1 s
 
     eng.watchdog_job()
@@ -278,14 +253,13 @@ def test_the_watchdog_alert_reaches_the_webhook_and_is_the_monitors_alert(
 
     rows = query(db_file, "SELECT source, title FROM alerts WHERE dedupe_key = 'deadman'")
     assert rows == [("monitor", "Dead-man's switch: no completed cycle")]
-    assert told(received, "Dead-man's switch: no completed cycle") == 1
+    assert told(hook, "Dead-man's switch: no completed cycle") == 1
 
 
 def test_the_watchdog_reaches_the_operator_while_the_writer_is_held(
     db_file, clock, open_engines, hook
 ):
-    url, received = hook
-    eng = engine_with_hook(db_file, clock, url, open_engines)
+    eng = engine_with_hook(db_file, clock, hook.url, open_engines)
     clock.advance(60_000)
     stuck = sqlite3.connect(db_file)
     stuck.execute("BEGIN IMMEDIATE")  # as a trading thread stuck inside a transaction
@@ -297,7 +271,7 @@ def test_the_watchdog_reaches_the_operator_while_the_writer_is_held(
         stuck.close()
     eng.close()
 
-    assert told(received, "Dead-man's switch: no completed cycle") == 1
+    assert told(hook, "Dead-man's switch: no completed cycle") == 1
     assert query(db_file, "SELECT count(*) FROM alerts WHERE dedupe_key = 'deadman'") == [(0,)]
 
 
