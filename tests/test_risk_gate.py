@@ -165,3 +165,33 @@ def test_the_sanity_checks_deny_a_non_finite_intent(name: str) -> None:
 
 def test_a_broken_equity_still_lets_a_position_be_closed() -> None:
     assert GATE.check(exit_a(purpose=Purpose.FLATTEN), ctx(equity=NAN)).allowed
+
+
+def test_a_context_adjusted_for_the_calendar_keeps_its_figures_and_only_those() -> None:
+    """The gate adds the calendar's view for each intent to one context: the figures
+    worked out on it (exposure, working entries) carry over, and a change to anything
+    they read is refused rather than carried over stale."""
+    base = ctx()
+    exposure = base.gross_exposure()
+    adjusted = base.adjusted(market_open={"B": False}, trading_state=TradingState.PAUSED)
+    assert adjusted.gross_exposure() == exposure == ctx().gross_exposure()
+    assert adjusted.market_open == {"B": False}
+    assert (
+        adjusted.trading_state is TradingState.PAUSED
+        and base.trading_state is not adjusted.trading_state
+    )
+    with pytest.raises(ValueError, match="positions"):
+        base.adjusted(positions={})
+
+
+def test_entries_gated_against_one_calendar_adjusted_context_see_the_same_verdicts() -> None:
+    """The same entries on one context, one after another, as the router gates a
+    cycle's denials, against each on a context of its own."""
+    calendar = MarketCalendar(blackouts=[Blackout("CPI", NOW + 60_000, NOW + 120_000)])
+    gate = RiskGate(RiskSettings(), calendar)
+    shared = ctx(positions={"A": Position("A", 900, 100.0)})
+    intents = [entry(qty=q) for q in (10, 100, 500, 2_000, 50)]
+    together = [gate.check(i, shared) for i in intents]
+    alone = [gate.check(i, ctx(positions={"A": Position("A", 900, 100.0)})) for i in intents]
+    assert together == alone
+    assert {v.allowed for v in together} == {True, False}  # some pass, some are denied

@@ -170,7 +170,7 @@ class OrderRouter:
 
     def _fresh_state(self, ctx: RiskContext) -> RiskContext:
         state = self._trading_state()
-        return ctx if state is ctx.trading_state else replace(ctx, trading_state=state)
+        return ctx if state is ctx.trading_state else ctx.adjusted(trading_state=state)
 
     def submit(
         self,

@@ -8,17 +8,22 @@ prices, indicators) and calls `facts.context(...)`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.domain import Intent, Order, OrderType, Position, Side, TradingState, Verdict
 from engine.market.calendar import Blackout
 
 if TYPE_CHECKING:
     from engine.config import RiskSettings
+
+
+# The fields no memoised figure of a context reads (see `RiskContext.adjusted`).
+MEMO_FREE = frozenset({"trading_state", "market_open", "closed_reasons", "blackouts"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,19 @@ class RiskContext:
     # What the checks derive from this context, worked out once: every check of an
     # order reads the same account, so its figures are scanned once, not per check.
     _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def adjusted(self, **changes: Any) -> RiskContext:
+        """This context with other values for fields its worked-out figures never read
+        (`MEMO_FREE`: the calendar's view and the trading state), keeping those
+        figures: the gate adds the calendar's view for each intent, and the figures
+        (exposures, working entries, the account's scan) are the same for all of them.
+        Any other field makes a new context; asking for one here is a ValueError."""
+        read = set(changes) - MEMO_FREE
+        if read:
+            raise ValueError(f"{sorted(read)} feed the context's figures: build a new context")
+        out = dataclasses.replace(self, **changes)
+        object.__setattr__(out, "_memo", self._memo)
+        return out
 
     # Derived figures, shared by checks, the monitor and the usage report.
 

@@ -10,7 +10,6 @@ A check that raises is a denial (fail closed), logged with its traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
@@ -137,7 +136,7 @@ class RiskGate:
             changes["closed_reasons"] = {intent.symbol: why} if why else {}
         if ctx.blackouts is None:
             changes["blackouts"] = self.calendar.blackouts()
-        return dataclasses.replace(ctx, **changes) if changes else ctx  # type: ignore[arg-type]
+        return ctx.adjusted(**changes) if changes else ctx
 
 
 class _Figures:
