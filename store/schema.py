@@ -992,6 +992,12 @@ def _is_empty(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
 
 
+MIGRATIONS_TABLE = Migrations.migrations_table  # sqlite-utils' record of what was applied
+
+# A database as its schema statements, then each table's rows with their INSERT.
+_Image = tuple[list[str], list[tuple[str, str, list[Any]]]]
+
+
 class _FreshImage:
     """What the registry's migrations make of an empty database, taken once per
     process by running them on an in-memory one, and written into an empty
@@ -1004,9 +1010,9 @@ class _FreshImage:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._taken: tuple[list[str], list[tuple[str, str, list[Any]]]] | None = None
+        self._taken: _Image | None = None
 
-    def _take(self) -> tuple[list[str], list[tuple[str, str, list[Any]]]]:
+    def _take(self) -> _Image:
         with self._lock:
             if self._taken is None:
                 conn = sqlite3.connect(":memory:")
@@ -1032,10 +1038,7 @@ class _FreshImage:
         return [f"{set_name}/{name}" for set_name, name in registered()]
 
 
-MIGRATIONS_TABLE = Migrations.migrations_table  # sqlite-utils' record of what was applied
-
-
-def _image_of(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[str, str, list[Any]]]]:
+def _image_of(conn: sqlite3.Connection) -> _Image:
     """A database's schema statements (in the order they were made; SQLite's own
     automatic indexes aside) and every table's rows, with the statement that
     inserts them."""

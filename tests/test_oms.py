@@ -42,6 +42,7 @@ from engine.execution.oms import (
 )
 from engine.execution.portfolio import Portfolio
 from store.db import open_reader, open_writer
+from store.schema import OPEN_STATUSES
 
 T0 = 1_700_000_000_000
 S = OrderStatus
@@ -898,8 +899,8 @@ def test_submit_many_inside_an_open_transaction_is_refused(db, clock):
 
 def _stored_open(db: Database) -> list[str]:
     rows = db.execute(
-        "SELECT client_order_id FROM orders WHERE status IN"
-        " ('NEW', 'SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED') ORDER BY created_at, client_order_id"
+        f"SELECT client_order_id FROM orders WHERE status IN {OPEN_STATUSES}"
+        " ORDER BY created_at, client_order_id"
     )
     return [r[0] for r in rows]
 

@@ -75,15 +75,14 @@ class OrderBook:
     # -- reading ---------------------------------------------------------------
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        """Oldest first; with `symbol`, only that symbol's (not every order sorted).
-        Every order's list is sorted once per change of the open orders: the cycle, the
-        monitor and the gate each ask for it, most often with nothing changed between."""
-        if symbol is not None:
-            orders = (w.order for w in self.open.values() if w.order.symbol == symbol)
-            return sorted(orders, key=_age)
+        """Oldest first; with `symbol`, only that symbol's. The list is sorted once per
+        change of the open orders: the cycle, the monitor and the gate each ask for it,
+        most often with nothing changed between."""
         if self._sorted is None:
             self._sorted = sorted((w.order for w in self.open.values()), key=_age)
-        return list(self._sorted)
+        if symbol is None:
+            return list(self._sorted)
+        return [o for o in self._sorted if o.symbol == symbol]
 
     def find(self, coid: str) -> Working | None:
         found = self.open.get(coid) or self._closed.get(coid)
@@ -224,6 +223,7 @@ class OrderBook:
         self._closed.clear()
         self._notices.clear()
         self.open = self._load_open()
+        self._sorted = None
         self._ledger.reload()
         for hook in self._rollback_hooks:
             hook()
@@ -233,6 +233,7 @@ class OrderBook:
     def forget_closed(self) -> None:
         """Read every open order again (reconciliation at start)."""
         self.open = self._load_open()
+        self._sorted = None
         self._closed.clear()
 
     # -- memory ----------------------------------------------------------------
@@ -262,5 +263,4 @@ class OrderBook:
             self._dirty.clear()
 
     def _load_open(self) -> dict[str, Working]:
-        self._sorted = None
         return {o.client_order_id: Working(o, ref) for o, ref in self.repo.load_open()}
