@@ -90,6 +90,15 @@ def _with_champion(db: Path, artifacts: Path) -> None:
     writer.conn.close()
 
 
+def _copy_database(source: Path, target: Path) -> None:
+    """The database and its secrets key, which travels with it (the audit chain's key
+    is in it)."""
+    target.write_bytes(source.read_bytes())
+    key = source.with_suffix(".key")
+    if key.exists():
+        target.with_suffix(".key").write_bytes(key.read_bytes())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -120,11 +129,7 @@ def main() -> None:
     warm = []
     for i in range(args.runs):
         db = folder / f"champion-{i}.db"
-        db.write_bytes(template.read_bytes())
-        # the secrets key travels with its database (the audit chain's key is in it)
-        key = template.with_suffix(".key")
-        if key.exists():
-            db.with_suffix(".key").write_bytes(key.read_bytes())
+        _copy_database(template, db)
         warm.append(one_start(db, env))
     print(f"  with a champion:      median {statistics.median(warm):.2f} s  max {max(warm):.2f} s")
     if args.history is not None:
@@ -134,10 +139,7 @@ def main() -> None:
 def _on_history(source: Path, folder: Path, env: dict[str, str]) -> None:
     """A first start and a restart on a copy of a database with a long history."""
     db = folder / "history.db"
-    db.write_bytes(source.read_bytes())
-    key = source.with_suffix(".key")
-    if key.exists():
-        db.with_suffix(".key").write_bytes(key.read_bytes())
+    _copy_database(source, db)
     env = {**env, "COCKPIT_ENGINE__SYMBOLS": "20"}
     conn = sqlite3.connect(db)
     fills = conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
