@@ -1,6 +1,7 @@
 """The paper broker's own tables (migration set "paper_broker"): its account, its
 positions, the last bar per symbol, its orders and its executions. Plain rows in
-and out; the simulated exchange is engine.execution.brokers.paper.
+and out; the simulated exchange is engine.execution.brokers.paper. A write of the
+broker's collects its rows in `Writes` and writes them together at its end.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.domain import Fill, Side
+from store.db import atomic
 from store.schema import OPEN_STATUSES
 
 INSERT_ORDER = (
@@ -38,40 +40,107 @@ SAVE_ACCOUNT = (
 )
 
 
-def insert_order(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(INSERT_ORDER, row)
+MOVE_PRICES = (
+    "UPDATE paper_orders SET stop_price = ?, limit_price = ?, updated_at = ?"
+    " WHERE client_order_id = ?"
+)
+
+# Where an `INSERT_ORDER` row holds what `UPDATE_ORDER` and `MOVE_PRICES` change.
+_LIMIT, _STOP, _STATUS, _TRIGGERED, _UPDATED_AT, _DETAIL = 7, 8, 9, 12, 16, 17
 
 
-def update_order(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(UPDATE_ORDER, row)
+class Writes:
+    """The rows one write of the paper broker changes, kept until the write ends and
+    then written together, one `executemany` per statement: a bracket's three
+    orders are one call, not three. An order inserted and then changed within the
+    write is one INSERT of its final row, and a position or bar written twice is
+    written once, as it ends; the rows are the ones the statements one at a time
+    would have left.
 
+    `flush` writes them atomically: a savepoint when there are several rows, none
+    for a single row inside the caller's transaction (one statement is atomic by
+    itself) and none at all when nothing changed. Single-threaded, like the broker."""
 
-def move_prices(
-    conn: sqlite3.Connection, coid: str, stop: float | None, limit: float | None, now: int
-) -> None:
-    conn.execute(
-        "UPDATE paper_orders SET stop_price = ?, limit_price = ?, updated_at = ?"
-        " WHERE client_order_id = ?",
-        (stop, limit, now, coid),
-    )
+    __slots__ = ("account", "bars", "executions", "moves", "orders", "positions", "updates")
 
+    def __init__(self) -> None:
+        self.orders: dict[str, list[Any]] = {}  # INSERT_ORDER rows, by client order id
+        self.updates: dict[str, tuple[Any, ...]] = {}  # UPDATE_ORDER rows of older orders
+        self.moves: dict[str, tuple[Any, ...]] = {}  # MOVE_PRICES rows of older orders
+        self.executions: list[tuple[Any, ...]] = []
+        self.positions: dict[str, tuple[Any, ...]] = {}
+        self.bars: dict[str, tuple[Any, ...]] = {}
+        self.account: tuple[Any, ...] | None = None
 
-def insert_execution(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(INSERT_EXECUTION, row)
+    def insert_order(self, row: tuple[Any, ...]) -> None:
+        if row[0] in self.orders:
+            # What the second INSERT would have raised: the write fails as before.
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: paper_orders.client_order_id")
+        self.orders[row[0]] = list(row)
 
+    def update_order(self, row: tuple[Any, ...]) -> None:
+        """(status, filled_qty, avg_price, triggered, updated_at, detail, client_order_id)"""
+        new = self.orders.get(row[6])
+        if new is None:
+            self.updates[row[6]] = row
+            return
+        new[_STATUS : _TRIGGERED + 1] = row[:4]
+        new[_UPDATED_AT], new[_DETAIL] = row[4], row[5]
 
-def save_position(conn: sqlite3.Connection, symbol: str, qty: float, now: int) -> None:
-    conn.execute(UPSERT_POSITION, (symbol, qty, now))
+    def move_prices(self, coid: str, stop: float | None, limit: float | None, now: int) -> None:
+        new = self.orders.get(coid)
+        if new is None:
+            # Written after the updates: only updated_at is in both, and a write
+            # stamps every row it changes with its one time.
+            self.moves[coid] = (stop, limit, now, coid)
+            return
+        new[_STOP], new[_LIMIT], new[_UPDATED_AT] = stop, limit, now
 
+    def clear(self) -> None:
+        self.orders.clear()
+        self.updates.clear()
+        self.moves.clear()
+        self.executions.clear()
+        self.positions.clear()
+        self.bars.clear()
+        self.account = None
 
-def save_bar(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(UPSERT_BAR, row)
+    def flush(self, conn: sqlite3.Connection, savepoint: str) -> None:
+        """Write every row kept, atomically, and forget them; on failure the caller
+        clears them (and reads its memory again)."""
+        count = (
+            len(self.orders)
+            + len(self.updates)
+            + len(self.moves)
+            + len(self.executions)
+            + len(self.positions)
+            + len(self.bars)
+            + (self.account is not None)
+        )
+        if count == 0:
+            return
+        if count == 1 and conn.in_transaction:
+            self._write(conn)
+        else:
+            with atomic(conn, savepoint):
+                self._write(conn)
+        self.clear()
 
-
-def save_account(
-    conn: sqlite3.Connection, cash: float, order_seq: int, exec_seq: int, now: int
-) -> None:
-    conn.execute(SAVE_ACCOUNT, (cash, order_seq, exec_seq, now))
+    def _write(self, conn: sqlite3.Connection) -> None:
+        for sql, rows in (
+            (INSERT_ORDER, self.orders.values()),
+            (UPDATE_ORDER, self.updates.values()),
+            (MOVE_PRICES, self.moves.values()),
+            (INSERT_EXECUTION, self.executions),
+            (UPSERT_POSITION, self.positions.values()),
+            (UPSERT_BAR, self.bars.values()),
+        ):
+            if len(rows) == 1:
+                conn.execute(sql, next(iter(rows)))
+            elif rows:
+                conn.executemany(sql, rows)
+        if self.account is not None:
+            conn.execute(SAVE_ACCOUNT, self.account)
 
 
 def order_state(conn: sqlite3.Connection, coid: str) -> tuple[Any, ...] | None:

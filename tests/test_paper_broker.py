@@ -4,6 +4,7 @@ persistence across a restart, cancel, and the cash/position bookkeeping."""
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlite_utils import Database
 from engine.config import PaperSettings
 from engine.domain import Bar, Order, OrderStatus, OrderType, Purpose, Side
 from engine.execution.account import StartingCashChanged
+from engine.execution.brokers import paper_book
 from engine.execution.brokers.base import Broker, BrokerUnavailable
 from engine.execution.brokers.fills import slippage
 from engine.execution.brokers.paper import NOT_WORKING, PaperBroker
@@ -462,3 +464,163 @@ def test_a_different_starting_cash_on_an_existing_account_is_refused(db: Databas
 def test_a_transfer_moves_the_paper_cash_and_survives_a_restart(db: Database) -> None:
     broker(db).transfer(-2_500.0, now=5)
     assert PaperBroker(db, FREE, CASH).account().cash == CASH - 2_500.0
+
+
+# ---- a write's rows, written together at its end ------------------------------------------
+
+
+def bracket(entry_qty: float = 100, entry_side: Side = Side.BUY) -> list[Order]:
+    """A market entry with its resting stop and target, closing the other way."""
+    closing = entry_side.opposite
+    common = {"symbol": "AAA", "purpose": Purpose.EXIT, "parent_id": "e1", "oco_group": "g1"}
+    return [
+        order("e1", entry_side, entry_qty),
+        Order("g1-S", side=closing, qty=100, order_type=OrderType.STOP, stop_price=45, **common),
+        Order("g1-T", side=closing, qty=100, order_type=OrderType.LIMIT, limit_price=55, **common),
+    ]
+
+
+def book_rows(db: Database) -> tuple[list[tuple], list[tuple], list[tuple], tuple]:
+    """Every row of the broker's tables but its bars, in a stable order."""
+    orders = db.execute("SELECT * FROM paper_orders ORDER BY client_order_id").fetchall()
+    execs = db.execute("SELECT * FROM paper_executions ORDER BY exec_id").fetchall()
+    positions = db.execute("SELECT * FROM paper_positions ORDER BY symbol").fetchall()
+    account = db.execute("SELECT cash, order_seq, exec_seq FROM paper_account").fetchone()
+    return orders, execs, positions, account
+
+
+def working(b: PaperBroker) -> list[tuple]:
+    """The working orders as the broker stores them."""
+    return sorted(
+        (o.client_order_id, o.broker_order_id, o.status, float(o.qty), o.filled_qty,
+         o.avg_price, o.stop_price, o.limit_price, o.parent_id, o.oco_group)
+        for o in b.working_orders()
+    )  # fmt: skip
+
+
+def agrees_with_its_database(b: PaperBroker, db: Database) -> None:
+    """What the broker holds in memory is what a new broker reads from its file."""
+    fresh = broker(db)
+    assert b.account() == fresh.account()
+    assert working(b) == working(fresh)
+    assert b.last_bar("AAA") == fresh.last_bar("AAA")
+    assert b._book.order_seq == fresh._book.order_seq
+    assert b._book.exec_seq == fresh._book.exec_seq
+
+
+def test_a_bracket_in_the_callers_transaction_continues_exactly_after_a_restart(
+    path: Path,
+) -> None:
+    first_db = open_writer(path)
+    first = broker(first_db)
+    first.on_bar(flat(1, 50))
+    first_db.conn.execute("BEGIN")
+    reports = first.submit_bracket(bracket(), now=2)
+    first_db.conn.execute("COMMIT")
+    assert statuses(reports)[-1] is OrderStatus.ACCEPTED
+    agrees_with_its_database(first, first_db)
+    first_db.conn.close()
+
+    second_db = open_writer(path)
+    second = broker(second_db)
+    assert {o.client_order_id for o in second.working_orders()} == {"g1-S", "g1-T"}
+    stop, target = second.on_bar(bar(3, 50, 50, 44, 46))  # through the stop
+    assert (stop.client_order_id, stop.status) == ("g1-S", OrderStatus.FILLED)
+    assert stop.fill.exec_id == "paper-x2"  # the entry's was x1: none reused
+    assert (target.client_order_id, target.status) == ("g1-T", OrderStatus.CANCELED)
+    assert second.working_orders() == [] and second.account().positions == {}
+    agrees_with_its_database(second, second_db)
+    second_db.conn.close()
+
+
+def test_an_order_inserted_and_canceled_in_one_write_is_stored_as_it_ended(
+    db: Database,
+) -> None:
+    b = broker(db)
+    b.on_bar(flat(1, 50))
+    b.submit(order("s0", Side.SELL, 100), now=2)  # short 100: the entry below only covers it
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    reports = b.submit_bracket(bracket(), now=3)
+    db.conn.set_trace_callback(None)
+    written = [s.split()[:3] for s in statements if "paper_orders" in s and "SELECT" not in s]
+    assert written == [["INSERT", "INTO", "paper_orders"]] * 3  # final rows, no UPDATE
+    assert [(r.client_order_id, r.status) for r in reports[-2:]] == [
+        ("g1-S", OrderStatus.CANCELED),
+        ("g1-T", OrderStatus.CANCELED),
+    ]
+    rows = db.execute(
+        "SELECT client_order_id, status, detail, created_at, updated_at FROM paper_orders"
+        " WHERE oco_group = 'g1' ORDER BY client_order_id"
+    ).fetchall()
+    detail = "canceled: no position left to close (OCO)"
+    assert rows == [("g1-S", "CANCELED", detail, 3, 3), ("g1-T", "CANCELED", detail, 3, 3)]
+    agrees_with_its_database(b, db)
+
+
+def test_a_failed_write_rolls_back_its_rows_and_reloads_memory(db: Database) -> None:
+    b = broker(db)
+    b.on_bar(flat(1, 50))
+    b.submit(order("m1", qty=10), now=2)
+    before = book_rows(db)
+    db.execute(
+        "CREATE TRIGGER no_fills BEFORE INSERT ON paper_executions"
+        " BEGIN SELECT RAISE(ABORT, 'no more fills'); END"
+    )
+    db.conn.execute("BEGIN")
+    db.conn.execute("INSERT INTO paper_bars (symbol, ts) VALUES ('ZZZ', 1)")  # the caller's
+    with pytest.raises(sqlite3.IntegrityError, match="no more fills"):
+        b.submit_bracket(bracket(), now=3)
+    assert db.conn.in_transaction  # only the broker's savepoint was rolled back
+    db.conn.execute("COMMIT")
+    db.execute("DROP TRIGGER no_fills")
+    assert book_rows(db) == before
+    assert db.execute("SELECT count(*) FROM paper_bars WHERE symbol = 'ZZZ'").fetchone() == (1,)
+    assert b.account() == broker(db).account()
+    assert b.lookup("e1") is None and b.working_orders() == []
+    agrees_with_its_database(b, db)
+    assert b.submit(order("m2", qty=10), now=4)[-1].fill.exec_id == "paper-x2"
+
+
+def test_a_failed_single_row_write_reloads_the_last_bar(db: Database) -> None:
+    b = broker(db)
+    b.on_bar(flat(1, 50))
+    db.execute(
+        "CREATE TRIGGER no_bars BEFORE INSERT ON paper_bars"
+        " BEGIN SELECT RAISE(ABORT, 'no more bars'); END"
+    )
+    db.conn.execute("BEGIN")
+    with pytest.raises(sqlite3.IntegrityError, match="no more bars"):
+        b.on_bar(flat(2, 60))
+    db.conn.execute("COMMIT")
+    assert b.last_bar("AAA") == flat(1, 50)
+
+
+def test_a_cancel_in_the_callers_transaction_is_one_statement_without_a_savepoint(
+    db: Database,
+) -> None:
+    b = broker(db)
+    b.on_bar(flat(1, 50))
+    b.submit(order("l1", qty=10, kind=OrderType.LIMIT, limit=40), now=2)
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    db.conn.execute("BEGIN")
+    b.cancel("l1", now=3)
+    db.conn.execute("COMMIT")
+    db.conn.set_trace_callback(None)
+    assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "COMMIT"]
+    assert db.execute("SELECT status FROM paper_orders").fetchone() == ("CANCELED",)
+
+
+def test_an_order_finished_early_in_a_write_is_known_until_its_row_is_written(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(paper_book, "_DONE_KEPT", 0)  # forget finished orders at once
+    b = broker(db)
+    b.on_bar(flat(1, 50))
+    reports = b.submit_bracket(bracket(), now=2)
+    # The stop and target ask for their filled entry before its row is written.
+    last = {r.client_order_id: r.status for r in reports}
+    accepted = OrderStatus.ACCEPTED
+    assert last == {"e1": OrderStatus.FILLED, "g1-S": accepted, "g1-T": accepted}
+    assert b.lookup("e1").status is OrderStatus.FILLED  # from its row, once written

@@ -1,20 +1,21 @@
 """The paper broker: a simulated account and exchange behind the Broker protocol.
 
 It learns prices only from `on_bar`, decides fills with the pure rules in
-`engine.execution.brokers.fills`, and keeps its own account (cash, signed positions), its
-orders and its executions in its own tables (migration set "paper_broker" in
-`store.schema`) on the
-engine's writer connection. A new PaperBroker on the same file continues exactly
-where the previous one stopped: working orders keep working, cash and positions
-are kept, exec ids are never reused.
+`engine.execution.brokers.fills`, and keeps its own account (cash, signed
+positions), its orders and its executions in its own tables (migration set
+"paper_broker" in `store.schema`) on the engine's writer connection. A new
+PaperBroker on the same file continues exactly where the previous one stopped:
+working orders keep working, cash and positions are kept, exec ids are never reused.
 
 Three parts: `PaperBroker` (the protocol), `PaperExchange` (what is accepted and
 what fills) and `PaperBook` (engine.execution.brokers.paper_book: the account and
-orders in memory and their rows). Each public call writes in one transaction: its
-own when the connection is idle, a savepoint inside the caller's when the caller
-has one open (the OMS's, so the broker's rows commit with the reports they
-produced). When a write fails, the in-memory state is reloaded from the database
-so the two never disagree; `reload` does the same when the caller rolls back.
+orders in memory and their rows). Each public call writes its rows together at
+its end, in one transaction: its own when the connection is idle, a savepoint
+inside the caller's when the caller has one open (the OMS's, so the broker's rows
+commit with the reports they produced), or no savepoint there when the call
+changed a single row, which one statement writes atomically. When a write fails,
+the in-memory state is reloaded from the database so the two never disagree;
+`reload` does the same when the caller rolls back.
 
 Brackets: an entry may carry a resting stop and target (`submit_bracket`). They
 name the entry as parent and work only from the bar after it first filled; they
@@ -407,13 +408,18 @@ class PaperBroker:
                 last.ts,
             )
             return []
-        if not self._book.working.get(bar.symbol) and self._book.in_transaction:
-            # Nothing rests on the symbol: the bar is this call's one write, a single
-            # statement in the caller's transaction (the cycle's: most symbols, most
-            # bars), atomic without a savepoint of its own.
-            self._book.save_bar(bar)
-            return []
-        return self._book.write(lambda: self._exchange.on_bar(bar))
+        book = self._book
+        if not book.working.get(bar.symbol):
+            # Nothing rests on the symbol (most symbols, most bars): the bar is all
+            # there is to do, and its one row needs no savepoint in the caller's
+            # transaction (see PaperBook.write).
+
+            def save() -> list[ExecutionReport]:
+                book.save_bar(bar)
+                return []
+
+            return book.write(save)
+        return book.write(lambda: self._exchange.on_bar(bar))
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:
         return self._book.lookup(client_order_id)

@@ -1,9 +1,10 @@
 """The paper broker's book: its account, positions, last bars and orders in memory,
 and the rows that keep them (store.paper). Each public call of the broker writes
-through `PaperBook.write`: one transaction of its own, or a savepoint inside the
-caller's. When a write fails, memory is read again from the database, so the two
-never disagree. Nothing here decides whether an order fills: that is the
-exchange's (engine.execution.brokers.paper).
+through `PaperBook.write`: memory changes as the call goes, its rows are kept
+(`store.paper.Writes`) and written together at its end, in one transaction of its
+own or a savepoint inside the caller's. When a write fails, memory is read again
+from the database, so the two never disagree. Nothing here decides whether an
+order fills: that is the exchange's (engine.execution.brokers.paper).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from engine.execution.account import starting_cash_changed
 from engine.execution.brokers.base import BrokerOrderState
 from engine.execution.brokers.fills import FillDecision
 from store import paper as rows
-from store.db import atomic
 
 logger = logging.getLogger("engine.execution.brokers.paper")
 
@@ -51,6 +51,8 @@ class PaperBook:
         self._db = db
         self._starting_cash = starting_cash
         self._account_saved_at: int | None = None
+        self._writes = rows.Writes()
+        self._writing = False
         self.load()
 
     def load(self) -> None:
@@ -74,6 +76,7 @@ class PaperBook:
         }
         self._done: dict[str, BrokerOrderState] = {}
         self._account_saved_at = None
+        self._writes.clear()
         self.working: dict[str, dict[str, Working]] = {}
         # Which symbol each order works on, so finding one by its id does not walk
         # every symbol (a hundred of them, several times an order). An entry may
@@ -83,15 +86,25 @@ class PaperBook:
             self.hold(working)
 
     def write(self, work: Callable[[], list[ExecutionReport]]) -> list[ExecutionReport]:
+        """Run `work`, then write the rows it changed, atomically. What `work` reads
+        from the database is as the write found it: memory is the truth during the
+        write (every order it touches stays in memory until it ends), and only this
+        connection writes the broker's tables."""
+        self._writing = True
         try:
-            with atomic(self._db.conn, "paper"):
-                reports = work()
-                self._flush_account()
-                return reports
+            reports = work()
+            self._flush_account()
+            self._writes.flush(self._db.conn, "paper")
+            return reports
         except Exception:
             logger.exception("paper broker write failed; reloading its state from the database")
             self.load()
             raise
+        finally:
+            self._writing = False
+            done = self._done
+            while len(done) > _DONE_KEPT:
+                del done[next(iter(done))]
 
     # -- orders ----------------------------------------------------------------------
 
@@ -116,7 +129,9 @@ class PaperBook:
     def remember_done(self, order: Order) -> None:
         done = self._done
         done[order.client_order_id] = state(order)
-        if len(done) > _DONE_KEPT:
+        # Kept whole until a write ends: its rows are not written yet, so a lookup
+        # must not fall through to the database for an order it finished.
+        if len(done) > _DONE_KEPT and not self._writing:
             del done[next(iter(done))]
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:
@@ -156,37 +171,11 @@ class PaperBook:
         return f"paper-{self.order_seq}"
 
     def insert_order(self, working: Working, now: int, detail: str) -> None:
-        o = working.order
-        rows.insert_order(
-            self._db.conn,
-            (
-                o.client_order_id,
-                o.broker_order_id,
-                o.symbol,
-                str(o.side),
-                o.qty if isinstance(o.qty, int | float) else None,
-                str(o.order_type),
-                str(o.purpose),
-                o.limit_price,
-                o.stop_price,
-                o.status.value,
-                o.filled_qty,
-                o.avg_price,
-                int(working.triggered),
-                working.after_ts,
-                o.expires_at,
-                now,
-                now,
-                detail,
-                o.parent_id,
-                o.oco_group,
-            ),
-        )
+        self._writes.insert_order(_order_row(working, now, detail))
 
     def update_order(self, working: Working, now: int, detail: str = "") -> None:
         o = working.order
-        rows.update_order(
-            self._db.conn,
+        self._writes.update_order(
             (
                 o.status.value,
                 o.filled_qty,
@@ -201,7 +190,7 @@ class PaperBook:
     def move_prices(self, working: Working, now: int) -> None:
         o = working.order
         self.hold(working)
-        rows.move_prices(self._db.conn, o.client_order_id, o.stop_price, o.limit_price, now)
+        self._writes.move_prices(o.client_order_id, o.stop_price, o.limit_price, now)
 
     def finish(
         self, working: Working, status: OrderStatus, ts: int, detail: str
@@ -246,9 +235,8 @@ class PaperBook:
             decision.commission,
             decision.ref_price,
         )
-        conn = self._db.conn
-        rows.insert_execution(
-            conn,
+        writes = self._writes
+        writes.executions.append(
             (
                 exec_id,
                 order.client_order_id,
@@ -262,7 +250,7 @@ class PaperBook:
                 decision.ref_price,
             ),
         )
-        rows.save_position(conn, order.symbol, position, ts)
+        writes.positions[order.symbol] = (order.symbol, position, ts)
         logger.debug(
             "paper fill %s %s %g %s @ %.4f",
             exec_id,
@@ -274,15 +262,9 @@ class PaperBook:
         report = ExecutionReport(order.client_order_id, status, ts, fill, order.broker_order_id)
         return Working(order, working.triggered, working.after_ts), report
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._db.conn.in_transaction
-
     def save_bar(self, bar: Bar) -> None:
-        """Stored, then remembered: a failed write leaves memory as the database has it."""
-        rows.save_bar(
-            self._db.conn, (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
-        )
+        row = (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        self._writes.bars[bar.symbol] = row
         self.bars[bar.symbol] = bar
 
     def save_account(self, now: int) -> None:
@@ -293,7 +275,34 @@ class PaperBook:
         now = self._account_saved_at
         if now is not None:
             self._account_saved_at = None
-            rows.save_account(self._db.conn, self.cash, self.order_seq, self.exec_seq, now)
+            self._writes.account = (self.cash, self.order_seq, self.exec_seq, now)
+
+
+def _order_row(working: Working, now: int, detail: str) -> tuple[Any, ...]:
+    """A new order's `paper_orders` row (store.paper.INSERT_ORDER)."""
+    o = working.order
+    return (
+        o.client_order_id,
+        o.broker_order_id,
+        o.symbol,
+        str(o.side),
+        o.qty if isinstance(o.qty, int | float) else None,
+        str(o.order_type),
+        str(o.purpose),
+        o.limit_price,
+        o.stop_price,
+        o.status.value,
+        o.filled_qty,
+        o.avg_price,
+        int(working.triggered),
+        working.after_ts,
+        o.expires_at,
+        now,
+        now,
+        detail,
+        o.parent_id,
+        o.oco_group,
+    )
 
 
 def _rows_to_working(records: Iterable[tuple[Any, ...]]) -> Iterable[Working]:
