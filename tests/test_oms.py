@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError, astuple, dataclass, fields, replace
 from itertools import count
 
 import pytest
@@ -775,9 +775,14 @@ def test_an_orders_new_state_keeps_every_other_field() -> None:
         parent_id="P", oco_group="G", exit_reason=ExitReason.STOP,
     )  # fmt: skip
     moved = order.with_state(OrderStatus.FILLED, 7.0, 9.4, "b-2")
-    assert moved == replace(
+    expected = replace(
         order, status=OrderStatus.FILLED, filled_qty=7.0, avg_price=9.4, broker_order_id="b-2"
     )
+    assert moved == expected and hash(moved) == hash(expected)
+    assert type(moved) is Order and repr(moved) == repr(expected)
+    assert [getattr(moved, f.name) for f in fields(Order)] == list(astuple(expected))
+    with pytest.raises(FrozenInstanceError):
+        moved.status = OrderStatus.NEW  # type: ignore[misc]
 
 
 # -- a batch of orders (Oms.submit_many) --------------------------------------------

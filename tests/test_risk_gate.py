@@ -195,3 +195,9 @@ def test_entries_gated_against_one_calendar_adjusted_context_see_the_same_verdic
     alone = [gate.check(i, ctx(positions={"A": Position("A", 900, 100.0)})) for i in intents]
     assert together == alone
     assert {v.allowed for v in together} == {True, False}  # some pass, some are denied
+
+
+def test_an_allowed_verdict_is_shared_and_equal_to_a_new_one() -> None:
+    assert Verdict.ok("quantity") is Verdict.ok("quantity")
+    assert Verdict.ok("quantity") == Verdict(True, "quantity", "", None)
+    assert Verdict.ok("price") == Verdict(True, "price") != Verdict.ok("quantity")
