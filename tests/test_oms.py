@@ -308,6 +308,19 @@ def test_client_order_id_reads_as_utc_time():
     assert new_client_order_id(T0 + 5, 42, "abc123") == "C20231114-221320005-000042-abc123"
 
 
+def test_client_order_ids_across_second_and_day_boundaries_read_their_own_time():
+    # The date and time to the second are formatted once per second and kept.
+    day_end = 1_700_006_399_000  # 2023-11-14 23:59:59 UTC
+    stamps = [new_client_order_id(day_end + ms, 1, "x") for ms in (998, 999, 1000, 1001, 998)]
+    assert stamps == [
+        "C20231114-235959998-000001-x",
+        "C20231114-235959999-000001-x",
+        "C20231115-000000000-000001-x",
+        "C20231115-000000001-000001-x",
+        "C20231114-235959998-000001-x",
+    ]
+
+
 def test_a_bad_intent_is_refused_before_anything_is_stored(db, clock):
     oms = make_oms(db, FunctionBroker(fills_at_once), clock)
     with pytest.raises(ValueError, match="quantity"):

@@ -101,15 +101,20 @@ def order_problem(order: Order) -> str | None:
     Fractional shares are not supported: a qty must be a whole number."""
     if not _is_whole_positive(order.qty):
         return f"qty must be a positive whole number of shares, got {order.qty!r}"
-    try:
-        Side(order.side)
-    except ValueError:
-        return f"unknown side {order.side!r}"
-    try:
-        kind = OrderType(order.order_type)
-    except ValueError:
-        allowed = ", ".join(t.value for t in OrderType)
-        return f"unknown order type {order.order_type!r}; allowed: {allowed}"
+    # An enum member is valid as it is; only something else (a plain string from a
+    # caller that skipped the domain types) needs the enum's lookup, which is slow.
+    if not isinstance(order.side, Side):
+        try:
+            Side(order.side)
+        except ValueError:
+            return f"unknown side {order.side!r}"
+    kind = order.order_type
+    if not isinstance(kind, OrderType):
+        try:
+            kind = OrderType(kind)
+        except ValueError:
+            allowed = ", ".join(t.value for t in OrderType)
+            return f"unknown order type {order.order_type!r}; allowed: {allowed}"
     if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not _valid_price(order.limit_price):
         return f"a {kind.value} order needs a positive limit price, got {order.limit_price!r}"
     if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not _valid_price(order.stop_price):
@@ -216,11 +221,13 @@ class PaperExchange:
                     order, side=Side(order.side), order_type=OrderType(order.order_type)
                 )
             book = self._book
+            # Marks price the account's shorts, which only a sell is checked against.
+            marks = {s: b.close for s, b in book.bars.items()} if order.side is Side.SELL else {}
             problem = buying_power_problem(
                 order,
                 cash=book.cash,
                 positions=book.positions,
-                marks={s: b.close for s, b in book.bars.items()},
+                marks=marks,
                 price=estimated_price(order, last_bar, self._settings),
                 settings=self._settings,
             )
