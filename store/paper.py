@@ -40,6 +40,10 @@ SAVE_ACCOUNT = (
 )
 
 
+def save_bar(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(UPSERT_BAR, row)
+
+
 MOVE_PRICES = (
     "UPDATE paper_orders SET stop_price = ?, limit_price = ?, updated_at = ?"
     " WHERE client_order_id = ?"

@@ -582,18 +582,22 @@ def test_a_failed_write_rolls_back_its_rows_and_reloads_memory(db: Database) -> 
     assert b.submit(order("m2", qty=10), now=4)[-1].fill.exec_id == "paper-x2"
 
 
-def test_a_failed_single_row_write_reloads_the_last_bar(db: Database) -> None:
+@pytest.mark.parametrize("resting", [False, True])
+def test_a_bar_that_fails_to_be_stored_is_not_the_last_bar(db: Database, resting: bool) -> None:
     b = broker(db)
     b.on_bar(flat(1, 50))
+    if resting:  # the bar goes through the exchange (a write), else it is stored at once
+        b.submit(order("l1", qty=10, kind=OrderType.LIMIT, limit=40), now=2)
     db.execute(
         "CREATE TRIGGER no_bars BEFORE INSERT ON paper_bars"
         " BEGIN SELECT RAISE(ABORT, 'no more bars'); END"
     )
     db.conn.execute("BEGIN")
     with pytest.raises(sqlite3.IntegrityError, match="no more bars"):
-        b.on_bar(flat(2, 60))
+        b.on_bar(flat(3, 30))  # through the limit, when resting
     db.conn.execute("COMMIT")
     assert b.last_bar("AAA") == flat(1, 50)
+    agrees_with_its_database(b, db)
 
 
 def test_a_cancel_in_the_callers_transaction_is_one_statement_without_a_savepoint(

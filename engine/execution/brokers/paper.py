@@ -416,16 +416,13 @@ class PaperBroker:
             )
             return []
         book = self._book
-        if not book.working.get(bar.symbol):
-            # Nothing rests on the symbol (most symbols, most bars): the bar is all
-            # there is to do, and its one row needs no savepoint in the caller's
-            # transaction (see PaperBook.write).
-
-            def save() -> list[ExecutionReport]:
-                book.save_bar(bar)
-                return []
-
-            return book.write(save)
+        if not book.working.get(bar.symbol) and book.in_transaction:
+            # Nothing rests on the symbol: the bar is this call's one write, a single
+            # statement in the caller's transaction (the cycle's: most symbols, most
+            # bars), atomic without a savepoint and written at once, without the
+            # bookkeeping of `PaperBook.write` (a backtest does this per symbol per bar).
+            book.write_bar(bar)
+            return []
         return book.write(lambda: self._exchange.on_bar(bar))
 
     def lookup(self, client_order_id: str) -> BrokerOrderState | None:

@@ -262,9 +262,21 @@ class PaperBook:
         report = ExecutionReport(order.client_order_id, status, ts, fill, order.broker_order_id)
         return Working(order, working.triggered, working.after_ts), report
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.conn.in_transaction
+
     def save_bar(self, bar: Bar) -> None:
+        """Inside a write: the row is kept with the write's others."""
         row = (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         self._writes.bars[bar.symbol] = row
+        self.bars[bar.symbol] = bar
+
+    def write_bar(self, bar: Bar) -> None:
+        """Outside a write: stored at once, then remembered, so a failed statement
+        leaves memory as the database has it."""
+        row = (bar.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        rows.save_bar(self._db.conn, row)
         self.bars[bar.symbol] = bar
 
     def save_account(self, now: int) -> None:
