@@ -449,6 +449,23 @@ def test_boundary_bars_are_accepted(changes: dict[str, float]) -> None:
     assert BarValidator().check(replace(GOOD, **changes)) is None
 
 
+_PRICES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 9.0, 10.0, 11.0, math.inf, -math.inf, math.nan]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ts=st.sampled_from([-1, 0, 1, T0]), values=st.tuples(*[_PRICES] * 5))
+def test_the_quick_test_of_a_bar_passes_exactly_the_bars_with_nothing_wrong(
+    ts: int, values: tuple[float, float, float, float, float]
+) -> None:
+    from engine.market.feeds import _bar_problem_found, bar_problem
+
+    bar = Bar("GOOG", ts, *values)
+    assert bar_problem(bar) == _bar_problem_found(bar)
+
+
 def test_a_duplicate_bar_is_rejected() -> None:
     validator = BarValidator()
     validator.check(GOOD)
