@@ -386,10 +386,26 @@ def test_a_week_without_daily_bars_is_stale() -> None:
 
 @pytest.mark.parametrize(
     "broken",
-    [{"equity": float("nan")}, {"day_start_equity": float("nan")}, {"peak_equity": float("inf")}],
-    ids=["equity", "day_start", "peak"],
+    [
+        ({"equity": float("nan")}, "equity is nan"),
+        ({"day_start_equity": float("nan")}, "day-start equity is nan"),
+        ({"peak_equity": float("inf")}, "peak equity is inf"),
+        ({"peak_equity": float("-inf"), "day_start_equity": 1e300}, "peak equity is -inf"),
+    ],
+    ids=["equity", "day_start", "peak", "peak_negative"],
 )
-def test_a_non_finite_equity_is_a_fault_that_alerts_and_pauses(broken: dict) -> None:
-    actions = MON.evaluate(MonitorInput(ctx(**broken)))
-    assert of(Pause, actions)
+def test_a_non_finite_equity_is_a_fault_that_alerts_and_pauses(
+    broken: tuple[dict, str],
+) -> None:
+    figures, named = broken
+    actions = MON.evaluate(MonitorInput(ctx(**figures)))
+    assert [p.reason for p in of(Pause, actions)] == [
+        f"equity fault: {named}; the loss limits cannot be checked"
+    ]
     assert [a.severity for a in of(RaiseAlert, actions)] == [Severity.CRITICAL]
+    assert not of(KillSwitch, actions)  # the limits cannot be judged on such figures
+
+
+def test_finite_figures_are_no_fault() -> None:
+    fine = ctx(day_start_equity=100_000.0, peak_equity=100_000.0)
+    assert not of(Pause, MON.evaluate(MonitorInput(fine)))
