@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
+from collections.abc import Mapping, Sequence, Set
 
-from engine.domain import Fill, Order, Purpose, TradingState
+from engine.domain import Fill, Order, Position, Purpose, TradingState
 from engine.execution.portfolio import EquitySnapshot, TradeRecord
 from engine.market.calendar import TradingDay
+from engine.risk.context import RiskContext
 from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
 from store.risk import newest_stamp
 
@@ -76,10 +78,7 @@ class DailyFacts:
     # -- reading ----------------------------------------------------------------
 
     def facts(self, now: int) -> RiskFacts:
-        self._roll(now)
-        times = self._order_times
-        while times and times[0] <= now - ORDER_WINDOW_MS:
-            times.popleft()
+        last_exit_at, order_times = self._windows(now)
         return RiskFacts(
             now=now,
             day_start=self._start,
@@ -88,13 +87,68 @@ class DailyFacts:
             trades_today=self._trades,
             realized_today=self._realized,
             consecutive_losses=self._streak,
-            last_exit_at={s: t for s, t in self._last_exit.items() if now - DAY_MS < t <= now},
-            order_times=tuple(t for t in times if t <= now),
+            last_exit_at=last_exit_at,
+            order_times=order_times,
             orders_today=self._orders,
             fills_today=self._fills,
             day_start_equity=self._day_start_equity(),
             peak_equity=self._peak,
         )
+
+    def context(
+        self,
+        now: int,
+        *,
+        equity: float,
+        cash: float | None,
+        positions: Mapping[str, Position],
+        last_prices: Mapping[str, float],
+        open_orders: Sequence[Order],
+        atr_pct: Mapping[str, float],
+        returns: Mapping[str, Sequence[float]],
+        broker_connected: bool,
+        trading_state: TradingState,
+        stale_symbols: Set[str],
+        entries_blocked: str,
+    ) -> RiskContext:
+        """`facts(now).context(...)` with these live figures, built at once: the
+        monitor asks every step, and the `RiskFacts` in between was a third of it."""
+        last_exit_at, order_times = self._windows(now)
+        return RiskContext(
+            now=now,
+            equity=equity,
+            trading_state=trading_state,
+            cash=cash,
+            day_start_equity=self._day_start_equity(),
+            peak_equity=self._peak,
+            positions=positions,
+            last_prices=last_prices,
+            open_orders=open_orders,
+            atr_pct=atr_pct,
+            trades_today=self._trades,
+            realized_today=self._realized,
+            consecutive_losses=self._streak,
+            last_exit_at=last_exit_at,
+            order_times=order_times,
+            orders_today=self._orders,
+            fills_today=self._fills,
+            returns=returns,
+            broker_connected=broker_connected,
+            stale_symbols=stale_symbols,
+            entries_blocked=entries_blocked,
+        )
+
+    def _windows(self, now: int) -> tuple[dict[str, int], tuple[int, ...]]:
+        """At `now` (the day rolled first): each symbol's last exit within a day, and
+        the order times within the order window."""
+        self._roll(now)
+        times = self._order_times
+        while times and times[0] <= now - ORDER_WINDOW_MS:
+            times.popleft()
+        exits = self._last_exit
+        after = now - DAY_MS
+        last_exit_at = {s: t for s, t in exits.items() if after < t <= now} if exits else {}
+        return last_exit_at, tuple([t for t in times if t <= now])
 
     def _day_start_equity(self) -> float | None:
         if self._base is None:
