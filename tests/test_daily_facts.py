@@ -14,7 +14,7 @@ import pytest
 from engine.cycle import Trader
 from engine.domain import Intent, OrderType, Purpose, Side, TradingState
 from engine.process.runner import Engine
-from engine.risk import RiskFacts, load_risk_facts
+from engine.risk import RiskContext, RiskFacts, load_risk_facts
 from tests.conftest import FakeClock, engine_settings
 
 HOUR = 3_600_000
@@ -58,7 +58,12 @@ def built_at_once(trader: Trader) -> None:
         "entries_blocked": "test",
     }
     direct = trader.daily.context(now, **live)
-    assert direct == trader.daily.facts(now).context(now=now, **live)
+    usual = trader.daily.facts(now).context(now=now, **live)
+    assert type(direct) is RiskContext and direct == usual
+    for f in dataclasses.fields(RiskContext):  # _memo too, which == does not compare
+        assert getattr(direct, f.name) == getattr(usual, f.name), f.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        direct.equity = 0.0  # type: ignore[misc]
     assert direct.last_exit_at == stored(trader).last_exit_at
 
 

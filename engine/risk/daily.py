@@ -27,11 +27,12 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Mapping, Sequence, Set
+from typing import Any
 
 from engine.domain import Fill, Order, Position, Purpose, TradingState
 from engine.execution.portfolio import EquitySnapshot, TradeRecord
 from engine.market.calendar import TradingDay
-from engine.risk.context import RiskContext
+from engine.risk.context import ContextDraft, RiskContext
 from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
 from store.risk import newest_stamp
 
@@ -112,31 +113,36 @@ class DailyFacts:
         entries_blocked: str,
     ) -> RiskContext:
         """`facts(now).context(...)` with these live figures, built at once: the
-        monitor asks every step, and the `RiskFacts` in between was a third of it."""
+        monitor asks every step, and the `RiskFacts` in between was a third of it;
+        filled in as a `ContextDraft`, for a frozen __init__ was another third."""
         last_exit_at, order_times = self._windows(now)
-        return RiskContext(
-            now=now,
-            equity=equity,
-            trading_state=trading_state,
-            cash=cash,
-            day_start_equity=self._day_start_equity(),
-            peak_equity=self._peak,
-            positions=positions,
-            last_prices=last_prices,
-            open_orders=open_orders,
-            atr_pct=atr_pct,
-            trades_today=self._trades,
-            realized_today=self._realized,
-            consecutive_losses=self._streak,
-            last_exit_at=last_exit_at,
-            order_times=order_times,
-            orders_today=self._orders,
-            fills_today=self._fills,
-            returns=returns,
-            broker_connected=broker_connected,
-            stale_symbols=stale_symbols,
-            entries_blocked=entries_blocked,
-        )
+        ctx: Any = ContextDraft()  # its slots are RiskContext's, which mypy cannot see
+        ctx.now = now
+        ctx.equity = equity
+        ctx.trading_state = trading_state
+        ctx.cash = cash
+        ctx.day_start_equity = self._day_start_equity()
+        ctx.peak_equity = self._peak
+        ctx.positions = positions
+        ctx.last_prices = last_prices
+        ctx.open_orders = open_orders
+        ctx.atr_pct = atr_pct
+        ctx.trades_today = self._trades
+        ctx.realized_today = self._realized
+        ctx.consecutive_losses = self._streak
+        ctx.last_exit_at = last_exit_at
+        ctx.order_times = order_times
+        ctx.orders_today = self._orders
+        ctx.fills_today = self._fills
+        ctx.returns = returns
+        ctx.market_open = None
+        ctx.closed_reasons = {}
+        ctx.blackouts = None
+        ctx.broker_connected = broker_connected
+        ctx.stale_symbols = stale_symbols
+        ctx.entries_blocked = entries_blocked
+        ctx._memo = {}
+        return ctx.done()  # type: ignore[no-any-return]
 
     def _windows(self, now: int) -> tuple[dict[str, int], tuple[int, ...]]:
         """At `now` (the day rolled first): each symbol's last exit within a day, and
