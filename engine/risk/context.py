@@ -2,8 +2,10 @@
 
 The checks are pure functions of an intent and a `RiskContext`; nothing here reads
 the database. `RiskFacts` (engine/risk/facts.py) carries the part of the context
-that comes from the state store; the cycle adds the live part (equity, positions,
-prices, indicators) and calls `facts.context(...)`.
+that comes from the state store; the caller adds the live part (equity, positions,
+prices, indicators) and calls `facts.context(...)`. The engine's router asks its
+in-memory `DailyFacts.context(now, ...)` (engine/risk/daily.py), which builds the
+same context without the `RiskFacts` in between.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ orders, fills or realized P&L yet, the streak at zero, measured from the last
 mark. Otherwise (rows from the future, as after a restart behind the store's
 clock) the new day is read from the store once. `facts(now)` is equal to
 `load_risk_facts(conn, now, day=day)` on the same database (tests/test_daily_facts.py
-checks that after random sequences of orders, fills, trades and marks). When a
+checks that after random sequences of orders, fills, trades and marks), and
+`context(now, ...)`, what the router and the monitor read every step, equals
+`facts(now).context(...)` with the same live figures. When a
 write fails and the OMS reloads from the database, `reload` does the same here.
 """
 
