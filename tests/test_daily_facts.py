@@ -14,7 +14,7 @@ import pytest
 from engine.cycle import Trader
 from engine.domain import Intent, OrderType, Purpose, Side, TradingState
 from engine.process.runner import Engine
-from engine.risk import RiskFacts, load_risk_facts
+from engine.risk import RiskContext, RiskFacts, load_risk_facts
 from tests.conftest import FakeClock, engine_settings
 
 HOUR = 3_600_000
@@ -39,6 +39,32 @@ def same(memory: RiskFacts, store: RiskFacts) -> None:
             assert mine == pytest.approx(theirs, rel=1e-9, abs=1e-6), f.name
         else:
             assert mine == theirs, f.name
+
+
+def built_at_once(trader: Trader) -> None:
+    """The context made straight from memory equals the one made from its facts."""
+    now = trader.market_now
+    live: dict[str, Any] = {
+        "equity": 123_456.0,
+        "cash": 100_000.0,
+        "positions": dict(trader.portfolio.positions),
+        "last_prices": {s: b.close for s, b in trader.last_bar.items()},
+        "open_orders": tuple(trader.oms.open_orders()),
+        "atr_pct": {"A": 0.01},
+        "returns": {"A": (0.1, -0.1)},
+        "broker_connected": False,
+        "trading_state": TradingState.PAUSED,
+        "stale_symbols": frozenset({"A"}),
+        "entries_blocked": "test",
+    }
+    direct = trader.daily.context(now, **live)
+    usual = trader.daily.facts(now).context(now=now, **live)
+    assert type(direct) is RiskContext and direct == usual
+    for f in dataclasses.fields(RiskContext):  # _memo too, which == does not compare
+        assert getattr(direct, f.name) == getattr(usual, f.name), f.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        direct.equity = 0.0  # type: ignore[misc]
+    assert direct.last_exit_at == stored(trader).last_exit_at
 
 
 def random_step(trader: Trader, clock: FakeClock, rng: random.Random) -> None:
@@ -102,6 +128,7 @@ def test_facts_in_memory_equal_the_stores_after_random_trading(
     for _ in range(250):
         random_step(trader, clock, rng)
         same(trader.daily.facts(trader.market_now), stored(trader))
+        built_at_once(trader)
     # The sequence did trade, close round trips and cross trading days.
     conn = trader.db.conn
     days = {trader.trading_day.start(t) for (t,) in conn.execute("SELECT created_at FROM orders")}

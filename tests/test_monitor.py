@@ -222,6 +222,45 @@ def test_a_new_position_starts_a_new_trail() -> None:
     assert result.state.trails["A"].best == 100.0
 
 
+def test_a_trail_counts_only_finite_prices_and_bars_newer_than_the_position() -> None:
+    old = bar(90, 130, 99, ts=OPENED - 1)
+    first = MON.step(
+        MonitorInput(ctx(positions=long_a(), last_prices={"A": 105.0}), bars={"A": old})
+    )
+    assert first.state.trails["A"].best == 105.0  # the old bar's 130 came before the entry
+    broken = bar(float("nan"), float("inf"), 99)
+    later = ctx(positions=long_a(), last_prices={"A": float("nan")})
+    again = MON.step(MonitorInput(later, bars={"A": broken}, state=first.state))
+    assert again.state.trails == first.state.trails
+    higher = MON.step(MonitorInput(later, bars={"A": bar(99, 106, 99)}, state=again.state))
+    assert higher.state.trails["A"].best == 106.0
+
+
+def test_a_short_trail_keeps_its_lowest_price() -> None:
+    short = {"A": Position("A", -10, 100.0, opened_at=OPENED)}
+    first = MON.step(MonitorInput(ctx(positions=short, last_prices={"A": 95.0})))
+    higher = MON.step(
+        MonitorInput(ctx(positions=short, last_prices={"A": 97.0}), state=first.state)
+    )
+    assert (higher.state.trails["A"].best, higher.state.trails["A"].long) == (95.0, False)
+
+
+def test_only_open_orders_count_as_working() -> None:
+    def order(status: OrderStatus, oco: str | None, kind: OrderType = OrderType.MARKET) -> Order:
+        return Order("x", "A", Side.SELL, 10, kind, Purpose.EXIT, status, oco_group=oco)
+
+    hit = {"A": bar(90, 101, 91)}
+    for done in (OrderStatus.CANCELED, OrderStatus.FILLED, OrderStatus.REJECTED):
+        c = ctx(positions=long_a(stop=95.0), open_orders=[order(done, None), order(done, "e")])
+        assert of(ExitPosition, MON.evaluate(MonitorInput(c, bars=hit))), done
+    # A resting target is no exit the engine chose: the stop is left to the broker,
+    # but the target is not a stop to trail.
+    target = order(OrderStatus.ACCEPTED, "e", OrderType.LIMIT)
+    c = ctx(positions=long_a(stop=95.0), last_prices={"A": 109.0}, open_orders=[target])
+    actions = MON.evaluate(MonitorInput(c, bars={"A": bar(108, 110, 109)}, atr={"A": 1.0}))
+    assert not of(ExitPosition, actions) and not of(MoveStop, actions)
+
+
 def test_percent_trailing_stop_of_a_short() -> None:
     monitor = Monitor(RiskSettings(trailing_stop="percent", trail_percent=0.05))
     short = {"A": Position("A", -10, 100.0, opened_at=OPENED)}
@@ -386,10 +425,26 @@ def test_a_week_without_daily_bars_is_stale() -> None:
 
 @pytest.mark.parametrize(
     "broken",
-    [{"equity": float("nan")}, {"day_start_equity": float("nan")}, {"peak_equity": float("inf")}],
-    ids=["equity", "day_start", "peak"],
+    [
+        ({"equity": float("nan")}, "equity is nan"),
+        ({"day_start_equity": float("nan")}, "day-start equity is nan"),
+        ({"peak_equity": float("inf")}, "peak equity is inf"),
+        ({"peak_equity": float("-inf"), "day_start_equity": 1e300}, "peak equity is -inf"),
+    ],
+    ids=["equity", "day_start", "peak", "peak_negative"],
 )
-def test_a_non_finite_equity_is_a_fault_that_alerts_and_pauses(broken: dict) -> None:
-    actions = MON.evaluate(MonitorInput(ctx(**broken)))
-    assert of(Pause, actions)
+def test_a_non_finite_equity_is_a_fault_that_alerts_and_pauses(
+    broken: tuple[dict, str],
+) -> None:
+    figures, named = broken
+    actions = MON.evaluate(MonitorInput(ctx(**figures)))
+    assert [p.reason for p in of(Pause, actions)] == [
+        f"equity fault: {named}; the loss limits cannot be checked"
+    ]
     assert [a.severity for a in of(RaiseAlert, actions)] == [Severity.CRITICAL]
+    assert not of(KillSwitch, actions)  # the limits cannot be judged on such figures
+
+
+def test_finite_figures_are_no_fault() -> None:
+    fine = ctx(day_start_equity=100_000.0, peak_equity=100_000.0)
+    assert not of(Pause, MON.evaluate(MonitorInput(fine)))

@@ -86,11 +86,14 @@ class MonitorActions:
         now = self.clock.advance(wall)
         ctx = self.router.risk_context(now)
         bar_ms, cycle_ms = self._intervals()
+        snapshots = self.market.snapshots
         result = self.monitor.step(
             MonitorInput(
                 ctx=ctx,
-                bars=dict(self.market.last_bar),
-                atr={s: snap.atr for s, snap in self.market.snapshots.items()},
+                # Read, not copied: the step is over before the next bar arrives.
+                bars=self.market.last_bar,
+                # Only held symbols' ATRs are read (their trailing stops).
+                atr={s: snapshots[s].atr for s in ctx.positions if s in snapshots},
                 bar_interval_ms=bar_ms,
                 cycle_interval_ms=cycle_ms,
                 last_cycle_at=last_cycle_at,

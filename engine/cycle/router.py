@@ -79,12 +79,11 @@ class OrderRouter:
         self.store_block = ""  # set by the runner while the store cannot take writes
 
     def risk_context(self, now: int) -> RiskContext:
-        facts = self.daily.facts(now)
         prices = self.market.prices()
         snapshot = self.portfolio.mark(prices, now)
         atr_pct, returns = self.market.risk_inputs()
-        return facts.context(
-            now=now,
+        return self.daily.context(
+            now,
             equity=snapshot.equity,
             cash=snapshot.cash,
             positions=self.portfolio.positions,

@@ -2,8 +2,10 @@
 
 The checks are pure functions of an intent and a `RiskContext`; nothing here reads
 the database. `RiskFacts` (engine/risk/facts.py) carries the part of the context
-that comes from the state store; the cycle adds the live part (equity, positions,
-prices, indicators) and calls `facts.context(...)`.
+that comes from the state store; the caller adds the live part (equity, positions,
+prices, indicators) and calls `facts.context(...)`. The engine's router asks its
+in-memory `DailyFacts.context(now, ...)` (engine/risk/daily.py), which builds the
+same context without the `RiskFacts` in between.
 """
 
 from __future__ import annotations
@@ -168,6 +170,22 @@ class RiskContext:
 
     def _symbols(self) -> set[str]:
         return self.symbols_held() | {o.symbol for o in self.pending_entries()}
+
+
+class ContextDraft:
+    """A RiskContext's slots without its frozen __setattr__, for a context built on
+    every monitor step (`DailyFacts.context`): a frozen dataclass's __init__ sets each
+    of its twenty-five fields through object.__setattr__, ten times what plain slot
+    stores cost. Same slots in the same order on the same base, so Python lets the
+    finished draft's class be set to RiskContext (`done`): from then on it is a
+    RiskContext like any other. A field left unset raises AttributeError when read;
+    tests/test_daily_facts.py compares every field with a context built the usual way."""
+
+    __slots__ = RiskContext.__slots__
+
+    def done(self) -> RiskContext:
+        self.__class__ = RiskContext  # type: ignore[assignment]
+        return self  # type: ignore[return-value]
 
 
 def _usable(x: float) -> bool:

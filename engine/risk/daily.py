@@ -18,7 +18,9 @@ orders, fills or realized P&L yet, the streak at zero, measured from the last
 mark. Otherwise (rows from the future, as after a restart behind the store's
 clock) the new day is read from the store once. `facts(now)` is equal to
 `load_risk_facts(conn, now, day=day)` on the same database (tests/test_daily_facts.py
-checks that after random sequences of orders, fills, trades and marks). When a
+checks that after random sequences of orders, fills, trades and marks), and
+`context(now, ...)`, what the router and the monitor read every step, equals
+`facts(now).context(...)` with the same live figures. When a
 write fails and the OMS reloads from the database, `reload` does the same here.
 """
 
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
+from collections.abc import Mapping, Sequence, Set
+from typing import Any
 
-from engine.domain import Fill, Order, Purpose, TradingState
+from engine.domain import Fill, Order, Position, Purpose, TradingState
 from engine.execution.portfolio import EquitySnapshot, TradeRecord
 from engine.market.calendar import TradingDay
+from engine.risk.context import ContextDraft, RiskContext
 from engine.risk.facts import DAY_MS, ORDER_WINDOW_MS, RiskFacts, day_rows, load_risk_facts
 from store.risk import newest_stamp
 
@@ -76,10 +81,7 @@ class DailyFacts:
     # -- reading ----------------------------------------------------------------
 
     def facts(self, now: int) -> RiskFacts:
-        self._roll(now)
-        times = self._order_times
-        while times and times[0] <= now - ORDER_WINDOW_MS:
-            times.popleft()
+        last_exit_at, order_times = self._windows(now)
         return RiskFacts(
             now=now,
             day_start=self._start,
@@ -88,13 +90,73 @@ class DailyFacts:
             trades_today=self._trades,
             realized_today=self._realized,
             consecutive_losses=self._streak,
-            last_exit_at={s: t for s, t in self._last_exit.items() if now - DAY_MS < t <= now},
-            order_times=tuple(t for t in times if t <= now),
+            last_exit_at=last_exit_at,
+            order_times=order_times,
             orders_today=self._orders,
             fills_today=self._fills,
             day_start_equity=self._day_start_equity(),
             peak_equity=self._peak,
         )
+
+    def context(
+        self,
+        now: int,
+        *,
+        equity: float,
+        cash: float | None,
+        positions: Mapping[str, Position],
+        last_prices: Mapping[str, float],
+        open_orders: Sequence[Order],
+        atr_pct: Mapping[str, float],
+        returns: Mapping[str, Sequence[float]],
+        broker_connected: bool,
+        trading_state: TradingState,
+        stale_symbols: Set[str],
+        entries_blocked: str,
+    ) -> RiskContext:
+        """`facts(now).context(...)` with these live figures, built at once: the
+        monitor asks every step, and the `RiskFacts` in between was a third of it;
+        filled in as a `ContextDraft`, for a frozen __init__ was another third."""
+        last_exit_at, order_times = self._windows(now)
+        ctx: Any = ContextDraft()  # its slots are RiskContext's, which mypy cannot see
+        ctx.now = now
+        ctx.equity = equity
+        ctx.trading_state = trading_state
+        ctx.cash = cash
+        ctx.day_start_equity = self._day_start_equity()
+        ctx.peak_equity = self._peak
+        ctx.positions = positions
+        ctx.last_prices = last_prices
+        ctx.open_orders = open_orders
+        ctx.atr_pct = atr_pct
+        ctx.trades_today = self._trades
+        ctx.realized_today = self._realized
+        ctx.consecutive_losses = self._streak
+        ctx.last_exit_at = last_exit_at
+        ctx.order_times = order_times
+        ctx.orders_today = self._orders
+        ctx.fills_today = self._fills
+        ctx.returns = returns
+        ctx.market_open = None
+        ctx.closed_reasons = {}
+        ctx.blackouts = None
+        ctx.broker_connected = broker_connected
+        ctx.stale_symbols = stale_symbols
+        ctx.entries_blocked = entries_blocked
+        ctx._memo = {}
+        return ctx.done()  # type: ignore[no-any-return]
+
+    def _windows(self, now: int) -> tuple[dict[str, int], tuple[int, ...]]:
+        """At `now` (the day rolled first): each symbol's last exit within a day, and
+        the order times within the order window."""
+        self._roll(now)
+        times = self._order_times
+        while times and times[0] <= now - ORDER_WINDOW_MS:
+            times.popleft()
+        exits = self._last_exit
+        after = now - DAY_MS
+        last_exit_at = {s: t for s, t in exits.items() if after < t <= now} if exits else {}
+        return last_exit_at, tuple([t for t in times if t <= now])
 
     def _day_start_equity(self) -> float | None:
         if self._base is None:

@@ -44,9 +44,16 @@ from engine.risk.monitor_io import (
     MonitorInput,
     MonitorResult,
     MonitorState,
+    RaiseAlert,
     TrailState,
 )
-from engine.risk.monitor_rules import ACCOUNT_RULES, Look, transitions
+from engine.risk.monitor_rules import (
+    ACCOUNT_RULES,
+    NOTHING,
+    Look,
+    equity_fault_reason,
+    transitions,
+)
 
 
 class Monitor:
@@ -64,18 +71,27 @@ class Monitor:
         return list(self.step(inp).actions)
 
     def step(self, inp: MonitorInput) -> MonitorResult:
+        ctx = inp.ctx
         look = Look(
             inp,
             self.settings,
             self.stale_symbols(inp),
             monitor_rules.disconnected_since(inp),
             position_rules.trails(inp),
-            inp.ctx,
+            ctx,
+            equity_fault_reason(ctx),
         )
-        verdicts = [rule(look) for rule in ACCOUNT_RULES] + [position_rules.positions(look)]
-        actions = [a for v in verdicts for a in v.actions]
-        active = {v.alert.dedupe_key: v.alert for v in verdicts if v.alert is not None}
-        actions += transitions(inp.state.conditions, active, inp.ctx.now)
+        actions: list[MonitorAction] = []
+        active: dict[str, RaiseAlert] = {}
+        for rule in ACCOUNT_RULES:
+            verdict = rule(look)
+            if verdict is NOTHING:
+                continue  # most rules on most steps: nothing to add
+            actions += verdict.actions
+            if verdict.alert is not None:
+                active[verdict.alert.dedupe_key] = verdict.alert
+        actions += position_rules.positions(look).actions
+        actions += transitions(inp.state.conditions, active, ctx.now)
         state = MonitorState(look.trails, look.disconnected_since, frozenset(active))
         return MonitorResult(tuple(actions), state)
 

@@ -47,6 +47,7 @@ class Look:
     disconnected_since: int | None
     trails: Mapping[str, TrailState]
     ctx: RiskContext  # inp.ctx, read by every rule
+    fault: str | None  # `equity_fault_reason(ctx)`: two rules read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,13 @@ def disconnected_since(inp: MonitorInput) -> int | None:
 
 
 def equity_fault_reason(ctx: RiskContext) -> str | None:
+    equity, start, peak = ctx.equity, ctx.day_start_equity, ctx.peak_equity
+    if (
+        math.isfinite(equity)
+        and (start is None or math.isfinite(start))
+        and (peak is None or math.isfinite(peak))
+    ):
+        return None  # the usual answer, without naming the figures
     for name, value in (
         ("equity", ctx.equity),
         ("day-start equity", ctx.start_equity),
@@ -95,7 +103,7 @@ def equity_fault_reason(ctx: RiskContext) -> str | None:
 def equity_fault(look: Look) -> Verdict:
     """NaN compares false with every limit: the kill switch could never fire, so
     trading pauses until the figures can be trusted again."""
-    fault = equity_fault_reason(look.ctx)
+    fault = look.fault
     if fault is None:
         return NOTHING
     alert = RaiseAlert(
@@ -108,7 +116,7 @@ def equity_fault(look: Look) -> Verdict:
 def loss_limits(look: Look) -> Verdict:
     """The kill switch: the day's loss or the drawdown from the peak reached its limit."""
     ctx, s = look.ctx, look.settings
-    if ctx.trading_state is TradingState.HALTED or equity_fault_reason(ctx) is not None:
+    if ctx.trading_state is TradingState.HALTED or look.fault is not None:
         return NOTHING
     lost, base = limits.loss_today(ctx), ctx.start_equity
     if base > 0 and lost >= s.daily_loss * base:
@@ -198,7 +206,7 @@ def deadman(look: Look) -> Verdict:
         inp.cycle_interval_ms,
         look.settings.deadman_intervals,
     )
-    return Verdict(alert=alert)
+    return NOTHING if alert is None else Verdict(alert=alert)
 
 
 def deadman_alert(
@@ -244,6 +252,8 @@ def transitions(
     before: frozenset[str], active: Mapping[str, RaiseAlert], now: int
 ) -> list[MonitorAction]:
     """Edge-triggered alerts: each condition once when it starts, an INFO note when it clears."""
+    if not before and not active:
+        return []  # nothing held before or now: most steps
     out: list[MonitorAction] = [a for k, a in sorted(active.items()) if k not in before]
     for key in sorted(before - set(active)):
         lifted = DAY_LIMIT_LIFTED.get(key)

@@ -8,7 +8,7 @@ first rule in `EXIT_RULES` that fires names the exit."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.config import RiskSettings
@@ -28,28 +28,39 @@ from engine.risk.monitor_rules import NOTHING, Look, Verdict
 Exit = tuple[ExitKind, str]
 
 
-def _fresh_bar_prices(inp: MonitorInput, pos: Position) -> list[float]:
-    bar = inp.bars.get(pos.symbol)
-    if bar is None or (pos.opened_at is not None and bar.ts <= pos.opened_at):
-        return []  # an older bar's extremes came before the entry
-    return [p for p in (bar.high, bar.low) if math.isfinite(p)]
-
-
 def trails(inp: MonitorInput) -> dict[str, TrailState]:
-    """The best price per open position, carried over while it is the same position."""
+    """The best price per open position, carried over while it is the same position.
+    The last price counts, and the bar's high and low if the bar is newer than the
+    position (an older bar's extremes came before the entry). A trail whose best did
+    not move is handed on as it was: it is immutable and would be built equal."""
     out = {}
+    prev_trails, last_prices, bars = inp.state.trails, inp.ctx.last_prices, inp.bars
     for symbol, pos in inp.ctx.positions.items():
-        if pos.qty == 0:
+        qty = pos.qty
+        if qty == 0:
             continue
-        prev = inp.state.trails.get(symbol)
-        long = pos.qty > 0
-        best = prev.best if prev is not None and prev.matches(pos) else pos.avg_price
-        last = inp.ctx.last_prices.get(symbol)
-        seen = [last] if last is not None and math.isfinite(last) else []
-        for price in seen + _fresh_bar_prices(inp, pos):
-            best = max(best, price) if long else min(best, price)
-        out[symbol] = TrailState(symbol, long, pos.opened_at, best)
+        long, opened_at = qty > 0, pos.opened_at
+        prev = prev_trails.get(symbol)
+        same = prev is not None and prev.long == long and prev.opened_at == opened_at
+        best = prev.best if same and prev is not None else pos.avg_price
+        start = best
+        last = last_prices.get(symbol)
+        if last is not None and math.isfinite(last):
+            best = _better(best, last, long)
+        bar = bars.get(symbol)
+        if bar is not None and (opened_at is None or bar.ts > opened_at):
+            for price in (bar.high, bar.low):
+                if math.isfinite(price):
+                    best = _better(best, price, long)
+        if best is start and same and prev is not None and prev.symbol == symbol:
+            out[symbol] = prev
+        else:
+            out[symbol] = TrailState(symbol, long, opened_at, best)
     return out
+
+
+def _better(best: float, price: float, long: bool) -> float:
+    return max(best, price) if long else min(best, price)
 
 
 def trail_level(
@@ -197,6 +208,27 @@ def _first_exit(look: Look, held: Held) -> Exit | None:
     return None
 
 
+def _working(
+    orders: Sequence[Order],
+) -> tuple[set[str], dict[str, Order], set[str]]:
+    """From the open orders, in one pass: the symbols with an exit working (one the
+    engine chose, not a resting stop or target), the resting stop per symbol (the
+    last one listed), and the symbols with a stop or target resting."""
+    exiting: set[str] = set()
+    stops: dict[str, Order] = {}
+    resting: set[str] = set()
+    for o in orders:
+        if not o.status.is_open:
+            continue
+        if o.protective:
+            resting.add(o.symbol)
+            if o.order_type is OrderType.STOP:
+                stops[o.symbol] = o
+        elif o.purpose.reduces_exposure:
+            exiting.add(o.symbol)
+    return exiting, stops, resting
+
+
 def positions(look: Look) -> Verdict:
     """Per open position, by symbol: move its resting stop, close it if an exit rule fires.
     Not while an exit for it is already working, nor while HALTED (the emergency
@@ -204,10 +236,7 @@ def positions(look: Look) -> Verdict:
     ctx = look.ctx
     if ctx.trading_state is TradingState.HALTED:
         return NOTHING
-    working = [o for o in ctx.open_orders if o.status.is_open]
-    exiting = {o.symbol for o in working if o.purpose.reduces_exposure and not o.protective}
-    stops = {o.symbol: o for o in working if o.protective and o.order_type is OrderType.STOP}
-    resting = {o.symbol for o in working if o.protective}
+    exiting, stops, resting = _working(ctx.open_orders)
     out: list[MonitorAction] = []
     for symbol, pos in sorted(ctx.positions.items()):
         if pos.qty == 0 or symbol in exiting:
