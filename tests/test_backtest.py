@@ -4,6 +4,7 @@ its record in the state store, and one clear message for bad input."""
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from cockpit.backtests_views import list_runs
 from engine.__main__ import main
-from engine.backtest.run import BacktestConfig, BacktestError, run_backtest
+from engine.backtest.run import BacktestConfig, BacktestError, collector_paused, run_backtest
 from engine.config import load_settings
 from engine.market.feeds import generate_history
 
@@ -167,3 +168,28 @@ def test_every_stop_exit_is_booked_at_or_beyond_its_stop(tmp_path) -> None:
             assert t["exit_price"] <= t["stop"] + 1e-9
         else:
             assert t["exit_price"] >= t["stop"] - 1e-9
+
+
+def test_the_collector_is_off_during_a_run_and_back_on_after_it_even_when_it_fails(
+    tmp_path,
+) -> None:
+    strategy = tmp_path / "watch.py"
+    strategy.write_text(
+        "import gc\n\n\nclass Watch:\n    name = 'watch'\n\n"
+        "    def decide(self, ctx):\n"
+        "        raise RuntimeError(f'collector on: {gc.isenabled()}')\n"
+    )
+    cfg = BacktestConfig(sim_bars=100, symbols=("SIMA",), strategy=f"{strategy}:Watch")
+    assert gc.isenabled()
+    with pytest.raises(BacktestError, match="collector on: False"):
+        run_backtest(load_settings(), cfg)
+    assert gc.isenabled()
+
+
+def test_a_pause_of_the_collector_inside_another_leaves_it_off_until_the_outer_ends() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
